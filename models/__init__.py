@@ -1,0 +1,1 @@
+"""Darwin ML Serve database models (Tortoise ORM), importable as ``mlserve.models``."""

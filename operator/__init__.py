@@ -1,0 +1,1 @@
+"""The mlserve operator, importable as ``mlserve.operator``."""
