@@ -1,0 +1,40 @@
+# Shared set-up for the project's commands: a virtual environment in .venv with the
+# package installed in editable mode. Sourced, not run.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${MLSERVE_VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+
+ensure_venv() {
+    local extras="$1"
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "==> creating the virtual environment in $VENV"
+        "$PYTHON" -m venv "$VENV"
+        "$VENV/bin/pip" install --quiet --upgrade pip
+    fi
+    # Reinstall only when the dependencies changed since the last install.
+    local stamp="$VENV/.mlserve-installed-$extras"
+    if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+        echo "==> installing mlserve-operator[$extras] into $VENV"
+        "$VENV/bin/pip" install --quiet -e "$ROOT[$extras]"
+        touch "$stamp"
+    fi
+}
+
+# The test suite starts its own throwaway MariaDB server from Debian's package.
+ensure_mariadb() {
+    if command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]; then
+        return 0
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: the tests need a MariaDB server binary (mariadbd); install it with" >&2
+        echo "       sudo apt-get install mariadb-server   (or set MLSERVE_TEST_MYSQL_URL)" >&2
+        exit 1
+    fi
+    echo "==> installing mariadb-server (the tests start their own throwaway server)"
+    apt-get update -qq
+    # Installing must not start a system-wide server: the tests start their own.
+    DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends \
+        mariadb-server mariadb-client >/dev/null
+}
