@@ -1,0 +1,103 @@
+"""Enumerations stored in Darwin ML Serve's string columns.
+
+Every enum is a ``str`` enum whose values are exactly what Darwin writes, so a row
+written by Darwin reads back as a member and a member compares equal to its text.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+__all__ = [
+    "BackendType",
+    "DeploymentStatus",
+    "JobStatus",
+    "NodeCapacityType",
+    "ServeType",
+]
+
+
+class ServeType(str, Enum):
+    """``serves.type``: what a serve runs."""
+
+    API = "api"
+    WORKFLOW = "workflow"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class JobStatus(str, Enum):
+    """``artifact_builder_job.status``: state of an image build."""
+
+    PENDING = "PENDING"
+    SUCCESSFUL = "SUCCESSFUL"
+    FAILED = "FAILED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class DeploymentStatus(str, Enum):
+    """``deployments.status``."""
+
+    ACTIVE = "ACTIVE"
+    ENDED = "ENDED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class BackendType(str, Enum):
+    """``api_serve_configs.backend_type``: the server behind an API serve."""
+
+    FASTAPI = "fastapi"
+    RAY = "ray"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Darwin's data holds four spellings of the same two values.
+_CAPACITY_SPELLINGS: dict[str, str] = {
+    "spot": "spot",
+    "on_demand": "on_demand",
+    "on-demand": "on_demand",
+    "ondemand": "on_demand",
+}
+
+
+class NodeCapacityType(str, Enum):
+    """``node_capacity_type`` inside the infra configs: which nodes a pod may land on.
+
+    The value is what the ``karpenter.sh/capacity-type`` node selector expects, except
+    ``on_demand`` which renderers map to Karpenter's ``on-demand``.
+    """
+
+    SPOT = "spot"
+    ON_DEMAND = "on_demand"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def accepted_spellings(cls) -> tuple[str, ...]:
+        return tuple(_CAPACITY_SPELLINGS)
+
+    @classmethod
+    def parse(cls, value: Any) -> NodeCapacityType:
+        """Normalise any of Darwin's spellings (case-insensitive) to a member.
+
+        Raises ``ValueError`` naming the accepted values for anything else.
+        """
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            canonical = _CAPACITY_SPELLINGS.get(value.strip().lower())
+            if canonical is not None:
+                return cls(canonical)
+        accepted = ", ".join(repr(s) for s in _CAPACITY_SPELLINGS)
+        raise ValueError(
+            f"node capacity type {value!r} is not one of {accepted} (case-insensitive)"
+        )

@@ -1,0 +1,50 @@
+"""Exceptions raised by ``mlserve.models``.
+
+Each message names the field, the rule it broke and how to fix it, so it can be shown
+to a user as is (a condition message, a CLI error).
+"""
+
+from __future__ import annotations
+
+__all__ = ["ActiveDeploymentConflict", "InvalidConfig", "ModelsError"]
+
+
+class ModelsError(Exception):
+    """Base class of the errors of this package."""
+
+
+class InvalidConfig(ModelsError, ValueError):
+    """A JSON column (or another input) does not have the shape the operator needs.
+
+    ``field`` is the dotted path of the first offending value, e.g.
+    ``env_configs.namespace`` or ``worker_node_config.0.min_pods``; ``problems`` holds
+    every ``(field, message)`` pair found, in order.
+    """
+
+    def __init__(self, field: str, message: str, *, problems: tuple[tuple[str, str], ...] = ()) -> None:
+        self.field = field
+        self.message = message
+        self.problems = problems or ((field, message),)
+        if len(self.problems) == 1:
+            text = f"{field}: {message}"
+        else:
+            text = "; ".join(f"{f}: {m}" for f, m in self.problems)
+        super().__init__(text)
+
+
+class ActiveDeploymentConflict(ModelsError):
+    """More than one ACTIVE deployment exists for a (serve, environment) pair.
+
+    Raised instead of guessing which one the operator should trust; the fix is to end
+    all but one of the rows named in the message.
+    """
+
+    def __init__(self, serve: str, environment: str, deployment_ids: list[int]) -> None:
+        self.serve = serve
+        self.environment = environment
+        self.deployment_ids = deployment_ids
+        super().__init__(
+            f"active_deployments: serve {serve!r} has {len(deployment_ids)} active deployments in "
+            f"environment {environment!r} (ids {deployment_ids}); the rule is at most one per "
+            "(serve, environment): end all but one of them"
+        )
