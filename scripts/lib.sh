@@ -6,18 +6,21 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${MLSERVE_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 
+# ensure_venv [EXTRAS]: the package alone, or with the named extras (e.g. "test").
 ensure_venv() {
-    local extras="$1"
+    local extras="${1:-}"
+    local target="$ROOT"
+    if [ -n "$extras" ]; then target="$ROOT[$extras]"; fi
     if [ ! -x "$VENV/bin/python" ]; then
         echo "==> creating the virtual environment in $VENV"
         "$PYTHON" -m venv "$VENV"
         "$VENV/bin/pip" install --quiet --upgrade pip
     fi
     # Reinstall only when the dependencies changed since the last install.
-    local stamp="$VENV/.mlserve-installed-$extras"
+    local stamp="$VENV/.mlserve-installed-${extras:-base}"
     if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-        echo "==> installing mlserve-operator[$extras] into $VENV"
-        "$VENV/bin/pip" install --quiet -e "$ROOT[$extras]"
+        echo "==> installing $target into $VENV"
+        "$VENV/bin/pip" install --quiet -e "$target"
         touch "$stamp"
     fi
 }
