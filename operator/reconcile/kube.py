@@ -1,0 +1,117 @@
+"""The Kubernetes API as the reconcile sees it: one lightkube client, resource classes, counters.
+
+The MLServe and KubeRay kinds are lightkube generic resources; the core kinds of the
+children come from lightkube's models. :class:`RequestCounter` counts the requests the
+client sends by verb, so tests and ``bench/`` can show how many requests (and writes) a
+reconcile costs.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+from lightkube import AsyncClient
+from lightkube.core.resource import NamespacedResource
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
+from lightkube.resources.core_v1 import Service
+from lightkube.resources.networking_v1 import Ingress
+from lightkube.resources.policy_v1 import PodDisruptionBudget
+
+__all__ = [
+    "API_KINDS",
+    "MLSERVE_GROUP",
+    "MLSERVE_PLURAL",
+    "MLSERVE_VERSION",
+    "MLServe",
+    "RayCronJob",
+    "RayJob",
+    "RequestCounter",
+    "WORKFLOW_KINDS",
+    "make_client",
+    "resource_for",
+]
+
+MLSERVE_GROUP = "mlserve.darwin.io"
+MLSERVE_VERSION = "v1alpha1"
+MLSERVE_KIND = "MLServe"
+MLSERVE_PLURAL = "mlserves"
+MLSERVE_API_VERSION = f"{MLSERVE_GROUP}/{MLSERVE_VERSION}"
+
+MLServe = create_namespaced_resource(MLSERVE_GROUP, MLSERVE_VERSION, MLSERVE_KIND, MLSERVE_PLURAL)
+RayJob = create_namespaced_resource("ray.io", "v1", "RayJob", "rayjobs")
+RayCronJob = create_namespaced_resource("ray.io", "v1", "RayCronJob", "raycronjobs")
+
+# The kinds each serve type may render, so pruning knows where to look.
+API_KINDS: tuple[type[NamespacedResource], ...] = (
+    Deployment,
+    Service,
+    HorizontalPodAutoscaler,
+    Ingress,
+    PodDisruptionBudget,
+)
+WORKFLOW_KINDS: tuple[type[NamespacedResource], ...] = (RayJob, RayCronJob)
+
+_BY_API_VERSION_KIND: dict[tuple[str, str], type[NamespacedResource]] = {
+    ("apps/v1", "Deployment"): Deployment,
+    ("v1", "Service"): Service,
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): HorizontalPodAutoscaler,
+    ("networking.k8s.io/v1", "Ingress"): Ingress,
+    ("policy/v1", "PodDisruptionBudget"): PodDisruptionBudget,
+    ("ray.io/v1", "RayJob"): RayJob,
+    ("ray.io/v1", "RayCronJob"): RayCronJob,
+}
+
+
+def resource_for(manifest: Mapping[str, Any]) -> type[NamespacedResource]:
+    """The lightkube class of a rendered manifest; ValueError for a kind we never render."""
+    key = (str(manifest.get("apiVersion")), str(manifest.get("kind")))
+    try:
+        return _BY_API_VERSION_KIND[key]
+    except KeyError:
+        raise ValueError(f"no resource class for {key[0]} {key[1]}: add it to kube.py") from None
+
+
+def api_version_kind(resource: type[NamespacedResource]) -> tuple[str, str]:
+    info = resource._api_info.resource
+    api_version = f"{info.group}/{info.version}" if info.group else info.version
+    return api_version, info.kind
+
+
+@dataclass
+class RequestCounter:
+    """Counts the requests a client sends, by HTTP method (watches included as GET)."""
+
+    by_method: collections.Counter[str] = field(default_factory=collections.Counter)
+    log: list[tuple[str, str]] = field(default_factory=list)
+    keep_log: bool = False
+
+    async def __call__(self, request: httpx2.Request) -> None:
+        self.by_method[request.method] += 1
+        if self.keep_log:
+            self.log.append((request.method, str(request.url.path)))
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_method.values())
+
+    @property
+    def writes(self) -> int:
+        return sum(n for method, n in self.by_method.items() if method != "GET")
+
+    def reset(self) -> None:
+        self.by_method.clear()
+        self.log.clear()
+
+
+def make_client(field_manager: str, counter: RequestCounter | None = None) -> AsyncClient:
+    """A lightkube client from the in-cluster config, ``KUBECONFIG`` or ``~/.kube/config``."""
+    client = AsyncClient(field_manager=field_manager, timeout=httpx2.Timeout(30.0))
+    if counter is not None:
+        client._client._client.event_hooks["request"].append(counter)
+    return client
