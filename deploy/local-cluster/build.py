@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Build the local control plane's programs from the Go modules of this folder.
+
+    python3 build.py                 # kube-apiserver, kube-controller-manager, kube-scheduler,
+                                     # kubectl, etcd and kwok
+    python3 build.py helm            # only helm
+    python3 build.py --print-dir     # where the binaries go, and nothing else
+
+Binaries are static (``CGO_ENABLED=0``), built with ``-trimpath`` and cached outside
+the repository, in ``$MLSERVE_BIN_DIR`` when set, else in
+``${MLSERVE_CACHE_DIR:-${XDG_CACHE_HOME:-~/.cache}/mlserve}/k8s-<kubernetes version>/``.
+Each component leaves a stamp beside its binaries (versions, link flags, go.sum digest and
+Go version); a component whose binaries exist and whose stamp matches is not rebuilt, so
+a second run takes seconds. Go's own caches (GOMODCACHE, GOCACHE) are used as they are.
+
+The Kubernetes programs are linked with the version variables of
+``k8s.io/component-base/version`` and ``k8s.io/client-go/pkg/version`` set to the exact
+release, so ``/version`` and ``kubectl version`` report it.
+
+Standard library only; needs ``go`` on PATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from components import COMPONENTS, Component, load_versions
+
+
+
+
+
+def bin_dir(versions: dict[str, str]) -> Path:
+    explicit = os.environ.get("MLSERVE_BIN_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    cache = os.environ.get("MLSERVE_CACHE_DIR")
+    if cache:
+        root = Path(cache).expanduser()
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        root = (Path(xdg) if xdg else Path.home() / ".cache") / "mlserve"
+    return root / f"k8s-{versions['kubernetes']}"
+
+
+def go_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["CGO_ENABLED"] = "0"
+    env.setdefault("GOTOOLCHAIN", "local")
+    env["GOFLAGS"] = " ".join(filter(None, [env.get("GOFLAGS", ""), "-mod=readonly"]))
+    return env
+
+
+def go(*args: str, cwd: Path) -> str:
+    out = subprocess.run(["go", *args], cwd=cwd, env=go_env(), capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"go {' '.join(args)} failed in {cwd.name}/:\n{out.stderr}")
+    return out.stdout
+
+
+def release_time(component: Component, version: str) -> str:
+    """The release's commit time as the proxy reports it: a reproducible build date."""
+    info = json.loads(go("mod", "download", "-json", f"{component.module}@{version}", cwd=component.folder))
+    stamp = json.loads(Path(info["Info"]).read_text())["Time"]
+    return re.sub(r"\.\d+Z$", "Z", stamp)
+
+
+def ldflags(component: Component, version: str) -> list[str]:
+    flags = ["-s", "-w"]
+    if component.name == "kubernetes":
+        match = re.fullmatch(r"v(\d+)\.(\d+)\.\d+", version)
+        if match is None:
+            raise SystemExit(f"kubernetes version {version!r} is not of the form vMAJOR.MINOR.PATCH")
+        built = release_time(component, version)
+        for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+            flags += [
+                f"-X {package}.gitVersion={version}",
+                f"-X {package}.gitMajor={match[1]}",
+                f"-X {package}.gitMinor={match[2]}",
+                f"-X {package}.gitTreeState=clean",
+                f"-X {package}.buildDate={built}",
+            ]
+    elif component.name == "helm":
+        flags += [
+            f"-X helm.sh/helm/v3/internal/version.version={version}",
+            "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
+        ]
+    return flags
+
+
+def stamp_for(component: Component, version: str, flags: list[str]) -> dict[str, object]:
+    folder = component.folder
+    return {
+        "component": component.name,
+        "version": version,
+        "ldflags": flags,
+        "go.mod": hashlib.sha256((folder / "go.mod").read_bytes()).hexdigest(),
+        "go.sum": hashlib.sha256((folder / "go.sum").read_bytes()).hexdigest(),
+        "go": go("env", "GOVERSION", cwd=folder).strip(),
+    }
+
+
+def stamp_path(out: Path, component: Component) -> Path:
+    return out / f".{component.name}.stamp.json"
+
+
+def up_to_date(out: Path, component: Component, stamp: dict[str, object]) -> bool:
+    path = stamp_path(out, component)
+    if not all((out / name).is_file() for name in component.programs):
+        return False
+    try:
+        return bool(json.loads(path.read_text()) == stamp)
+    except (OSError, ValueError):
+        return False
+
+
+def build(component: Component, version: str, out: Path, force: bool) -> None:
+    flags = ldflags(component, version)
+    stamp = stamp_for(component, version, flags)
+    if not force and up_to_date(out, component, stamp):
+        print(f"{component.name} {version}: up to date in {out}", file=sys.stderr)
+        return
+    folder = component.folder
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{component.name} {version}: building {', '.join(component.programs)} ...", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(dir=out, prefix=".build-") as tmp:
+        command = ["go", "build", "-trimpath", "-ldflags", " ".join(flags), "-o", tmp + os.sep,
+                   *component.programs.values()]
+        result = subprocess.run(command, cwd=folder, env=go_env())
+        if result.returncode != 0:
+            raise SystemExit(f"{component.name}: go build failed (exit {result.returncode})")
+        # go build names each binary after the last element of its package path
+        for name, package in component.programs.items():
+            elements = package.split("/")
+            if re.fullmatch(r"v\d+", elements[-1]):  # a major-version suffix is not the name
+                elements.pop()
+            built = Path(tmp) / elements[-1]
+            os.replace(built, out / name)
+    stamp_path(out, component).write_text(json.dumps(stamp, indent=2) + "\n")
+    print(f"{component.name} {version}: built in {time.monotonic() - started:.0f} s", file=sys.stderr)
+
+
+DEFAULTS = [name for name, c in COMPONENTS.items() if c.default]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("components", nargs="*", metavar="COMPONENT",
+                        help=f"any of {', '.join(COMPONENTS)} (default: {' '.join(DEFAULTS)})")
+    parser.add_argument("--print-dir", action="store_true", help="print the binary folder and exit")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the stamp matches")
+    args = parser.parse_args(argv)
+    unknown = set(args.components) - set(COMPONENTS)
+    if unknown:
+        parser.error(f"unknown component(s): {', '.join(sorted(unknown))}")
+    versions = load_versions()
+    out = bin_dir(versions)
+    if not args.print_dir:
+        if shutil.which("go") is None:
+            raise SystemExit("go is not on PATH: install Go 1.26 to build the local control plane")
+        for name in args.components or DEFAULTS:
+            build(COMPONENTS[name], versions[name], out, args.force)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The components of the local control plane: one Go module of this folder each.
+
+Shared by ``generate.py`` and ``build.py``; versions live in ``versions.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+VERSIONS_FILE = HERE / "versions.json"
+LOCAL_MODULE_PREFIX = "mlserve.local/local-cluster"  # + "/<component>" names each module
+
+
+@dataclass(frozen=True)
+class Component:
+    """One Go module of this folder and the programs it builds."""
+
+    name: str  # folder of the module and key in versions.json
+    module: str  # upstream module that holds the programs
+    programs: dict[str, str]  # binary name -> package path
+    default: bool = True  # built when no component is named
+
+    @property
+    def folder(self) -> Path:
+        return HERE / self.name
+
+    @property
+    def local_module(self) -> str:
+        return f"{LOCAL_MODULE_PREFIX}/{self.name}"
+
+    @property
+    def upstream_programs(self) -> list[str]:
+        """Package paths of the programs that come from the upstream module."""
+        return [p for p in self.programs.values() if not p.startswith(self.local_module + "/")]
+
+
+COMPONENTS: dict[str, Component] = {
+    c.name: c
+    for c in (
+        Component(
+            "kubernetes",
+            "k8s.io/kubernetes",
+            {
+                "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+                "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+                "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+                "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+            },
+        ),
+        Component("etcd", "go.etcd.io/etcd/server/v3", {"etcd": "go.etcd.io/etcd/server/v3"}),
+        Component(
+            "kwok",
+            "sigs.k8s.io/kwok",
+            {
+                "kwok": "sigs.k8s.io/kwok/cmd/kwok",
+                # ours: prints kwok's default Stages, which the kwok program needs as config
+                "kwok-stages": f"{LOCAL_MODULE_PREFIX}/kwok/stages",
+            },
+        ),
+        # needed by the chart's tests only, so built when asked for
+        Component("helm", "helm.sh/helm/v3", {"helm": "helm.sh/helm/v3/cmd/helm"}, default=False),
+    )
+}
+
+
+def load_versions() -> dict[str, str]:
+    """Version of each component, from versions.json."""
+    versions: dict[str, str] = json.loads(VERSIONS_FILE.read_text())
+    missing = set(COMPONENTS) - set(versions)
+    if missing:
+        raise SystemExit(f"{VERSIONS_FILE.name}: no version for {', '.join(sorted(missing))}")
+    return versions
