@@ -179,7 +179,9 @@ def effective_api_config(ctx: ServeContext, spec: MLServeSpec) -> FastAPIConfig:
             "spec.replicas.min and spec.replicas.max",
         )
     base["cores"] = float(base["cores"])
-    base["node_capacity_type"] = NodeCapacityType.parse(base["node_capacity_type"]).value
+    base["node_capacity_type"] = NodeCapacityType.parse(
+        base.get("node_capacity_type", NodeCapacityType.ON_DEMAND)
+    ).value
     return FastAPIConfig.parse(base, "fast_api_config")
 
 

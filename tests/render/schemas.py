@@ -1,0 +1,125 @@
+"""Offline schema checks: core objects against a pinned Kubernetes version (strict), KubeRay
+objects against the KubeRay v1.7.0 CRDs, MLServes against our own CRD.
+
+``MLSERVE_KUBERAY_CRDS`` overrides the folder of the KubeRay CRDs (default: the project's
+``../shared/third_party/kuberay-v1.7.0``); ``MLSERVE_K8S_SCHEMA_VERSION`` the Kubernetes
+version (default: the local cluster's, 1.37).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S_VERSION = os.environ.get("MLSERVE_K8S_SCHEMA_VERSION", "1.37")
+MLSERVE_CRD = ROOT / "crds" / "mlserve.darwin.io_mlserves.yaml"
+_DEFAULT_KUBERAY = ROOT.parent / "shared" / "third_party" / "kuberay-v1.7.0"
+
+DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+
+RAY_KINDS = {"RayJob": "ray.io_rayjobs.yaml", "RayCronJob": "ray.io_raycronjobs.yaml"}
+RAYJOB_NAME_MAX = 47
+RAYCRONJOB_NAME_MAX = 41
+
+
+def kuberay_dir() -> Path:
+    path = Path(os.environ.get("MLSERVE_KUBERAY_CRDS", _DEFAULT_KUBERAY))
+    if not path.is_dir():
+        pytest.fail(
+            f"KubeRay CRDs not found at {path}: set MLSERVE_KUBERAY_CRDS to the folder holding "
+            "ray.io_rayjobs.yaml and ray.io_raycronjobs.yaml (KubeRay v1.7.0)"
+        )
+    return path
+
+
+def _version_schema(crd_path: Path, version: str) -> dict[str, Any]:
+    if not crd_path.is_file():
+        pytest.fail(f"CRD file {crd_path} is missing")
+    crd = yaml.safe_load(crd_path.read_text())
+    for entry in crd["spec"]["versions"]:
+        if entry["name"] == version:
+            return entry["schema"]["openAPIV3Schema"]
+    pytest.fail(f"{crd_path.name} has no version {version}")
+
+
+def strict(schema: Any) -> Any:
+    """The schema with unknown fields rejected, as the API server would prune them.
+
+    An object with ``properties`` and neither ``additionalProperties`` nor
+    ``x-kubernetes-preserve-unknown-fields`` gets ``additionalProperties: false``.
+    """
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    result = {key: strict(value) for key, value in schema.items()}
+    if (
+        "properties" in result
+        and "additionalProperties" not in result
+        and not result.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        result["additionalProperties"] = False
+    return result
+
+
+@functools.cache
+def _validator(crd_path: Path, version: str) -> jsonschema.Validator:
+    schema = strict(copy.deepcopy(_version_schema(crd_path, version)))
+    return jsonschema.Draft7Validator(schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
+
+
+def crd_errors(obj: dict[str, Any], crd_path: Path, version: str) -> list[str]:
+    validator = _validator(crd_path, version)
+    return [
+        f"{'.'.join(str(p) for p in error.absolute_path) or '<root>'}: {error.message}"
+        for error in sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
+    ]
+
+
+def mlserve_errors(obj: dict[str, Any]) -> list[str]:
+    """Errors of an MLServe against our CRD's schema (CEL rules excluded: they need a server)."""
+    return crd_errors(obj, MLSERVE_CRD, "v1alpha1")
+
+
+def validate_ray(obj: dict[str, Any]) -> None:
+    kind = obj["kind"]
+    errors = crd_errors(obj, kuberay_dir() / RAY_KINDS[kind], "v1")
+    assert not errors, f"{kind} {obj['metadata']['name']} breaks the KubeRay v1.7.0 schema: {errors}"
+    name = obj["metadata"]["name"]
+    limit = RAYJOB_NAME_MAX if kind == "RayJob" else RAYCRONJOB_NAME_MAX
+    assert len(name) <= limit and DNS1035_LABEL.match(name), f"{kind} name {name!r} breaks KubeRay's rule"
+
+
+def validate_core(obj: dict[str, Any]) -> None:
+    try:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        path = ".".join(str(p) for p in exc.path)
+        raise AssertionError(
+            f"{obj['kind']} {obj['metadata']['name']} is invalid for Kubernetes {K8S_VERSION} at {path}: {exc.message}"
+        ) from None
+
+
+def validate_manifest(obj: dict[str, Any]) -> None:
+    """Validate any rendered object, and the metadata rules every child shares."""
+    metadata = obj["metadata"]
+    assert len(metadata["name"]) <= 63 and DNS1035_LABEL.match(metadata["name"]), metadata["name"]
+    assert DNS1123_LABEL.match(metadata["namespace"]), metadata["namespace"]
+    for key, value in metadata.get("labels", {}).items():
+        assert len(value) <= 63 and LABEL_VALUE.match(value), f"label {key}={value!r}"
+    if obj["kind"] in RAY_KINDS:
+        validate_ray(obj)
+    else:
+        validate_core(obj)

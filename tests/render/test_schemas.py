@@ -1,0 +1,31 @@
+"""Every rendered object is valid: core kinds strictly against Kubernetes' own schema (unknown
+fields fail), RayJob and RayCronJob against the KubeRay v1.7.0 CRDs."""
+
+from __future__ import annotations
+
+import pytest
+
+from render.render_cases import CASES, Case
+from render.schemas import validate_core, validate_manifest, validate_ray
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+def test_every_child_is_valid(case: Case) -> None:
+    manifests = case.render()
+    assert manifests, "a case renders at least one child"
+    for manifest in manifests:
+        validate_manifest(manifest)
+
+
+def test_strict_validation_rejects_unknown_fields() -> None:
+    deployment = CASES[0].render()[0]
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(AssertionError, match="imagePullPolicyy"):
+        validate_core(deployment)
+
+
+def test_kuberay_validation_rejects_unknown_fields() -> None:
+    rayjob = next(case for case in CASES if case.id == "workflow-once").render()[0]
+    rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParam"] = {}
+    with pytest.raises(AssertionError, match="rayStartParam"):
+        validate_ray(rayjob)
