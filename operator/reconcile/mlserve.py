@@ -1,0 +1,361 @@
+"""The one reconcile of an MLServe: resolve → record → render → apply/prune → status.
+
+Called for every reason an MLServe may need work (created, changed, operator restarted,
+a child changed or vanished, the periodic drift check); it looks at the whole state each
+time, never at what triggered it. Every step is idempotent, and a run that finds nothing
+to change writes nothing: not to the database, not to the children, not to the status.
+
+Errors never escape as crashes: :func:`reconcile` turns them into conditions (and an Event
+when they first appear) and reports in :class:`Report` whether and when to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
+from lightkube.types import PatchType
+
+from mlserve.models import InvalidConfig, ServeType
+from mlserve.operator.render import render_children
+from mlserve.operator.render import names
+from mlserve.operator.settings import OperatorSettings
+from mlserve.operator.spec import MLServeSpec
+
+from . import deploy
+from .apply import ApplyResult, Owner, apply_children, list_children
+from .context import load_context
+from .errors import ClaimConflict, DatabaseUnavailable, InvalidInput, ReconcileError, TemporaryFailure
+from .events import EventSink
+from .identity import Claim, claim_of, holder, spec_changed_at
+from .kube import API_KINDS, MLSERVE_API_VERSION, MLSERVE_KIND, MLServe, RayCronJob, RayJob
+from .rollback import pending_rollback, previous_artifact, rollback_patch
+from .status import Observation, Workload, compute_status, write_status
+
+__all__ = ["Report", "Runtime", "reconcile"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What a reconcile needs from its surroundings."""
+
+    settings: OperatorSettings
+    client: AsyncClient
+    events: EventSink
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    deploy_user: str = "admin"
+
+
+@dataclass
+class Report:
+    """What one reconcile did and what should happen next."""
+
+    status_written: bool = False
+    recorded_deployment: int | None = None
+    applied: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    error: ReconcileError | None = None
+    retry_after: float | None = None
+    """Seconds until the next attempt (temporary failures); None: wait for a change."""
+    body: Mapping[str, Any] | None = None
+    """The MLServe as last seen (after any patch this reconcile made)."""
+
+
+def _workload(spec: MLServeSpec, live: Mapping[tuple[str, str], Mapping[str, Any]]) -> Workload | None:
+    if spec.type is ServeType.API:
+        name = names.child_name(spec.serve, spec.environment)
+        obj = live.get(("Deployment", name))
+        if obj is None:
+            return Workload("Deployment", name, exists=False)
+        st = obj.get("status") or {}
+        meta = obj.get("metadata") or {}
+        desired = (obj.get("spec") or {}).get("replicas")
+        desired = int(desired if desired is not None else st.get("replicas") or 0)
+        updated = int(st.get("updatedReplicas") or 0)
+        rolled_out = (
+            int(st.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+            and updated >= desired
+            and int(st.get("replicas") or 0) <= desired
+        )
+        return Workload(
+            "Deployment",
+            name,
+            desired=desired,
+            ready=int(st.get("readyReplicas") or 0),
+            updated=updated,
+            rolled_out=rolled_out,
+        )
+    jobs = [obj for (kind, _), obj in live.items() if kind in ("RayJob", "RayCronJob")]
+    if not jobs:
+        return None
+    newest = max(jobs, key=lambda o: (o.get("metadata") or {}).get("creationTimestamp") or "")
+    return Workload(
+        str(newest.get("kind")),
+        newest["metadata"]["name"],
+        job_status=(newest.get("status") or {}).get("jobStatus"),
+    )
+
+
+def _judged(status: Mapping[str, Any], generation: int) -> bool:
+    """Whether this generation's request was already compared with the database."""
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "DatabaseSynced":
+            return condition.get("observedGeneration") == generation and condition.get("reason") in (
+                "InSync",
+                "DeploymentRecorded",
+                "DatabaseNewer",
+                "UndeployedInDatabase",
+            )
+    return False
+
+
+def _previous_reason(status: Mapping[str, Any], type_: str) -> str | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == type_:
+            return condition.get("reason") if condition.get("status") != "True" or type_ == "Conflict" else None
+    return None
+
+
+async def _ensure_labels(rt: Runtime, body: Mapping[str, Any], spec: MLServeSpec) -> Mapping[str, Any]:
+    """Label the MLServe with its (serve, environment), the sync loop's way to find it."""
+    meta = body["metadata"]
+    wanted = {
+        names.LABEL_SERVE: names.label_value(spec.serve),
+        names.LABEL_ENVIRONMENT: names.label_value(spec.environment),
+    }
+    current = meta.get("labels") or {}
+    if all(current.get(k) == v for k, v in wanted.items()):
+        return body
+    patched = await rt.client.patch(
+        MLServe,
+        meta["name"],
+        {"metadata": {"labels": wanted}},
+        namespace=meta["namespace"],
+        patch_type=PatchType.MERGE,
+        field_manager=rt.settings.field_manager,
+    )
+    return patched.to_dict() if hasattr(patched, "to_dict") else dict(patched)
+
+
+def _kinds_for(spec: MLServeSpec, scheduled_per_run: bool) -> tuple[Any, ...]:
+    if spec.type is ServeType.API:
+        return API_KINDS
+    # RayJobs of a schedule run one per time, created and cleaned up by the scheduler:
+    # the children apply here must neither list them as drift nor prune them.
+    return (RayCronJob,) if scheduled_per_run else (RayJob, RayCronJob)
+
+
+async def reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Claim] = ()) -> Report:
+    """Bring one MLServe, its children, its status and the database in step."""
+    settings = rt.settings
+    meta = body.get("metadata") or {}
+    name, namespace, uid = meta.get("name"), meta.get("namespace"), meta.get("uid")
+    generation = int(meta.get("generation") or 0)
+    previous_status: Mapping[str, Any] = body.get("status") or {}
+    obs = Observation(generation=generation)
+    report = Report(body=body)
+    spec: MLServeSpec | None = None
+    outcome: deploy.DeployOutcome | None = None
+    rollback_from: str | None = None
+
+    try:
+        try:
+            spec = MLServeSpec.from_resource(body)
+        except InvalidConfig as exc:
+            raise InvalidInput("InvalidSpec", f"{exc}") from None
+        obs.serve = spec.serve
+        obs.paused = spec.paused
+
+        # Identity: the oldest MLServe claiming (serve, environment) holds it.
+        mine = claim_of(body)
+        assert mine is not None
+        rivals = [c for c in claims if c.uid != uid]
+        first = holder([*rivals, mine[1]])
+        if first is not None and first.uid != uid:
+            raise ClaimConflict(
+                f"MLServe {first.ref} already holds serve {spec.serve!r} in environment "
+                f"{spec.environment!r}: delete one of the two; this one changes nothing",
+                first.ref,
+            )
+
+        body = await _ensure_labels(rt, body, spec)
+        report.body = body
+
+        # Database: resolve, handle a rollback request, record the deploy when asked.
+        try:
+            async with asyncio.timeout(settings.db_timeout):
+                resolved = await deploy.resolve(
+                    serve_name=spec.serve,
+                    serve_type=str(spec.type),
+                    environment_name=spec.environment,
+                    artifact_version=spec.artifact_version,
+                    namespace=str(namespace),
+                    cluster_name=settings.cluster_name,
+                )
+                token = pending_rollback(body)
+                if token is not None:
+                    try:
+                        active, artifact, _ = await previous_artifact(resolved.serve, resolved.environment)
+                    except InvalidInput as exc:
+                        rt.events.post(body, "Warning", exc.reason, exc.message)
+                        version = None
+                    else:
+                        version = artifact.version
+                        rollback_from = f"deployment {active.pk}"
+                    patched = await rt.client.patch(
+                        MLServe,
+                        str(name),
+                        rollback_patch(token, version),
+                        namespace=str(namespace),
+                        patch_type=PatchType.MERGE,
+                        field_manager=settings.field_manager,
+                    )
+                    body = patched.to_dict() if hasattr(patched, "to_dict") else dict(patched)
+                    report.body = body
+                    spec = MLServeSpec.from_resource(body)
+                    generation = int(body["metadata"].get("generation") or generation)
+                    obs.generation = generation
+                    resolved = await deploy.resolve(
+                        serve_name=spec.serve,
+                        serve_type=str(spec.type),
+                        environment_name=spec.environment,
+                        artifact_version=spec.artifact_version,
+                        namespace=str(namespace),
+                        cluster_name=settings.cluster_name,
+                    )
+                changed_at = spec_changed_at(body) or rt.clock()
+                obs.spec_changed_at = changed_at
+                outcome = await deploy.sync_deployment(
+                    resolved,
+                    spec_changed_at=changed_at,
+                    spec_changed=not _judged(previous_status, generation) or token is not None,
+                    deploy_user=rt.deploy_user,
+                )
+                obs.db_state, obs.db_message = outcome.state, outcome.message
+                context = None
+                if outcome.active is not None and outcome.active_artifact is not None:
+                    context = await load_context(
+                        resolved.serve,
+                        resolved.environment,
+                        outcome.active_artifact,
+                        outcome.active,
+                        outcome.previous_id,
+                    )
+        except (ReconcileError, ApiError):
+            raise
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) or deploy.is_database_error(exc):
+                raise deploy.as_unavailable(exc) from None
+            raise
+
+        if outcome.recorded and outcome.active is not None:
+            report.recorded_deployment = outcome.active.pk
+            if rollback_from is not None:
+                rt.events.post(
+                    body, "Normal", "RolledBack",
+                    f"rolled back from {rollback_from}: {outcome.message}",
+                )
+            else:
+                rt.events.post(body, "Normal", "Deployed", outcome.message)
+
+        if context is None:
+            # Undeployed in the database: the sync loop removes this MLServe; leave the
+            # children until it does.
+            obs.artifact_version = spec.artifact_version
+            obs.image = resolved.artifact.image_url
+            return await _finish(rt, body, previous_status, obs, report)
+
+        obs.deployment_id = context.deployment_id
+        obs.previous_deployment_id = context.previous_deployment_id
+        obs.artifact_version = context.artifact_version
+        obs.image = context.image
+        obs.last_deployed_at = outcome.active.created_at if outcome.active else None
+
+        # Render what the database's active deployment says, with the MLServe's overrides.
+        render_spec = spec.model_copy(update={"artifact_version": context.artifact_version})
+        try:
+            manifests = render_children(context, render_spec, settings.render)
+        except InvalidConfig as exc:
+            raise InvalidInput("InvalidInfraConfig", f"{exc}") from None
+        scheduled_per_run = (
+            spec.type is ServeType.WORKFLOW
+            and bool(spec.schedule or context.schedule)
+            and not settings.render.ray_cron_job
+        )
+        if spec.type is ServeType.API:
+            obs.hosts = names.hosts(
+                spec.serve,
+                spec.environment,
+                context.environment.config.domain_suffix,
+                context.environment.is_protected,
+                tuple(spec.hosts) if spec.hosts is not None else context.additional_hosts,
+            )
+
+        owner = Owner(MLSERVE_API_VERSION, MLSERVE_KIND, str(name), str(namespace), str(uid))
+        selector = {
+            **names.selector(spec.serve, spec.environment),
+            names.LABEL_MANAGED_BY: names.MANAGED_BY,
+        }
+        kinds = _kinds_for(spec, scheduled_per_run)
+        if spec.paused:
+            live = await list_children(rt.client, kinds, str(namespace), selector)
+            result = ApplyResult(live=live)
+        else:
+            result = await apply_children(
+                rt.client, manifests, owner, selector, kinds, settings.field_manager
+            )
+            obs.applied = True
+        report.applied, report.pruned = result.applied, result.pruned
+        for child, paths in result.drift.items():
+            rt.events.post(
+                body, "Normal", "DriftRepaired",
+                f"{child} was changed by hand ({', '.join(paths[:5])}): put back as rendered",
+            )
+        obs.children = [
+            {"apiVersion": str(m["apiVersion"]), "kind": str(m["kind"]), "name": str(m["metadata"]["name"])}
+            for m in manifests
+        ]
+        obs.workload = _workload(spec, result.live)
+    except ApiError as exc:
+        obs.error = TemporaryFailure(
+            "ApiError", f"the API server refused a request: {exc.status.message}"
+        )
+    except ReconcileError as exc:
+        obs.error = exc
+    return await _finish(rt, body, previous_status, obs, report)
+
+
+async def _finish(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    previous_status: Mapping[str, Any],
+    obs: Observation,
+    report: Report,
+) -> Report:
+    meta = body.get("metadata") or {}
+    error = obs.error
+    report.error = error
+    if error is not None:
+        condition = "Conflict" if isinstance(error, ClaimConflict) else error.condition
+        if _previous_reason(previous_status, condition) != error.reason:
+            rt.events.post(body, "Warning", error.reason, error.message)
+            log.warning("%s/%s: %s: %s", meta.get("namespace"), meta.get("name"), error.reason, error.message)
+        if isinstance(error, TemporaryFailure):
+            report.retry_after = rt.settings.retry_delay
+    new_status = compute_status(previous_status, obs, rt.clock())
+    try:
+        report.status_written = await write_status(
+            rt.client, str(meta.get("name")), str(meta.get("namespace")), previous_status, new_status
+        )
+    except ApiError as exc:
+        log.warning("status of %s/%s not written: %s", meta.get("namespace"), meta.get("name"), exc.status.message)
+        report.retry_after = rt.settings.retry_delay
+    return report

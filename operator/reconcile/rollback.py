@@ -1,0 +1,91 @@
+"""Rollback: run the previous deployment's artifact again, as a new deployment.
+
+History is never rewritten: a rollback is a deploy like any other, of the artifact that
+``active_deployments.previous_deployment`` ran, so it gets a new ``deployments`` row and the
+rolled-back-from deployment becomes the new previous one.
+
+Two ways in, one writer per fact:
+
+- ``mlserve rollback SERVE --env ENV`` writes the database (:func:`rollback_in_database`),
+  as a deploy through Darwin would; the database → cluster sync then updates the MLServe.
+  Until it does, the MLServe's children already run the database's deployment.
+- The annotation ``mlserve.darwin.io/rollback: <any new token>`` on an MLServe changes the
+  request: the operator sets ``spec.artifactVersion`` to the previous artifact's version
+  and records the token as handled (``mlserve.darwin.io/rollback-handled``) in one patch;
+  the reconcile that follows records the deploy. A crash between the two steps is
+  harmless: the patch is atomic and recording a deploy is idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mlserve.models import ActiveDeployment, Artifact, Deployment, Environment, Serve, User, activate
+
+from .errors import InvalidInput
+
+__all__ = [
+    "ROLLBACK_ANNOTATION",
+    "ROLLBACK_HANDLED_ANNOTATION",
+    "pending_rollback",
+    "previous_artifact",
+    "rollback_in_database",
+    "rollback_patch",
+]
+
+ROLLBACK_ANNOTATION = "mlserve.darwin.io/rollback"
+ROLLBACK_HANDLED_ANNOTATION = "mlserve.darwin.io/rollback-handled"
+
+
+def pending_rollback(body: Mapping[str, Any]) -> str | None:
+    """The rollback token the MLServe asks for and the operator has not handled yet."""
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    token = annotations.get(ROLLBACK_ANNOTATION)
+    if not token or token == annotations.get(ROLLBACK_HANDLED_ANNOTATION):
+        return None
+    return str(token)
+
+
+async def previous_artifact(serve: Serve, environment: Environment) -> tuple[Deployment, Artifact, Deployment]:
+    """(active deployment, the previous deployment's artifact, previous deployment)."""
+    pointer = await ActiveDeployment.filter(serve_id=serve.pk, environment_id=environment.pk).order_by("-id").first()
+    if pointer is None:
+        raise InvalidInput(
+            "NothingToRollBack",
+            f"serve {serve.name!r} has no active deployment in {environment.name!r}: nothing to roll back",
+        )
+    if pointer.previous_deployment_id is None:
+        raise InvalidInput(
+            "NothingToRollBack",
+            f"deployment {pointer.deployment_id} of serve {serve.name!r} in {environment.name!r} has "
+            "no previous deployment (active_deployments.previous_deployment is empty): nothing to roll back to",
+        )
+    active = await Deployment.get(id=pointer.deployment_id)
+    previous = await Deployment.get(id=pointer.previous_deployment_id)
+    artifact = await Artifact.get(id=previous.artifact_id)
+    return active, artifact, previous
+
+
+def rollback_patch(token: str, version: str | None) -> dict[str, Any]:
+    """The merge patch that turns a rollback annotation into a request (or just marks it handled)."""
+    patch: dict[str, Any] = {"metadata": {"annotations": {ROLLBACK_HANDLED_ANNOTATION: token}}}
+    if version is not None:
+        patch["spec"] = {"artifactVersion": version}
+    return patch
+
+
+async def rollback_in_database(serve_name: str, environment_name: str, username: str) -> tuple[Deployment, Deployment, Artifact]:
+    """Deploy the previous artifact as a new deployment; returns (new, rolled back from, artifact)."""
+    serve = await Serve.get_or_none(name=serve_name)
+    if serve is None:
+        raise InvalidInput("UnknownServe", f"serve {serve_name!r} is not in the database")
+    environment = await Environment.get_or_none(name=environment_name)
+    if environment is None:
+        raise InvalidInput("UnknownEnvironment", f"environment {environment_name!r} is not in the database")
+    user = await User.get_or_none(username=username)
+    if user is None:
+        raise InvalidInput("UnknownUser", f"user {username!r} is not in the users table: pass --user")
+    active, artifact, _ = await previous_artifact(serve, environment)
+    new = await activate(serve, environment, artifact, user)
+    return new, active, artifact
