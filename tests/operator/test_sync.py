@@ -1,0 +1,402 @@
+"""Database → cluster sync: the watermark and the rows on SQLite, the pure rules without I/O.
+
+Rows are written the way Darwin writes them: plain INSERT and UPDATE statements, not the
+operator's models (:class:`DarwinSQL`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tortoise import Tortoise
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from mlserve.operator.reconcile import sync
+from mlserve.operator.reconcile.sync import (
+    ANNOTATION_DEPLOYMENT_ID,
+    NEVER,
+    SyncState,
+    read_watermark,
+    reflected_deployment_ids,
+    spec_changed_at,
+)
+
+T0 = datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC)
+
+
+class DarwinSQL:
+    """Writes Darwin ML Serve's rows with plain SQL, as the Darwin service does."""
+
+    def __init__(self, connection: BaseDBAsyncClient) -> None:
+        self.connection = connection
+        self.mysql = connection.capabilities.dialect == "mysql"
+        self.clock = T0
+
+    def _sql(self, text: str) -> str:
+        return text.replace("?", "%s") if self.mysql else text
+
+    def tick(self, seconds: float = 1.0) -> str:
+        self.clock += timedelta(seconds=seconds)
+        return self.clock.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    async def insert(self, table: str, **values: Any) -> int:
+        columns = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        _, rows = await self.connection.execute_query(
+            self._sql(f"INSERT INTO {table} ({columns}) VALUES ({marks})"), list(values.values())
+        )
+        return await self._last_id(table)
+
+    async def _last_id(self, table: str) -> int:
+        key = "user_id" if table == "users" else "id"
+        rows = await self.connection.execute_query_dict(f"SELECT MAX({key}) AS id FROM {table}")
+        return int(rows[0]["id"])
+
+    async def execute(self, text: str, *values: Any) -> None:
+        await self.connection.execute_query(self._sql(text), list(values))
+
+    async def user(self, name: str = "admin") -> int:
+        now = self.tick(0)
+        return await self.insert("users", username=name, token="t", created_at=now, updated_at=now)
+
+    async def environment(self, name: str, cluster: str, namespace: str, protected: bool = False) -> int:
+        now = self.tick()
+        config = {
+            "domain_suffix": ".example.com",
+            "cluster_name": cluster,
+            "security_group": "sg-1",
+            "subnets": "",
+            "ft_redis_url": "",
+            "workflow_url": "",
+            "namespace": namespace,
+        }
+        return await self.insert(
+            "environments",
+            name=name,
+            env_configs=json.dumps(config),
+            is_protected=protected,
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def serve(self, name: str, user: int, type_: str = "api") -> int:
+        now = self.tick()
+        return await self.insert(
+            "serves", name=name, type=type_, space="ml", created_by=user, created_at=now, updated_at=now
+        )
+
+    async def artifact(self, serve: int, version: str, user: int) -> int:
+        return await self.insert(
+            "artifacts",
+            serve_id=serve,
+            version=version,
+            github_repo_url="https://git.example.com/x",
+            image_url=f"registry.example.com/x:{version}",
+            created_at=self.tick(),
+            created_by_id=user,
+        )
+
+    async def deploy(self, serve: int, environment: int, artifact: int, user: int) -> int:
+        """Darwin's deploy: a new ACTIVE row, the old one ENDED, the pointer moved."""
+        now = self.tick()
+        rows = await self.connection.execute_query_dict(
+            self._sql(
+                "SELECT id, deployment_id FROM active_deployments WHERE serve_id = ? AND environment_id = ?"
+            ),
+            [serve, environment],
+        )
+        new = await self.insert(
+            "deployments",
+            serve_id=serve,
+            artifact_id=artifact,
+            environment_id=environment,
+            created_by_id=user,
+            created_at=now,
+            status="ACTIVE",
+        )
+        if rows:
+            old = int(rows[0]["deployment_id"])
+            await self.execute("UPDATE deployments SET status = 'ENDED', ended_at = ? WHERE id = ?", now, old)
+            await self.execute(
+                "UPDATE active_deployments SET deployment_id = ?, previous_deployment_id = ?, updated_at = ? "
+                "WHERE id = ?",
+                new,
+                old,
+                now,
+                int(rows[0]["id"]),
+            )
+        else:
+            await self.insert(
+                "active_deployments",
+                deployment_id=new,
+                environment_id=environment,
+                serve_id=serve,
+                created_at=now,
+                updated_at=now,
+            )
+        return new
+
+    async def undeploy(self, serve: int, environment: int) -> None:
+        """Darwin's undeploy: the deployment ENDED, the pointer deleted."""
+        now = self.tick()
+        rows = await self.connection.execute_query_dict(
+            self._sql(
+                "SELECT id, deployment_id FROM active_deployments WHERE serve_id = ? AND environment_id = ?"
+            ),
+            [serve, environment],
+        )
+        for row in rows:
+            await self.execute(
+                "UPDATE deployments SET status = 'ENDED', ended_at = ? WHERE id = ?", now, int(row["deployment_id"])
+            )
+            await self.execute("DELETE FROM active_deployments WHERE id = ?", int(row["id"]))
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[DarwinSQL]:
+    await Tortoise.init(
+        db_url=f"sqlite://{tmp_path / 'darwin.sqlite3'}", modules={"models": ["mlserve.models"]}
+    )
+    await Tortoise.generate_schemas()
+    try:
+        yield DarwinSQL(Tortoise.get_connection("default"))
+    finally:
+        await Tortoise.close_connections()
+
+
+# --- the watermark -----------------------------------------------------------------------------
+
+
+async def test_watermark_of_an_empty_database(sqlite_db: DarwinSQL) -> None:
+    mark = await read_watermark()
+    assert mark.active_count == 0
+    assert mark.active_max_id is None
+    assert await read_watermark() == mark
+
+
+async def test_watermark_moves_on_deploy_redeploy_undeploy_and_environment_change(sqlite_db: DarwinSQL) -> None:
+    db = sqlite_db
+    user = await db.user()
+    env = await db.environment("dev", "local", "ml-dev")
+    serve = await db.serve("iris", user)
+    v1 = await db.artifact(serve, "v1", user)
+    v2 = await db.artifact(serve, "v2", user)
+    seen = [await read_watermark()]
+
+    await db.deploy(serve, env, v1, user)
+    seen.append(await read_watermark())
+    await db.deploy(serve, env, v2, user)  # same pointer row, moved
+    seen.append(await read_watermark())
+    await db.undeploy(serve, env)  # pointer deleted, deployment ended
+    seen.append(await read_watermark())
+    await db.execute("UPDATE environments SET updated_at = ? WHERE id = ?", db.tick(), env)
+    seen.append(await read_watermark())
+
+    assert len(set(seen)) == len(seen), seen
+    assert await read_watermark() == seen[-1], "an idle database keeps its watermark"
+
+
+async def test_an_idle_tick_is_one_query_and_no_api_call(sqlite_db: DarwinSQL, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = sqlite_db
+    user = await db.user()
+    env = await db.environment("dev", "local", "ml-dev")
+    await db.serve("iris", user)
+    state = SyncState()
+    passes: list[str] = []
+
+    async def fake_full_pass(*args: Any, **kwargs: Any) -> None:
+        passes.append("full")
+
+    monkeypatch.setattr(sync, "_full_pass", fake_full_pass)
+    connection = Tortoise.get_connection("default")
+    statements: list[str] = []
+    original = type(connection).execute_query_dict
+
+    async def counting(self: Any, query: str, values: Any = None) -> Any:
+        statements.append(query)
+        return await original(self, query, values)
+
+    monkeypatch.setattr(type(connection), "execute_query_dict", counting)
+    clock = iter(range(0, 10_000, 10)).__next__
+
+    first = await sync.sync_once(None, "local", state, clock=clock)  # type: ignore[arg-type]
+    assert first.full_pass
+    statements.clear()
+    for _ in range(5):
+        result = await sync.sync_once(None, "local", state, clock=clock)  # type: ignore[arg-type]
+        assert not result.full_pass
+    assert statements == [sync._WATERMARK_SQL] * 5
+    assert passes == ["full"]
+
+    await db.execute("UPDATE environments SET updated_at = ? WHERE id = ?", db.tick(), env)
+    assert (await sync.sync_once(None, "local", state, clock=clock)).full_pass  # type: ignore[arg-type]
+
+
+async def test_a_full_pass_is_due_after_the_resync_interval(sqlite_db: DarwinSQL, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def fake_full_pass(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    monkeypatch.setattr(sync, "_full_pass", fake_full_pass)
+    state = SyncState()
+    now = [0.0]
+    assert (await sync.sync_once(None, "local", state, clock=lambda: now[0], full_resync_interval=60)).full_pass  # type: ignore[arg-type]
+    now[0] = 59
+    assert not (await sync.sync_once(None, "local", state, clock=lambda: now[0], full_resync_interval=60)).full_pass  # type: ignore[arg-type]
+    now[0] = 60
+    assert (await sync.sync_once(None, "local", state, clock=lambda: now[0], full_resync_interval=60)).full_pass  # type: ignore[arg-type]
+
+
+# --- which rows -------------------------------------------------------------------------------
+
+
+async def test_active_rows_of_the_bound_environments_only(sqlite_db: DarwinSQL) -> None:
+    db = sqlite_db
+    user = await db.user()
+    dev = await db.environment("dev", "local", "ml-dev")
+    stage = await db.environment("stage", "local", "ml-stage")
+    prod = await db.environment("prod", "elsewhere", "ml-prod")
+    broken = await db.insert(
+        "environments", name="broken", env_configs=json.dumps({"cluster_name": "local"}),
+        is_protected=False, created_at=db.tick(), updated_at=db.tick(),
+    )
+    iris = await db.serve("iris", user)
+    v1 = await db.artifact(iris, "v1", user)
+    v2 = await db.artifact(iris, "v2", user)
+    for env in (dev, stage, prod, broken):
+        await db.deploy(iris, env, v1, user)
+    latest = await db.deploy(iris, stage, v2, user)
+
+    bound = await sync._bound_environments("local")
+    assert sorted(e.name for e in bound.values()) == ["dev", "stage"]
+    rows, duplicates = await sync._active_rows(bound)
+    assert not duplicates
+    by_env = {row.environment: row for row in rows}
+    assert sorted(by_env) == ["dev", "stage"]
+    assert by_env["stage"].deployment_id == latest
+    assert by_env["stage"].artifact_version == "v2"
+    assert by_env["stage"].namespace == "ml-stage"
+    assert by_env["dev"].serve_type == "api"
+    assert by_env["dev"].changed_at.tzinfo is not None
+
+
+async def test_an_ended_deployment_whose_pointer_stayed_counts_as_undeployed(sqlite_db: DarwinSQL) -> None:
+    db = sqlite_db
+    user = await db.user()
+    dev = await db.environment("dev", "local", "ml-dev")
+    iris = await db.serve("iris", user)
+    deployment = await db.deploy(iris, dev, await db.artifact(iris, "v1", user), user)
+    await db.execute("UPDATE deployments SET status = 'ENDED', ended_at = ? WHERE id = ?", db.tick(), deployment)
+    rows, _ = await sync._active_rows(await sync._bound_environments("local"))
+    assert rows == []
+
+
+async def test_two_active_pointers_for_one_pair_are_left_alone(sqlite_db: DarwinSQL) -> None:
+    db = sqlite_db
+    user = await db.user()
+    dev = await db.environment("dev", "local", "ml-dev")
+    iris = await db.serve("iris", user)
+    first = await db.deploy(iris, dev, await db.artifact(iris, "v1", user), user)
+    other = await db.insert(
+        "deployments", serve_id=iris, artifact_id=first, environment_id=dev, created_by_id=user,
+        created_at=db.tick(), status="ACTIVE",
+    )
+    # Darwin's schema has no unique key on the pair (ours adds one): rebuild the table without it.
+    await db.execute("CREATE TABLE darwin_active AS SELECT * FROM active_deployments")
+    await db.execute("DROP TABLE active_deployments")
+    await db.execute("ALTER TABLE darwin_active RENAME TO active_deployments")
+    await db.insert(
+        "active_deployments", id=99, deployment_id=other, environment_id=dev, serve_id=iris,
+        created_at=db.tick(), updated_at=db.tick(),
+    )
+    rows, duplicates = await sync._active_rows(await sync._bound_environments("local"))
+    assert rows == []
+    assert duplicates == {("iris", "dev")}
+
+
+# --- the pure rules --------------------------------------------------------------------------------
+
+
+def managed(manager: str, time: str, *, spec: bool = True, subresource: str | None = None) -> dict[str, Any]:
+    fields: dict[str, Any] = {"f:metadata": {"f:labels": {}}}
+    if spec:
+        fields["f:spec"] = {"f:artifactVersion": {}}
+    entry: dict[str, Any] = {"manager": manager, "operation": "Update", "time": time, "fieldsV1": fields}
+    if subresource:
+        entry["subresource"] = subresource
+    return entry
+
+
+def test_spec_changed_at_is_the_newest_spec_write() -> None:
+    body = {
+        "metadata": {
+            "creationTimestamp": "2026-01-01T09:00:00Z",
+            "managedFields": [
+                managed("kubectl-client-side-apply", "2026-01-01T10:00:00Z"),
+                managed("kopf", "2026-01-01T12:00:00Z", spec=False),  # annotations only
+                managed("mlserve-operator", "2026-01-01T13:00:00Z", subresource="status"),
+                managed("kubectl-edit", "2026-01-01T11:00:00Z"),
+            ],
+        }
+    }
+    assert spec_changed_at(body) == datetime(2026, 1, 1, 11, tzinfo=UTC)
+
+
+def test_the_syncs_own_writes_are_not_changes_of_the_mlserve() -> None:
+    body = {
+        "metadata": {
+            "creationTimestamp": "2026-01-01T09:00:00Z",
+            "managedFields": [managed("mlserve-operator-sync", "2026-01-01T10:00:00Z")],
+        }
+    }
+    assert spec_changed_at(body, ("mlserve-operator-sync",)) == NEVER
+    body["metadata"]["managedFields"].append(managed("kubectl-edit", "2026-01-01T09:30:00Z"))
+    assert spec_changed_at(body, ("mlserve-operator-sync",)) == datetime(2026, 1, 1, 9, 30, tzinfo=UTC)
+
+
+def test_without_managed_fields_the_creation_time_counts() -> None:
+    body = {"metadata": {"creationTimestamp": "2026-01-01T09:00:00Z"}}
+    assert spec_changed_at(body) == datetime(2026, 1, 1, 9, tzinfo=UTC)
+
+
+def test_reflected_deployments_come_from_the_marker_and_the_status() -> None:
+    assert reflected_deployment_ids({}) == set()
+    body = {"metadata": {"annotations": {ANNOTATION_DEPLOYMENT_ID: "7"}}, "status": {"deploymentId": 9}}
+    assert reflected_deployment_ids(body) == {7, 9}
+    assert reflected_deployment_ids({"metadata": {"annotations": {ANNOTATION_DEPLOYMENT_ID: "x"}}}) == set()
+
+
+@pytest.mark.parametrize(
+    ("body", "pair"),
+    [
+        ({"metadata": {"name": "iris"}, "spec": {"environment": "dev"}}, ("iris", "dev")),
+        ({"metadata": {"name": "x"}, "spec": {"serve": "iris", "environment": "dev"}}, ("iris", "dev")),
+        (
+            {
+                "metadata": {
+                    "name": "x",
+                    "labels": {"mlserve.darwin.io/serve": "iris", "mlserve.darwin.io/environment": "dev"},
+                },
+                "spec": {},
+            },
+            ("iris", "dev"),
+        ),
+        ({"metadata": {"name": "x"}, "spec": {}}, None),
+    ],
+)
+def test_an_mlserve_is_found_by_its_pair_not_its_name(body: dict[str, Any], pair: tuple[str, str] | None) -> None:
+    assert sync._pair_of(body) == pair
+
+
+def test_a_new_mlserve_is_named_by_the_rule_and_carries_the_marker() -> None:
+    row = sync.ActiveRow("iris", "api", "dev", "ml-dev", 12, "v3", T0)
+    body = sync._new_mlserve(row)
+    assert body["metadata"]["name"] == "iris-dev"
+    assert body["metadata"]["namespace"] == "ml-dev"
+    assert body["metadata"]["annotations"] == {ANNOTATION_DEPLOYMENT_ID: "12"}
+    assert body["metadata"]["labels"]["mlserve.darwin.io/serve"] == "iris"
+    assert body["spec"] == {"serve": "iris", "environment": "dev", "type": "api", "artifactVersion": "v3"}
