@@ -54,8 +54,8 @@ def upstream_gomod(module: str, version: str) -> str:
     return Path(info["GoMod"]).read_text()
 
 
-_BLOCK = re.compile(r"^(require|replace)\s*\(\n(.*?)^\)", re.M | re.S)
-_SINGLE = re.compile(r"^(require|replace)\s+([^(\n].*)$", re.M)
+_BLOCK = re.compile(r"^(require|replace)\s*\(\n(.*?)^\)", re.MULTILINE | re.DOTALL)
+_SINGLE = re.compile(r"^(require|replace)\s+([^(\n].*)$", re.MULTILINE)
 
 
 def directives(gomod: str, verb: str) -> list[str]:
@@ -71,18 +71,27 @@ def directives(gomod: str, verb: str) -> list[str]:
 
 def kubernetes_replacements(version: str) -> list[str]:
     """``replace`` lines for k8s.io/kubernetes@version, derived from its own go.mod."""
+    return replacements_from(upstream_gomod("k8s.io/kubernetes", version), version)
+
+
+def replacements_from(gomod: str, version: str) -> list[str]:
+    """The replace lines a module requiring k8s.io/kubernetes@version needs, given its go.mod.
+
+    Each staging module it requires (``k8s.io/x => ./staging/src/k8s.io/x``) is pinned to the
+    published ``v0.MINOR.PATCH``; staging modules it does not require are left out (not all
+    are published); replacements by another module are carried over; local paths are dropped.
+    """
     match = re.fullmatch(r"v1\.(\d+)\.(\d+)", version)
     if match is None:
         raise SystemExit(f"kubernetes version {version!r} is not of the form v1.MINOR.PATCH")
     staging_version = f"v0.{match[1]}.{match[2]}"
-    gomod = upstream_gomod("k8s.io/kubernetes", version)
     required = {line.split()[0] for line in directives(gomod, "require")}
     result: list[str] = []
     for line in directives(gomod, "replace"):
         old, new = (part.strip() for part in line.split("=>"))
         old_path = old.split()[0]
         if new.startswith("./staging/"):
-            if old_path in required:  # staging modules nobody requires are not published
+            if old_path in required:
                 result.append(f"{old_path} => {old_path} {staging_version}")
         elif not new.startswith((".", "/")):
             result.append(f"{old} => {new}")

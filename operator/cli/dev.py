@@ -1,0 +1,120 @@
+"""``mlserve dev``: the local control plane for development, the demo and the tests.
+
+    mlserve dev build [--with-helm]           build (or reuse) the binaries
+    mlserve dev cluster up [--nodes N]        start a cluster and return (it keeps running)
+    mlserve dev cluster up --foreground       ... or stay until Ctrl-C, then stop it
+    mlserve dev cluster kubeconfig            print the kubeconfig path
+    mlserve dev cluster down                  stop it
+
+The cluster's state (certificates, etcd data, logs in ``logs/``, kubeconfig) lives in
+``--state-dir``, by default ``$MLSERVE_DEV_STATE_DIR`` or ``.mlserve/dev-cluster`` under
+the current folder; each ``up`` starts from an empty one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import click
+
+from mlserve.operator.devcluster import (
+    DevClusterError,
+    LocalCluster,
+    ensure_binaries,
+    names,
+    running_pids,
+    stop_recorded,
+)
+
+
+def _default_state_dir() -> Path:
+    return Path(os.environ.get(names.ENV_STATE_DIR) or names.DEFAULT_STATE_DIR)
+
+
+_state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=_default_state_dir,
+    show_default=f"${names.ENV_STATE_DIR} or {names.DEFAULT_STATE_DIR}",
+    help="Folder of the cluster's certificates, data, logs and kubeconfig.",
+)
+
+
+@click.group()
+def dev() -> None:
+    """A local Kubernetes control plane (etcd, kube-apiserver, controller manager, scheduler, kwok)."""
+
+
+@dev.command()
+@click.option("--with-helm", is_flag=True, help="Also build helm (needed by the chart's tests).")
+@click.option("--force", is_flag=True, help="Rebuild even when the cached binaries are current.")
+def build(with_helm: bool, force: bool) -> None:
+    """Build the binaries from Go modules, or reuse the cached ones; print their folder."""
+    try:
+        binaries = ensure_binaries(with_helm=with_helm, force=force)
+    except DevClusterError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(binaries.folder)
+
+
+@dev.group()
+def cluster() -> None:
+    """Start, stop and reach the local cluster."""
+
+
+@cluster.command()
+@click.option("--nodes", type=click.IntRange(min=0), default=1, show_default=True, help="Fake nodes run by kwok.")
+@_state_dir_option
+@click.option("--foreground", is_flag=True, help="Stay until Ctrl-C or SIGTERM, then stop the cluster.")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for all-ready.")
+def up(nodes: int, state_dir: Path, foreground: bool, timeout: float) -> None:
+    """Start a cluster and wait until it is ready."""
+    try:
+        binaries = ensure_binaries()
+        local = LocalCluster(binaries, nodes=nodes, state_dir=state_dir, detach=not foreground, start_timeout=timeout)
+        handle = local.start()
+    except DevClusterError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"cluster ready in {local.started_in:.1f} s at {handle.server} with {nodes} node(s)", err=True)
+    click.echo(f"logs in {local.state_dir}/logs; use it with:", err=True)
+    click.echo(f"export KUBECONFIG={handle.kubeconfig}")
+    if not foreground:
+        click.echo("stop it with: mlserve dev cluster down" + _state_dir_suffix(state_dir), err=True)
+        return
+    try:
+        while True:
+            for process in local.processes.values():
+                process.check()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        click.echo("stopping the cluster", err=True)
+    except DevClusterError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        local.stop()
+
+
+@cluster.command()
+@_state_dir_option
+def down(state_dir: Path) -> None:
+    """Stop the cluster started with `up`."""
+    stopped = stop_recorded(state_dir)
+    if stopped:
+        click.echo(f"stopped {', '.join(stopped)}", err=True)
+    else:
+        click.echo(f"no cluster running from {state_dir}", err=True)
+
+
+@cluster.command()
+@_state_dir_option
+def kubeconfig(state_dir: Path) -> None:
+    """Print the path of the running cluster's kubeconfig."""
+    if not running_pids(state_dir):
+        raise click.ClickException(f"no cluster running from {state_dir}: start one with `mlserve dev cluster up`")
+    click.echo((state_dir / names.KUBECONFIG_FILE).resolve())
+
+
+def _state_dir_suffix(state_dir: Path) -> str:
+    return "" if state_dir == _default_state_dir() else f" --state-dir {state_dir}"

@@ -1,0 +1,105 @@
+"""Build (or reuse) the control plane's binaries with ``deploy/local-cluster/build.py``.
+
+The Go build itself lives beside the Go modules, in ``deploy/local-cluster/``, so it can
+be run without this package; this module finds that folder, runs it and says where the
+binaries are.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import names
+from .errors import DevClusterError
+
+BUILD_SCRIPT = "build.py"
+
+
+def local_cluster_dir() -> Path:
+    """The folder with the Go modules: ``$MLSERVE_LOCAL_CLUSTER_DIR`` or the checkout's."""
+    explicit = os.environ.get(names.ENV_LOCAL_CLUSTER_DIR)
+    if explicit:
+        folder = Path(explicit).expanduser()
+        where = f"{names.ENV_LOCAL_CLUSTER_DIR}={explicit}"
+    else:
+        # operator/devcluster/build.py -> the checkout's root (an editable install runs from it)
+        folder = Path(__file__).resolve().parents[2] / "deploy" / "local-cluster"
+        where = "the checkout this package runs from"
+    if not (folder / BUILD_SCRIPT).is_file():
+        raise DevClusterError(
+            f"no {BUILD_SCRIPT} in {folder} ({where}): the control plane is built from the "
+            f"repository's deploy/local-cluster/ folder; run from a checkout installed with "
+            f"`pip install -e .`, or set {names.ENV_LOCAL_CLUSTER_DIR} to that folder, or set "
+            f"{names.ENV_BIN_DIR} to a folder of already built binaries"
+        )
+    return folder
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """The folder of built programs."""
+
+    folder: Path
+
+    def path(self, program: str) -> Path:
+        return self.folder / program
+
+    def missing(self, programs: Iterable[str] = names.DEFAULT_PROGRAMS) -> list[str]:
+        return [p for p in programs if not os.access(self.path(p), os.X_OK)]
+
+
+def _run_build_script(args: list[str], *, quiet: bool) -> Path:
+    folder = local_cluster_dir()
+    command = [sys.executable, str(folder / BUILD_SCRIPT), *args]
+    # progress goes to our stderr; the binary folder is the last line of stdout
+    result = subprocess.run(
+        command,
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL if quiet else None,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise DevClusterError(
+            f"building the control plane failed ({' '.join(command[1:])} exited {result.returncode}); "
+            "its output above says why"
+        )
+    lines = result.stdout.strip().splitlines()
+    if not lines:
+        raise DevClusterError(f"{BUILD_SCRIPT} printed no binary folder")
+    return Path(lines[-1])
+
+
+def binary_dir() -> Path:
+    """Where the binaries are (or will be), without building anything."""
+    explicit = os.environ.get(names.ENV_BIN_DIR)
+    if explicit:  # build.py honours the same variable; no checkout needed to use it
+        return Path(explicit).expanduser()
+    return _run_build_script(["--print-dir"], quiet=True)
+
+
+def ensure_binaries(*, with_helm: bool = False, force: bool = False) -> Binaries:
+    """Build what is missing or out of date (seconds when the cache is current)."""
+    if shutil.which("go") is None:
+        prebuilt = Binaries(binary_dir())
+        if not prebuilt.missing() and (not with_helm or not prebuilt.missing([names.HELM])):
+            return prebuilt
+        raise DevClusterError(
+            f"go is not on PATH and {prebuilt.folder} lacks "
+            f"{', '.join(prebuilt.missing() or [names.HELM])}: install Go 1.26 to build the control plane"
+        )
+    components = ["kubernetes", "etcd", "kwok"] + (["helm"] if with_helm else [])
+    folder = _run_build_script([*components, *(["--force"] if force else [])], quiet=False)
+    binaries = Binaries(folder)
+    expected = [*names.DEFAULT_PROGRAMS, *([names.HELM] if with_helm else [])]
+    missing = binaries.missing(expected)
+    if missing:
+        raise DevClusterError(f"the build left no {', '.join(missing)} in {folder}")
+    return binaries

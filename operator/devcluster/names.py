@@ -1,0 +1,54 @@
+"""Names, environment variables and defaults of the local control plane, in one place."""
+
+from __future__ import annotations
+
+# --- environment variables -------------------------------------------------------------
+#: folder holding the Go modules and build.py (default: deploy/local-cluster/ of the checkout)
+ENV_LOCAL_CLUSTER_DIR = "MLSERVE_LOCAL_CLUSTER_DIR"
+#: folder of the built binaries, used as it is (default: $MLSERVE_CACHE_DIR/k8s-<version>)
+ENV_BIN_DIR = "MLSERVE_BIN_DIR"
+#: root of the binary cache (default: ${XDG_CACHE_HOME:-~/.cache}/mlserve)
+ENV_CACHE_DIR = "MLSERVE_CACHE_DIR"
+#: state folder of `mlserve dev cluster up|down|kubeconfig` (default: .mlserve/dev-cluster)
+ENV_STATE_DIR = "MLSERVE_DEV_STATE_DIR"
+
+DEFAULT_STATE_DIR = ".mlserve/dev-cluster"
+
+# --- components (also the names of their log files, <name>.log) ---------------------------
+ETCD = "etcd"
+APISERVER = "kube-apiserver"
+CONTROLLER_MANAGER = "kube-controller-manager"
+SCHEDULER = "kube-scheduler"
+KWOK = "kwok"
+KWOK_STAGES = "kwok-stages"  # prints the kwok Stages (see deploy/local-cluster/kwok/stages)
+KUBECTL = "kubectl"
+HELM = "helm"
+
+#: programs started by the cluster, in start order
+CLUSTER_PROGRAMS = (ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER, KWOK)
+#: programs every build provides (helm only when asked for)
+DEFAULT_PROGRAMS = (*CLUSTER_PROGRAMS, KWOK_STAGES, KUBECTL)
+
+# --- cluster ---------------------------------------------------------------------------
+HOST = "127.0.0.1"
+CLUSTER_NAME = "mlserve-dev"
+SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+#: nodes carrying this annotation are the ones kwok plays the kubelet for
+KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
+NODE_NAME_PREFIX = "kwok-node-"
+NODE_LABEL_TYPE = ("type", "kwok")
+#: a node whose lease is not renewed within this time goes NotReady
+NODE_LEASE_SECONDS = 40
+
+# --- identities (client certificates: CN = user, O = group) --------------------------------
+ADMIN_USER = ("mlserve-admin", "system:masters")
+CONTROLLER_MANAGER_USER = ("system:kube-controller-manager", None)
+SCHEDULER_USER = ("system:kube-scheduler", None)
+KWOK_USER = ("system:kwok-controller", None)
+KWOK_CLUSTER_ROLE_BINDING = "mlserve-dev:kwok-controller"
+
+KUBECONFIG_FILE = "kubeconfig"
+STATE_FILE = "cluster.json"
+#: marks a folder as a cluster's state, which the next start may wipe
+STATE_MARKER = ".mlserve-dev-cluster"

@@ -1,0 +1,106 @@
+"""Pytest plugin: a Kubernetes cluster for the session.
+
+By default the session starts the project's local control plane (``mlserve.operator.devcluster``:
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok nodes), building
+its binaries first when they are missing, and stops it at the end. With
+``MLSERVE_TEST_USE_KUBECONFIG=1`` the tests use the cluster named by ``KUBECONFIG`` (for
+example kind) instead, unchanged. Nothing is skipped: a cluster that cannot be built or
+started makes the tests that need it error, with the failing component's log tail.
+
+Fixtures:
+    cluster      session  ClusterHandle (kubeconfig path, server URL, .client())
+    kube_client  session  a lightkube Client with admin rights
+    namespace    function a fresh namespace, deleted afterwards
+
+Tests that use them are marked ``cluster`` (added here when missing), so
+``-m "not cluster"`` leaves them out.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lightkube import ApiError, Client
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Namespace
+
+from mlserve.operator.devcluster import ClusterHandle, DevClusterError, LocalCluster, ensure_binaries
+
+#: "1": use the cluster of $KUBECONFIG instead of starting one
+ENV_USE_KUBECONFIG = "MLSERVE_TEST_USE_KUBECONFIG"
+#: how many kwok nodes the local cluster gets
+ENV_NODES = "MLSERVE_TEST_CLUSTER_NODES"
+DEFAULT_NODES = 2
+CLUSTER_FIXTURES = frozenset({"cluster", "kube_client", "namespace"})
+NAMESPACE_LABEL = "mlserve.darwin.io/test-namespace"
+
+_started_in: list[float] = []
+
+
+def use_external_cluster() -> bool:
+    return os.environ.get(ENV_USE_KUBECONFIG) == "1"
+
+
+def _external_kubeconfig() -> Path:
+    value = os.environ.get("KUBECONFIG", "")
+    first = next((p for p in value.split(os.pathsep) if p), "")
+    path = Path(first).expanduser() if first else Path.home() / ".kube" / "config"
+    if not path.is_file():
+        raise DevClusterError(
+            f"{ENV_USE_KUBECONFIG}=1 but there is no kubeconfig at {path}; set KUBECONFIG "
+            f"(e.g. `kind get kubeconfig > kind.yaml`) or unset {ENV_USE_KUBECONFIG} to use the local control plane"
+        )
+    return path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("cluster"):
+            item.add_marker(pytest.mark.cluster)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _started_in:
+        terminalreporter.write_line(f"local control plane: all ready in {_started_in[0]:.1f} s")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[ClusterHandle]:
+    """The session's cluster: the local control plane, or $KUBECONFIG's when asked for."""
+    if use_external_cluster():
+        yield ClusterHandle.from_kubeconfig(_external_kubeconfig())
+        return
+    nodes = int(os.environ.get(ENV_NODES, DEFAULT_NODES))
+    local = LocalCluster(ensure_binaries(), nodes=nodes)
+    try:
+        handle = local.start()
+        if local.started_in is not None:
+            _started_in.append(local.started_in)
+        yield handle
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_client(cluster: ClusterHandle) -> Iterator[Client]:
+    with cluster.client(field_manager="mlserve-tests") as client:
+        yield client
+
+
+@pytest.fixture
+def namespace(kube_client: Client, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test; its deletion is not waited for."""
+    stem = request.node.name.lower().replace("_", "-")
+    stem = "".join(c for c in stem if c.isalnum() or c == "-")[:40].strip("-")
+    name = f"{stem}-{uuid.uuid4().hex[:6]}"
+    kube_client.create(Namespace(metadata=ObjectMeta(name=name, labels={NAMESPACE_LABEL: "true"})))
+    yield name
+    try:
+        kube_client.delete(Namespace, name)
+    except ApiError as exc:
+        if exc.status.code != 404:
+            raise
