@@ -30,12 +30,23 @@ Forbid``:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from croniter import croniter
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
+from lightkube.types import CascadeType, PatchType
+
+from mlserve.operator.render import names
+
+from .apply import Owner, list_children, stamp
+from .errors import InvalidInput, TemporaryFailure
+from .events import EventSink
+from .kube import RayJob
 
 __all__ = [
     "InvalidSchedule",
@@ -45,8 +56,11 @@ __all__ = [
     "Schedule",
     "ScheduleSettings",
     "next_time",
+    "ScheduleOutcome",
+    "job_view",
     "parse_schedule",
     "plan",
+    "reconcile_schedule",
 ]
 
 # Counting missed times walks the cron sequence; past this many the count is reported
@@ -313,3 +327,163 @@ def plan(
         next_check=after_due,
         missed=max(skipped, 0),
     )
+
+
+# --- I/O: RayJobs of a scheduled workflow -------------------------------------------------------
+
+# KubeRay's terminal states: status.jobDeploymentStatus, and Ray's own status.jobStatus.
+_FINISHED_DEPLOYMENT_STATUSES = frozenset({"Complete", "Failed"})
+_FINISHED_JOB_STATUSES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _rfc3339(moment: datetime | None) -> str | None:
+    return None if moment is None else _utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def job_view(obj: Mapping[str, Any]) -> JobView | None:
+    """The planner's view of a live RayJob; None when it is not a scheduled run."""
+    metadata = obj.get("metadata") or {}
+    scheduled = _parse_time((metadata.get("annotations") or {}).get(names.ANNOTATION_SCHEDULED_TIME))
+    if scheduled is None:
+        return None
+    status = obj.get("status") or {}
+    finished = (
+        bool(metadata.get("deletionTimestamp"))
+        or status.get("jobDeploymentStatus") in _FINISHED_DEPLOYMENT_STATUSES
+        or str(status.get("jobStatus") or "").upper() in _FINISHED_JOB_STATUSES
+    )
+    return JobView(str(metadata.get("name")), scheduled, finished)
+
+
+@dataclass
+class ScheduleOutcome:
+    """What :func:`reconcile_schedule` did, and what the MLServe's status should say."""
+
+    plan: Plan
+    created: str | None = None
+    deleted: list[str] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+    """status.schedule, lastScheduledTime, nextScheduledTime, activeRayJob, lastRunStatus."""
+    newest_job: Mapping[str, Any] | None = None
+    """The newest scheduled RayJob as the server holds it (None before the first run)."""
+    requeue_after: float | None = None
+    """Seconds until the scheduler must look again."""
+
+
+async def reconcile_schedule(
+    client: AsyncClient,
+    body: Mapping[str, Any],
+    expression: str,
+    render_run: Callable[[datetime], Sequence[Mapping[str, Any]]],
+    owner: Owner,
+    selector: Mapping[str, str],
+    settings: ScheduleSettings,
+    field_manager: str,
+    now: datetime,
+    events: EventSink | None = None,
+) -> ScheduleOutcome:
+    """Create the due RayJob, trim the history, and say what to record.
+
+    ``render_run(time)`` returns the manifests of the run at ``time`` (the RayJob renderer
+    with that scheduled time); ``owner`` is the MLServe (:class:`~.apply.Owner`), whose
+    ownerReference every RayJob gets so that deleting the MLServe deletes its runs.
+    Raises :class:`~.errors.InvalidInput` for a schedule that cannot be parsed.
+    """
+    try:
+        expression = parse_schedule(expression)
+    except InvalidSchedule as exc:
+        raise InvalidInput("InvalidSchedule", str(exc)) from None
+    metadata = body.get("metadata") or {}
+    status = body.get("status") or {}
+    start = _parse_time(metadata.get("creationTimestamp")) or _utc(now)
+    last = _parse_time(status.get("lastScheduledTime"))
+
+    live = await list_children(client, (RayJob,), owner.namespace, selector)
+    jobs: dict[str, Mapping[str, Any]] = {}
+    views: list[JobView] = []
+    for obj in live.values():
+        view = job_view(obj)
+        if view is not None and owner.owns(obj):
+            views.append(view)
+            jobs[view.name] = obj
+
+    decision = plan(Schedule(expression, start), now, last, views, settings)
+    outcome = ScheduleOutcome(plan=decision)
+
+    if decision.start is not None:
+        for manifest in render_run(decision.start):
+            stamped = stamp(manifest, owner)
+            name = str(stamped["metadata"]["name"])
+            try:
+                created = await client.patch(
+                    RayJob,
+                    name,
+                    stamped,
+                    namespace=owner.namespace,
+                    patch_type=PatchType.APPLY,
+                    field_manager=field_manager,
+                    force=True,
+                )
+            except ApiError as exc:
+                raise TemporaryFailure(
+                    "ScheduledRunFailed",
+                    f"the RayJob of the run due at {_rfc3339(decision.start)} was refused: "
+                    f"{exc.status.message}",
+                ) from exc
+            outcome.created = name
+            jobs[name] = created.to_dict() if hasattr(created, "to_dict") else dict(created)
+            views.append(JobView(name, decision.start, finished=False))
+        if events is not None:
+            message = f"started RayJob {outcome.created} for the run due at {_rfc3339(decision.start)}"
+            if decision.missed:
+                message += f"; {decision.missed} earlier missed run(s) were not started (one run at a time)"
+            events.post(body, "Normal", "ScheduledRun", message)
+    elif decision.reason is PlanReason.DEADLINE_MISSED and events is not None:
+        deadline = settings.starting_deadline
+        events.post(
+            body,
+            "Warning",
+            "MissedSchedule",
+            f"{decision.missed} run(s) up to {_rfc3339(decision.last_scheduled)} were not started "
+            f"within the starting deadline ({deadline}): the next run is at "
+            f"{_rfc3339(decision.next_time)}; raise MLSERVE_SCHEDULE_STARTING_DEADLINE to catch up later",
+        )
+
+    for name in decision.delete:
+        try:
+            await client.delete(RayJob, name, namespace=owner.namespace, cascade=CascadeType.BACKGROUND)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise TemporaryFailure(
+                    "HistoryCleanupFailed", f"deleting finished RayJob {name} failed: {exc.status.message}"
+                ) from exc
+        outcome.deleted.append(name)
+        jobs.pop(name, None)
+
+    remaining = [v for v in views if v.name in jobs]
+    newest = max(remaining, key=lambda v: (v.scheduled_time, v.name), default=None)
+    values: dict[str, Any] = {
+        "schedule": expression,
+        "lastScheduledTime": _rfc3339(decision.last_scheduled),
+        "nextScheduledTime": _rfc3339(decision.next_time),
+    }
+    if newest is not None:
+        outcome.newest_job = jobs[newest.name]
+        values["activeRayJob"] = newest.name
+        job_status = (jobs[newest.name].get("status") or {}).get("jobStatus")
+        if job_status:
+            values["lastRunStatus"] = str(job_status)
+    outcome.status = {k: v for k, v in values.items() if v is not None}
+    if decision.next_check is not None:
+        outcome.requeue_after = max(1.0, (decision.next_check - _utc(now)).total_seconds())
+    return outcome
