@@ -117,6 +117,9 @@ class OperatorSettings:
     retry_max_delay: float = 120.0
     """MLSERVE_RETRY_MAX_DELAY: the longest delay between two retries."""
 
+    deploy_user: str = "admin"
+    """MLSERVE_DEPLOY_USER: the ``users.username`` deploys recorded by the operator are made by."""
+
     field_manager: str = "mlserve-operator"
     """MLSERVE_FIELD_MANAGER: the server-side apply field manager owning the children."""
 
@@ -214,6 +217,7 @@ class OperatorSettings:
             retry_delay=retry_delay,
             retry_max_delay=retry_max_delay,
             field_manager=field_manager,
+            deploy_user=_get(env, "DEPLOY_USER") or cls.deploy_user,
             log_format=log_format,  # type: ignore[arg-type]
             log_level=log_level,
             liveness_endpoint=liveness,

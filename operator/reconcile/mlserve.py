@@ -51,7 +51,6 @@ class Runtime:
     client: AsyncClient
     events: EventSink
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    deploy_user: str = "admin"
 
 
 @dataclass
@@ -67,6 +66,8 @@ class Report:
     """Seconds until the next attempt (temporary failures); None: wait for a change."""
     body: Mapping[str, Any] | None = None
     """The MLServe as last seen (after any patch this reconcile made)."""
+    new_status: dict[str, Any] | None = None
+    """The status as this reconcile left it (written or already equal)."""
 
 
 def _workload(spec: MLServeSpec, live: Mapping[tuple[str, str], Mapping[str, Any]]) -> Workload | None:
@@ -237,7 +238,7 @@ async def reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Claim
                     resolved,
                     spec_changed_at=changed_at,
                     spec_changed=not _judged(previous_status, generation) or token is not None,
-                    deploy_user=rt.deploy_user,
+                    deploy_user=settings.deploy_user,
                 )
                 obs.db_state, obs.db_message = outcome.state, outcome.message
                 context = None
@@ -351,6 +352,7 @@ async def _finish(
         if isinstance(error, TemporaryFailure):
             report.retry_after = rt.settings.retry_delay
     new_status = compute_status(previous_status, obs, rt.clock())
+    report.new_status = new_status
     try:
         report.status_written = await write_status(
             rt.client, str(meta.get("name")), str(meta.get("namespace")), previous_status, new_status

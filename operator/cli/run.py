@@ -1,0 +1,102 @@
+"""``mlserve run``: start the operator.
+
+Settings come from ``MLSERVE_*`` (see :mod:`mlserve.operator.settings`) and are validated
+before anything connects: a bad value stops the command with the variable's name and the
+fix. With ``MLSERVE_PEERING_NAME`` set, replicas of the operator coordinate through kopf's
+peering object of that name (``crds/kopf-peering.yaml``) and only one of them acts;
+without it the operator runs standalone and must run as one replica.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable
+
+import click
+
+__all__ = ["run"]
+
+
+class _Redact(logging.Filter):
+    """Replaces secrets (the database password) in every log line, whatever logged it."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self._secrets = [s for s in secrets if s and len(s) >= 3]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._secrets:
+            return True
+        message = record.getMessage()
+        redacted = message
+        for secret in self._secrets:
+            redacted = redacted.replace(secret, "***")
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = str(record.exc_info[1])
+            if any(secret in text for secret in self._secrets):
+                record.exc_info = None
+                record.msg = f"{record.msg} (exception text withheld: it contained a secret)"
+        return True
+
+
+def _secrets_of(database: object) -> list[str]:
+    found: list[str] = []
+    for attribute in ("password", "mysql_password"):
+        value = getattr(database, attribute, None)
+        if value is not None:
+            reveal = getattr(value, "get_secret_value", None)
+            found.append(str(reveal() if callable(reveal) else value))
+    return found
+
+
+def configure_logging(log_format: str, level: str, secrets: Iterable[str] = ()) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(_Redact(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # kopf's per-object lines are useful at DEBUG only; its warnings and errors stay.
+    logging.getLogger("kopf").setLevel(logging.WARNING if level != "DEBUG" else logging.DEBUG)
+    for noisy in ("httpx", "httpx2", "httpcore", "aiohttp.access", "tortoise", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@click.command("run")
+def run() -> None:
+    """Run the operator in the foreground (settings from MLSERVE_* variables)."""
+    from mlserve.operator.settings import OperatorSettings
+
+    try:
+        settings = OperatorSettings.from_env()
+    except ValueError as exc:  # SettingsError, and the database's and renderers' own
+        raise click.ClickException(f"invalid setting: {exc}") from None
+
+    configure_logging(settings.log_format, settings.log_level, _secrets_of(settings.database))
+
+    import kopf
+
+    from mlserve.operator import handlers
+
+    memo = kopf.Memo(state=handlers.OperatorState(settings))
+    kopf.run(
+        clusterwide=settings.clusterwide,
+        namespaces=settings.namespaces,
+        liveness_endpoint=settings.liveness_endpoint,
+        standalone=settings.peering_name is None,
+        peering_name=settings.peering_name,
+        memo=memo,
+    )

@@ -1,0 +1,293 @@
+"""kopf wiring only: every handler calls one function of :mod:`mlserve.operator.reconcile`.
+
+How the reconcile is driven (level-triggered, one worker per MLServe):
+
+- a kopf daemon per MLServe runs :func:`~.reconcile.mlserve.reconcile` when the MLServe
+  appears (created, or found at start-up: kopf's resume), then again whenever it is woken,
+  and at the latest every ``MLSERVE_DRIFT_CHECK_INTERVAL`` (the drift timer);
+- it is woken by a change of the MLServe's request (generation or rollback annotation),
+  by any event of a child (Deployment, Service, HPA, Ingress, PDB, RayJob, RayCronJob
+  labelled ``app.kubernetes.io/managed-by=mlserve-operator``: edits, deletions, readiness),
+  and, for an MLServe in Conflict, by the deletion of the holder of its pair;
+- wake-ups that arrive during a reconcile coalesce into one more run, so one MLServe never
+  has two reconciles at once and a burst of child events costs one reconcile.
+
+Errors: invalid input becomes a condition and an Event and the worker waits for a change
+(the equivalent of ``kopf.PermanentError``, without kopf stopping the worker for good);
+temporary failures (database down, API errors) are retried with doubling backoff (the
+equivalent of ``kopf.TemporaryError(delay=...)``). Neither crashes the operator, and kopf
+writes no progress annotations for them, so a converged operator writes nothing.
+
+Deletion uses kopf's finalizer (``mlserve.darwin.io/finalizer``) and retries with
+``kopf.TemporaryError`` until the database answers or the deletion timeout passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import importlib.util
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from mlserve.operator.render import names
+from mlserve.operator.settings import OperatorSettings
+
+from .reconcile import kube
+from .reconcile.events import KopfEvents
+from .reconcile.finalize import finalize
+from .reconcile.identity import Claim, claim_of
+from .reconcile.mlserve import Runtime, reconcile
+from .reconcile.pending import pending_ends, retry_pending
+from .reconcile.rollback import ROLLBACK_ANNOTATION
+
+log = logging.getLogger("mlserve.operator")
+
+MLSERVES = (kube.MLSERVE_GROUP, kube.MLSERVE_VERSION, kube.MLSERVE_PLURAL)
+FINALIZER = "mlserve.darwin.io/finalizer"
+CHILD_LABELS = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
+CHILD_RESOURCES = (
+    ("apps", "v1", "deployments"),
+    ("", "v1", "services"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("networking.k8s.io", "v1", "ingresses"),
+    ("policy", "v1", "poddisruptionbudgets"),
+    ("ray.io", "v1", "rayjobs"),
+    ("ray.io", "v1", "raycronjobs"),
+)
+
+
+@dataclass
+class OperatorState:
+    """What the handlers share, kept in kopf's memo."""
+
+    settings: OperatorSettings
+    runtime: Runtime | None = None
+    wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
+    fingerprints: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wake(self, uid: str) -> None:
+        event = self.wakeups.get(uid)
+        if event is not None:
+            event.set()
+
+
+def _state(memo: Any) -> OperatorState:
+    return memo.state  # type: ignore[no-any-return]
+
+
+def _claims(index: Mapping[tuple[str, str], Any], body: Mapping[str, Any]) -> list[Claim]:
+    got = claim_of(body)
+    if got is None:
+        return []
+    return list(index.get(got[0], []))
+
+
+# --- start-up and shut-down -------------------------------------------------------------------
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    state = _state(memo)
+    ours = state.settings
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mlserve.darwin.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="mlserve.darwin.io", key="last-handled-configuration"
+    )
+    settings.posting.reporting_component = ours.field_manager
+    settings.watching.server_timeout = 300
+    settings.peering.stealth = True
+    if ours.peering_name:
+        settings.peering.name = ours.peering_name
+        settings.peering.mandatory = True
+        settings.peering.clusterwide = ours.clusterwide
+    else:
+        settings.peering.standalone = True
+
+    from mlserve.models.db import init_db
+
+    await init_db(ours.database)
+    state.runtime = Runtime(
+        settings=ours,
+        client=kube.make_client(ours.field_manager),
+        events=KopfEvents(),
+    )
+    state.background.append(asyncio.create_task(_database_sync(state), name="database-sync"))
+    logger.info(
+        "mlserve operator started for cluster %s (%s)",
+        ours.cluster_name,
+        "cluster-wide" if ours.clusterwide else "namespaces " + ",".join(ours.namespaces),
+    )
+
+
+async def _database_sync(state: OperatorState) -> None:
+    """Database → cluster (DESIGN.md data flow 2) when the sync module is present; otherwise
+    only the database writes that deletions had to skip are retried here."""
+    assert state.runtime is not None
+    if importlib.util.find_spec("mlserve.operator.reconcile.sync") is not None:
+        from .reconcile import sync
+
+        await sync.run_sync_loop(state.settings, state.runtime.client, state.stop)
+        return
+    while not state.stop.is_set():
+        if pending_ends():
+            await retry_pending()
+        try:
+            await asyncio.wait_for(state.stop.wait(), timeout=state.settings.sync_interval)
+        except TimeoutError:
+            pass
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    state = _state(memo)
+    state.stop.set()
+    for task in state.background:
+        task.cancel()
+    await asyncio.gather(*state.background, return_exceptions=True)
+    if state.runtime is not None:
+        await state.runtime.client.close()
+    from mlserve.models.db import close_db
+
+    await close_db()
+
+
+@kopf.on.probe(id="database-sync-pending")
+def pending_probe(**_: Any) -> int:
+    """Shown on the liveness endpoint: how many deletions wait for the database."""
+    return len(pending_ends())
+
+
+# --- the index of claims: who holds which (serve, environment) ----------------------------------
+
+
+@kopf.index(*MLSERVES)
+def mlserve_claims(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Claim] | None:
+    got = claim_of(body)
+    if got is None:
+        return None
+    pair, claim = got
+    return {pair: claim}
+
+
+# --- one worker per MLServe ---------------------------------------------------------------------
+
+
+@kopf.daemon(*MLSERVES, id="reconcile", cancellation_timeout=10.0)
+async def worker(
+    stopped: kopf.DaemonStopped,
+    body: kopf.Body,
+    meta: kopf.Meta,
+    memo: kopf.Memo,
+    mlserve_claims: kopf.Index[tuple[str, str], Claim],
+    **_: Any,
+) -> None:
+    state = _state(memo)
+    runtime = state.runtime
+    assert runtime is not None
+    uid = str(meta.uid)
+    wakeup = state.wakeups.setdefault(uid, asyncio.Event())
+    known: Mapping[str, Any] | None = None  # the MLServe as our own last writes left it
+    basis_version: str | None = None
+    failures = 0
+    try:
+        while not stopped:
+            wakeup.clear()
+            live = copy.deepcopy(dict(body))
+            if known is not None and live["metadata"].get("resourceVersion") == basis_version:
+                live = copy.deepcopy(dict(known))  # the watch has not caught up with our writes
+            if live["metadata"].get("deletionTimestamp"):
+                return
+            basis_version = live["metadata"].get("resourceVersion")
+            report = await reconcile(live, runtime, _claims(mlserve_claims, live))
+            known = dict(report.body or live)
+            if report.new_status is not None:
+                known["status"] = report.new_status
+            if report.retry_after is not None:
+                delay = state.settings.backoff(failures)
+                failures += 1
+            else:
+                delay = state.settings.drift_check_interval
+                failures = 0
+            await _wait(wakeup, stopped, delay)
+    finally:
+        state.wakeups.pop(uid, None)
+        state.fingerprints.pop(uid, None)
+
+
+async def _wait(wakeup: asyncio.Event, stopped: kopf.DaemonStopped, delay: float) -> None:
+    waiters = [asyncio.ensure_future(wakeup.wait()), asyncio.ensure_future(stopped.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+@kopf.on.event(*MLSERVES)
+def mlserve_event(
+    type: str,
+    body: kopf.Body,
+    meta: kopf.Meta,
+    memo: kopf.Memo,
+    mlserve_claims: kopf.Index[tuple[str, str], Claim],
+    **_: Any,
+) -> None:
+    """Wake the MLServe's worker when its request changed; wake rivals when it goes."""
+    state = _state(memo)
+    uid = str(meta.uid)
+    annotations = meta.annotations or {}
+    fingerprint = (meta.get("generation"), annotations.get(ROLLBACK_ANNOTATION))
+    if state.fingerprints.get(uid) != fingerprint:
+        state.fingerprints[uid] = fingerprint
+        state.wake(uid)
+    if type == "DELETED" or meta.get("deletionTimestamp"):
+        for claim in _claims(mlserve_claims, body):
+            if claim.uid != uid:
+                state.wake(claim.uid)
+
+
+def _owner_uids(body: Mapping[str, Any]) -> list[str]:
+    refs = (body.get("metadata") or {}).get("ownerReferences") or []
+    return [str(ref.get("uid")) for ref in refs if ref.get("kind") == kube.MLSERVE_KIND]
+
+
+def _register_child_watch(group: str, version: str, plural: str) -> None:
+    @kopf.on.event(group, version, plural, labels=CHILD_LABELS, id=f"child-{plural}")
+    def child_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        state = _state(memo)
+        for uid in _owner_uids(body):
+            state.wake(uid)
+
+
+for _group, _version, _plural in CHILD_RESOURCES:
+    _register_child_watch(_group, _version, _plural)
+
+
+# --- deletion -----------------------------------------------------------------------------------
+
+
+@kopf.on.delete(*MLSERVES, id="undeploy")
+async def undeploy(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    retry: int,
+    runtime: Any,
+    mlserve_claims: kopf.Index[tuple[str, str], Claim],
+    **_: Any,
+) -> None:
+    state = _state(memo)
+    assert state.runtime is not None
+    raw = copy.deepcopy(dict(body))
+    result = await finalize(
+        raw, state.runtime, _claims(mlserve_claims, raw), waited=runtime.total_seconds(), retry=retry
+    )
+    if not result.done:
+        raise kopf.TemporaryError(result.message, delay=result.retry_after or 1.0)

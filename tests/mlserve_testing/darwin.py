@@ -1,0 +1,154 @@
+"""Seed a Darwin ML Serve database the way Darwin writes it: plain INSERT statements.
+
+The operator must work on rows it did not write, so the tests never use its models to
+seed; they insert columns by name, on SQLite and MariaDB alike.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tortoise import Tortoise
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+
+def _connection() -> BaseDBAsyncClient:
+    return Tortoise.get_connection("default")
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+async def insert(table: str, **columns: Any) -> int:
+    """INSERT one row; returns its id."""
+    conn = _connection()
+    mysql = conn.capabilities.dialect == "mysql"
+    mark = "%s" if mysql else "?"
+    quote = "`" if mysql else '"'
+    names = ", ".join(f"{quote}{name}{quote}" for name in columns)
+    marks = ", ".join(mark for _ in columns)
+    values = [json.dumps(v) if isinstance(v, dict | list) else v for v in columns.values()]
+    return int(await conn.execute_insert(f"INSERT INTO {table} ({names}) VALUES ({marks})", values))
+
+
+async def query(sql: str, *values: Any) -> list[dict[str, Any]]:
+    conn = _connection()
+    if conn.capabilities.dialect == "mysql":
+        sql = sql.replace("?", "%s")
+    _, rows = await conn.execute_query(sql, list(values))
+    return [dict(row) for row in rows]
+
+
+def env_configs(namespace: str, cluster: str = "local", **extra: str) -> dict[str, str]:
+    return {
+        "domain_suffix": ".models.example.com",
+        "cluster_name": cluster,
+        "security_group": "sg-1",
+        "ft_redis_url": "redis://redis:6379",
+        "workflow_url": "http://workflow",
+        "namespace": namespace,
+        **extra,
+    }
+
+
+@dataclass
+class Seed:
+    user: int
+    serve: int
+    environment: int
+    artifacts: dict[str, int]
+
+
+async def seed_api_serve(
+    serve: str,
+    environment: str,
+    namespace: str,
+    *,
+    versions: tuple[str, ...] = ("v1", "v2"),
+    cluster: str = "local",
+    is_protected: bool = False,
+    min_replicas: int = 1,
+    max_replicas: int = 3,
+    serve_type: str = "api",
+    env_config: Any = None,
+    additional_hosts: str | None = None,
+) -> Seed:
+    """A user (admin, once), a serve, an environment, artifacts and an api_serve_configs row."""
+    now = _now()
+    users = await query("SELECT user_id FROM users WHERE username = ?", "admin")
+    if users:
+        user = int(users[0]["user_id"])
+    else:
+        user = await insert("users", username="admin", token="t", created_at=now, updated_at=now)
+    existing = await query("SELECT id FROM serves WHERE name = ?", serve)
+    if existing:
+        serve_id = int(existing[0]["id"])
+    else:
+        serve_id = await insert(
+            "serves", name=serve, type=serve_type, space="ml", created_by=user, created_at=now, updated_at=now
+        )
+    envs = await query("SELECT id FROM environments WHERE name = ?", environment)
+    if envs:
+        env_id = int(envs[0]["id"])
+    else:
+        env_id = await insert(
+            "environments",
+            name=environment,
+            env_configs=env_config if env_config is not None else env_configs(namespace, cluster),
+            is_protected=is_protected,
+            created_at=now,
+            updated_at=now,
+        )
+    artifacts: dict[str, int] = {}
+    for version in versions:
+        artifacts[version] = await insert(
+            "artifacts",
+            serve_id=serve_id,
+            version=version,
+            github_repo_url="https://git.example.com/ml/repo",
+            image_url=f"registry.example.com/{serve}:{version}",
+            created_at=now,
+            created_by_id=user,
+        )
+    if serve_type == "api":
+        await insert(
+            "api_serve_configs",
+            serve_id=serve_id,
+            environment_id=env_id,
+            backend_type="fastapi",
+            additional_hosts=additional_hosts,
+            fast_api_config={
+                "min_replicas": min_replicas,
+                "max_replicas": max_replicas,
+                "cores": 1,
+                "memory": 2,
+                "node_capacity_type": "spot",
+            },
+            created_by_id=user,
+            updated_by_id=user,
+            created_at=now,
+            updated_at=now,
+        )
+    return Seed(user, serve_id, env_id, artifacts)
+
+
+async def active_rows(serve_id: int, env_id: int) -> list[dict[str, Any]]:
+    return await query(
+        "SELECT deployment_id, previous_deployment_id FROM active_deployments "
+        "WHERE serve_id = ? AND environment_id = ?",
+        serve_id,
+        env_id,
+    )
+
+
+async def deployments(serve_id: int, env_id: int) -> list[dict[str, Any]]:
+    return await query(
+        "SELECT id, artifact_id, status, ended_at FROM deployments "
+        "WHERE serve_id = ? AND environment_id = ? ORDER BY id",
+        serve_id,
+        env_id,
+    )
