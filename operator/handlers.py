@@ -216,6 +216,8 @@ async def worker(
             else:
                 delay = state.settings.drift_check_interval
                 failures = 0
+            if report.requeue_after is not None:  # a scheduled workflow's next run
+                delay = min(delay, report.requeue_after)
             await _wait(wakeup, stopped, delay)
     finally:
         state.wakeups.pop(uid, None)

@@ -28,7 +28,7 @@ from mlserve.operator.render import names
 from mlserve.operator.settings import OperatorSettings
 from mlserve.operator.spec import MLServeSpec
 
-from . import deploy
+from . import deploy, schedule
 from .apply import ApplyResult, Owner, apply_children, list_children
 from .context import load_context
 from .errors import ClaimConflict, DatabaseUnavailable, InvalidInput, ReconcileError, TemporaryFailure
@@ -68,6 +68,8 @@ class Report:
     """The MLServe as last seen (after any patch this reconcile made)."""
     new_status: dict[str, Any] | None = None
     """The status as this reconcile left it (written or already equal)."""
+    requeue_after: float | None = None
+    """Seconds until the reconcile must run again although nothing changed (a scheduled run)."""
 
 
 def _workload(spec: MLServeSpec, live: Mapping[tuple[str, str], Mapping[str, Any]]) -> Workload | None:
@@ -325,6 +327,29 @@ async def reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Claim
             for m in manifests
         ]
         obs.workload = _workload(spec, result.live)
+        if scheduled_per_run and not spec.paused:
+            # One RayJob per cron time, created and trimmed by the scheduler (schedule.py).
+            run = await schedule.reconcile_schedule(
+                rt.client,
+                body,
+                str(spec.schedule or context.schedule),
+                lambda at: render_children(context, render_spec, settings.render, scheduled_time=at),
+                owner,
+                selector,
+                schedule.settings_from_env(),
+                settings.field_manager,
+                rt.clock(),
+                rt.events,
+            )
+            obs.schedule_status = run.status
+            report.requeue_after = run.requeue_after
+            if run.newest_job is not None:
+                newest = run.newest_job
+                obs.workload = Workload(
+                    "RayJob",
+                    str(newest["metadata"]["name"]),
+                    job_status=(newest.get("status") or {}).get("jobStatus"),
+                )
     except ApiError as exc:
         obs.error = TemporaryFailure(
             "ApiError", f"the API server refused a request: {exc.status.message}"

@@ -29,6 +29,7 @@ Forbid``:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ __all__ = [
     "parse_schedule",
     "plan",
     "reconcile_schedule",
+    "settings_from_env",
 ]
 
 # Counting missed times walks the cron sequence; past this many the count is reported
@@ -202,6 +204,12 @@ class JobView:
     scheduled_time: datetime
     finished: bool
     """KubeRay reports a terminal state (Complete or Failed), or the job is being deleted."""
+
+
+@functools.cache
+def settings_from_env() -> ScheduleSettings:
+    """The process's schedule settings, read from ``MLSERVE_SCHEDULE_*`` once."""
+    return ScheduleSettings.from_env()
 
 
 class PlanReason(StrEnum):
