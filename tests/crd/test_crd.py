@@ -2,8 +2,8 @@
 names DESIGN.md fixes, every status field the operator writes, and the examples.
 
 The invalid MLServes of ``invalid_mlserves.py`` are checked here with JSON schema (the
-non-CEL ones) and with MLServeSpec; ``test_crd_cluster.py`` runs the whole table against a
-real API server, CEL rules included.
+non-CEL ones), with the CEL rules evaluated by cel-python (the CEL ones) and with
+MLServeSpec; ``test_crd_cluster.py`` runs the whole table against a real API server.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from crd.cel import cel_errors
 from crd.invalid_mlserves import INVALID, Invalid
 from mlserve.models.errors import InvalidConfig
 from mlserve.operator.spec import MLServeSpec
@@ -120,6 +121,8 @@ def test_capacity_enums_accept_darwins_spellings() -> None:
 def test_examples_are_valid(example: Path) -> None:
     body = yaml.safe_load(example.read_text())
     assert mlserve_errors(body) == []
+    assert cel_errors(SCHEMA, body) == []
+    assert cel_errors(SCHEMA, body, old=body) == [], "an unchanged object passes the transition rules"
     MLServeSpec.from_resource(body)
 
 
@@ -147,3 +150,25 @@ def test_cel_only_cases_pass_the_schema(case: Invalid) -> None:
 def test_mlservespec_rejects_offline(case: Invalid) -> None:
     with pytest.raises(InvalidConfig):
         MLServeSpec.from_resource(case.body)
+
+
+@pytest.mark.parametrize("case", [c for c in INVALID if c.cel], ids=lambda c: c.id)
+def test_cel_rules_reject_with_the_message(case: Invalid) -> None:
+    if case.before is not None:
+        assert cel_errors(SCHEMA, case.before) == [], f"{case.id}: the object before the update is valid"
+        errors = cel_errors(SCHEMA, case.body, old=case.before)
+    else:
+        errors = cel_errors(SCHEMA, case.body)
+    assert any(case.fragment in error for error in errors), f"{case.id}: CEL said {errors}"
+
+
+@pytest.mark.parametrize("case", [c for c in INVALID if not c.cel], ids=lambda c: c.id)
+def test_schema_only_cases_pass_cel(case: Invalid) -> None:
+    assert cel_errors(SCHEMA, case.body) == [], f"{case.id}: a CEL rule rejects it too; mark it cel"
+
+
+def test_operator_may_fill_serve_from_the_name() -> None:
+    """The operator writes metadata.name into an omitted spec.serve: the transition rules allow it."""
+    before = yaml.safe_load((ROOT / "examples" / "mlserve-workflow.yaml").read_text())
+    after = {**before, "spec": {**before["spec"], "serve": before["metadata"]["name"]}}
+    assert cel_errors(SCHEMA, after, old=before) == []
