@@ -112,7 +112,8 @@ def fit_name(base: str, limit: int = MAX_NAME_LENGTH, *, suffix: str = "") -> st
         keep = room - HASH_LENGTH - 1
         name = f"{clean[:keep].rstrip('-')}-{short_hash(base)}"
     result = name + suffix
-    assert len(result) <= limit and _DNS1035.match(result), result
+    if len(result) > limit or not _DNS1035.match(result):  # an invariant; a bug if it ever fires
+        raise RuntimeError(f"fit_name produced {result!r} from {base!r}, {suffix!r}, {limit}")
     return result
 
 
