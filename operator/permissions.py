@@ -22,7 +22,7 @@ from enum import Enum
 
 from .reconcile.kube import API_KINDS, WORKFLOW_KINDS
 
-__all__ = ["Mode", "Rule", "RULES", "child_resources", "expand", "rules_for"]
+__all__ = ["REFUSED_WHEN_NAMESPACED", "Mode", "Rule", "RULES", "child_resources", "expand", "rules_for"]
 
 
 class Mode(Enum):
@@ -70,25 +70,33 @@ def child_resources() -> list[tuple[str, str]]:
     return out
 
 
-_CHILD_VERBS = ("delete", "list", "patch")
+_CHILD_VERBS = ("delete", "list", "patch", "watch")
 _CHILD_WHY = (
-    "reconcile.apply.apply_children: list by the MLServe's labels (one list per kind), "
-    "server-side apply (PATCH, which also creates), delete of children no longer rendered"
+    "handlers._register_child_watch: kopf watches each kind (list + watch, by the "
+    "managed-by label) to wake the owner's worker; reconcile.apply.apply_children: one "
+    "list per kind by the MLServe's labels, server-side apply (PATCH, which also creates), "
+    "delete of children no longer rendered; reconcile.schedule: server-side apply and "
+    "delete of scheduled RayJobs"
 )
 
 RULES: tuple[Rule, ...] = (
     Rule(
         "mlserve.darwin.io",
         "mlserves",
-        ("list", "patch", "watch"),
-        "kopf watches MLServes (list + watch) and patches its finalizer and progress "
-        "annotations onto them",
+        ("create", "delete", "list", "patch", "watch"),
+        "kopf watches MLServes (list + watch: the worker daemon, the claims index, the "
+        "event handler) and patches its finalizer and annotations onto them; "
+        "reconcile.mlserve patches labels and rollback annotations (merge patch); "
+        "reconcile.sync lists an environment's namespace, creates the MLServe of a deploy "
+        "made in the database, patches it to follow the database, deletes it when the "
+        "deployment ended",
     ),
     Rule(
         "mlserve.darwin.io",
         "mlserves/status",
         ("patch",),
-        "kopf writes the status computed by the reconcile through the status subresource",
+        "reconcile.status.write_status: merge patch of the status subresource, only when the "
+        "computed status changed",
     ),
     Rule(
         "mlserve.darwin.io",
@@ -96,25 +104,32 @@ RULES: tuple[Rule, ...] = (
         ("update",),
         "children carry an ownerReference with blockOwnerDeletion (reconcile.apply.Owner); "
         "clusters with the OwnerReferencesPermissionEnforcement admission plugin check this "
-        "right on the owner when such a child is applied",
+        "right on the owner when such a child is applied (no request of its own)",
         audited=False,
     ),
-    *(
-        Rule(group, plural, _CHILD_VERBS, _CHILD_WHY)
-        for group, plural in child_resources()
-    ),
+    *(Rule(group, plural, _CHILD_VERBS, _CHILD_WHY) for group, plural in child_resources()),
     Rule(
         "",
         "events",
         ("create",),
-        "kopf's event poster (kopf.event/info/warn and handler failures) POSTs core v1 Events",
+        "kopf's event poster: reconcile.events.KopfEvents (kopf.event) and kopf's own "
+        "per-object log lines are POSTed as core v1 Events",
+    ),
+    Rule(
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        ("list", "watch"),
+        "kopf's resource observer, cluster-wide: watches CRDs to start watching a kind "
+        "(e.g. KubeRay's RayJob) installed after the operator started",
+        mode=Mode.CLUSTERWIDE,
+        cluster_scoped=True,
     ),
     Rule(
         "kopf.dev",
         "clusterkopfpeerings",
         ("list", "patch", "watch"),
-        "kopf peering, cluster-wide: watches the ClusterKopfPeering and patches its "
-        "keep-alive into it",
+        "kopf peering, cluster-wide (MLSERVE_PEERING_NAME): watches the ClusterKopfPeering "
+        "and patches this pod's keep-alive into it",
         mode=Mode.CLUSTERWIDE_PEERING,
         cluster_scoped=True,
     ),
@@ -122,9 +137,34 @@ RULES: tuple[Rule, ...] = (
         "kopf.dev",
         "kopfpeerings",
         ("list", "patch", "watch"),
-        "kopf peering, namespaced: watches the KopfPeering of each watched namespace and "
-        "patches its keep-alive into it",
+        "kopf peering, namespaced (MLSERVE_PEERING_NAME): watches the KopfPeering of each "
+        "watched namespace and patches this pod's keep-alive into it",
         mode=Mode.NAMESPACED_PEERING,
+    ),
+)
+
+#: Requests a namespaced operator sends that are deliberately NOT granted: they need
+#: cluster-wide rights, which a namespaced install does not give. kopf is refused, logs a
+#: warning once and falls back: it treats MLSERVE_NAMESPACES as exact names (they are) and
+#: keeps the kinds found at start-up (a CRD installed later needs a restart). Setting
+#: kopf's ``settings.scanning.disabled`` for namespaced runs would stop these requests.
+REFUSED_WHEN_NAMESPACED: tuple[Rule, ...] = (
+    Rule(
+        "",
+        "namespaces",
+        ("list", "watch"),
+        "kopf's namespace observer (namespaced runs only): lists and watches namespaces to "
+        "match MLSERVE_NAMESPACES as patterns",
+        mode=Mode.NAMESPACED,
+        cluster_scoped=True,
+    ),
+    Rule(
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        ("list", "watch"),
+        "kopf's resource observer: watches CRDs for kinds installed after the start",
+        mode=Mode.NAMESPACED,
+        cluster_scoped=True,
     ),
 )
 
