@@ -89,7 +89,10 @@ def invalid_config_from(exc: ValidationError, field: str) -> InvalidConfig:
 
 
 def _capacity(value: Any) -> NodeCapacityType:
-    return NodeCapacityType.parse(value)
+    try:
+        return NodeCapacityType.parse(value)
+    except InvalidConfig as exc:
+        raise ValueError(exc.message) from None
 
 
 # Darwin writes four spellings; all normalise to a NodeCapacityType member.

@@ -9,6 +9,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
+from .errors import InvalidConfig
+
 __all__ = [
     "BackendType",
     "DeploymentStatus",
@@ -27,6 +29,10 @@ class ServeType(str, Enum):
     def __str__(self) -> str:
         return self.value
 
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        raise _not_a_member(cls, value)
+
 
 class JobStatus(str, Enum):
     """``artifact_builder_job.status``: state of an image build."""
@@ -38,6 +44,10 @@ class JobStatus(str, Enum):
     def __str__(self) -> str:
         return self.value
 
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        raise _not_a_member(cls, value)
+
 
 class DeploymentStatus(str, Enum):
     """``deployments.status``."""
@@ -48,6 +58,10 @@ class DeploymentStatus(str, Enum):
     def __str__(self) -> str:
         return self.value
 
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        raise _not_a_member(cls, value)
+
 
 class BackendType(str, Enum):
     """``api_serve_configs.backend_type``: the server behind an API serve."""
@@ -57,6 +71,28 @@ class BackendType(str, Enum):
 
     def __str__(self) -> str:
         return self.value
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        raise _not_a_member(cls, value)
+
+
+# The column each enum is stored in, for error messages.
+_COLUMNS: dict[str, str] = {
+    "ServeType": "type",
+    "JobStatus": "status",
+    "DeploymentStatus": "status",
+    "BackendType": "backend_type",
+    "NodeCapacityType": "node_capacity_type",
+}
+
+
+def _not_a_member(cls: type[Enum], value: object) -> InvalidConfig:
+    allowed = ", ".join(repr(str(m.value)) for m in cls)
+    return InvalidConfig(
+        _COLUMNS.get(cls.__name__, cls.__name__),
+        f"{value!r} is not a valid {cls.__name__}; the rule is one of {allowed}: use one of them",
+    )
 
 
 # Darwin's data holds four spellings of the same two values.
@@ -82,6 +118,11 @@ class NodeCapacityType(str, Enum):
         return self.value
 
     @classmethod
+    def _missing_(cls, value: object) -> Any:
+        # NodeCapacityType("on-demand") works like parse().
+        return cls.parse(value)
+
+    @classmethod
     def accepted_spellings(cls) -> tuple[str, ...]:
         return tuple(_CAPACITY_SPELLINGS)
 
@@ -98,6 +139,8 @@ class NodeCapacityType(str, Enum):
             if canonical is not None:
                 return cls(canonical)
         accepted = ", ".join(repr(s) for s in _CAPACITY_SPELLINGS)
-        raise ValueError(
-            f"node capacity type {value!r} is not one of {accepted} (case-insensitive)"
+        raise InvalidConfig(
+            "node_capacity_type",
+            f"{value!r} is not a node capacity type; the rule is one of {accepted} "
+            "(case-insensitive): use 'spot' or 'on_demand'",
         )

@@ -6,7 +6,7 @@ to a user as is (a condition message, a CLI error).
 
 from __future__ import annotations
 
-__all__ = ["ActiveDeploymentConflict", "InvalidConfig", "ModelsError"]
+__all__ = ["ActiveDeploymentConflict", "DatabaseUnavailable", "InvalidConfig", "ModelsError"]
 
 
 class ModelsError(Exception):
@@ -48,3 +48,10 @@ class ActiveDeploymentConflict(ModelsError):
             f"environment {environment!r} (ids {deployment_ids}); the rule is at most one per "
             "(serve, environment): end all but one of them"
         )
+
+
+class DatabaseUnavailable(ModelsError):
+    """The database cannot be reached or refused the login.
+
+    The message names the server in its masked form and never holds the password.
+    """

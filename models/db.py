@@ -1,0 +1,299 @@
+"""Connecting to the database and keeping its schema current.
+
+``init_db`` connects Tortoise and, unless told not to, makes sure the schema exists:
+
+* an empty database gets the whole schema by applying the migrations in
+  ``mlserve.models.migrations`` (Tortoise's own migration framework);
+* a database Darwin ML Serve created (its tables, no migration history) is adopted:
+  the one column Darwin's tables lack (``workflow_serve_configs.head_node_config``) is
+  added and the initial migration is recorded as applied, without touching data;
+* a database with pending migrations is left alone and a warning says to run
+  ``mlserve db migrate``, so an operator start never changes a schema silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from tortoise import Tortoise
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.migrations.executor import MigrationExecutor, MigrationTarget
+
+from .errors import DatabaseUnavailable
+from .settings import DatabaseSettings
+
+__all__ = [
+    "APP_LABEL",
+    "SchemaState",
+    "close_db",
+    "database",
+    "ensure_schema",
+    "init_db",
+    "migrate",
+    "read_connection",
+    "table_names",
+    "tortoise_config",
+    "write_connection",
+]
+
+log = logging.getLogger(__name__)
+
+APP_LABEL = "models"
+MODELS_MODULE = "mlserve.models"
+MIGRATIONS_MODULE = "mlserve.models.migrations"
+INITIAL_MIGRATION = "0001_initial"
+MIGRATIONS_TABLE = "tortoise_migrations"
+
+_settings: DatabaseSettings | None = None
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """What ``ensure_schema`` / ``migrate`` found and did."""
+
+    action: str
+    """``created``, ``adopted``, ``migrated``, ``current`` or ``pending``."""
+    applied: tuple[str, ...] = ()
+    """Migrations applied (or recorded, when adopting) by this call."""
+    pending: tuple[str, ...] = ()
+    """Migrations still to apply (only when ``action`` is ``pending``)."""
+
+
+def tortoise_config(settings: DatabaseSettings) -> dict[str, Any]:
+    """The Tortoise config dict for ``settings`` (holds the password: never log it)."""
+    return {
+        "connections": settings.connections(),
+        "apps": {
+            APP_LABEL: {
+                "models": [MODELS_MODULE],
+                "default_connection": "default",
+                "migrations": MIGRATIONS_MODULE,
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+def table_names() -> tuple[str, ...]:
+    """The tables of the models, in Darwin's names."""
+    from . import __models__
+
+    return tuple(model._meta.db_table for model in __models__)
+
+
+@contextmanager
+def _quiet_tortoise_debug() -> Iterator[None]:
+    # Tortoise logs its connection config at DEBUG with the first third of the password
+    # visible; keep that line out of any log.
+    logger = logging.getLogger("tortoise")
+    previous = logger.level
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+async def init_db(
+    settings: DatabaseSettings | None = None, *, create_schema: bool = True
+) -> SchemaState | None:
+    """Connect Tortoise to ``settings`` (default: from the environment).
+
+    With ``create_schema`` the schema is created or adopted as the module docstring
+    says, and the resulting :class:`SchemaState` is returned. Raises
+    :class:`DatabaseUnavailable` (password masked) when the server cannot be used.
+    """
+    global _settings
+    settings = settings or DatabaseSettings.from_env()
+    try:
+        with _quiet_tortoise_debug():
+            await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=True)
+        _settings = settings
+        if not create_schema:
+            await write_connection().execute_query("SELECT 1")
+            return None
+        return await ensure_schema()
+    except DatabaseUnavailable:
+        await close_db()
+        raise
+    except Exception as exc:
+        await close_db()
+        if _is_connection_error(exc):
+            raise DatabaseUnavailable(
+                f"cannot use the database {settings.display_url} (from {settings.source}): "
+                f"{settings.redact(str(exc)) or type(exc).__name__}; check that the server runs "
+                "and the host, port, user and password are right"
+            ) from None
+        raise _redacted(exc, settings) from None
+
+
+async def close_db() -> None:
+    """Close every connection opened by :func:`init_db` (safe to call twice)."""
+    global _settings
+    try:
+        await Tortoise.close_connections()
+    except Exception:  # closing must not mask the error that led here
+        log.debug("closing the database connections failed", exc_info=True)
+    _settings = None
+
+
+@asynccontextmanager
+async def database(
+    settings: DatabaseSettings | None = None, *, create_schema: bool = True
+) -> AsyncIterator[SchemaState | None]:
+    """``async with database(settings):`` connects on entry and closes on exit."""
+    state = await init_db(settings, create_schema=create_schema)
+    try:
+        yield state
+    finally:
+        await close_db()
+
+
+def write_connection() -> BaseDBAsyncClient:
+    """The primary connection: every write and every read that must see them."""
+    return Tortoise.get_connection("default")
+
+
+def read_connection() -> BaseDBAsyncClient:
+    """The read replica when one is configured, else the primary.
+
+    Use it for listings that may lag by a moment, never inside a transaction.
+    """
+    if _settings is not None and _settings.replica_host:
+        return Tortoise.get_connection("replica")
+    return write_connection()
+
+
+def _executor(connection: BaseDBAsyncClient) -> MigrationExecutor:
+    app = {"models": [MODELS_MODULE], "default_connection": "default", "migrations": MIGRATIONS_MODULE}
+    return MigrationExecutor(connection, {APP_LABEL: app})
+
+
+async def _existing_tables(connection: BaseDBAsyncClient) -> set[str]:
+    if connection.capabilities.dialect == "mysql":
+        _, rows = await connection.execute_query(
+            "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = DATABASE()"
+        )
+    else:
+        _, rows = await connection.execute_query(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+        )
+    return {str(row["name"]) for row in rows}
+
+
+async def _existing_columns(connection: BaseDBAsyncClient, table: str) -> set[str]:
+    if connection.capabilities.dialect == "mysql":
+        _, rows = await connection.execute_query(
+            "SELECT column_name AS name FROM information_schema.columns "
+            "WHERE table_schema = DATABASE() AND table_name = %s",
+            [table],
+        )
+    else:
+        _, rows = await connection.execute_query(f'PRAGMA table_info("{table}")')
+    return {str(row["name"]) for row in rows}
+
+
+async def _pending(executor: MigrationExecutor) -> list[str]:
+    return [step.migration.name for step in await executor.plan() if not step.backward]
+
+
+async def ensure_schema() -> SchemaState:
+    """Create the schema when missing, adopt a Darwin-created one; never migrate silently."""
+    connection = write_connection()
+    ours = set(table_names())
+    existing = await _existing_tables(connection)
+    executor = _executor(connection)
+    if not ours & existing:
+        pending = await _pending(executor)
+        await executor.migrate()
+        log.info("created the database schema (%s)", ", ".join(pending))
+        return SchemaState("created", applied=tuple(pending))
+    adopted = await _adopt_if_needed(connection, executor, existing)
+    if adopted is not None:
+        return adopted
+    pending = await _pending(executor)
+    if pending:
+        log.warning(
+            "the database schema is behind this version (%s pending): run `mlserve db migrate`",
+            ", ".join(pending),
+        )
+        return SchemaState("pending", pending=tuple(pending))
+    return SchemaState("current")
+
+
+async def migrate() -> SchemaState:
+    """Apply every pending migration (adopting a Darwin-created schema first)."""
+    connection = write_connection()
+    existing = await _existing_tables(connection)
+    executor = _executor(connection)
+    if not set(table_names()) & existing:
+        return await ensure_schema()
+    adopted = await _adopt_if_needed(connection, executor, existing)
+    pending = await _pending(executor)
+    if pending:
+        await executor.migrate()
+        log.info("applied migrations: %s", ", ".join(pending))
+    done = (adopted.applied if adopted else ()) + tuple(pending)
+    if not done:
+        return SchemaState("current")
+    return SchemaState("migrated" if pending else "adopted", applied=done)
+
+
+async def _adopt_if_needed(
+    connection: BaseDBAsyncClient, executor: MigrationExecutor, existing: set[str]
+) -> SchemaState | None:
+    """Record the initial migration on a schema Darwin created (tables but no history)."""
+    await executor.loader.build_graph()
+    applied = {key.name for key in await executor.recorder.applied_migrations() if key.app_label == APP_LABEL}
+    if INITIAL_MIGRATION in applied:
+        return None
+    missing = sorted(set(table_names()) - existing)
+    if missing:
+        raise RuntimeError(
+            "the database has some of the ML Serve tables but not "
+            f"{', '.join(missing)}, and no migration history: it is neither empty nor a "
+            "Darwin ML Serve schema; point the operator at the right database"
+        )
+    if "head_node_config" not in await _existing_columns(connection, "workflow_serve_configs"):
+        await connection.execute_script(
+            "ALTER TABLE workflow_serve_configs ADD COLUMN head_node_config JSON NULL"
+        )
+    await executor.migrate([MigrationTarget(APP_LABEL, INITIAL_MIGRATION)], fake=True)
+    log.info("adopted a schema created by Darwin ML Serve; recorded %s", INITIAL_MIGRATION)
+    return SchemaState("adopted", applied=(INITIAL_MIGRATION,))
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    from tortoise.exceptions import DBConnectionError
+
+    if isinstance(exc, DBConnectionError | ConnectionError | OSError):
+        return True
+    try:
+        import asyncmy.errors as mysql_errors
+
+        if isinstance(exc, mysql_errors.OperationalError):
+            return True
+    except ImportError:  # pragma: no cover - asyncmy is a dependency
+        pass
+    return False
+
+
+def _redacted(exc: Exception, settings: DatabaseSettings) -> Exception:
+    text = settings.redact(str(exc))
+    if text == str(exc):
+        return exc
+    return type(exc)(text) if _constructible(exc) else RuntimeError(text)
+
+
+def _constructible(exc: Exception) -> bool:
+    try:
+        type(exc)("x")
+    except Exception:
+        return False
+    return True

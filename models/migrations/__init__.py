@@ -1,0 +1,1 @@
+"""Schema migrations of the ``models`` app, written by Tortoise's ``makemigrations``."""
