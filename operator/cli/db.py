@@ -1,0 +1,111 @@
+"""``mlserve db``: create, upgrade and fill the database.
+
+    mlserve db init        create the schema when the database is empty (or adopt one
+                           Darwin ML Serve created); say what is pending otherwise
+    mlserve db migrate     apply the pending schema migrations
+    mlserve db seed-demo   add the demo user, environments and serves (idempotent)
+
+The database comes from ``MLSERVE_DB_URL``, a ``connection-<env>.conf`` file, Darwin's
+``MYSQL_*`` variables, or the default SQLite file, in that order (see
+``mlserve.models.settings``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import click
+
+from mlserve.models.db import SchemaState, close_db, init_db, migrate
+from mlserve.models.errors import ModelsError
+from mlserve.models.settings import DatabaseSettings
+
+__all__ = ["db"]
+
+T = TypeVar("T")
+
+
+def _settings() -> DatabaseSettings:
+    try:
+        return DatabaseSettings.from_env()
+    except ModelsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _run(work: Callable[[], Awaitable[T]]) -> T:
+    async def main() -> T:
+        try:
+            return await work()
+        finally:
+            await close_db()
+
+    try:
+        return asyncio.run(main())
+    except ModelsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _describe(state: SchemaState | None, settings: DatabaseSettings) -> str:
+    where = settings.display_url
+    if state is None:
+        return f"{where}: connected"
+    if state.action == "created":
+        return f"{where}: schema created ({', '.join(state.applied)})"
+    if state.action == "adopted":
+        return f"{where}: adopted the existing Darwin ML Serve schema ({', '.join(state.applied)} recorded)"
+    if state.action == "migrated":
+        return f"{where}: applied {', '.join(state.applied)}"
+    if state.action == "pending":
+        return f"{where}: migrations pending ({', '.join(state.pending)}): run `mlserve db migrate`"
+    return f"{where}: schema is up to date"
+
+
+@click.group()
+def db() -> None:
+    """Create, upgrade and fill the ML Serve database."""
+
+
+@db.command("init")
+def init_command() -> None:
+    """Create the schema if the database is empty; adopt a Darwin-created one."""
+    settings = _settings()
+    state = _run(lambda: init_db(settings, create_schema=True))
+    click.echo(_describe(state, settings))
+
+
+@db.command("migrate")
+def migrate_command() -> None:
+    """Apply pending migrations (creating the schema on an empty database)."""
+    settings = _settings()
+
+    async def work() -> SchemaState:
+        await init_db(settings, create_schema=False)
+        return await migrate()
+
+    click.echo(_describe(_run(work), settings))
+
+
+@db.command("seed-demo")
+@click.option(
+    "--cluster-name",
+    default="local",
+    show_default=True,
+    help="Cluster the demo environments are bound to (env_configs.cluster_name).",
+)
+def seed_demo_command(cluster_name: str) -> None:
+    """Add the demo user, environments (dev, prod) and serves; a second run changes nothing."""
+    from mlserve.models.seed import seed
+
+    settings = _settings()
+
+    async def work() -> int:
+        await init_db(settings, create_schema=True)
+        return (await seed(cluster_name=cluster_name)).created
+
+    created = _run(work)
+    if created:
+        click.echo(f"{settings.display_url}: demo data added ({created} rows)")
+    else:
+        click.echo(f"{settings.display_url}: demo data already present, nothing changed")
