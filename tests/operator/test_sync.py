@@ -6,17 +6,30 @@ operator's models (:class:`DarwinSQL`).
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from lightkube import ApiError, AsyncClient, Client, codecs
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+from lightkube.resources.apps_v1 import Deployment as K8sDeployment
+from lightkube.resources.core_v1 import Namespace, Service
+from lightkube.types import PatchType
+from mlserve_testing.wait import wait_for
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from mlserve.operator.devcluster import ClusterHandle
 from mlserve.operator.reconcile import sync
+from mlserve.operator.reconcile.events import RecordingEvents
+from mlserve.operator.reconcile.kube import MLServe, RequestCounter
+from mlserve.operator.reconcile.mlserve import Runtime, reconcile
 from mlserve.operator.reconcile.sync import (
     ANNOTATION_DEPLOYMENT_ID,
     NEVER,
@@ -25,6 +38,8 @@ from mlserve.operator.reconcile.sync import (
     reflected_deployment_ids,
     spec_changed_at,
 )
+from mlserve.operator.render.settings import RenderSettings
+from mlserve.operator.settings import OperatorSettings
 
 T0 = datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC)
 
@@ -400,3 +415,273 @@ def test_a_new_mlserve_is_named_by_the_rule_and_carries_the_marker() -> None:
     assert body["metadata"]["annotations"] == {ANNOTATION_DEPLOYMENT_ID: "12"}
     assert body["metadata"]["labels"]["mlserve.darwin.io/serve"] == "iris"
     assert body["spec"] == {"serve": "iris", "environment": "dev", "type": "api", "artifactVersion": "v3"}
+
+
+# --- against the real API server (the local control plane) ----------------------------------------
+#
+# The sync runs in-process (sync_once), the MLServe's reconcile too (mlserve.reconcile), so each
+# step is observed between ticks; the operator as a process is exercised by the demo's test.
+
+REPO = Path(__file__).resolve().parents[2]
+KUBERAY = Path(os.environ.get("MLSERVE_KUBERAY_CRDS") or REPO.parent / "shared" / "third_party" / "kuberay-v1.7.0")
+SYNC_MANAGER = "mlserve-operator-sync"
+
+
+def _installable(crd: CustomResourceDefinition) -> CustomResourceDefinition:
+    """The CRD as the API server accepts it: no description on ``metadata`` (forbidden there)."""
+    for version in crd.spec.versions or []:
+        schema = version.schema.openAPIV3Schema if version.schema else None
+        metadata = (schema.properties or {}).get("metadata") if schema else None
+        if isinstance(metadata, dict):
+            metadata.pop("description", None)
+        elif metadata is not None:
+            metadata.description = None
+    return crd
+
+
+def _established(crd: CustomResourceDefinition) -> bool:
+    conditions = (crd.status.conditions if crd.status else None) or []
+    return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+
+@pytest.fixture(scope="session")
+def crds(kube_client: Client) -> list[str]:
+    """The MLServe CRD and KubeRay's RayJob and RayCronJob CRDs, established."""
+    files = [REPO / "crds" / "mlserve.darwin.io_mlserves.yaml"]
+    for name in ("ray.io_rayjobs.yaml", "ray.io_raycronjobs.yaml"):
+        if not (KUBERAY / name).is_file():
+            pytest.fail(f"KubeRay CRD {name} missing from {KUBERAY}: set MLSERVE_KUBERAY_CRDS")
+        files.append(KUBERAY / name)
+    installed: list[str] = []
+    for file in files:
+        for crd in codecs.load_all_yaml(file.read_text()):
+            assert isinstance(crd, CustomResourceDefinition)
+            kube_client.apply(_installable(crd), field_manager="mlserve-tests", force=True)
+            installed.append(crd.metadata.name)
+    for name in installed:
+        wait_for(lambda name=name: _established(kube_client.get(CustomResourceDefinition, name)), 60, f"CRD {name}")
+    return installed
+
+
+@pytest.fixture
+async def kube(cluster: ClusterHandle, crds: list[str]) -> AsyncIterator[tuple[AsyncClient, RequestCounter]]:
+    counter = RequestCounter()
+    client = cluster.async_client(field_manager="mlserve-operator")
+    client._client._client.event_hooks["request"].append(counter)
+    try:
+        yield client, counter
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def second_namespace(kube_client: Client, namespace: str) -> Iterator[str]:
+    name = f"{namespace[:50]}-b"
+    kube_client.create(Namespace(metadata=ObjectMeta(name=name)))
+    yield name
+    with contextlib.suppress(ApiError):
+        kube_client.delete(Namespace, name)
+
+
+async def _mlserves(client: AsyncClient, namespace: str) -> dict[str, dict[str, Any]]:
+    items = [item.to_dict() async for item in client.list(MLServe, namespace=namespace)]
+    return {i["metadata"]["name"]: i for i in items}
+
+
+def _runtime(client: AsyncClient) -> Runtime:
+    settings = OperatorSettings(cluster_name="local", render=RenderSettings(), database=None)
+    return Runtime(settings=settings, client=client, events=RecordingEvents())
+
+
+async def _reconcile_all(client: AsyncClient, namespace: str) -> dict[str, Any]:
+    """Run the MLServes' own reconcile once each (what the operator's workers do)."""
+    reports = {}
+    for name, body in (await _mlserves(client, namespace)).items():
+        reports[name] = await reconcile(body, _runtime(client))
+    return reports
+
+
+async def _seed(db: DarwinSQL, environments: dict[str, tuple[str, str]]) -> dict[str, int]:
+    """A user, an API serve 'iris' with v1 and v2, and the environments (name -> (cluster, namespace))."""
+    ids = {"user": await db.user()}
+    ids["iris"] = await db.serve("iris", ids["user"])
+    ids["v1"] = await db.artifact(ids["iris"], "v1", ids["user"])
+    ids["v2"] = await db.artifact(ids["iris"], "v2", ids["user"])
+    for name, (cluster_name, namespace) in environments.items():
+        ids[name] = await db.environment(name, cluster_name, namespace)
+        await db.insert(
+            "api_serve_configs",
+            serve_id=ids["iris"], environment_id=ids[name], backend_type="fastapi",
+            fast_api_config=json.dumps({"min_replicas": 1, "max_replicas": 1, "cores": 1, "memory": 1}),
+            created_by_id=ids["user"], updated_by_id=ids["user"], created_at=db.tick(), updated_at=db.tick(),
+        )
+    return ids
+
+
+@pytest.fixture
+async def file_db(tmp_path: Path) -> AsyncIterator[DarwinSQL]:
+    await Tortoise.init(db_url=f"sqlite://{tmp_path / 'darwin.sqlite3'}", modules={"models": ["mlserve.models"]})
+    await Tortoise.generate_schemas()
+    try:
+        writer = DarwinSQL(Tortoise.get_connection("default"))
+        writer.clock = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+        yield writer
+    finally:
+        await Tortoise.close_connections()
+
+
+async def test_a_deployment_inserted_by_darwin_appears_with_its_children(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str
+) -> None:
+    client, _ = kube
+    ids = await _seed(file_db, {"dev": ("local", namespace)})
+    deployment = await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
+
+    result = await sync.sync_once(client, "local", SyncState())
+    assert result.created == [f"{namespace}/iris-dev"]
+    body = (await _mlserves(client, namespace))["iris-dev"]
+    assert body["metadata"]["annotations"][ANNOTATION_DEPLOYMENT_ID] == str(deployment)
+    assert body["metadata"]["labels"]["mlserve.darwin.io/serve"] == "iris"
+    assert body["spec"]["artifactVersion"] == "v1"
+
+    report = (await _reconcile_all(client, namespace))["iris-dev"]
+    assert report.error is None, report.error
+    assert report.recorded_deployment is None, "the MLServe mirrors the database: nothing to record"
+    deployments = {d.metadata.name async for d in client.list(K8sDeployment, namespace=namespace)}
+    services = {s.metadata.name async for s in client.list(Service, namespace=namespace)}
+    assert deployments == {"iris-dev"} and services == {"iris-dev"}
+    status = (await _mlserves(client, namespace))["iris-dev"]["status"]
+    assert status["deploymentId"] == deployment
+
+
+async def test_a_new_version_in_the_database_updates_the_mlserve_without_ping_pong(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str
+) -> None:
+    client, _ = kube
+    ids = await _seed(file_db, {"dev": ("local", namespace)})
+    await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
+    state = SyncState()
+    await sync.sync_once(client, "local", state)
+    await _reconcile_all(client, namespace)
+
+    file_db.clock = datetime.now(UTC) + timedelta(seconds=2)  # Darwin deploys after the MLServe was written
+    second = await file_db.deploy(ids["iris"], ids["dev"], ids["v2"], ids["user"])
+    result = await sync.sync_once(client, "local", state)
+    assert result.updated == [f"{namespace}/iris-dev"]
+    body = (await _mlserves(client, namespace))["iris-dev"]
+    assert body["spec"]["artifactVersion"] == "v2"
+    assert body["metadata"]["annotations"][ANNOTATION_DEPLOYMENT_ID] == str(second)
+
+    report = (await _reconcile_all(client, namespace))["iris-dev"]
+    assert report.error is None, report.error
+    assert report.recorded_deployment is None
+    rows = await file_db.connection.execute_query_dict("SELECT COUNT(*) AS n FROM deployments")
+    assert rows[0]["n"] == 2, "the sync's spec change was recorded as a deployment (ping-pong)"
+    again = await sync.sync_once(client, "local", state, force_full=True)
+    assert again.writes == 0
+
+
+async def test_an_mlserve_changed_after_the_database_is_left_to_its_reconcile(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str
+) -> None:
+    client, _ = kube
+    ids = await _seed(file_db, {"dev": ("local", namespace)})
+    await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
+    state = SyncState()
+    await sync.sync_once(client, "local", state)
+    await _reconcile_all(client, namespace)
+
+    # a user edits the MLServe (kubectl apply), after the database's last deploy
+    await client.patch(
+        MLServe, "iris-dev", {"spec": {"artifactVersion": "v2"}}, namespace=namespace,
+        patch_type=PatchType.MERGE, field_manager="kubectl-client-side-apply",
+    )
+    result = await sync.sync_once(client, "local", state, force_full=True)
+    assert result.writes == 0
+    report = (await _reconcile_all(client, namespace))["iris-dev"]
+    assert report.recorded_deployment is not None, "the MLServe's change was not recorded"
+    result = await sync.sync_once(client, "local", state)
+    assert result.writes == 0 and not result.left_to_mlserve
+    body = (await _mlserves(client, namespace))["iris-dev"]
+    assert body["spec"]["artifactVersion"] == "v2"
+
+
+async def test_an_ended_deployment_deletes_its_mlserve_and_a_new_one_is_kept(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str
+) -> None:
+    client, _ = kube
+    ids = await _seed(file_db, {"dev": ("local", namespace)})
+    await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
+    state = SyncState()
+    await sync.sync_once(client, "local", state)
+    # an MLServe a user just applied for a pair the database does not know yet: never deleted
+    fresh = MLServe.from_dict(
+        {
+            "apiVersion": "mlserve.darwin.io/v1alpha1", "kind": "MLServe",
+            "metadata": {"name": "iris-stage", "namespace": namespace},
+            "spec": {"serve": "iris", "environment": "stage", "type": "api", "artifactVersion": "v1"},
+        }
+    )
+    await client.create(fresh, field_manager="kubectl-client-side-apply")
+
+    file_db.clock = datetime.now(UTC) + timedelta(seconds=2)
+    await file_db.undeploy(ids["iris"], ids["dev"])
+    result = await sync.sync_once(client, "local", state)
+    assert result.deleted == [f"{namespace}/iris-dev"]
+    wait_for_async = [name async for name in _names(client, namespace)]
+    assert "iris-stage" in wait_for_async
+
+
+async def _names(client: AsyncClient, namespace: str) -> AsyncIterator[str]:
+    async for item in client.list(MLServe, namespace=namespace):
+        body = item.to_dict()
+        if not body["metadata"].get("deletionTimestamp"):
+            yield body["metadata"]["name"]
+
+
+async def test_two_environments_on_one_cluster_and_another_clusters_left_alone(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str, second_namespace: str
+) -> None:
+    client, _ = kube
+    envs = {
+        "dev": ("local", namespace),
+        "stage": ("local", namespace),  # two environments sharing one namespace
+        "prod": ("local", second_namespace),
+        "far": ("elsewhere", second_namespace),  # bound to another cluster
+    }
+    ids = await _seed(file_db, envs)
+    for env in envs:
+        await file_db.deploy(ids["iris"], ids[env], ids["v1"], ids["user"])
+    # someone applied an MLServe for the other cluster's environment here: not the sync's business
+    foreign = MLServe.from_dict(
+        {
+            "apiVersion": "mlserve.darwin.io/v1alpha1", "kind": "MLServe",
+            "metadata": {"name": "iris-far", "namespace": second_namespace,
+                         "annotations": {ANNOTATION_DEPLOYMENT_ID: "999999"}},
+            "spec": {"serve": "iris", "environment": "far", "type": "api", "artifactVersion": "v2"},
+        }
+    )
+    await client.create(foreign, field_manager="kubectl-client-side-apply")
+
+    result = await sync.sync_once(client, "local", SyncState())
+    assert sorted(result.created) == sorted(
+        [f"{namespace}/iris-dev", f"{namespace}/iris-stage", f"{second_namespace}/iris-prod"]
+    )
+    assert result.deleted == [] and result.updated == []
+    assert sorted(await _mlserves(client, namespace)) == ["iris-dev", "iris-stage"]
+    far = (await _mlserves(client, second_namespace))["iris-far"]
+    assert far["spec"]["artifactVersion"] == "v2", "another cluster's MLServe was changed"
+
+
+async def test_an_idle_tick_costs_one_query_and_no_api_request(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str
+) -> None:
+    client, counter = kube
+    ids = await _seed(file_db, {"dev": ("local", namespace)})
+    await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
+    state = SyncState()
+    await sync.sync_once(client, "local", state)
+    counter.reset()
+    for _ in range(5):
+        assert not (await sync.sync_once(client, "local", state)).full_pass
+    assert counter.total == 0

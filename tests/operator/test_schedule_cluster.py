@@ -1,0 +1,177 @@
+"""The scheduler's I/O half against the real API server: RayJobs created, owned, trimmed.
+
+No KubeRay operator runs here, so a RayJob's run is finished by writing its status the way
+KubeRay would (``jobDeploymentStatus: Complete``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lightkube import AsyncClient, Client, codecs
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+from lightkube.types import PatchType
+from mlserve_testing.wait import wait_for
+
+from mlserve.models import EnvConfig, ServeType
+from mlserve.models.configs import WorkerNodeConfig
+from mlserve.operator.devcluster import ClusterHandle
+from mlserve.operator.reconcile.apply import Owner
+from mlserve.operator.reconcile.events import RecordingEvents
+from mlserve.operator.reconcile.kube import MLSERVE_API_VERSION, MLSERVE_KIND, MLServe, RayJob
+from mlserve.operator.reconcile.schedule import PlanReason, ScheduleSettings, reconcile_schedule
+from mlserve.operator.render import names, render_children
+from mlserve.operator.render.settings import RenderSettings
+from mlserve.operator.spec import EnvironmentContext, MLServeSpec, ServeContext
+
+REPO = Path(__file__).resolve().parents[2]
+KUBERAY = Path(os.environ.get("MLSERVE_KUBERAY_CRDS") or REPO.parent / "shared" / "third_party" / "kuberay-v1.7.0")
+MANAGER = "mlserve-operator"
+
+
+def _installable(crd: CustomResourceDefinition) -> CustomResourceDefinition:
+    """The CRD as the API server accepts it: no description on ``metadata`` (forbidden there)."""
+    for version in crd.spec.versions or []:
+        schema = version.schema.openAPIV3Schema if version.schema else None
+        metadata = (schema.properties or {}).get("metadata") if schema else None
+        if isinstance(metadata, dict):
+            metadata.pop("description", None)
+        elif metadata is not None:
+            metadata.description = None
+    return crd
+
+
+def _established(crd: CustomResourceDefinition) -> bool:
+    conditions = (crd.status.conditions if crd.status else None) or []
+    return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+
+@pytest.fixture(scope="module")
+def schedule_crds(kube_client: Client) -> None:
+    files = [REPO / "crds" / "mlserve.darwin.io_mlserves.yaml", KUBERAY / "ray.io_rayjobs.yaml"]
+    for file in files:
+        if not file.is_file():
+            pytest.fail(f"{file} is missing: set MLSERVE_KUBERAY_CRDS to KubeRay's CRD folder")
+        for crd in codecs.load_all_yaml(file.read_text()):
+            kube_client.apply(_installable(crd), field_manager="mlserve-tests", force=True)
+            wait_for(lambda n=crd.metadata.name: _established(kube_client.get(CustomResourceDefinition, n)), 60, "CRD")
+
+
+@pytest.fixture
+async def aclient(cluster: ClusterHandle, schedule_crds: None) -> AsyncIterator[AsyncClient]:
+    client = cluster.async_client(field_manager=MANAGER)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def _context(namespace: str) -> ServeContext:
+    config = EnvConfig.parse(
+        {"domain_suffix": ".example.com", "cluster_name": "local", "security_group": "sg", "namespace": namespace}
+    )
+    return ServeContext(
+        serve="etl",
+        serve_type=ServeType.WORKFLOW,
+        environment=EnvironmentContext(name="dev", config=config),
+        artifact_version="v1",
+        image="registry.example.com/etl:v1",
+        deployment_id=7,
+        schedule="*/5 * * * *",
+        worker_configs=(WorkerNodeConfig.parse({"cores_per_pods": 1, "memory_per_pods": 1, "min_pods": 1, "max_pods": 1}),),
+    )
+
+
+async def _mlserve(client: AsyncClient, namespace: str) -> dict[str, Any]:
+    body = {
+        "apiVersion": MLSERVE_API_VERSION,
+        "kind": MLSERVE_KIND,
+        "metadata": {"name": "etl-dev", "namespace": namespace},
+        "spec": {"serve": "etl", "environment": "dev", "type": "workflow", "artifactVersion": "v1"},
+    }
+    created = await client.create(MLServe.from_dict(body))
+    return created.to_dict()
+
+
+async def _jobs(client: AsyncClient, namespace: str) -> dict[str, dict[str, Any]]:
+    jobs = [job.to_dict() async for job in client.list(RayJob, namespace=namespace)]
+    return {j["metadata"]["name"]: j for j in jobs if not j["metadata"].get("deletionTimestamp")}
+
+
+async def _finish(client: AsyncClient, namespace: str, name: str) -> None:
+    await client.patch(
+        RayJob.Status,
+        name,
+        {"status": {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+    )
+
+
+async def test_runs_are_created_owned_one_at_a_time_and_trimmed(aclient: AsyncClient, namespace: str) -> None:
+    body = await _mlserve(aclient, namespace)
+    created_at = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+    owner = Owner(MLSERVE_API_VERSION, MLSERVE_KIND, "etl-dev", namespace, body["metadata"]["uid"])
+    selector = {**names.selector("etl", "dev"), names.LABEL_MANAGED_BY: names.MANAGED_BY}
+    ctx = _context(namespace)
+    spec = MLServeSpec.from_resource(body)
+    settings = ScheduleSettings(history_limit=1, starting_deadline=timedelta(minutes=10))
+    events = RecordingEvents()
+
+    def render_run(at: datetime) -> list[dict[str, Any]]:
+        return render_children(ctx, spec, RenderSettings(), scheduled_time=at)
+
+    async def tick(now: datetime, status: dict[str, Any]) -> Any:
+        current = {**body, "status": status}
+        return await reconcile_schedule(
+            aclient, current, "*/5 * * * *", render_run, owner, selector, settings, MANAGER, now, events
+        )
+
+    first_time = (created_at + timedelta(minutes=5)).replace(second=0, microsecond=0)
+    first_time -= timedelta(minutes=first_time.minute % 5)
+    if first_time <= created_at:
+        first_time += timedelta(minutes=5)
+
+    before = await tick(first_time - timedelta(seconds=30), {})
+    assert before.plan.reason is PlanReason.NOT_DUE and before.created is None
+
+    first = await tick(first_time + timedelta(seconds=3), {})
+    assert first.created == names.scheduled_rayjob_name("etl", "dev", first_time)
+    jobs = await _jobs(aclient, namespace)
+    assert list(jobs) == [first.created]
+    job = jobs[first.created]
+    assert job["metadata"]["ownerReferences"][0]["uid"] == body["metadata"]["uid"]
+    assert job["metadata"]["annotations"][names.ANNOTATION_SCHEDULED_TIME] == first_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert first.status["lastScheduledTime"] == first_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert first.status["activeRayJob"] == first.created
+
+    # the same tick again (a lost status write): nothing new
+    again = await tick(first_time + timedelta(seconds=4), {})
+    assert again.created is None and len(await _jobs(aclient, namespace)) == 1
+
+    # next time comes while the first run still runs: Forbid, it waits
+    second_time = first_time + timedelta(minutes=5)
+    busy = await tick(second_time + timedelta(seconds=1), first.status)
+    assert busy.plan.reason is PlanReason.BUSY and busy.created is None
+    assert busy.requeue_after is not None and busy.requeue_after <= 30
+
+    await _finish(aclient, namespace, first.created)
+    second = await tick(second_time + timedelta(seconds=40), first.status)
+    assert second.created == names.scheduled_rayjob_name("etl", "dev", second_time)
+    await _finish(aclient, namespace, second.created)
+
+    # downtime of an hour: only the latest time runs, once, and the history keeps one finished run
+    late = second_time + timedelta(hours=1, minutes=2)
+    caught_up = await tick(late, second.status)
+    latest = second_time + timedelta(hours=1)
+    assert caught_up.plan.reason is PlanReason.CATCH_UP
+    assert caught_up.created == names.scheduled_rayjob_name("etl", "dev", latest)
+    assert caught_up.plan.missed == 11
+    remaining = await _jobs(aclient, namespace)
+    assert set(remaining) == {second.created, caught_up.created}, "history limit 1 keeps one finished run"
+    assert [e.reason for e in events.events] == ["ScheduledRun", "ScheduledRun", "ScheduledRun"]
