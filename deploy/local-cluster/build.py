@@ -62,7 +62,7 @@ def go_env() -> dict[str, str]:
 
 
 def go(*args: str, cwd: Path) -> str:
-    out = subprocess.run(["go", *args], cwd=cwd, env=go_env(), capture_output=True, text=True)
+    out = subprocess.run(["go", *args], cwd=cwd, env=go_env(), capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"go {' '.join(args)} failed in {cwd.name}/:\n{out.stderr}")
     return out.stdout
@@ -137,7 +137,7 @@ def build(component: Component, version: str, out: Path, force: bool) -> None:
     with tempfile.TemporaryDirectory(dir=out, prefix=".build-") as tmp:
         command = ["go", "build", "-trimpath", "-ldflags", " ".join(flags), "-o", tmp + os.sep,
                    *component.programs.values()]
-        result = subprocess.run(command, cwd=folder, env=go_env())
+        result = subprocess.run(command, cwd=folder, env=go_env(), check=False)
         if result.returncode != 0:
             raise SystemExit(f"{component.name}: go build failed (exit {result.returncode})")
         # go build names each binary after the last element of its package path

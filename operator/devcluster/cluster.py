@@ -186,6 +186,10 @@ class LocalCluster:
                    "kubernetes.default.svc.cluster.local", _first_service_ip()],
         )
         sa_keys = ServiceAccountKeys.create(pki_dir)
+        # the API server's identity towards aggregated API servers; components read this CA
+        # from kube-system/extension-apiserver-authentication to trust what it forwards
+        front_proxy_ca = CertificateAuthority.create(pki_dir, f"{names.CLUSTER_NAME}-front-proxy-ca", stem="front-proxy-ca")
+        front_proxy = front_proxy_ca.issue(pki_dir, "front-proxy-client", names.FRONT_PROXY_USER)
 
         def identity(stem: str, user: tuple[str, str | None]) -> Path:
             pair = ca.issue(pki_dir, stem, user[0], organisation=user[1])
@@ -204,7 +208,10 @@ class LocalCluster:
         etcd = self._launch(names.ETCD, self._etcd_args(state / "etcd-data", ports))
         self._wait(etcd, "etcd /health", deadline, _http_ok(f"http://{names.HOST}:{ports.etcd_client}/health"))
 
-        apiserver = self._launch(names.APISERVER, self._apiserver_args(ports, ca.pair, serving, sa_keys, state))
+        apiserver = self._launch(
+            names.APISERVER,
+            self._apiserver_args(ports, ca.pair, serving, sa_keys, front_proxy_ca.pair, front_proxy, state),
+        )
         admin_tls = _client_tls(ca.pair.cert, state / "pki" / "admin.crt", state / "pki" / "admin.key")
         self._wait(apiserver, "/readyz", deadline, _http_ok(f"{server}/readyz", admin_tls))
 
@@ -321,12 +328,21 @@ class LocalCluster:
 
     @staticmethod
     def _apiserver_args(
-        ports: _Ports, ca: CertPair, serving: CertPair, sa_keys: ServiceAccountKeys, state: Path
+        ports: _Ports,
+        ca: CertPair,
+        serving: CertPair,
+        sa_keys: ServiceAccountKeys,
+        front_proxy_ca: CertPair,
+        front_proxy: CertPair,
+        state: Path,
     ) -> list[str]:
         return [
             f"--etcd-servers=http://{names.HOST}:{ports.etcd_client}",
             f"--bind-address={names.HOST}",
             f"--advertise-address={names.HOST}",
+            # the kubernetes Service's endpoints may not be a loopback address, and nothing in
+            # a cluster of fake nodes dials it: do not keep failing to write them
+            "--endpoint-reconciler-type=none",
             f"--secure-port={ports.apiserver}",
             f"--cert-dir={state / 'pki'}",
             f"--tls-cert-file={serving.cert}",
@@ -337,6 +353,13 @@ class LocalCluster:
             f"--service-account-key-file={sa_keys.public}",
             f"--service-account-signing-key-file={sa_keys.private}",
             f"--service-cluster-ip-range={names.SERVICE_CLUSTER_IP_RANGE}",
+            f"--requestheader-client-ca-file={front_proxy_ca.cert}",
+            f"--requestheader-allowed-names={names.FRONT_PROXY_USER}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={front_proxy.cert}",
+            f"--proxy-client-key-file={front_proxy.key}",
             "--allow-privileged=true",
             "--profiling=false",
             "--v=1",

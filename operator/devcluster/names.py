@@ -46,6 +46,7 @@ ADMIN_USER = ("mlserve-admin", "system:masters")
 CONTROLLER_MANAGER_USER = ("system:kube-controller-manager", None)
 SCHEDULER_USER = ("system:kube-scheduler", None)
 KWOK_USER = ("system:kwok-controller", None)
+FRONT_PROXY_USER = "front-proxy-client"  # the API server, towards aggregated API servers
 KWOK_CLUSTER_ROLE_BINDING = "mlserve-dev:kwok-controller"
 
 KUBECONFIG_FILE = "kubeconfig"

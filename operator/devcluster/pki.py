@@ -68,7 +68,7 @@ class CertificateAuthority:
     _cert: x509.Certificate
 
     @classmethod
-    def create(cls, folder: Path, common_name: str) -> CertificateAuthority:
+    def create(cls, folder: Path, common_name: str, stem: str = "ca") -> CertificateAuthority:
         key = _new_key()
         now = datetime.datetime.now(datetime.UTC)
         name = _name(common_name)
@@ -92,7 +92,7 @@ class CertificateAuthority:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        pair = CertPair(folder / "ca.crt", folder / "ca.key")
+        pair = CertPair(folder / f"{stem}.crt", folder / f"{stem}.key")
         _write_cert(pair.cert, cert)
         _write_key(pair.key, key)
         return cls(pair, key, cert)
