@@ -21,6 +21,7 @@ from typing import Any
 
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.migrations.executor import MigrationExecutor, MigrationTarget
 
 from .errors import DatabaseUnavailable
@@ -111,6 +112,9 @@ async def init_db(
     """
     global _settings
     settings = settings or DatabaseSettings.from_env()
+    # Tortoise caches each model's INSERT/DELETE SQL by connection *name*, across inits:
+    # after a SQLite "default" a MySQL "default" would get SQLite's placeholders.
+    EXECUTOR_CACHE.clear()
     try:
         with _quiet_tortoise_debug():
             await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=True)

@@ -1,0 +1,150 @@
+"""Database settings: sources, precedence, the conf file, and the password kept secret."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from mlserve.models import InvalidConfig
+from mlserve.models.db import close_db, init_db, tortoise_config
+from mlserve.models.errors import DatabaseUnavailable
+from mlserve.models.settings import DEFAULT_SQLITE_PATH, DatabaseSettings
+
+PASSWORD = "Tr0ub4dor&3-secret"
+
+CONF = """\
+masterHost = "db-primary"
+slaveHost = ${MYSQL_REPLICA}
+database= "darwin_ml_serve"
+username = ${?DB_USER}
+password = ${DB_PASSWORD}
+"""
+
+
+def test_default_is_a_sqlite_file_under_the_working_directory() -> None:
+    settings = DatabaseSettings.from_env({})
+    assert settings.engine == "sqlite"
+    assert settings.path == str(DEFAULT_SQLITE_PATH)
+    assert DatabaseSettings.from_env({"MLSERVE_DB_PATH": "/x/y.db"}).path == "/x/y.db"
+
+
+def test_darwin_variables() -> None:
+    settings = DatabaseSettings.from_env(
+        {
+            "MYSQL_HOST": "db",
+            "MYSQL_PORT": "3307",
+            "MYSQL_USERNAME": "serve",
+            "MYSQL_PASSWORD": PASSWORD,
+            "MYSQL_SLAVE_HOST": "replica",
+        }
+    )
+    assert (settings.engine, settings.host, settings.port) == ("mysql", "db", 3307)
+    assert settings.database == "darwin_ml_serve"
+    assert settings.replica_host == "replica"
+    assert set(settings.connections()) == {"default", "replica"}
+    assert settings.connections()["replica"]["credentials"]["host"] == "replica"
+
+
+def test_a_replica_equal_to_the_primary_is_no_replica() -> None:
+    settings = DatabaseSettings.from_env({"MYSQL_HOST": "db", "MYSQL_SLAVE_HOST": "db"})
+    assert settings.replica_host is None
+
+
+def test_url_beats_conf_file_beats_darwin_variables(tmp_path: Path) -> None:
+    conf = tmp_path / "connection-test.conf"
+    conf.write_text(CONF)
+    env = {
+        "MYSQL_HOST": "from-vars",
+        "MYSQL_REPLICA": "db-replica",
+        "DB_PASSWORD": PASSWORD,
+        "MLSERVE_DB_CONFIG_FILE": str(conf),
+        "MLSERVE_DB_URL": "mysql://u:p@from-url:3306/x",
+    }
+    assert DatabaseSettings.from_env(env).host == "from-url"
+    del env["MLSERVE_DB_URL"]
+    assert DatabaseSettings.from_env(env).host == "db-primary"
+    del env["MLSERVE_DB_CONFIG_FILE"]
+    assert DatabaseSettings.from_env(env).host == "from-vars"
+
+
+def test_conf_file_by_environment_name(tmp_path: Path) -> None:
+    (tmp_path / "connection-stag.conf").write_text(CONF)
+    settings = DatabaseSettings.from_env(
+        {
+            "MLSERVE_ENV": "stag",
+            "MLSERVE_DB_CONFIG_DIR": str(tmp_path),
+            "MYSQL_REPLICA": "db-replica",
+            "DB_PASSWORD": PASSWORD,
+            "DB_USER": "serve",
+        }
+    )
+    assert settings.host == "db-primary"
+    assert settings.replica_host == "db-replica"
+    assert settings.username == "serve"
+    assert settings.database == "darwin_ml_serve"
+    assert settings.password is not None and settings.password.get_secret_value() == PASSWORD
+
+
+def test_conf_file_missing_variable_names_it(tmp_path: Path) -> None:
+    conf = tmp_path / "connection-x.conf"
+    conf.write_text(CONF)
+    with pytest.raises(InvalidConfig) as caught:
+        DatabaseSettings.from_conf_file(conf, environ={"MYSQL_REPLICA": "r"})
+    assert caught.value.field == "connection-x.conf.password"
+    assert "DB_PASSWORD" in str(caught.value)
+
+
+def test_missing_conf_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(InvalidConfig) as caught:
+        DatabaseSettings.from_env({"MLSERVE_ENV": "nope", "MLSERVE_DB_CONFIG_DIR": str(tmp_path)})
+    assert "connection-nope.conf" in str(caught.value)
+
+
+def test_bad_port_and_bad_url() -> None:
+    with pytest.raises(InvalidConfig) as caught:
+        DatabaseSettings.from_env({"MYSQL_HOST": "db", "MYSQL_PORT": "x"})
+    assert caught.value.field == "MYSQL_PORT"
+    with pytest.raises(InvalidConfig) as caught:
+        DatabaseSettings.from_env({"MLSERVE_DB_URL": f"postgres://u:{PASSWORD}@h/db"})
+    assert caught.value.field == "MLSERVE_DB_URL"
+    assert PASSWORD not in str(caught.value)
+
+
+def test_password_never_in_repr_str_or_display_url() -> None:
+    settings = DatabaseSettings.from_url(f"mysql://serve:{PASSWORD.replace('&', '%26')}@db:3306/darwin")
+    assert settings.password is not None and settings.password.get_secret_value() == PASSWORD
+    for text in (repr(settings), str(settings), settings.display_url, settings.model_dump_json()):
+        assert PASSWORD not in text
+        assert "%26" not in text
+    assert settings.display_url == "mysql://serve:***@db:3306/darwin"
+    assert settings.redact(f"failed for {PASSWORD}") == "failed for ***"
+
+
+async def test_password_never_in_connection_error_or_debug_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Nothing listens on port 1: the connection fails, with the password in the config.
+    settings = DatabaseSettings.from_env(
+        {"MYSQL_HOST": "127.0.0.1", "MYSQL_PORT": "1", "MYSQL_USERNAME": "serve", "MYSQL_PASSWORD": PASSWORD}
+    )
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(DatabaseUnavailable) as caught:
+        await init_db(settings)
+    await close_db()
+    message = str(caught.value)
+    assert "mysql://serve:***@127.0.0.1:1/darwin_ml_serve" in message
+    assert "MYSQL_* environment variables" in message
+    # Tortoise's own DEBUG line would print the first third of the password.
+    fragment = PASSWORD[: len(PASSWORD) // 3]
+    for text in (message, repr(caught.value), caplog.text):
+        assert PASSWORD not in text
+        assert fragment not in text
+
+
+def test_tortoise_config_holds_the_password_only_in_credentials() -> None:
+    settings = DatabaseSettings.from_env({"MYSQL_HOST": "db", "MYSQL_PASSWORD": PASSWORD})
+    config = tortoise_config(settings)
+    assert config["connections"]["default"]["credentials"]["password"] == PASSWORD
+    assert PASSWORD not in repr(config["apps"])
