@@ -176,8 +176,8 @@ def test_schema_only_cases_pass_cel(case: Invalid) -> None:
     assert cel_errors(SCHEMA, case.body) == [], f"{case.id}: a CEL rule rejects it too; mark it cel"
 
 
-def test_operator_may_fill_serve_from_the_name() -> None:
-    """The operator writes metadata.name into an omitted spec.serve: the transition rules allow it."""
+def test_serve_may_be_filled_in_later() -> None:
+    """An omitted spec.serve may later be set (to the name it defaulted to): the transition rules allow it."""
     before = yaml.safe_load((ROOT / "examples" / "mlserve-workflow.yaml").read_text())
     after = {**before, "spec": {**before["spec"], "serve": before["metadata"]["name"]}}
     assert cel_errors(SCHEMA, after, old=before) == []
