@@ -22,6 +22,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = os.environ.get("MLSERVE_K8S_SCHEMA_VERSION", "1.37")
+# The oldest Kubernetes the chart supports (its kubeVersion); core children must be valid there too.
+OLDEST_K8S_VERSION = "1.25"
 MLSERVE_CRD = ROOT / "crds" / "mlserve.darwin.io_mlserves.yaml"
 _DEFAULT_KUBERAY = ROOT.parent / "shared" / "third_party" / "kuberay-v1.7.0"
 
@@ -102,13 +104,13 @@ def validate_ray(obj: dict[str, Any]) -> None:
     assert len(name) <= limit and DNS1035_LABEL.match(name), f"{kind} name {name!r} breaks KubeRay's rule"
 
 
-def validate_core(obj: dict[str, Any]) -> None:
+def validate_core(obj: dict[str, Any], version: str = K8S_VERSION) -> None:
     try:
-        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        kubernetes_validate.validate(obj, version, strict=True)
     except kubernetes_validate.ValidationError as exc:
         path = ".".join(str(p) for p in exc.path)
         raise AssertionError(
-            f"{obj['kind']} {obj['metadata']['name']} is invalid for Kubernetes {K8S_VERSION} at {path}: {exc.message}"
+            f"{obj['kind']} {obj['metadata']['name']} is invalid for Kubernetes {version} at {path}: {exc.message}"
         ) from None
 
 

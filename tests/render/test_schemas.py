@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from render.render_cases import CASES, Case
-from render.schemas import validate_core, validate_manifest, validate_ray
+from render.schemas import OLDEST_K8S_VERSION, RAY_KINDS, validate_core, validate_manifest, validate_ray
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
@@ -15,6 +15,13 @@ def test_every_child_is_valid(case: Case) -> None:
     assert manifests, "a case renders at least one child"
     for manifest in manifests:
         validate_manifest(manifest)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.id.startswith("api-")], ids=lambda case: case.id)
+def test_core_children_valid_on_oldest_supported_kubernetes(case: Case) -> None:
+    for manifest in case.render():
+        if manifest["kind"] not in RAY_KINDS:
+            validate_core(manifest, OLDEST_K8S_VERSION)
 
 
 def test_strict_validation_rejects_unknown_fields() -> None:
