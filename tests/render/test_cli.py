@@ -29,7 +29,7 @@ def _run(*args: str) -> tuple[int, str, str]:
 
 
 def test_renders_api_example(tmp_path: Path) -> None:
-    context = _context_file(tmp_path, "api-hpa-protected", serve="fraud-score", artifact_version="1.4.0")
+    context = _context_file(tmp_path, "api-hpa-protected", serve="iris-classifier", artifact_version="1.1.0")
     code, out, err = _run("-f", str(EXAMPLES / "mlserve-api.yaml"), "--context", str(context))
     assert code == 0, err
     kinds = [doc["kind"] for doc in yaml.safe_load_all(out)]
@@ -38,16 +38,16 @@ def test_renders_api_example(tmp_path: Path) -> None:
 
 def test_scheduled_workflow_renders_the_given_time(tmp_path: Path) -> None:
     context = _context_file(
-        tmp_path, "workflow-once", serve="nightly-features", artifact_version="2025.01.3",
-        environment=CASES_BY_ID["workflow-once"].ctx.environment.model_copy(update={"name": "staging"}),
+        tmp_path, "workflow-once", serve="nightly-retrain", artifact_version="1.0.0",
+        environment=CASES_BY_ID["workflow-once"].ctx.environment.model_copy(update={"name": "dev"}),
     )
     code, out, err = _run(
         "-f", str(EXAMPLES / "mlserve-workflow.yaml"), "--context", str(context), "--at", "2025-03-04T03:00:00Z"
     )
     assert code == 0, err
     (job,) = yaml.safe_load_all(out)
-    assert job["kind"] == "RayJob" and job["metadata"]["name"] == "nightly-features-staging-202503040300"
-    assert "namespace 'serving-staging'" in err  # the example's namespace differs from the context's
+    assert job["kind"] == "RayJob" and job["metadata"]["name"] == "nightly-retrain-dev-202503040300"
+    assert "namespace 'mlserve-dev'" in err  # the example's namespace differs from the context's
 
 
 def test_invalid_mlserve_names_the_field(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from mlserve.models.db import close_db, init_db
 from mlserve.models.seed import DEMO_API_SERVE, DEMO_WORKFLOW_SERVE, seed
 from mlserve.models.settings import DatabaseSettings
 from mlserve.operator.cli import main
-from render.schemas import validate_manifest
+from render.schemas import ROOT, validate_manifest
 
 
 async def _prepare(path: Path) -> dict[str, int]:
@@ -93,3 +93,13 @@ def test_unknown_serve_is_reported(database: tuple[Path, dict[str, int]]) -> Non
         main, ["render", "--serve", "nope", "--env", "dev"], env={"MLSERVE_DB_URL": "", "MLSERVE_DB_PATH": str(path)}
     )
     assert result.exit_code == 1 and "serve 'nope' is not in the database" in result.stderr
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_examples_render_against_the_demo_data(database: tuple[Path, dict[str, int]], example: Path) -> None:
+    manifests = _render(database, "-f", str(example), "--at", "2025-01-02T02:30:00Z")
+    assert manifests
+    namespace = yaml.safe_load(example.read_text())["metadata"]["namespace"]
+    for manifest in manifests:
+        assert manifest["metadata"]["namespace"] == namespace
+        validate_manifest(manifest)
