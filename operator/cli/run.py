@@ -69,8 +69,8 @@ def configure_logging(log_format: str, level: str, secrets: Iterable[str] = ()) 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # kopf's per-object lines are useful at DEBUG only; its warnings and errors stay.
-    logging.getLogger("kopf").setLevel(logging.WARNING if level != "DEBUG" else logging.DEBUG)
+    # kopf's own per-event lines would drown the operator's; its warnings and errors stay.
+    logging.getLogger("kopf").setLevel(logging.WARNING)
     for noisy in ("httpx", "httpx2", "httpcore", "aiohttp.access", "tortoise", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -176,21 +176,24 @@ async def _pointer(serve: Serve, environment: Environment) -> ActiveDeployment |
     return rows[0] if rows else None
 
 
-def mlserve_is_newer(spec_changed_at: datetime, db_changed_at: datetime | None) -> bool:
+def mlserve_is_newer(spec_changed_at: datetime | None, db_changed_at: datetime | None) -> bool:
     """Whether the MLServe's last spec write is at or after the database's last change.
 
     Kubernetes records write times to the second, so the database's time is cut to the
     second too; a tie goes to the MLServe (it was written in the same second or later).
+    ``spec_changed_at`` None (only the database sync ever wrote the spec) never wins.
     """
     if db_changed_at is None:
         return True
+    if spec_changed_at is None:
+        return False
     return _utc(spec_changed_at) >= _utc(db_changed_at).replace(microsecond=0)  # type: ignore[union-attr]
 
 
 async def sync_deployment(
     resolved: Resolved,
     *,
-    spec_changed_at: datetime,
+    spec_changed_at: datetime | None,
     spec_changed: bool,
     deploy_user: str,
 ) -> DeployOutcome:

@@ -64,12 +64,22 @@ def parse_time(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def spec_changed_at(body: Mapping[str, Any]) -> datetime | None:
-    """The last time any field manager wrote the MLServe's spec (to the second)."""
+def spec_changed_at(body: Mapping[str, Any], ignore_managers: Iterable[str] = ()) -> datetime | None:
+    """The last time a field manager other than ``ignore_managers`` wrote the MLServe's spec.
+
+    Kubernetes records it to the second. The database sync's own writes are ignored (they
+    mirror the database and are never newer than it): an MLServe whose spec only the sync
+    wrote has no change of its own, and None is returned. Only an object without any
+    managedFields falls back to its creationTimestamp.
+    """
     meta = body.get("metadata") or {}
+    ignored = set(ignore_managers)
+    entries = meta.get("managedFields") or []
+    if not entries:
+        return parse_time(meta.get("creationTimestamp"))
     latest: datetime | None = None
-    for entry in meta.get("managedFields") or []:
-        if entry.get("subresource"):
+    for entry in entries:
+        if entry.get("subresource") or entry.get("manager") in ignored:
             continue
         fields = entry.get("fieldsV1") or {}
         if "f:spec" not in fields:
@@ -77,4 +87,4 @@ def spec_changed_at(body: Mapping[str, Any]) -> datetime | None:
         moment = parse_time(entry.get("time"))
         if moment is not None and (latest is None or moment > latest):
             latest = moment
-    return latest or parse_time(meta.get("creationTimestamp"))
+    return latest

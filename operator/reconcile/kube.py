@@ -9,6 +9,7 @@ reconcile costs.
 from __future__ import annotations
 
 import collections
+import contextvars
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,9 +110,27 @@ class RequestCounter:
         self.log.clear()
 
 
-def make_client(field_manager: str, counter: RequestCounter | None = None) -> AsyncClient:
-    """A lightkube client from the in-cluster config, ``KUBECONFIG`` or ``~/.kube/config``."""
-    client = AsyncClient(field_manager=field_manager, timeout=httpx2.Timeout(30.0))
+current_counter: contextvars.ContextVar[RequestCounter | None] = contextvars.ContextVar(
+    "current_counter", default=None
+)
+"""The counter of the reconcile running in this task (requests are counted per reconcile)."""
+
+
+async def _count_in_context(request: httpx2.Request) -> None:
+    counter = current_counter.get()
     if counter is not None:
-        client._client._client.event_hooks["request"].append(counter)
+        await counter(request)
+
+
+def make_client(field_manager: str, counter: RequestCounter | None = None) -> AsyncClient:
+    """A lightkube client from the in-cluster config, ``KUBECONFIG`` or ``~/.kube/config``.
+
+    Every request is counted by ``counter`` (all requests) and by the counter set in
+    :data:`current_counter` for the running task (one reconcile's requests).
+    """
+    client = AsyncClient(field_manager=field_manager, timeout=httpx2.Timeout(30.0))
+    hooks = client._client._client.event_hooks["request"]
+    hooks.append(_count_in_context)
+    if counter is not None:
+        hooks.append(counter)
     return client

@@ -34,8 +34,18 @@ from .context import load_context
 from .errors import ClaimConflict, DatabaseUnavailable, InvalidInput, ReconcileError, TemporaryFailure
 from .events import EventSink
 from .identity import Claim, claim_of, holder, spec_changed_at
-from .kube import API_KINDS, MLSERVE_API_VERSION, MLSERVE_KIND, MLServe, RayCronJob, RayJob
+from .kube import (
+    API_KINDS,
+    MLSERVE_API_VERSION,
+    MLSERVE_KIND,
+    MLServe,
+    RayCronJob,
+    RayJob,
+    RequestCounter,
+    current_counter,
+)
 from .rollback import pending_rollback, previous_artifact, rollback_patch
+from .sync import SYNC_FIELD_MANAGER_SUFFIX
 from .status import Observation, Workload, compute_status, write_status
 
 __all__ = ["Report", "Runtime", "reconcile"]
@@ -68,6 +78,8 @@ class Report:
     """The MLServe as last seen (after any patch this reconcile made)."""
     new_status: dict[str, Any] | None = None
     """The status as this reconcile left it (written or already equal)."""
+    requests: RequestCounter = field(default_factory=RequestCounter)
+    """The API requests this reconcile sent."""
     requeue_after: float | None = None
     """Seconds until the reconcile must run again although nothing changed (a scheduled run)."""
 
@@ -157,7 +169,34 @@ def _kinds_for(spec: MLServeSpec, scheduled_per_run: bool) -> tuple[Any, ...]:
 
 
 async def reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Claim] = ()) -> Report:
-    """Bring one MLServe, its children, its status and the database in step."""
+    """Bring one MLServe, its children, its status and the database in step.
+
+    The API requests it sends are counted in ``Report.requests`` and logged: at INFO when
+    the reconcile wrote anything, at DEBUG otherwise.
+    """
+    counter = RequestCounter()
+    token = current_counter.set(counter)
+    try:
+        report = await _reconcile(body, rt, claims)
+    finally:
+        current_counter.reset(token)
+    report.requests = counter
+    meta = body.get("metadata") or {}
+    level = logging.INFO if counter.writes or report.recorded_deployment else logging.DEBUG
+    log.log(
+        level,
+        "reconciled %s/%s: %d API requests (%d writes: %s), deployment recorded: %s",
+        meta.get("namespace"),
+        meta.get("name"),
+        counter.total,
+        counter.writes,
+        dict(counter.by_method),
+        report.recorded_deployment,
+    )
+    return report
+
+
+async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Claim]) -> Report:
     settings = rt.settings
     meta = body.get("metadata") or {}
     name, namespace, uid = meta.get("name"), meta.get("namespace"), meta.get("uid")
@@ -234,7 +273,7 @@ async def reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Claim
                         namespace=str(namespace),
                         cluster_name=settings.cluster_name,
                     )
-                changed_at = spec_changed_at(body) or rt.clock()
+                changed_at = spec_changed_at(body, (settings.field_manager + SYNC_FIELD_MANAGER_SUFFIX,))
                 obs.spec_changed_at = changed_at
                 outcome = await deploy.sync_deployment(
                     resolved,

@@ -1,17 +1,43 @@
-"""Fixtures for the operator's tests: a Darwin database per test, and the operator itself.
+"""Fixtures for the operator's tests: a Darwin database, the CRDs, and the operator itself.
 
-- ``darwin_db``: an empty Darwin schema, on SQLite (in memory) and, for tests marked
-  ``mariadb``, on the suite's MariaDB server; seed it with :mod:`mlserve_testing.darwin`.
+- ``darwin_db``: an empty Darwin schema on SQLite (in memory), connected in this process.
+- ``mlserve_crd``: the MLServe CRD (and KubeRay's RayJob CRDs) installed in the cluster.
+- ``operator_process``: ``mlserve run`` started as a real subprocess against the cluster and
+  a SQLite file database, so tests can SIGKILL and restart it; ready when its liveness
+  endpoint answers. Its log is printed when a test fails.
+- ``operator_db``: this process's connection to the operator's database, to seed rows the
+  way Darwin writes them (:mod:`mlserve_testing.darwin`) and to read what the operator wrote.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from lightkube import ApiError, Client, codecs
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+from lightkube.resources.core_v1 import Node
 from tortoise import Tortoise
 
+from mlserve_testing.wait import wait_for
+
 MODELS = {"models": ["mlserve.models"]}
+ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = ROOT / "crds" / "mlserve.darwin.io_mlserves.yaml"
+KUBERAY_CRDS = ROOT.parent / "shared" / "third_party" / "kuberay-v1.7.0"
+CLUSTER_NAME = "local"
+CAPACITY_LABEL = "karpenter.sh/capacity-type"
 
 
 @pytest.fixture
@@ -23,3 +49,186 @@ async def darwin_db() -> AsyncIterator[None]:
         yield
     finally:
         await Tortoise.close_connections()
+
+
+def _apiserver_accepts(doc: dict[str, Any]) -> dict[str, Any]:
+    """The API server refuses anything but ``type`` under the root ``metadata`` schema."""
+    for version in (doc.get("spec") or {}).get("versions") or []:
+        schema = (version.get("schema") or {}).get("openAPIV3Schema") or {}
+        meta = (schema.get("properties") or {}).get("metadata")
+        if isinstance(meta, dict):
+            meta.pop("description", None)
+    return doc
+
+
+def _install_crd(client: Client, path: Path) -> None:
+    for doc in yaml.safe_load_all(path.read_text()):
+        obj = codecs.from_dict(_apiserver_accepts(doc))
+        client.apply(obj, field_manager="mlserve-tests", force=True)
+        name = obj.metadata.name
+
+        def established() -> bool:
+            crd = client.get(CustomResourceDefinition, name)
+            return any(
+                c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])
+            )
+
+        wait_for(established, timeout=30, what=f"CRD {name} established")
+
+
+def _label_nodes(client: Client) -> None:
+    """Give the fake nodes the capacity-type label the serves' node selectors ask for:
+    alternately spot and on-demand, as a Karpenter-managed cluster would."""
+    nodes = sorted(client.list(Node), key=lambda n: n.metadata.name)
+    for index, node in enumerate(nodes):
+        value = "spot" if index % 2 == 0 else "on-demand"
+        if (node.metadata.labels or {}).get(CAPACITY_LABEL) != value:
+            client.patch(Node, node.metadata.name, {"metadata": {"labels": {CAPACITY_LABEL: value}}})
+
+
+@pytest.fixture(scope="session")
+def mlserve_crd(kube_client: Client) -> None:
+    _label_nodes(kube_client)
+    _install_crd(kube_client, CRD_FILE)
+    for name in ("ray.io_rayjobs.yaml", "ray.io_raycronjobs.yaml"):
+        if (KUBERAY_CRDS / name).is_file():
+            _install_crd(kube_client, KUBERAY_CRDS / name)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class OperatorProcess:
+    """``mlserve run`` in a subprocess."""
+
+    env: dict[str, str]
+    log_path: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def db_url(self) -> str:
+        return self.env["MLSERVE_DB_URL"]
+
+    def start(self, **extra_env: str) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.extra_env = dict(extra_env)
+        command = [str(Path(sys.executable).parent / "mlserve"), "run"]
+        with self.log_path.open("ab") as log:
+            log.write(f"\n===== start {self.starts} =====\n".encode())
+            self.proc = subprocess.Popen(
+                command, env={**self.env, **extra_env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+            )
+        self.starts += 1
+        wait_for(self._ready, timeout=60, what=f"the operator's liveness endpoint (log: {self.log_path})")
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"the operator exited with {self.proc.returncode}:\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def ensure_running(self) -> None:
+        if not self.running:
+            self.start(**self.extra_env)
+
+    def log_tail(self, lines: int = 80) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def operator_env(kubeconfig: Path, db_url: str, port: int, **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLSERVE_", "MYSQL_"))}
+    env.update(
+        KUBECONFIG=str(kubeconfig),
+        MLSERVE_DB_URL=db_url,
+        MLSERVE_CLUSTER_NAME=CLUSTER_NAME,
+        MLSERVE_LIVENESS_ENDPOINT=f"http://127.0.0.1:{port}/healthz",
+        MLSERVE_DRIFT_CHECK_INTERVAL="20s",
+        MLSERVE_SYNC_INTERVAL="2s",
+        MLSERVE_DELETION_DB_TIMEOUT="8s",
+        MLSERVE_DB_TIMEOUT="3s",
+        MLSERVE_RETRY_DELAY="1s",
+        MLSERVE_RETRY_MAX_DELAY="4s",
+        MLSERVE_LOG_LEVEL="DEBUG",
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def operator_process(
+    cluster: Any, mlserve_crd: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The operator, running for the session; tests that kill it leave it running again."""
+    folder = tmp_path_factory.mktemp("operator")
+    port = _free_port()
+    db_url = f"sqlite://{folder / 'darwin.sqlite3'}"
+    process = OperatorProcess(operator_env(cluster.kubeconfig, db_url, port), folder / "operator.log", port)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+async def operator_db(operator_process: OperatorProcess) -> AsyncIterator[OperatorProcess]:
+    """This process connected to the operator's database (the schema is the operator's)."""
+    operator_process.ensure_running()
+    await Tortoise.init(db_url=operator_process.db_url, modules=MODELS)
+    try:
+        yield operator_process
+    finally:
+        await Tortoise.close_connections()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed and "operator_process" in getattr(item, "funcargs", {}):
+        process: OperatorProcess = item.funcargs["operator_process"]
+        report.sections.append(("operator log (tail)", process.log_tail(120)))
+
+
+def api_error_code(exc: BaseException) -> int | None:
+    return exc.status.code if isinstance(exc, ApiError) else None
+
+
+def monotonic() -> float:
+    return time.monotonic()
