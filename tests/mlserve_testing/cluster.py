@@ -28,7 +28,7 @@ from lightkube import ApiError, Client
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
-from mlserve.operator.devcluster import ClusterHandle, DevClusterError, LocalCluster, ensure_binaries
+from mlserve.operator.devcluster import Binaries, ClusterHandle, DevClusterError, LocalCluster, ensure_binaries
 
 #: "1": use the cluster of $KUBECONFIG instead of starting one
 ENV_USE_KUBECONFIG = "MLSERVE_TEST_USE_KUBECONFIG"
@@ -39,6 +39,7 @@ CLUSTER_FIXTURES = frozenset({"cluster", "kube_client", "namespace"})
 NAMESPACE_LABEL = "mlserve.darwin.io/test-namespace"
 
 _started_in: list[float] = []
+_binaries_key = pytest.StashKey["Binaries | DevClusterError"]()
 
 
 def use_external_cluster() -> bool:
@@ -63,19 +64,42 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.cluster)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build (or reuse) the binaries before any test runs, outside every test's timeout.
+
+    A first build compiles Kubernetes and takes far longer than one test may; later ones
+    take a second. A failure is kept for the cluster fixture to raise, so only the tests
+    that need a cluster error.
+    """
+    config = session.config
+    if use_external_cluster() or config.option.collectonly:
+        return
+    if not any(item.get_closest_marker("cluster") for item in session.items):
+        return
+    try:
+        config.stash[_binaries_key] = ensure_binaries()
+    except DevClusterError as exc:
+        config.stash[_binaries_key] = exc
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _started_in:
         terminalreporter.write_line(f"local control plane: all ready in {_started_in[0]:.1f} s")
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[ClusterHandle]:
+def cluster(pytestconfig: pytest.Config) -> Iterator[ClusterHandle]:
     """The session's cluster: the local control plane, or $KUBECONFIG's when asked for."""
     if use_external_cluster():
         yield ClusterHandle.from_kubeconfig(_external_kubeconfig())
         return
+    binaries = pytestconfig.stash.get(_binaries_key, None)
+    if binaries is None:  # not built at collection (e.g. the fixture was reached indirectly)
+        binaries = ensure_binaries()
+    if isinstance(binaries, DevClusterError):
+        raise binaries
     nodes = int(os.environ.get(ENV_NODES, DEFAULT_NODES))
-    local = LocalCluster(ensure_binaries(), nodes=nodes)
+    local = LocalCluster(binaries, nodes=nodes)
     try:
         handle = local.start()
         if local.started_in is not None:
