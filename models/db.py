@@ -131,7 +131,7 @@ async def init_db(
         if _is_connection_error(exc):
             raise DatabaseUnavailable(
                 f"cannot use the database {settings.display_url} (from {settings.source}): "
-                f"{settings.redact(str(exc)) or type(exc).__name__}; check that the server runs "
+                f"{settings.redact(_error_text(exc))}; check that the server runs "
                 "and the host, port, user and password are right"
             ) from None
         raise _redacted(exc, settings) from None
@@ -286,6 +286,15 @@ def _is_connection_error(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover - asyncmy is a dependency
         pass
     return False
+
+
+def _error_text(exc: BaseException) -> str:
+    """The error and its cause (Tortoise wraps the driver's "Access denied" in a generic one)."""
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text += f" (cause: {cause})"
+    return text
 
 
 def _redacted(exc: Exception, settings: DatabaseSettings) -> Exception:

@@ -180,7 +180,8 @@ async def activate(
             f"artifact {artifact.version!r} (id {artifact.pk}) belongs to another serve than "
             f"{serve.name!r}: pick an artifact of {serve.name!r}",
         )
-    connection_name = using_db.connection_name if using_db is not None else None
+    # Always the primary ("default"): with a read replica configured Tortoise has two.
+    connection_name = using_db.connection_name if using_db is not None else "default"
     async with in_transaction(connection_name) as conn:
         lock = _is_mysql(conn)
 

@@ -69,7 +69,8 @@ async def seed(
     demo's operator runs with): ``dev`` in namespace ``mlserve-dev`` and ``prod``
     (protected) in ``mlserve-prod``.
     """
-    connection_name = using_db.connection_name if using_db is not None else None
+    # Always the primary ("default"): with a read replica configured Tortoise has two.
+    connection_name = using_db.connection_name if using_db is not None else "default"
     async with in_transaction(connection_name) as conn:
         counter = _Counter(conn)
         user = await counter.get_or_create(User, {"username": DEMO_USER}, {"token": "demo-token"})
