@@ -2,15 +2,18 @@
 
 - ``darwin_db``: an empty Darwin schema on SQLite (in memory), connected in this process.
 - ``mlserve_crd``: the MLServe CRD (and KubeRay's RayJob CRDs) installed in the cluster.
+- ``operator_mariadb``: a MariaDB server of the operator's own (not the models suite's), so
+  fault tests can really stop it and start it again on the same data.
 - ``operator_process``: ``mlserve run`` started as a real subprocess against the cluster and
-  a SQLite file database, so tests can SIGKILL and restart it; ready when its liveness
-  endpoint answers. Its log is printed when a test fails.
+  that MariaDB, so tests can SIGKILL and restart it; ready when its liveness endpoint
+  answers. Its log is printed when a test fails.
 - ``operator_db``: this process's connection to the operator's database, to seed rows the
   way Darwin writes them (:mod:`mlserve_testing.darwin`) and to read what the operator wrote.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -30,6 +33,7 @@ from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Node
 from tortoise import Tortoise
 
+from mlserve_testing.mariadb import MariaDBServer, start_mariadb
 from mlserve_testing.wait import wait_for
 
 MODELS = {"models": ["mlserve.models"]}
@@ -190,14 +194,61 @@ def operator_env(kubeconfig: Path, db_url: str, port: int, **extra: str) -> dict
     return env
 
 
+@dataclass
+class StoppableMariaDB:
+    """A MariaDB server that a test may stop and start again (same data, same port)."""
+
+    server: MariaDBServer
+    database: str
+    command: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.server.url(self.database)
+
+    def stop(self) -> None:
+        process = self.server.process
+        assert process is not None
+        self.command = Path(f"/proc/{process.pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+        self.server.stop()
+
+    def start(self) -> None:
+        assert self.command, "stop() first"
+        self.server.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def accepting() -> bool:
+            with socket.socket() as sock:
+                sock.settimeout(1)
+                return sock.connect_ex((self.server.host, self.server.port)) == 0
+
+        wait_for(accepting, timeout=60, what="the restarted MariaDB accepting connections")
+
+    @property
+    def running(self) -> bool:
+        return self.server.process is not None and self.server.process.poll() is None
+
+
+@pytest.fixture(scope="session")
+def operator_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoppableMariaDB]:
+    server = start_mariadb(tmp_path_factory.mktemp("operator-mariadb"))
+    try:
+        database = asyncio.run(server.create_database("darwin"))
+        yield StoppableMariaDB(server, database)
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def operator_process(
-    cluster: Any, mlserve_crd: None, tmp_path_factory: pytest.TempPathFactory
+    cluster: Any,
+    mlserve_crd: None,
+    operator_mariadb: StoppableMariaDB,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     """The operator, running for the session; tests that kill it leave it running again."""
     folder = tmp_path_factory.mktemp("operator")
     port = _free_port()
-    db_url = f"sqlite://{folder / 'darwin.sqlite3'}"
+    db_url = operator_mariadb.url
     process = OperatorProcess(operator_env(cluster.kubeconfig, db_url, port), folder / "operator.log", port)
     process.start()
     try:
@@ -207,8 +258,12 @@ def operator_process(
 
 
 @pytest.fixture
-async def operator_db(operator_process: OperatorProcess) -> AsyncIterator[OperatorProcess]:
+async def operator_db(
+    operator_process: OperatorProcess, operator_mariadb: StoppableMariaDB
+) -> AsyncIterator[OperatorProcess]:
     """This process connected to the operator's database (the schema is the operator's)."""
+    if not operator_mariadb.running:
+        operator_mariadb.start()
     operator_process.ensure_running()
     await Tortoise.init(db_url=operator_process.db_url, modules=MODELS)
     try:
