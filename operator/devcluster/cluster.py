@@ -14,6 +14,7 @@ tail of its log.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -30,7 +31,6 @@ from types import TracebackType
 from typing import Any, Self
 
 import httpx2
-
 from lightkube import ApiError, AsyncClient, Client, KubeConfig
 from lightkube.config.client_adapter import Client as http_client
 from lightkube.config.client_adapter import ConnectionParams
@@ -143,6 +143,7 @@ class LocalCluster:
         try:
             self._start(deadline=began + self.start_timeout)
         except BaseException:
+            self._temporary = False  # keep the logs the error points at
             self.stop()
             raise
         self.started_in = time.monotonic() - began
@@ -188,21 +189,25 @@ class LocalCluster:
         sa_keys = ServiceAccountKeys.create(pki_dir)
         # the API server's identity towards aggregated API servers; components read this CA
         # from kube-system/extension-apiserver-authentication to trust what it forwards
-        front_proxy_ca = CertificateAuthority.create(pki_dir, f"{names.CLUSTER_NAME}-front-proxy-ca", stem="front-proxy-ca")
+        front_proxy_ca = CertificateAuthority.create(
+            pki_dir, f"{names.CLUSTER_NAME}-front-proxy-ca", stem="front-proxy-ca"
+        )
         front_proxy = front_proxy_ca.issue(pki_dir, "front-proxy-client", names.FRONT_PROXY_USER)
 
-        def identity(stem: str, user: tuple[str, str | None]) -> Path:
+        def identity(stem: str, user: tuple[str, str | None], kubeconfig: Path) -> tuple[CertPair, Path]:
             pair = ca.issue(pki_dir, stem, user[0], organisation=user[1])
-            kubeconfig = state / ("kubeconfig" if stem == "admin" else f"components/{stem}.kubeconfig")
-            return write_kubeconfig(
-                kubeconfig, server=server, ca_file=ca.pair.cert, user=user[0], client=pair,
-                cluster=names.CLUSTER_NAME,
+            written = write_kubeconfig(
+                kubeconfig, server=server, ca_file=ca.pair.cert, user=user[0], client=pair, cluster=names.CLUSTER_NAME
             )
+            return pair, written
 
-        admin_kubeconfig = identity("admin", names.ADMIN_USER)
-        kcm_kubeconfig = identity("controller-manager", names.CONTROLLER_MANAGER_USER)
-        scheduler_kubeconfig = identity("scheduler", names.SCHEDULER_USER)
-        kwok_kubeconfig = identity("kwok", names.KWOK_USER)
+        components = state / "components"
+        admin, admin_kubeconfig = identity("admin", names.ADMIN_USER, state / names.KUBECONFIG_FILE)
+        _, kcm_kubeconfig = identity(
+            "controller-manager", names.CONTROLLER_MANAGER_USER, components / "controller-manager.kubeconfig"
+        )
+        _, scheduler_kubeconfig = identity("scheduler", names.SCHEDULER_USER, components / "scheduler.kubeconfig")
+        _, kwok_kubeconfig = identity("kwok", names.KWOK_USER, components / "kwok.kubeconfig")
         self._handle = ClusterHandle(kubeconfig=admin_kubeconfig, server=server)
 
         etcd = self._launch(names.ETCD, self._etcd_args(state / "etcd-data", ports))
@@ -212,14 +217,15 @@ class LocalCluster:
             names.APISERVER,
             self._apiserver_args(ports, ca.pair, serving, sa_keys, front_proxy_ca.pair, front_proxy, state),
         )
-        admin_tls = _client_tls(ca.pair.cert, state / "pki" / "admin.crt", state / "pki" / "admin.key")
+        admin_tls = _client_tls(ca.pair.cert, admin)
         self._wait(apiserver, "/readyz", deadline, _http_ok(f"{server}/readyz", admin_tls))
 
         client = self.handle.client()
         try:
             self._bootstrap_objects(client)
             kcm = self._launch(
-                names.CONTROLLER_MANAGER, self._controller_manager_args(kcm_kubeconfig, ca.pair, sa_keys, ports, state)
+                names.CONTROLLER_MANAGER,
+                self._controller_manager_args(kcm_kubeconfig, ca.pair, sa_keys, ports, state),
             )
             scheduler = self._launch(names.SCHEDULER, self._scheduler_args(scheduler_kubeconfig, ports, state))
             stages = self._kwok_stages(state)
@@ -228,8 +234,10 @@ class LocalCluster:
             insecure = ssl.create_default_context()
             insecure.check_hostname = False
             insecure.verify_mode = ssl.CERT_NONE  # their serving certificates are self-signed
-            self._wait(kcm, "/healthz", deadline, _http_ok(f"https://{names.HOST}:{ports.controller_manager}/healthz", insecure))
-            self._wait(scheduler, "/healthz", deadline, _http_ok(f"https://{names.HOST}:{ports.scheduler}/healthz", insecure))
+            kcm_health = f"https://{names.HOST}:{ports.controller_manager}/healthz"
+            self._wait(kcm, "/healthz", deadline, _http_ok(kcm_health, insecure))
+            scheduler_health = f"https://{names.HOST}:{ports.scheduler}/healthz"
+            self._wait(scheduler, "/healthz", deadline, _http_ok(scheduler_health, insecure))
             self._wait(kwok, f"{self.nodes} node(s) Ready", deadline, lambda: _nodes_ready(client, self.nodes))
             self._wait(kcm, "ServiceAccount default/default", deadline, lambda: _default_service_account(client))
         finally:
@@ -458,14 +466,12 @@ def _create_or_keep(client: Client, obj: Any) -> None:
 
 
 def _first_service_ip() -> str:
-    import ipaddress
-
     return str(next(ipaddress.ip_network(names.SERVICE_CLUSTER_IP_RANGE).hosts()))
 
 
-def _client_tls(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
+def _client_tls(ca: Path, client: CertPair) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(ca))
-    context.load_cert_chain(str(cert), str(key))
+    context.load_cert_chain(str(client.cert), str(client.key))
     return context
 
 

@@ -42,6 +42,10 @@ def _owned_by(obj: ReplicaSet | Pod, uid: str) -> bool:
     return any(ref.uid == uid for ref in (obj.metadata.ownerReferences or []))
 
 
+def _replica_sets_of(client: Client, namespace: str, owner_uid: str) -> list[ReplicaSet]:
+    return [rs for rs in client.list(ReplicaSet, namespace=namespace) if _owned_by(rs, owner_uid)]
+
+
 def _pod_ready(pod: Pod) -> bool:
     conditions = (pod.status.conditions if pod.status else None) or []
     return any(c.type == "Ready" and c.status == "True" for c in conditions)
@@ -52,7 +56,7 @@ def test_deployment_gets_replicaset_and_ready_pods_on_nodes(kube_client: Client,
     deployment_uid = created.metadata.uid
 
     replica_set = wait_for(
-        lambda: next((rs for rs in kube_client.list(ReplicaSet, namespace=namespace) if _owned_by(rs, deployment_uid)), None),
+        lambda: next(iter(_replica_sets_of(kube_client, namespace, deployment_uid)), None),
         TIMEOUT,
         "a ReplicaSet owned by the Deployment",
     )
@@ -91,7 +95,7 @@ def test_deleting_a_deployment_garbage_collects_replicaset_and_pods(kube_client:
 
     wait_for(deployment_gone, TIMEOUT, "Deployment doomed to be deleted")
     wait_for(
-        lambda: not [rs for rs in kube_client.list(ReplicaSet, namespace=namespace) if _owned_by(rs, created.metadata.uid)],
+        lambda: not _replica_sets_of(kube_client, namespace, created.metadata.uid),
         TIMEOUT,
         "the garbage collector to delete the ReplicaSet of Deployment doomed",
     )
