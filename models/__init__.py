@@ -15,7 +15,7 @@ from .deployments import (
     current_deployment,
 )
 from .enums import BackendType, DeploymentStatus, JobStatus, NodeCapacityType, ServeType
-from .errors import ActiveDeploymentConflict, InvalidConfig, ModelsError
+from .errors import ActiveDeploymentConflict, DatabaseUnavailable, InvalidConfig, ModelsError
 from .serve_configs import APIServeInfraConfig, WorkflowServeInfraConfig
 from .serves import Environment, Serve
 from .users import User
@@ -43,6 +43,7 @@ __all__ = [
     "Artifact",
     "ArtifactBuilderJob",
     "BackendType",
+    "DatabaseUnavailable",
     "Deployment",
     "DeploymentStatus",
     "EnvConfig",
