@@ -34,18 +34,6 @@ KUBERAY = Path(os.environ.get("MLSERVE_KUBERAY_CRDS") or REPO.parent / "shared" 
 MANAGER = "mlserve-operator"
 
 
-def _installable(crd: CustomResourceDefinition) -> CustomResourceDefinition:
-    """The CRD as the API server accepts it: no description on ``metadata`` (forbidden there)."""
-    for version in crd.spec.versions or []:
-        schema = version.schema.openAPIV3Schema if version.schema else None
-        metadata = (schema.properties or {}).get("metadata") if schema else None
-        if isinstance(metadata, dict):
-            metadata.pop("description", None)
-        elif metadata is not None:
-            metadata.description = None
-    return crd
-
-
 def _established(crd: CustomResourceDefinition) -> bool:
     conditions = (crd.status.conditions if crd.status else None) or []
     return any(c.type == "Established" and c.status == "True" for c in conditions)
@@ -58,7 +46,7 @@ def schedule_crds(kube_client: Client) -> None:
         if not file.is_file():
             pytest.fail(f"{file} is missing: set MLSERVE_KUBERAY_CRDS to KubeRay's CRD folder")
         for crd in codecs.load_all_yaml(file.read_text()):
-            kube_client.apply(_installable(crd), field_manager="mlserve-tests", force=True)
+            kube_client.apply(crd, field_manager="mlserve-tests", force=True)
             wait_for(lambda n=crd.metadata.name: _established(kube_client.get(CustomResourceDefinition, n)), 60, "CRD")
 
 

@@ -38,6 +38,8 @@ from mlserve.operator.reconcile.sync import (
     reflected_deployment_ids,
     spec_changed_at,
 )
+from mlserve.models.db import close_db, init_db
+from mlserve.models.settings import DatabaseSettings
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.settings import OperatorSettings
 
@@ -427,18 +429,6 @@ KUBERAY = Path(os.environ.get("MLSERVE_KUBERAY_CRDS") or REPO.parent / "shared" 
 SYNC_MANAGER = "mlserve-operator-sync"
 
 
-def _installable(crd: CustomResourceDefinition) -> CustomResourceDefinition:
-    """The CRD as the API server accepts it: no description on ``metadata`` (forbidden there)."""
-    for version in crd.spec.versions or []:
-        schema = version.schema.openAPIV3Schema if version.schema else None
-        metadata = (schema.properties or {}).get("metadata") if schema else None
-        if isinstance(metadata, dict):
-            metadata.pop("description", None)
-        elif metadata is not None:
-            metadata.description = None
-    return crd
-
-
 def _established(crd: CustomResourceDefinition) -> bool:
     conditions = (crd.status.conditions if crd.status else None) or []
     return any(c.type == "Established" and c.status == "True" for c in conditions)
@@ -456,7 +446,7 @@ def crds(kube_client: Client) -> list[str]:
     for file in files:
         for crd in codecs.load_all_yaml(file.read_text()):
             assert isinstance(crd, CustomResourceDefinition)
-            kube_client.apply(_installable(crd), field_manager="mlserve-tests", force=True)
+            kube_client.apply(crd, field_manager="mlserve-tests", force=True)
             installed.append(crd.metadata.name)
     for name in installed:
         wait_for(lambda name=name: _established(kube_client.get(CustomResourceDefinition, name)), 60, f"CRD {name}")
@@ -518,16 +508,23 @@ async def _seed(db: DarwinSQL, environments: dict[str, tuple[str, str]]) -> dict
     return ids
 
 
+@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
+def db_settings(request: pytest.FixtureRequest, tmp_path: Path) -> DatabaseSettings:
+    if request.param == "mariadb":
+        return request.getfixturevalue("mariadb_database")  # type: ignore[no-any-return]
+    return DatabaseSettings.sqlite(tmp_path / "darwin.sqlite3")
+
+
 @pytest.fixture
-async def file_db(tmp_path: Path) -> AsyncIterator[DarwinSQL]:
-    await Tortoise.init(db_url=f"sqlite://{tmp_path / 'darwin.sqlite3'}", modules={"models": ["mlserve.models"]})
-    await Tortoise.generate_schemas()
+async def file_db(db_settings: DatabaseSettings) -> AsyncIterator[DarwinSQL]:
+    """A Darwin schema on a SQLite file or on the suite's MariaDB (the operator's own schema)."""
+    await init_db(db_settings)
     try:
         writer = DarwinSQL(Tortoise.get_connection("default"))
         writer.clock = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
         yield writer
     finally:
-        await Tortoise.close_connections()
+        await close_db()
 
 
 async def test_a_deployment_inserted_by_darwin_appears_with_its_children(
@@ -685,3 +682,35 @@ async def test_an_idle_tick_costs_one_query_and_no_api_request(
     for _ in range(5):
         assert not (await sync.sync_once(client, "local", state)).full_pass
     assert counter.total == 0
+
+
+@pytest.mark.mariadb
+async def test_idle_ticks_are_one_select_each_as_mariadb_counts_them(
+    mariadb_database: DatabaseSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await init_db(mariadb_database)
+    try:
+        db = DarwinSQL(Tortoise.get_connection("default"))
+        ids = await _seed(db, {"dev": ("local", "ml-dev")})
+        await db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
+
+        async def no_cluster_pass(*args: Any, **kwargs: Any) -> None:
+            return None
+
+        monkeypatch.setattr(sync, "_full_pass", no_cluster_pass)
+        state = SyncState()
+        await sync.sync_once(None, "local", state)  # type: ignore[arg-type]
+
+        async def selects() -> int:
+            rows = await db.connection.execute_query_dict("SHOW GLOBAL STATUS LIKE 'Com_select'")
+            return int(rows[0]["Value"])
+
+        before = await selects()
+        for _ in range(10):
+            assert not (await sync.sync_once(None, "local", state)).full_pass  # type: ignore[arg-type]
+        assert await selects() - before == 10, "an idle tick must cost exactly one SELECT"
+
+        await db.deploy(ids["iris"], ids["dev"], ids["v2"], ids["user"])
+        assert (await sync.sync_once(None, "local", state)).full_pass  # type: ignore[arg-type]
+    finally:
+        await close_db()
