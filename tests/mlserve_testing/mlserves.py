@@ -78,7 +78,7 @@ def wait_condition(
         return None
 
     what = f"MLServe {namespace}/{name} condition {type_}={status}" + (f" reason {reason}" if reason else "")
-    return wait_for(check, timeout=timeout, what=what)
+    return wait_for(check, timeout=timeout, what=what, ignore=(ApiError,))
 
 
 def children(client: Client, namespace: str) -> dict[str, Any]:
