@@ -1,0 +1,241 @@
+"""Pure parts of the reconcile: apply diffing, status computation, identity, settings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mlserve.operator.reconcile.apply import HASH_ANNOTATION, Owner, stamp
+from mlserve.operator.reconcile.deploy import mlserve_is_newer
+from mlserve.operator.reconcile.diff import matches, mismatches
+from mlserve.operator.reconcile.errors import ClaimConflict, DatabaseUnavailable, InvalidInput, TemporaryFailure
+from mlserve.operator.reconcile.identity import Claim, holder, spec_changed_at
+from mlserve.operator.reconcile.rollback import pending_rollback, rollback_patch
+from mlserve.operator.reconcile.status import Observation, Workload, compute_status, status_patch
+from mlserve.operator.settings import OperatorSettings, SettingsError, parse_duration
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+OWNER = Owner("mlserve.darwin.io/v1alpha1", "MLServe", "fraud", "team-a", "uid-1")
+
+
+def _deployment(replicas: int | None = 2, cpu: str = "500m", image: str = "img:v1") -> dict:
+    spec: dict = {
+        "selector": {"matchLabels": {"app": "fraud"}},
+        "template": {
+            "metadata": {"labels": {"app": "fraud"}},
+            "spec": {"containers": [{"name": "app", "image": image, "resources": {"limits": {"cpu": cpu}}}]},
+        },
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "fraud", "labels": {"a": "b"}}, "spec": spec}
+
+
+def _live(desired: dict, **changes: object) -> dict:
+    import copy
+
+    live = copy.deepcopy(desired)
+    live["metadata"].update(resourceVersion="7", uid="x", annotations={**live["metadata"]["annotations"], "other": "1"})
+    live["spec"]["progressDeadlineSeconds"] = 600  # a server default
+    live["status"] = {"readyReplicas": 2}
+    for path, value in changes.items():
+        target = live
+        keys = path.split(".")
+        for key in keys[:-1]:
+            target = target[int(key)] if key.isdigit() else target[key]
+        target[keys[-1]] = value
+    return live
+
+
+def test_a_live_object_with_server_defaults_matches() -> None:
+    desired = stamp(_deployment(), OWNER)
+    assert matches(desired, _live(desired), HASH_ANNOTATION)
+
+
+def test_quantities_in_canonical_form_match() -> None:
+    desired = stamp(_deployment(cpu="0.5"), OWNER)
+    live = _live(desired)
+    live["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "500m"
+    assert matches(desired, live, HASH_ANNOTATION)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"spec.replicas": 5},  # kubectl scale without an HPA
+        {"spec.template.spec.containers.0.image": "evil"},
+        {"metadata.labels": {}},
+    ],
+)
+def test_hand_edits_are_seen(edit: dict) -> None:
+    desired = stamp(_deployment(), OWNER)
+    live = _live(desired, **edit)
+    assert not matches(desired, live, HASH_ANNOTATION)
+    assert mismatches({"spec": desired["spec"], "metadata": {"labels": desired["metadata"]["labels"]}}, live)
+
+
+def test_a_field_the_rendering_drops_is_a_change() -> None:
+    """With an HPA the Deployment loses spec.replicas: the hash sees it, a field diff cannot."""
+    before = stamp(_deployment(replicas=2), OWNER)
+    after = stamp(_deployment(replicas=None), OWNER)
+    live = _live(before)
+    assert not mismatches({"spec": after["spec"]}, live)
+    assert not matches(after, live, HASH_ANNOTATION)
+
+
+def test_an_hpa_scaled_deployment_without_rendered_replicas_matches() -> None:
+    desired = stamp(_deployment(replicas=None), OWNER)
+    assert matches(desired, _live(desired, **{"spec.replicas": 4}), HASH_ANNOTATION)
+
+
+def test_stamp_sets_owner_and_namespace() -> None:
+    out = stamp(_deployment(), OWNER)
+    assert out["metadata"]["namespace"] == "team-a"
+    assert out["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "mlserve.darwin.io/v1alpha1",
+            "kind": "MLServe",
+            "name": "fraud",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert stamp(_deployment(), OWNER) == out  # deterministic
+
+
+def _ready_obs(**kw: object) -> Observation:
+    base = dict(
+        generation=3,
+        serve="fraud",
+        db_state="in_sync",
+        db_message="in sync",
+        deployment_id=7,
+        artifact_version="v1",
+        image="img:v1",
+        applied=True,
+        workload=Workload("Deployment", "fraud-prod", desired=2, ready=2, updated=2, rolled_out=True),
+    )
+    base.update(kw)
+    return Observation(**base)  # type: ignore[arg-type]
+
+
+def _cond(status: dict, type_: str) -> dict:
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+def test_ready_status() -> None:
+    status = compute_status(None, _ready_obs(), NOW)
+    assert status["phase"] == "Ready" and status["ready"] == "2/2" and status["observedGeneration"] == 3
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Ready": "True",
+        "ArtifactResolved": "True",
+        "DatabaseSynced": "True",
+        "Synced": "True",
+        "Conflict": "False",
+    }
+
+
+def test_an_unchanged_status_is_not_written_and_keeps_transition_times() -> None:
+    first = compute_status(None, _ready_obs(), NOW)
+    second = compute_status(first, _ready_obs(), NOW + timedelta(minutes=5))
+    assert status_patch(first, second) is None
+    degraded = compute_status(
+        first, _ready_obs(workload=Workload("Deployment", "d", desired=2, ready=1, updated=2, rolled_out=True)), NOW + timedelta(minutes=6)
+    )
+    assert degraded["phase"] == "Degraded"
+    assert _cond(degraded, "Ready")["lastTransitionTime"] == "2026-01-02T03:10:05Z"
+    assert _cond(degraded, "Synced")["lastTransitionTime"] == "2026-01-02T03:04:05Z"
+    assert status_patch(first, degraded) is not None
+
+
+@pytest.mark.parametrize(
+    ("error", "phase", "type_"),
+    [
+        (InvalidInput("UnknownServe", "no serve"), "Invalid", "ArtifactResolved"),
+        (ClaimConflict("held by x", "ns/x"), "Conflict", "Conflict"),
+        (TemporaryFailure("ApplyFailed", "refused"), "Ready", "Synced"),
+    ],
+)
+def test_errors_become_conditions(error: Exception, phase: str, type_: str) -> None:
+    previous = compute_status(None, _ready_obs(), NOW)
+    status = compute_status(previous, Observation(generation=4, serve="fraud", error=error), NOW)  # type: ignore[arg-type]
+    assert status["phase"] == phase
+    cond = _cond(status, type_)
+    assert cond["reason"] == error.reason  # type: ignore[attr-defined]
+    assert cond["status"] == ("True" if type_ == "Conflict" else "False")
+
+
+def test_database_down_keeps_the_generation_unobserved() -> None:
+    previous = compute_status(None, _ready_obs(), NOW)
+    status = compute_status(previous, Observation(generation=4, error=DatabaseUnavailable("down")), NOW)
+    assert status["observedGeneration"] == 3
+    assert _cond(status, "DatabaseSynced")["reason"] == "DatabaseUnavailable"
+    assert status["phase"] == "Ready"  # the children still run
+    assert status["deploymentId"] == 7
+
+
+def test_holder_is_the_oldest_claim() -> None:
+    a = Claim("2026-01-01T00:00:00Z", "ns", "b", "1")
+    b = Claim("2026-01-01T00:00:00Z", "ns", "a", "2")
+    c = Claim("2025-12-31T00:00:00Z", "ns", "z", "3")
+    assert holder([a, b]) == b
+    assert holder([a, b, c]) == c
+
+
+def _with_fields(*entries: tuple[str, str, bool]) -> dict:
+    return {
+        "metadata": {
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "managedFields": [
+                {"manager": m, "time": t, "fieldsV1": {"f:spec": {}} if spec else {"f:metadata": {}}}
+                for m, t, spec in entries
+            ],
+        }
+    }
+
+
+def test_spec_changed_at_ignores_the_sync_and_metadata_writes() -> None:
+    body = _with_fields(
+        ("kubectl", "2026-01-01T00:00:05Z", True),
+        ("mlserve-operator-sync", "2026-01-01T00:09:00Z", True),
+        ("someone", "2026-01-01T00:10:00Z", False),
+    )
+    assert spec_changed_at(body, ("mlserve-operator-sync",)) == datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC)
+    only_sync = _with_fields(("mlserve-operator-sync", "2026-01-01T00:09:00Z", True))
+    assert spec_changed_at(only_sync, ("mlserve-operator-sync",)) is None
+
+
+def test_last_writer_wins_to_the_second() -> None:
+    db = datetime(2026, 1, 1, 0, 0, 5, 700000, tzinfo=UTC)
+    assert mlserve_is_newer(datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC), db)  # same second: MLServe
+    assert not mlserve_is_newer(datetime(2026, 1, 1, 0, 0, 4, tzinfo=UTC), db)
+    assert not mlserve_is_newer(None, db)
+    assert mlserve_is_newer(None, None)
+
+
+def test_rollback_token_is_handled_once() -> None:
+    body = {"metadata": {"annotations": {"mlserve.darwin.io/rollback": "t1"}}}
+    assert pending_rollback(body) == "t1"
+    body["metadata"]["annotations"].update(rollback_patch("t1", "v1")["metadata"]["annotations"])
+    assert pending_rollback(body) is None
+    assert rollback_patch("t2", "v1")["spec"] == {"artifactVersion": "v1"}
+
+
+def test_settings_are_validated_with_the_variable_named() -> None:
+    env = {"MLSERVE_CLUSTER_NAME": "local", "MLSERVE_DB_URL": "sqlite://:memory:"}
+    settings = OperatorSettings.from_env({**env, "MLSERVE_NAMESPACES": "a, b", "MLSERVE_SYNC_INTERVAL": "1m"})
+    assert settings.namespaces == ("a", "b") and not settings.clusterwide and settings.sync_interval == 60
+    with pytest.raises(SettingsError, match="MLSERVE_CLUSTER_NAME"):
+        OperatorSettings.from_env({"MLSERVE_DB_URL": "sqlite://:memory:"})
+    for name, value in (
+        ("MLSERVE_LOG_FORMAT", "xml"),
+        ("MLSERVE_NAMESPACES", "Bad_NS"),
+        ("MLSERVE_DRIFT_CHECK_INTERVAL", "soon"),
+        ("MLSERVE_LIVENESS_ENDPOINT", "nope"),
+    ):
+        with pytest.raises(SettingsError, match=name):
+            OperatorSettings.from_env({**env, name: value})
+    assert parse_duration("X", "500ms") == 0.5
+    assert OperatorSettings.from_env({**env, "MLSERVE_LIVENESS_ENDPOINT": "off"}).liveness_endpoint is None
