@@ -84,6 +84,10 @@ def stamp(manifest: Mapping[str, Any], owner: Owner) -> dict[str, Any]:
     return out
 
 
+def _hash_of(obj: Mapping[str, Any]) -> str | None:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
+
+
 def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
     return str(obj.get("kind")), str((obj.get("metadata") or {}).get("name"))
 
@@ -137,11 +141,11 @@ async def apply_children(
         if matches(manifest, current, HASH_ANNOTATION):
             result.unchanged.append(_label(*key))
             continue
-        if current is not None:
-            body = {k: v for k, v in manifest.items() if k not in ("metadata", "apiVersion", "kind")}
-            paths = mismatches(body, current)
-            if paths:
-                result.drift[_label(*key)] = paths
+        if current is not None and _hash_of(current) == _hash_of(manifest):
+            # Same rendering as last applied, yet the live object differs: changed by hand.
+            body = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
+            body["metadata"] = {k: v for k, v in manifest["metadata"].items() if k in ("labels", "annotations")}
+            result.drift[_label(*key)] = mismatches(body, current) or ["metadata"]
         resource = resource_for(manifest)
         try:
             applied = await client.patch(

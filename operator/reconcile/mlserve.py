@@ -132,6 +132,12 @@ def _judged(status: Mapping[str, Any], generation: int) -> bool:
     return False
 
 
+def _was_in_conflict(status: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Conflict" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+
+
 def _previous_reason(status: Mapping[str, Any], type_: str) -> str | None:
     for condition in status.get("conditions") or []:
         if condition.get("type") == type_:
@@ -274,11 +280,15 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
                         cluster_name=settings.cluster_name,
                     )
                 changed_at = spec_changed_at(body, (settings.field_manager + SYNC_FIELD_MANAGER_SUFFIX,))
+                taking_over = _was_in_conflict(previous_status)
+                if taking_over:
+                    # Its request waited for the pair; it counts from the moment it is free.
+                    changed_at = rt.clock()
                 obs.spec_changed_at = changed_at
                 outcome = await deploy.sync_deployment(
                     resolved,
                     spec_changed_at=changed_at,
-                    spec_changed=not _judged(previous_status, generation) or token is not None,
+                    spec_changed=not _judged(previous_status, generation) or token is not None or taking_over,
                     deploy_user=settings.deploy_user,
                 )
                 obs.db_state, obs.db_message = outcome.state, outcome.message

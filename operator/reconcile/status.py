@@ -128,7 +128,7 @@ def _workload_phase(workload: Workload | None, previous_phase: str | None) -> tu
             return "Failed", False, "JobFailed", f"RayJob {workload.name} failed: see its status and logs"
         if job in ("RUNNING", "STOPPED"):
             return "Running", True, "JobRunning", f"RayJob {workload.name} is {job.lower()}"
-        return "Deploying", True, "JobSubmitted", f"RayJob {workload.name} is submitted to KubeRay"
+        return "Ready", True, "JobSubmitted", f"RayJob {workload.name} is submitted to KubeRay"
     desired = max(workload.desired, 1)
     if workload.rolled_out and workload.ready >= desired:
         return "Ready", True, "PodsReady", f"{workload.ready}/{desired} pods ready"

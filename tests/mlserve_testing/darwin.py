@@ -136,6 +136,27 @@ async def seed_api_serve(
     return Seed(user, serve_id, env_id, artifacts)
 
 
+async def seed_workflow_serve(serve: str, environment: str, namespace: str, *, schedule: str = "") -> Seed:
+    """A workflow serve with one artifact and a workflow_serve_configs row (no schedule: one run)."""
+    seed = await seed_api_serve(serve, environment, namespace, versions=("v1",), serve_type="workflow")
+    now = _now()
+    await insert(
+        "workflow_serve_configs",
+        serve_id=seed.serve,
+        environment_id=seed.environment,
+        schedule=schedule,
+        worker_node_config=[
+            {"cores_per_pods": 1, "memory_per_pods": 2, "min_pods": 1, "max_pods": 2, "node_capacity_type": "spot"}
+        ],
+        head_node_config={"cores": 1, "memory": 2, "node_capacity_type": "on_demand"},
+        created_by_id=seed.user,
+        updated_by_id=seed.user,
+        created_at=now,
+        updated_at=now,
+    )
+    return seed
+
+
 async def active_rows(serve_id: int, env_id: int) -> list[dict[str, Any]]:
     return await query(
         "SELECT deployment_id, previous_deployment_id FROM active_deployments "

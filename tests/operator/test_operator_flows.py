@@ -22,6 +22,7 @@ from mlserve_testing.mlserves import (
     wait_condition,
 )
 from mlserve_testing.operator import OperatorProcess
+from mlserve.operator.reconcile.kube import RayJob
 from mlserve_testing.wait import async_wait_for, wait_for
 
 pytestmark = [pytest.mark.cluster]
@@ -128,3 +129,22 @@ async def test_invalid_env_configs_in_the_database(
     got = wait_condition(kube_client, serve, namespace, "ArtifactResolved", "False", reason="InvalidEnvConfig")
     assert "env_configs" in condition(got, "ArtifactResolved")["message"]  # type: ignore[index]
     assert children(kube_client, namespace) == {}
+
+
+async def test_a_workflow_serve_runs_one_rayjob_per_deployment(
+    operator_db: OperatorProcess, kube_client: Client, namespace: str
+) -> None:
+    serve, env = unique("batch"), unique("prod")
+    seed = await darwin.seed_workflow_serve(serve, env, namespace)
+    body = mlserve(serve, namespace, env, "v1")
+    body["spec"]["type"] = "workflow"
+    apply(kube_client, body)
+    got = wait_condition(kube_client, serve, namespace, "Ready", timeout=60)
+    rows = await darwin.deployments(seed.serve, seed.environment)
+    assert len(rows) == 1
+    name = f"{serve}-{env}-d{rows[0]['id']}"
+    assert got["status"]["activeRayJob"] == name
+    job = kube_client.get(RayJob, name, namespace=namespace)
+    assert job["spec"]["shutdownAfterJobFinishes"] is True
+    assert job["metadata"]["ownerReferences"][0]["uid"] == got["metadata"]["uid"]
+    assert children(kube_client, namespace) == {}  # no API children for a workflow
