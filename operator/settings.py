@@ -22,7 +22,8 @@ LogFormat = Literal["json", "plain"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# A namespace name, or a glob of one (kopf's patterns: * and ?, ! to exclude).
+_NAMESPACE_PATTERN = re.compile(r"^!?[a-z0-9*?]([-a-z0-9*?]*[a-z0-9*?])?$")
 
 
 class SettingsError(ValueError):
@@ -91,7 +92,8 @@ class OperatorSettings:
     The operator acts only for environments bound to it. Required by ``mlserve run``."""
 
     namespaces: tuple[str, ...] = ()
-    """MLSERVE_NAMESPACES: comma-separated namespaces to watch; empty watches the whole cluster."""
+    """MLSERVE_NAMESPACES: comma-separated namespaces to watch (globs such as ``team-*`` and
+    exclusions such as ``!kube-*`` allowed); empty watches the whole cluster."""
 
     sync_interval: float = 10.0
     """MLSERVE_SYNC_INTERVAL: seconds between two database → cluster sync ticks."""
@@ -168,11 +170,12 @@ class OperatorSettings:
         if raw_namespaces:
             namespaces = tuple(n.strip() for n in raw_namespaces.split(",") if n.strip())
             for namespace in namespaces:
-                if not _DNS1123_LABEL.match(namespace) or len(namespace) > 63:
+                if not _NAMESPACE_PATTERN.match(namespace) or len(namespace) > 64:
                     raise SettingsError(
                         PREFIX + "NAMESPACES",
-                        f"{namespace!r} is not a namespace name: list namespaces separated by "
-                        "commas, or leave it empty to watch the whole cluster",
+                        f"{namespace!r} is not a namespace name or pattern: list namespaces separated "
+                        "by commas (globs like team-* and exclusions like !kube-* allowed), or leave "
+                        "it empty to watch the whole cluster",
                     )
 
         log_format = (_get(env, "LOG_FORMAT") or "plain").lower()

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,8 @@ import pytest
 import yaml
 from lightkube import ApiError, Client, codecs
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
-from lightkube.resources.core_v1 import Node
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Namespace, Node
 from tortoise import Tortoise
 
 from mlserve_testing.mariadb import MariaDBServer, start_mariadb
@@ -42,6 +44,7 @@ CRD_FILE = ROOT / "crds" / "mlserve.darwin.io_mlserves.yaml"
 KUBERAY_CRDS = ROOT.parent / "shared" / "third_party" / "kuberay-v1.7.0"
 CLUSTER_NAME = "local"
 CAPACITY_LABEL = "karpenter.sh/capacity-type"
+NAMESPACE_PREFIX = "op-"
 
 
 @pytest.fixture
@@ -189,6 +192,8 @@ def operator_env(kubeconfig: Path, db_url: str, port: int, **extra: str) -> dict
         MLSERVE_RETRY_DELAY="1s",
         MLSERVE_RETRY_MAX_DELAY="4s",
         MLSERVE_LOG_LEVEL="DEBUG",
+        # Only the namespaces of these tests: other suites reconcile MLServes in-process.
+        MLSERVE_NAMESPACES=f"{NAMESPACE_PREFIX}*",
     )
     env.update(extra)
     return env
@@ -270,6 +275,21 @@ async def operator_db(
         yield operator_process
     finally:
         await Tortoise.close_connections()
+
+
+@pytest.fixture
+def operator_namespace(kube_client: Client, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace the operator under test watches (``op-`` prefix), deleted afterwards."""
+    stem = request.node.name.lower().removeprefix("test_").replace("_", "-")
+    stem = "".join(c for c in stem if c.isalnum() or c == "-")[:40].strip("-")
+    name = f"{NAMESPACE_PREFIX}{stem}-{uuid.uuid4().hex[:6]}"
+    kube_client.create(Namespace(metadata=ObjectMeta(name=name)))
+    yield name
+    try:
+        kube_client.delete(Namespace, name)
+    except ApiError as exc:
+        if exc.status.code != 404:
+            raise
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -16,6 +16,12 @@ from mlserve_testing.mlserves import MLServe, apply, children, get, mlserve, uni
 from mlserve_testing.operator import OperatorProcess
 from mlserve_testing.wait import wait_for
 
+@pytest.fixture
+def namespace(operator_namespace: str) -> str:
+    """The tests' namespace is one the operator under test watches."""
+    return operator_namespace
+
+
 pytestmark = [pytest.mark.cluster]
 
 OPERATOR = "mlserve-operator"

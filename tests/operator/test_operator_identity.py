@@ -12,6 +12,12 @@ from mlserve_testing.mlserves import MLServe, apply, children, get, gone, mlserv
 from mlserve_testing.operator import OperatorProcess
 from mlserve_testing.wait import async_wait_for, wait_for
 
+@pytest.fixture
+def namespace(operator_namespace: str) -> str:
+    """The tests' namespace is one the operator under test watches."""
+    return operator_namespace
+
+
 pytestmark = [pytest.mark.cluster]
 
 
