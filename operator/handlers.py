@@ -113,7 +113,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
 
     from mlserve.models.db import init_db
 
-    await init_db(ours.database)
+    try:
+        await init_db(ours.database)
+    except Exception as exc:  # the models' errors already hide the password
+        # Retried by kopf with backoff; nothing is watched until the database answers.
+        logger.warning("the database is not usable yet: %s", exc)
+        raise kopf.TemporaryError(f"database not usable: {type(exc).__name__}", delay=ours.retry_delay) from None
     state.runtime = Runtime(
         settings=ours,
         client=kube.make_client(ours.field_manager),
