@@ -9,6 +9,7 @@ replica). A converged MLServe costs one list per kind and no write.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -96,27 +97,36 @@ def _label(kind: str, name: str) -> str:
     return f"{kind}/{name}"
 
 
+async def _list_kind(
+    client: AsyncClient, resource: type[NamespacedResource], namespace: str, selector: Mapping[str, str]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    _, kind = api_version_kind(resource)
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    try:
+        async for item in client.list(resource, namespace=namespace, labels=dict(selector)):
+            obj = item.to_dict() if hasattr(item, "to_dict") else dict(item)
+            obj.setdefault("kind", kind)
+            found[(kind, obj["metadata"]["name"])] = obj
+    except ApiError as exc:
+        if exc.status.code == 404:
+            return {}  # the kind is not installed (e.g. no KubeRay CRDs): nothing to list
+        raise TemporaryFailure(
+            "ListFailed", f"listing {kind} in {namespace} failed: {exc.status.message}"
+        ) from exc
+    return found
+
+
 async def list_children(
     client: AsyncClient,
     kinds: Iterable[type[NamespacedResource]],
     namespace: str,
     selector: Mapping[str, str],
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    """Every object of ``kinds`` in ``namespace`` carrying ``selector``, as dicts."""
+    """Every object of ``kinds`` in ``namespace`` carrying ``selector``, as dicts (one list
+    request per kind, sent concurrently)."""
     found: dict[tuple[str, str], dict[str, Any]] = {}
-    for resource in kinds:
-        _, kind = api_version_kind(resource)
-        try:
-            async for item in client.list(resource, namespace=namespace, labels=dict(selector)):
-                obj = item.to_dict() if hasattr(item, "to_dict") else dict(item)
-                obj.setdefault("kind", kind)
-                found[(kind, obj["metadata"]["name"])] = obj
-        except ApiError as exc:
-            if exc.status.code == 404:
-                continue  # the kind is not installed (e.g. no KubeRay CRDs): nothing to list
-            raise TemporaryFailure(
-                "ListFailed", f"listing {kind} in {namespace} failed: {exc.status.message}"
-            ) from exc
+    for part in await asyncio.gather(*(_list_kind(client, r, namespace, selector) for r in kinds)):
+        found.update(part)
     return found
 
 
