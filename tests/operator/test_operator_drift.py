@@ -141,3 +141,30 @@ async def test_a_converged_mlserve_makes_no_write(
         == pointer_before
     )
     assert MLServe  # the kind under test
+
+
+async def test_a_paused_mlserve_leaves_its_children_alone(
+    operator_db: OperatorProcess, kube_client: Client, namespace: str
+) -> None:
+    serve, env, _ = await _ready(kube_client, namespace, min_replicas=1, max_replicas=1)
+    name = f"{serve}-{env}"
+    apply(kube_client, mlserve(serve, namespace, env, "v1", paused=True))
+    body = wait_condition(kube_client, serve, namespace, "Synced", "False", reason="Paused")
+    assert body["status"]["phase"] == "Paused"
+    kube_client.patch(
+        Deployment, name, {"metadata": {"labels": {"hand": "edit"}}, "spec": {"replicas": 3}},
+        namespace=namespace, patch_type=PatchType.MERGE, field_manager="kubectl-edit",
+    )
+    # The status follows the scaled Deployment (a reconcile ran), yet the edit stays.
+    wait_for(
+        lambda: (get(kube_client, serve, namespace).get("status") or {}).get("replicas") == 3,
+        timeout=30,
+        what="the paused MLServe reporting the 3 replicas",
+    )
+    assert kube_client.get(Deployment, name, namespace=namespace).spec.replicas == 3
+    apply(kube_client, mlserve(serve, namespace, env, "v1", paused=False))
+    wait_for(
+        lambda: kube_client.get(Deployment, name, namespace=namespace).spec.replicas == 1,
+        timeout=30,
+        what="the edit put back once resumed",
+    )
