@@ -59,16 +59,14 @@ def _duration(env: Mapping[str, str], name: str, default: float) -> float:
     return default if raw is None else parse_duration(PREFIX + name, raw)
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+def _int(env: Mapping[str, str], name: str) -> int | None:
     raw = _get(env, name)
     if raw is None:
-        return default
-    lowered = raw.lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise SettingsError(PREFIX + name, f"{raw!r} is not a boolean: write true or false")
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(PREFIX + name, f"{raw!r} is not a whole number") from None
 
 
 def _load_database_settings(env: Mapping[str, str]) -> Any:
@@ -137,6 +135,10 @@ class OperatorSettings:
     peering_name: str | None = None
     """MLSERVE_PEERING_NAME: the kopf peering object shared by the operator's replicas, so only
     one acts at a time (needs crds/kopf-peering.yaml). Empty runs standalone (one replica)."""
+
+    peering_priority: int | None = None
+    """MLSERVE_PEERING_PRIORITY: this replica's kopf peering priority; the highest live one
+    acts. Unset: a random priority per process, because replicas of equal priority all pause."""
 
     database: Any = field(default=None, repr=False)
     """The database settings (``mlserve.models.settings.DatabaseSettings``)."""
@@ -225,6 +227,7 @@ class OperatorSettings:
             log_level=log_level,
             liveness_endpoint=liveness,
             peering_name=_get(env, "PEERING_NAME"),
+            peering_priority=_int(env, "PEERING_PRIORITY"),
             database=_load_database_settings(env),
             render=_load_render_settings(env),
         )

@@ -10,6 +10,7 @@ without it the operator runs standalone and must run as one replica.
 from __future__ import annotations
 
 import logging
+import secrets
 import sys
 from collections.abc import Iterable
 
@@ -92,7 +93,12 @@ def run() -> None:
     from mlserve.operator import handlers
 
     memo = kopf.Memo(state=handlers.OperatorState(settings))
+    priority = settings.peering_priority
+    if priority is None and settings.peering_name is not None:
+        # kopf pauses every replica when two share a priority: make them differ.
+        priority = secrets.randbelow(2**31)
     kopf.run(
+        priority=priority,
         clusterwide=settings.clusterwide,
         namespaces=settings.namespaces,
         liveness_endpoint=settings.liveness_endpoint,

@@ -1,0 +1,74 @@
+"""Two replicas of the operator sharing a kopf peering object: only one of them acts."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lightkube import Client
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Namespace
+
+from mlserve_testing import darwin
+from mlserve_testing.mlserves import apply, mlserve, unique, wait_condition
+from mlserve_testing.operator import ROOT, OperatorProcess, StoppableMariaDB, _free_port, _install_crd, operator_env
+
+pytestmark = [pytest.mark.cluster, pytest.mark.mariadb]
+
+PEERING_CRDS = ROOT / "deploy" / "helm" / "mlserve-operator" / "crds" / "kopf.dev_peerings.yaml"
+KopfPeering = create_namespaced_resource("kopf.dev", "v1", "KopfPeering", "kopfpeerings")
+
+
+@pytest.fixture
+def peered_namespace(kube_client: Client, mlserve_crd: None) -> Iterator[str]:
+    """A namespace outside the session operator's watch, with a KopfPeering object in it."""
+    _install_crd(kube_client, PEERING_CRDS)
+    name = f"ha-{uuid.uuid4().hex[:8]}"
+    kube_client.create(Namespace(metadata=ObjectMeta(name=name)))
+    kube_client.create(KopfPeering(metadata=ObjectMeta(name="mlserve", namespace=name)))
+    yield name
+    kube_client.delete(Namespace, name)
+
+
+@pytest.fixture
+def two_replicas(
+    cluster: object, operator_mariadb: StoppableMariaDB, peered_namespace: str, tmp_path: Path
+) -> Iterator[list[OperatorProcess]]:
+    replicas = []
+    for index, priority in enumerate((10, 20)):
+        port = _free_port()
+        env = operator_env(
+            cluster.kubeconfig,  # type: ignore[attr-defined]
+            operator_mariadb.url,
+            port,
+            MLSERVE_NAMESPACES=peered_namespace,
+            MLSERVE_PEERING_NAME="mlserve",
+            MLSERVE_PEERING_PRIORITY=str(priority),
+        )
+        replicas.append(OperatorProcess(env, tmp_path / f"replica-{index}.log", port))
+    try:
+        for replica in replicas:
+            replica.start()
+        yield replicas
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+
+async def test_only_the_highest_priority_replica_acts(
+    operator_db: OperatorProcess, two_replicas: list[OperatorProcess], kube_client: Client, peered_namespace: str
+) -> None:
+    namespace = peered_namespace
+    serve, env = unique("fraud"), unique("prod")
+    await darwin.seed_api_serve(serve, env, namespace, min_replicas=1, max_replicas=1)
+    apply(kube_client, mlserve(serve, namespace, env, "v1"))
+    wait_condition(kube_client, serve, namespace, "Ready", timeout=90)
+    pattern = re.compile(rf"reconciled {re.escape(namespace)}/{re.escape(serve)}:")
+    low, high = two_replicas
+    assert pattern.search(high.log_text()), high.log_tail()
+    assert not pattern.search(low.log_text()), low.log_tail()
+    assert low.running and high.running
