@@ -284,8 +284,16 @@ async def _history(db_file: Path, serve_name: str, environment_name: str) -> lis
 class _Operator:
     """``mlserve run`` as a child process, logging to a file."""
 
-    def __init__(self, env: Mapping[str, str], log_file: Path, pid_file: Path, detach: bool) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_file: Path,
+        pid_file: Path,
+        detach: bool,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
         self.env = dict(env)
+        self.settings = dict(settings or {})
         self.log_file = log_file
         self.pid_file = pid_file
         self.detach = detach
@@ -301,6 +309,7 @@ class _Operator:
             "MLSERVE_LOG_LEVEL": "INFO",
             # The local cluster's fake nodes carry no Karpenter capacity-type label.
             "MLSERVE_CAPACITY_TYPE_LABEL": "none",
+            **self.settings,
         }
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(

@@ -284,8 +284,6 @@ class SyncResult:
     full_pass: bool = False
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
-    marked: list[str] = field(default_factory=list)
-    """Only the marker annotation was set (the spec already matched)."""
     deleted: list[str] = field(default_factory=list)
     left_to_mlserve: list[str] = field(default_factory=list)
     """The MLServe changed after the database: its own reconcile records a deployment."""
@@ -296,7 +294,7 @@ class SyncResult:
 
     @property
     def writes(self) -> int:
-        return len(self.created) + len(self.updated) + len(self.marked) + len(self.deleted)
+        return len(self.created) + len(self.updated) + len(self.deleted)
 
 
 def _ref(body: Mapping[str, Any]) -> str:
@@ -359,18 +357,31 @@ async def _ended_since(deployment_ids: Iterable[int]) -> dict[int, datetime | No
     return ended
 
 
-async def _patch(
-    client: AsyncClient, body: Mapping[str, Any], patch: dict[str, Any], field_manager: str
-) -> None:
+async def _set_version(client: AsyncClient, body: Mapping[str, Any], row: ActiveRow, field_manager: str) -> None:
+    """Set spec.artifactVersion and the marker, only if the spec is still the one read.
+
+    A JSON Patch ``test`` of ``metadata.generation`` makes the write conditional on the spec
+    alone (the generation moves with spec changes only): a status or label write in between
+    does not refuse it, a spec change does (422), and the next tick decides again.
+    """
     metadata = body["metadata"]
-    # The resourceVersion makes the patch conditional: refused (409) if the MLServe changed.
-    patch.setdefault("metadata", {})["resourceVersion"] = metadata["resourceVersion"]
+    operations: list[dict[str, Any]] = [
+        {"op": "test", "path": "/metadata/generation", "value": metadata["generation"]},
+        {"op": "add", "path": "/spec/artifactVersion", "value": row.artifact_version},
+    ]
+    if metadata.get("annotations"):
+        key = ANNOTATION_DEPLOYMENT_ID.replace("~", "~0").replace("/", "~1")
+        operations.append({"op": "add", "path": f"/metadata/annotations/{key}", "value": str(row.deployment_id)})
+    else:
+        operations.append(
+            {"op": "add", "path": "/metadata/annotations", "value": {ANNOTATION_DEPLOYMENT_ID: str(row.deployment_id)}}
+        )
     await client.patch(
         MLServe,
         metadata["name"],
-        patch,
+        operations,  # type: ignore[arg-type]
         namespace=metadata["namespace"],
-        patch_type=PatchType.MERGE,
+        patch_type=PatchType.JSON,
         field_manager=field_manager,
     )
 
@@ -434,7 +445,10 @@ async def _full_pass(
             code = exc.status.code
             what = f"{row.namespace}/{names.mlserve_name(*pair)}"
             result.failed.append(f"{what}: {code} {exc.status.message}")
-            log.warning("database sync could not write MLServe %s: %s", what, exc.status.message)
+            if code in (409, 422):  # changed meanwhile: the next tick decides again
+                log.info("MLServe %s changed while the sync read it; deciding again next tick", what)
+            else:
+                log.warning("database sync could not write MLServe %s: %s", what, exc.status.message)
 
     for pair, bodies in sorted(orphans.items()):
         for body in bodies:
@@ -467,16 +481,12 @@ async def _follow(
     if row.deployment_id in reflected_deployment_ids(body):
         return
     spec = body.get("spec") or {}
-    marker = {"metadata": {"annotations": {ANNOTATION_DEPLOYMENT_ID: str(row.deployment_id)}}}
     if spec.get("artifactVersion") == row.artifact_version:
-        await _patch(client, body, marker, field_manager)
-        result.marked.append(_ref(body))
-        return
+        return  # already asks for that artifact; its reconcile reports the deployment id
     if mlserve_is_newer(spec_changed_at(body, (field_manager,)), row.changed_at):
         result.left_to_mlserve.append(_ref(body))
         return
-    patch = {**marker, "spec": {"artifactVersion": row.artifact_version}}
-    await _patch(client, body, patch, field_manager)
+    await _set_version(client, body, row, field_manager)
     result.updated.append(_ref(body))
     log.info(
         "MLServe %s follows deployment %s: artifactVersion %s -> %s",
