@@ -371,6 +371,8 @@ class LocalCluster:
             "--allow-privileged=true",
             "--profiling=false",
             "--v=1",
+            f"--audit-policy-file={_write_audit_policy(state)}",
+            f"--audit-log-path={state / names.AUDIT_LOG}",
         ]
 
     @staticmethod
@@ -436,6 +438,12 @@ class LocalCluster:
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _write_audit_policy(state: Path) -> Path:
+    path = state / names.AUDIT_POLICY_FILE
+    path.write_text(names.AUDIT_POLICY)
+    return path
 
 
 def fake_node(name: str) -> Node:

@@ -49,6 +49,23 @@ KWOK_USER = ("system:kwok-controller", None)
 FRONT_PROXY_USER = "front-proxy-client"  # the API server, towards aggregated API servers
 KWOK_CLUSTER_ROLE_BINDING = "mlserve-dev:kwok-controller"
 
+#: the API server's audit log, under the state folder: the requests of ServiceAccounts
+#: outside kube-system (the operator's tests run it as the Helm chart's ServiceAccount and
+#: compare what it used with the chart's RBAC)
+AUDIT_LOG = "logs/kube-apiserver-audit.log"
+AUDIT_POLICY_FILE = "audit-policy.yaml"
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: None
+    userGroups: ["system:serviceaccounts:kube-system"]
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+"""
+
 KUBECONFIG_FILE = "kubeconfig"
 STATE_FILE = "cluster.json"
 #: marks a folder as a cluster's state, which the next start may wipe
