@@ -27,7 +27,12 @@ from mlserve.operator.reconcile.kube import MLSERVE_API_VERSION, MLSERVE_KIND, M
 from mlserve.operator.reconcile.schedule import PlanReason, ScheduleSettings, reconcile_schedule
 from mlserve.operator.render import names, render_children
 from mlserve.operator.render.settings import RenderSettings
+from mlserve.operator.reconcile.mlserve import Runtime, reconcile
+from mlserve.operator.settings import OperatorSettings
 from mlserve.operator.spec import EnvironmentContext, MLServeSpec, ServeContext
+from mlserve.models.db import close_db, init_db
+from mlserve.models.settings import DatabaseSettings
+from mlserve_testing import darwin
 
 REPO = Path(__file__).resolve().parents[2]
 KUBERAY = Path(os.environ.get("MLSERVE_KUBERAY_CRDS") or REPO.parent / "shared" / "third_party" / "kuberay-v1.7.0")
@@ -41,7 +46,11 @@ def _established(crd: CustomResourceDefinition) -> bool:
 
 @pytest.fixture(scope="module")
 def schedule_crds(kube_client: Client) -> None:
-    files = [REPO / "crds" / "mlserve.darwin.io_mlserves.yaml", KUBERAY / "ray.io_rayjobs.yaml"]
+    files = [
+        REPO / "crds" / "mlserve.darwin.io_mlserves.yaml",
+        KUBERAY / "ray.io_rayjobs.yaml",
+        KUBERAY / "ray.io_raycronjobs.yaml",
+    ]
     for file in files:
         if not file.is_file():
             pytest.fail(f"{file} is missing: set MLSERVE_KUBERAY_CRDS to KubeRay's CRD folder")
@@ -163,3 +172,62 @@ async def test_runs_are_created_owned_one_at_a_time_and_trimmed(aclient: AsyncCl
     remaining = await _jobs(aclient, namespace)
     assert set(remaining) == {second.created, caught_up.created}, "history limit 1 keeps one finished run"
     assert [e.reason for e in events.events] == ["ScheduledRun", "ScheduledRun", "ScheduledRun"]
+
+
+# --- through the MLServe's reconcile (the operator's code path), with an injected clock ----------
+
+
+@pytest.fixture
+async def workflow_db(tmp_path: Path) -> AsyncIterator[None]:
+    await init_db(DatabaseSettings.sqlite(tmp_path / "darwin.sqlite3"))
+    try:
+        yield
+    finally:
+        await close_db()
+
+
+async def test_the_reconcile_starts_a_scheduled_workflows_run_when_it_is_due(
+    aclient: AsyncClient, namespace: str, workflow_db: None
+) -> None:
+    seeded = await darwin.seed_api_serve("etl", "dev", namespace, versions=("v1",), serve_type="workflow")
+    await darwin.insert(
+        "workflow_serve_configs",
+        serve_id=seeded.serve, environment_id=seeded.environment, schedule="*/5 * * * *",
+        worker_node_config=[{"cores_per_pods": 1, "memory_per_pods": 1, "min_pods": 1, "max_pods": 1}],
+        created_by_id=seeded.user, updated_by_id=seeded.user,
+        created_at=darwin._now(), updated_at=darwin._now(),
+    )
+    body = await _mlserve(aclient, namespace)
+    created_at = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+    due = created_at.replace(second=0, microsecond=0) + timedelta(minutes=5 - created_at.minute % 5)
+    settings = OperatorSettings(
+        cluster_name="local", render=RenderSettings(), database=None, deploy_user="admin"
+    )
+    clock = [due - timedelta(minutes=1)]
+    runtime = Runtime(settings=settings, client=aclient, events=RecordingEvents(), clock=lambda: clock[0])
+
+    async def reconcile_now() -> Any:
+        current = (await aclient.get(MLServe, "etl-dev", namespace=namespace)).to_dict()
+        return await reconcile(current, runtime)
+
+    first = await reconcile_now()
+    assert first.error is None, first.error
+    assert first.recorded_deployment is not None
+    assert await _jobs(aclient, namespace) == {}, "no run before its time"
+    assert first.requeue_after is not None and 0 < first.requeue_after <= 60
+
+    clock[0] = due + timedelta(seconds=2)
+    second = await reconcile_now()
+    assert second.error is None, second.error
+    jobs = await _jobs(aclient, namespace)
+    assert list(jobs) == [names.scheduled_rayjob_name("etl", "dev", due)]
+    status = (await aclient.get(MLServe, "etl-dev", namespace=namespace)).to_dict()["status"]
+    assert status["lastScheduledTime"] == due.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert status["nextScheduledTime"] == (due + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert status["schedule"] == "*/5 * * * *"
+    assert status["activeRayJob"] == list(jobs)[0]
+
+    # the children apply of the next reconcile must not prune the scheduled run
+    third = await reconcile_now()
+    assert third.pruned == []
+    assert list(await _jobs(aclient, namespace)) == list(jobs)
