@@ -1,0 +1,202 @@
+"""Pytest plugin: the operator's identity in the cluster tests is the chart's ServiceAccount.
+
+``chart_identity`` (session) installs the chart's ServiceAccount and RBAC into the session's
+cluster (release ``mlserve-operator`` in ``mlserve-system``, no operator pod) and writes a
+kubeconfig holding that ServiceAccount's token from the TokenRequest API. The operator's
+end-to-end fixture runs ``mlserve run`` with it, so those tests pass only if the chart's
+rights are sufficient; ``MLSERVE_TEST_OPERATOR_IDENTITY=admin`` runs it as the cluster
+admin instead.
+
+The local control plane writes an audit log of every request made by a ServiceAccount
+outside kube-system. :func:`audited_requests` reads the requests of one user from it, so
+``test_rbac_audit.py`` can compare what the operator really used with the chart's rules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from lightkube import ApiError, Client
+from lightkube.models.authentication_v1 import TokenRequestSpec
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Namespace, ServiceAccountToken
+
+from helm.chart import CHART, VALUES_DIR, Helm, project_helm
+from mlserve.operator.devcluster import names
+
+#: "chart" (default): the operator's end-to-end tests run as the chart's ServiceAccount;
+#: "admin": as the cluster admin
+ENV_IDENTITY = "MLSERVE_TEST_OPERATOR_IDENTITY"
+RELEASE = "mlserve-operator"
+NAMESPACE = "mlserve-system"
+#: the local control plane's audit log, under its state folder (beside the admin kubeconfig)
+AUDIT_LOG = names.AUDIT_LOG
+TOKEN_SECONDS = 24 * 3600
+
+
+#: how many of the session's tests use the operator's end-to-end fixture
+OPERATOR_TESTS = pytest.StashKey[int]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "rbac_audit: compares the audit log with the chart's RBAC; runs after every other test"
+    )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The audit comparisons go last, after the end-to-end tests whose requests they check."""
+    audit = [item for item in items if item.get_closest_marker("rbac_audit")]
+    rest = [item for item in items if not item.get_closest_marker("rbac_audit")]
+    items[:] = rest + audit
+    config.stash[OPERATOR_TESTS] = sum("operator_process" in getattr(item, "fixturenames", ()) for item in rest)
+
+
+def operator_runs_as_chart() -> bool:
+    value = os.environ.get(ENV_IDENTITY, "chart")
+    if value not in ("chart", "admin"):
+        raise pytest.UsageError(f"{ENV_IDENTITY}={value!r}: use chart or admin")
+    return value == "chart"
+
+
+@dataclass(frozen=True)
+class ChartIdentity:
+    """The chart's ServiceAccount, installed in the session's cluster."""
+
+    username: str
+    kubeconfig: Path
+    release: str
+    namespace: str
+    peering_name: str
+    values: tuple[str, ...]
+
+
+def _kubeconfig_with_token(admin_kubeconfig: Path, token: str, username: str, path: Path) -> Path:
+    """The admin kubeconfig's cluster (server and CA), with the token as its only user."""
+    config: dict[str, Any] = yaml.safe_load(admin_kubeconfig.read_text())
+    current = config.get("current-context") or config["contexts"][0]["name"]
+    (context,) = [c for c in config["contexts"] if c["name"] == current]
+    (cluster,) = [c for c in config["clusters"] if c["name"] == context["context"]["cluster"]]
+    cluster_entry = dict(cluster["cluster"])
+    ca = cluster_entry.get("certificate-authority")
+    if ca and not Path(ca).is_absolute():
+        cluster_entry["certificate-authority"] = str((admin_kubeconfig.parent / ca).resolve())
+    out = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster["name"], "cluster": cluster_entry}],
+        "users": [{"name": username, "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": cluster["name"], "user": username}}],
+        "current-context": "operator",
+    }
+    path.write_text(yaml.safe_dump(out))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="session")
+def chart_identity(cluster: Any, kube_client: Client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartIdentity]:
+    """The chart's ServiceAccount and RBAC in the cluster, and a kubeconfig acting as it."""
+    folder = tmp_path_factory.mktemp("chart-identity")
+    helm = Helm(project_helm(), folder / "helm-home")
+    try:
+        kube_client.create(Namespace(metadata=ObjectMeta(name=NAMESPACE)))
+    except ApiError as exc:
+        if exc.status.code != 409:
+            raise
+    # Everything but the operator's pod: the operator runs as a local process instead.
+    values = ("--values", str(VALUES_DIR / "kwok.yaml"), "--set", "replicaCount=0", "--set", "crds.install=false")
+    context = ["--kube-context", cluster.context] if cluster.context else []
+    helm.run("upgrade", "--install", RELEASE, str(CHART), "--namespace", NAMESPACE, *context, *values,
+             kubeconfig=cluster.kubeconfig)
+    manifest = [d for d in yaml.safe_load_all(helm.run("get", "manifest", RELEASE, "--namespace", NAMESPACE,
+                                                        *context, kubeconfig=cluster.kubeconfig).stdout) if d]
+    (account,) = [d["metadata"]["name"] for d in manifest if d["kind"] == "ServiceAccount"]
+    (peering,) = [d["metadata"]["name"] for d in manifest if d["kind"] == "ClusterKopfPeering"]
+    token = kube_client.create(
+        ServiceAccountToken(
+            metadata=ObjectMeta(), spec=TokenRequestSpec(audiences=[], expirationSeconds=TOKEN_SECONDS)
+        ),
+        account,
+        namespace=NAMESPACE,
+    ).status.token
+    username = f"system:serviceaccount:{NAMESPACE}:{account}"
+    kubeconfig = _kubeconfig_with_token(cluster.kubeconfig, token, username, folder / "kubeconfig")
+    yield ChartIdentity(username, kubeconfig, RELEASE, NAMESPACE, peering, values)
+    helm.run("uninstall", RELEASE, "--namespace", NAMESPACE, *context, kubeconfig=cluster.kubeconfig, check=False)
+
+
+# --- the audit log -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditedRequest:
+    group: str
+    resource: str  # "plural" or "plural/subresource"
+    verb: str
+    namespace: str | None
+    allowed: bool
+    """Neither the authorizer nor an authorization check inside the request (the create
+    check of a server-side apply) refused it; admission refusals (a terminating namespace)
+    are not about the operator's rights and count as allowed."""
+    code: int | None
+    message: str
+    uri: str
+
+
+def audit_log_of(cluster: Any) -> Path:
+    path = Path(cluster.kubeconfig).parent / AUDIT_LOG
+    if not path.is_file():
+        pytest.fail(
+            f"no audit log at {path}: the local control plane writes one (kube-apiserver --audit-log-path); "
+            "a cluster named by KUBECONFIG cannot be audited from here"
+        )
+    return path
+
+
+def audited_requests(log: Path, username: str) -> list[AuditedRequest]:
+    """The resource requests of ``username``: one per request (its last stage), non-resource URLs left out.
+
+    A server-side apply that created its object (PATCH answered 201) is also listed as a
+    create: the API server checks that right inside the PATCH, with no audit event of its own.
+    """
+    last: dict[str, dict[str, Any]] = {}
+    with log.open() as lines:
+        for line in lines:
+            event = json.loads(line)
+            if event.get("user", {}).get("username") != username or "objectRef" not in event:
+                continue
+            last[event["auditID"]] = event
+    out = []
+    for event in last.values():
+        ref = event["objectRef"]
+        resource = ref.get("resource", "")
+        if ref.get("subresource"):
+            resource = f"{resource}/{ref['subresource']}"
+        decision = (event.get("annotations") or {}).get("authorization.k8s.io/decision")
+        status = event.get("responseStatus") or {}
+        code, message = status.get("code"), str(status.get("message") or "")
+        refused = decision != "allow" or (code == 403 and f'User "{username}" cannot ' in message)
+        verbs = [event["verb"]] + (["create"] if event["verb"] == "patch" and code == 201 else [])
+        for verb in verbs:
+            out.append(
+                AuditedRequest(
+                    group=ref.get("apiGroup", ""),
+                    resource=resource,
+                    verb=verb,
+                    namespace=ref.get("namespace"),
+                    allowed=not refused,
+                    code=code,
+                    message=message,
+                    uri=event.get("requestURI", ""),
+                )
+            )
+    return out
