@@ -1,6 +1,7 @@
 """Fixtures for the operator's tests: a Darwin database, the CRDs, and the operator itself.
 
-- ``darwin_db``: an empty Darwin schema on SQLite (in memory), connected in this process.
+- ``darwin_db``: an empty Darwin schema on SQLite (in memory) and on MariaDB (parametrized),
+  connected in this process.
 - ``mlserve_crd``: the MLServe CRD (and KubeRay's RayJob CRDs) installed in the cluster.
 - ``operator_mariadb``: a MariaDB server of the operator's own (not the models suite's), so
   fault tests can really stop it and start it again on the same data.
@@ -47,15 +48,22 @@ CAPACITY_LABEL = "karpenter.sh/capacity-type"
 NAMESPACE_PREFIX = "op-"
 
 
-@pytest.fixture
-async def darwin_db() -> AsyncIterator[None]:
-    """A fresh SQLite Darwin schema, connected as Tortoise's default connection."""
-    await Tortoise.init(db_url="sqlite://:memory:", modules=MODELS)
-    await Tortoise.generate_schemas()
+@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
+async def darwin_db(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """A fresh Darwin schema as the operator creates it, on SQLite (in memory) and on the
+    suite's MariaDB server, connected as Tortoise's default connection."""
+    from mlserve.models.db import close_db, init_db
+    from mlserve.models.settings import DatabaseSettings
+
+    if request.param == "mariadb":
+        settings = request.getfixturevalue("mariadb_database")
+    else:
+        settings = DatabaseSettings.sqlite(":memory:")
+    await init_db(settings)
     try:
         yield
     finally:
-        await Tortoise.close_connections()
+        await close_db()
 
 
 def _apiserver_accepts(doc: dict[str, Any]) -> dict[str, Any]:
@@ -249,12 +257,20 @@ def operator_process(
     mlserve_crd: None,
     operator_mariadb: StoppableMariaDB,
     tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Iterator[OperatorProcess]:
-    """The operator, running for the session; tests that kill it leave it running again."""
+    """The operator, running for the session; tests that kill it leave it running again.
+
+    It acts as the Helm chart's ServiceAccount (``helm.identity``), so these tests also prove
+    the chart's RBAC sufficient; MLSERVE_TEST_OPERATOR_IDENTITY=admin runs it as the admin.
+    """
+    from helm.identity import operator_runs_as_chart
+
     folder = tmp_path_factory.mktemp("operator")
     port = _free_port()
     db_url = operator_mariadb.url
-    process = OperatorProcess(operator_env(cluster.kubeconfig, db_url, port), folder / "operator.log", port)
+    kubeconfig = request.getfixturevalue("chart_identity").kubeconfig if operator_runs_as_chart() else cluster.kubeconfig
+    process = OperatorProcess(operator_env(kubeconfig, db_url, port), folder / "operator.log", port)
     process.start()
     try:
         yield process
