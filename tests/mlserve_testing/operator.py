@@ -49,17 +49,22 @@ NAMESPACE_PREFIX = "op-"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
-async def darwin_db(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    """A fresh Darwin schema as the operator creates it, on SQLite (in memory) and on the
-    suite's MariaDB server, connected as Tortoise's default connection."""
-    from mlserve.models.db import close_db, init_db
+def darwin_db_settings(request: pytest.FixtureRequest) -> Any:
+    """SQLite in memory, or a fresh database on the suite's MariaDB server."""
     from mlserve.models.settings import DatabaseSettings
 
     if request.param == "mariadb":
-        settings = request.getfixturevalue("mariadb_database")
-    else:
-        settings = DatabaseSettings.sqlite(":memory:")
-    await init_db(settings)
+        return request.getfixturevalue("mariadb_database")
+    return DatabaseSettings.sqlite(":memory:")
+
+
+@pytest.fixture
+async def darwin_db(darwin_db_settings: Any) -> AsyncIterator[None]:
+    """A fresh Darwin schema as the operator creates it, connected as Tortoise's default
+    connection; parametrized over SQLite and MariaDB."""
+    from mlserve.models.db import close_db, init_db
+
+    await init_db(darwin_db_settings)
     try:
         yield
     finally:
