@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from components import COMPONENTS, Component, load_versions
+from components import COMPONENTS, HERE, Component, load_versions
 
 
 
@@ -57,8 +57,12 @@ def go_env() -> dict[str, str]:
     env = dict(os.environ)
     env["CGO_ENABLED"] = "0"
     env.setdefault("GOTOOLCHAIN", "local")
-    env["GOFLAGS"] = " ".join(filter(None, [env.get("GOFLAGS", ""), "-mod=readonly"]))
     return env
+
+
+#: flags of every build: no cgo, no machine paths, no VCS stamp (the binaries are the same
+#: wherever they are built from these modules), and go.mod/go.sum as committed
+BUILD_FLAGS = ["-trimpath", "-buildvcs=false", "-mod=readonly"]
 
 
 def go(*args: str, cwd: Path) -> str:
@@ -103,11 +107,19 @@ def stamp_for(component: Component, version: str, flags: list[str]) -> dict[str,
     return {
         "component": component.name,
         "version": version,
+        "flags": BUILD_FLAGS,
         "ldflags": flags,
-        "go.mod": hashlib.sha256((folder / "go.mod").read_bytes()).hexdigest(),
-        "go.sum": hashlib.sha256((folder / "go.sum").read_bytes()).hexdigest(),
+        # go.mod, go.sum and our own Go sources, if any
+        "sources": _digest(sorted([folder / "go.mod", folder / "go.sum", *folder.rglob("*.go")])),
         "go": go("env", "GOVERSION", cwd=folder).strip(),
     }
+
+
+def _digest(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(HERE)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def stamp_path(out: Path, component: Component) -> Path:
@@ -135,7 +147,7 @@ def build(component: Component, version: str, out: Path, force: bool) -> None:
     print(f"{component.name} {version}: building {', '.join(component.programs)} ...", file=sys.stderr, flush=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(dir=out, prefix=".build-") as tmp:
-        command = ["go", "build", "-trimpath", "-ldflags", " ".join(flags), "-o", tmp + os.sep,
+        command = ["go", "build", *BUILD_FLAGS, "-ldflags", " ".join(flags), "-o", tmp + os.sep,
                    *component.programs.values()]
         result = subprocess.run(command, cwd=folder, env=go_env(), check=False)
         if result.returncode != 0:
