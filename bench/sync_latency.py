@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lightkube import Client, codecs
+from lightkube import ApiError, Client, codecs
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Namespace
 from lightkube.models.meta_v1 import ObjectMeta
@@ -120,7 +120,12 @@ def _ready_times(client: Client, wanted: set[str], started: float, timeout: floa
     seen: dict[str, float] = {}
     deadline = time.monotonic() + timeout
     while len(seen) < len(wanted) and time.monotonic() < deadline:
-        for item in client.list(MLServe, namespace=NAMESPACE):
+        try:
+            items = list(client.list(MLServe, namespace=NAMESPACE))
+        except ApiError:  # e.g. 429 while the API server (re)initialises the new CRD's storage
+            time.sleep(0.2)
+            continue
+        for item in items:
             serve = (item.get("spec") or {}).get("serve")
             if serve not in wanted or serve in seen:
                 continue
@@ -144,8 +149,11 @@ def _install(client: Client) -> None:
         )
     try:
         client.create(Namespace(metadata=ObjectMeta(name=NAMESPACE)))
-    except Exception:  # already there
-        pass
+    except ApiError as exc:
+        if exc.status.code != 409:
+            raise
+    # the new CRD's storage answers 429 for a moment after Established
+    _wait(lambda: list(client.list(MLServe, namespace=NAMESPACE)) is not None, 60, "MLServes to be listable")
 
 
 def main() -> int:

@@ -399,6 +399,7 @@ async def _full_pass(
 
     bound_names = {env.name: env for env in bound.values()}
     existing: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    terminating: set[tuple[str, str]] = set()
     for namespace in sorted({env.namespace for env in bound.values()}):
         try:
             mlserves = await _list_mlserves(client, namespace)
@@ -411,6 +412,8 @@ async def _full_pass(
             if pair is None or env is None or env.namespace != namespace:
                 continue  # another cluster's environment, or in the wrong namespace: not ours
             if (body.get("metadata") or {}).get("deletionTimestamp"):
+                # being deleted: its finalizer ends the deployment; never re-create meanwhile
+                terminating.add(pair)
                 continue
             existing.setdefault(pair, []).append(body)
 
@@ -421,7 +424,7 @@ async def _full_pass(
     )
 
     for pair, row in sorted(active.items()):
-        if pair in held:
+        if pair in held or pair in terminating:
             continue
         bodies = existing.get(pair, [])
         try:

@@ -714,3 +714,28 @@ async def test_idle_ticks_are_one_select_each_as_mariadb_counts_them(
         assert (await sync.sync_once(None, "local", state)).full_pass  # type: ignore[arg-type]
     finally:
         await close_db()
+
+
+async def test_an_mlserve_being_deleted_is_not_recreated_while_its_finalizer_runs(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str
+) -> None:
+    client, _ = kube
+    ids = await _seed(file_db, {"dev": ("local", namespace)})
+    await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
+    # a user's MLServe under another name than the sync's, held by a finalizer as the operator's is
+    held = MLServe.from_dict(
+        {
+            "apiVersion": "mlserve.darwin.io/v1alpha1", "kind": "MLServe",
+            "metadata": {"name": "iris", "namespace": namespace, "finalizers": ["mlserve.darwin.io/finalizer"]},
+            "spec": {"environment": "dev", "type": "api", "artifactVersion": "v1"},
+        }
+    )
+    await client.create(held, field_manager="kubectl-client-side-apply")
+    await client.delete(MLServe, "iris", namespace=namespace)
+    try:
+        result = await sync.sync_once(client, "local", SyncState())
+        assert result.created == [], "re-created an MLServe whose deletion is in progress"
+    finally:
+        await client.patch(
+            MLServe, "iris", {"metadata": {"finalizers": None}}, namespace=namespace, patch_type=PatchType.MERGE
+        )
