@@ -66,7 +66,8 @@ def test_chart_installs_and_the_operator_pod_runs_on_a_kwok_node(
     args += ["--set", "crds.install=false"]
     if mode == "namespaced":
         args += ["--set", f"watchNamespaces[0]={release.namespace}"]
-    release.run("install", release.name, str(CHART), *args)
+    installed = release.run("install", release.name, str(CHART), *args)
+    assert f"is installed as release {release.name} in {release.namespace}" in installed.stdout  # NOTES.txt
 
     load_in_cluster_generic_resources(kube_client)  # kopf's peering kinds, from the chart's crds/
     manifest = release.manifest()
