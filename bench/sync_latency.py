@@ -164,6 +164,7 @@ def main() -> int:
     parser.add_argument("--db-url", help="a Tortoise URL (default: a SQLite file in a temporary folder)")
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--log-level", default="WARNING", help="the operator's MLSERVE_LOG_LEVEL (its log is kept)")
     args = parser.parse_args()
     counts = [int(c) for c in args.counts.split(",") if c.strip()]
 
@@ -186,11 +187,11 @@ def main() -> int:
             work / "operator.log",
             work / "operator.pid",
             detach=False,
-            settings={"MLSERVE_SYNC_INTERVAL": args.sync_interval, "MLSERVE_LOG_LEVEL": "WARNING"},
+            settings={"MLSERVE_SYNC_INTERVAL": args.sync_interval, "MLSERVE_LOG_LEVEL": args.log_level},
         )
         operator.start()
         _wait(operator.healthy, 120, "the operator")
-        print(f"operator up; sync interval {args.sync_interval}; database {db_url.split('://')[0]}")
+        print(f"operator up; sync interval {args.sync_interval}; database {db_url.split('://')[0]}; log {operator.log_file}")
         print(f"{'N':>5} {'p50 s':>7} {'p90 s':>7} {'max s':>7} {'all Ready s':>12}")
         for run, count in enumerate(counts):
             serves, committed = loop.run_until_complete(_insert_deployments(run, count, user, env))

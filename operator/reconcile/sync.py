@@ -64,6 +64,8 @@ ANNOTATION_DEPLOYMENT_ID = "mlserve.darwin.io/deployment-id"
 """On an MLServe: the id of the deployments row its spec.artifactVersion reflects."""
 
 SYNC_FIELD_MANAGER_SUFFIX = "-sync"
+WRITE_CONCURRENCY = 8
+"""MLServes the sync creates or changes at the same time during one pass."""
 
 
 # --- the watermark: one query per tick ---------------------------------------------------------
@@ -423,9 +425,7 @@ async def _full_pass(
         i for bodies in orphans.values() for body in bodies for i in reflected_deployment_ids(body)
     )
 
-    for pair, row in sorted(active.items()):
-        if pair in held or pair in terminating:
-            continue
+    async def one(pair: tuple[str, str], row: ActiveRow) -> None:
         bodies = existing.get(pair, [])
         try:
             if not bodies:
@@ -440,10 +440,9 @@ async def _full_pass(
                     row.artifact_version,
                     row.environment,
                 )
-                continue
-            if len(bodies) > 1:
-                continue  # a Conflict the MLServes' reconcile reports; no side is picked here
-            await _follow(client, bodies[0], row, field_manager, result)
+            elif len(bodies) == 1:
+                await _follow(client, bodies[0], row, field_manager, result)
+            # more than one: a Conflict the MLServes' reconcile reports; no side is picked here
         except ApiError as exc:
             code = exc.status.code
             what = f"{row.namespace}/{names.mlserve_name(*pair)}"
@@ -452,6 +451,19 @@ async def _full_pass(
                 log.info("MLServe %s changed while the sync read it; deciding again next tick", what)
             else:
                 log.warning("database sync could not write MLServe %s: %s", what, exc.status.message)
+
+    # Pairs are independent: write several at once (a burst of deploys is not serialised).
+    gate = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+    async def gated(pair: tuple[str, str], row: ActiveRow) -> None:
+        async with gate:
+            await one(pair, row)
+
+    await asyncio.gather(
+        *(gated(pair, row) for pair, row in sorted(active.items()) if pair not in held and pair not in terminating)
+    )
+    result.created.sort()
+    result.updated.sort()
 
     for pair, bodies in sorted(orphans.items()):
         for body in bodies:
