@@ -93,7 +93,9 @@ def _claims(index: Mapping[tuple[str, str], Any], body: Mapping[str, Any]) -> li
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+async def startup(
+    *, settings: kopf.OperatorSettings, memo: Any, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
+) -> None:
     state = _state(memo)
     ours = state.settings
     settings.persistence.finalizer = FINALIZER
@@ -151,7 +153,7 @@ async def _database_sync(state: OperatorState) -> None:
 
 
 @kopf.on.cleanup()
-async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+async def cleanup(*, memo: kopf.Memo, **_: Any) -> None:
     state = _state(memo)
     state.stop.set()
     for task in state.background:
@@ -174,7 +176,7 @@ def pending_probe(**_: Any) -> int:
 
 
 @kopf.index(*MLSERVES)
-def mlserve_claims(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Claim] | None:
+def mlserve_claims(*, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Claim] | None:
     got = claim_of(body)
     if got is None:
         return None
@@ -185,8 +187,11 @@ def mlserve_claims(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Claim] | 
 # --- one worker per MLServe ---------------------------------------------------------------------
 
 
-@kopf.daemon(*MLSERVES, id="reconcile", cancellation_timeout=10.0)
+# kopf's handler protocols do not list index keyword arguments (``mlserve_claims``), which
+# kopf passes by name: hence the type: ignore on the decorators of handlers that take one.
+@kopf.daemon(*MLSERVES, id="reconcile", cancellation_timeout=10.0)  # type: ignore[arg-type]
 async def worker(
+    *,
     stopped: kopf.DaemonStopped,
     body: kopf.Body,
     meta: kopf.Meta,
@@ -238,8 +243,9 @@ async def _wait(wakeup: asyncio.Event, stopped: kopf.DaemonStopped, delay: float
             waiter.cancel()
 
 
-@kopf.on.event(*MLSERVES)
+@kopf.on.event(*MLSERVES)  # type: ignore[arg-type]
 def mlserve_event(
+    *,
     type: str,
     body: kopf.Body,
     meta: kopf.Meta,
@@ -268,7 +274,7 @@ def _owner_uids(body: Mapping[str, Any]) -> list[str]:
 
 def _register_child_watch(group: str, version: str, plural: str) -> None:
     @kopf.on.event(group, version, plural, labels=CHILD_LABELS, id=f"child-{plural}")
-    def child_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    def child_event(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         state = _state(memo)
         for uid in _owner_uids(body):
             state.wake(uid)
@@ -281,8 +287,9 @@ for _group, _version, _plural in CHILD_RESOURCES:
 # --- deletion -----------------------------------------------------------------------------------
 
 
-@kopf.on.delete(*MLSERVES, id="undeploy")
+@kopf.on.delete(*MLSERVES, id="undeploy")  # type: ignore[arg-type]
 async def undeploy(
+    *,
     body: kopf.Body,
     memo: kopf.Memo,
     retry: int,

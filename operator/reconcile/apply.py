@@ -85,6 +85,11 @@ def stamp(manifest: Mapping[str, Any], owner: Owner) -> dict[str, Any]:
     return out
 
 
+def _as_dict(obj: Any) -> dict[str, Any]:
+    """A lightkube object (typed model or generic resource) as a plain dict."""
+    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+
+
 def _hash_of(obj: Mapping[str, Any]) -> str | None:
     return ((obj.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
 
@@ -104,7 +109,7 @@ async def _list_kind(
     found: dict[tuple[str, str], dict[str, Any]] = {}
     try:
         async for item in client.list(resource, namespace=namespace, labels=dict(selector)):
-            obj = item.to_dict() if hasattr(item, "to_dict") else dict(item)
+            obj = _as_dict(item)
             obj.setdefault("kind", kind)
             found[(kind, obj["metadata"]["name"])] = obj
     except ApiError as exc:
@@ -172,7 +177,7 @@ async def apply_children(
                 "ApplyFailed",
                 f"server-side apply of {_label(*key)} was refused: {exc.status.message}",
             ) from exc
-        obj = applied.to_dict() if hasattr(applied, "to_dict") else dict(applied)
+        obj = _as_dict(applied)
         obj.setdefault("kind", key[0])
         result.live[key] = obj
         result.applied.append(_label(*key))

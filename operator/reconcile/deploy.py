@@ -187,7 +187,9 @@ def mlserve_is_newer(spec_changed_at: datetime | None, db_changed_at: datetime |
         return True
     if spec_changed_at is None:
         return False
-    return _utc(spec_changed_at) >= _utc(db_changed_at).replace(microsecond=0)  # type: ignore[union-attr]
+    mlserve_time = spec_changed_at.replace(tzinfo=UTC) if spec_changed_at.tzinfo is None else spec_changed_at
+    db_time = db_changed_at.replace(tzinfo=UTC) if db_changed_at.tzinfo is None else db_changed_at
+    return mlserve_time >= db_time.replace(microsecond=0)
 
 
 async def sync_deployment(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 __all__ = ["EventSink", "KopfEvents", "RecordedEvent", "RecordingEvents"]
 
@@ -27,7 +27,7 @@ class KopfEvents:
     def post(self, body: Mapping[str, Any], type_: EventType, reason: str, message: str) -> None:
         import kopf
 
-        kopf.event(dict(body), type=type_, reason=reason, message=message[:1024])
+        kopf.event(cast(Any, dict(body)), type=type_, reason=reason, message=message[:1024])
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,9 @@ async def retry_pending(
 ) -> list[PendingEnd]:
     """Try every pending end once; return those done. Database errors leave them pending."""
     if end is None:
-        from .deploy import end_deployment as end
+        from .deploy import end_deployment
+
+        end = end_deployment
     done: list[PendingEnd] = []
     for key, entry in list(_PENDING.items()):
         try:
