@@ -186,7 +186,6 @@ def main() -> int:
             {**handle.environ(), "MLSERVE_DB_URL": db_url},
             work / "operator.log",
             work / "operator.pid",
-            detach=False,
             settings={"MLSERVE_SYNC_INTERVAL": args.sync_interval, "MLSERVE_LOG_LEVEL": args.log_level},
         )
         operator.start()

@@ -289,14 +289,12 @@ class _Operator:
         env: Mapping[str, str],
         log_file: Path,
         pid_file: Path,
-        detach: bool,
         settings: Mapping[str, str] | None = None,
     ) -> None:
         self.env = dict(env)
         self.settings = dict(settings or {})
         self.log_file = log_file
         self.pid_file = pid_file
-        self.detach = detach
         self.process: subprocess.Popen[bytes] | None = None
         self.port = _free_port()
 
@@ -485,7 +483,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
         clock.step("starting the operator: mlserve run")
         db_env = _database_env(db_file)
         operator = _Operator(
-            {**shell.env, **db_env}, work / "operator.log", work / OPERATOR_PID_FILE, detach=options.keep
+            {**shell.env, **db_env}, work / "operator.log", work / OPERATOR_PID_FILE
         )
         echo(
             f"$ MLSERVE_CLUSTER_NAME={CLUSTER_NAME} MLSERVE_DB_PATH={db_file} mlserve run "

@@ -15,6 +15,7 @@ from mlserve.operator.reconcile.schedule import (
     PlanReason,
     Schedule,
     ScheduleSettings,
+    job_view,
     next_time,
     parse_schedule,
     plan,
@@ -416,3 +417,43 @@ def test_settings_from_the_environment() -> None:
     assert ScheduleSettings.from_env({"MLSERVE_SCHEDULE_STARTING_DEADLINE": "none"}).starting_deadline is None
     with pytest.raises(ValueError, match="MLSERVE_SCHEDULE_HISTORY_LIMIT"):
         ScheduleSettings.from_env({"MLSERVE_SCHEDULE_HISTORY_LIMIT": "three"})
+
+
+# --- reading live RayJobs --------------------------------------------------------------------------
+
+
+def _rayjob(status: dict[str, str] | None = None, **metadata: object) -> dict[str, object]:
+    meta: dict[str, object] = {
+        "name": "etl-dev-202601011000",
+        "annotations": {"mlserve.darwin.io/scheduled-time": "2026-01-01T10:00:00Z"},
+        **metadata,
+    }
+    return {"metadata": meta, "status": status or {}}
+
+
+@pytest.mark.parametrize(
+    ("status", "finished"),
+    [
+        ({}, False),
+        ({"jobDeploymentStatus": "Initializing"}, False),
+        ({"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}, False),
+        ({"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}, True),
+        ({"jobDeploymentStatus": "Failed"}, True),
+        ({"jobStatus": "STOPPED"}, True),
+        ({"jobStatus": "failed"}, True),
+    ],
+)
+def test_a_rayjob_is_finished_when_kuberay_says_so(status: dict[str, str], finished: bool) -> None:
+    view = job_view(_rayjob(status))
+    assert view is not None
+    assert view.finished is finished
+    assert view.scheduled_time == at(10, 0)
+
+
+def test_a_rayjob_being_deleted_counts_as_finished() -> None:
+    view = job_view(_rayjob({"jobStatus": "RUNNING"}, deletionTimestamp="2026-01-01T10:01:00Z"))
+    assert view is not None and view.finished
+
+
+def test_a_rayjob_without_a_scheduled_time_is_not_a_scheduled_run() -> None:
+    assert job_view({"metadata": {"name": "etl-dev-d7", "annotations": {}}}) is None
