@@ -394,10 +394,11 @@ async def _full_pass(
     field_manager: str,
     result: SyncResult,
 ) -> None:
+    # Skipped undeploys first, so the rows read next already reflect them.
+    held = await _retry_pending(result)
     bound = await _bound_environments(cluster_name)
     rows, duplicates = await _active_rows(bound)
     active = {row.pair: row for row in rows}
-    held = await _retry_pending(result)
 
     bound_names = {env.name: env for env in bound.values()}
     existing: dict[tuple[str, str], list[dict[str, Any]]] = {}

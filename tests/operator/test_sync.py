@@ -6,6 +6,7 @@ operator's models (:class:`DarwinSQL`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -26,7 +27,7 @@ from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from mlserve.operator.devcluster import ClusterHandle
-from mlserve.operator.reconcile import sync
+from mlserve.operator.reconcile import pending, sync
 from mlserve.operator.reconcile.events import RecordingEvents
 from mlserve.operator.reconcile.kube import MLServe, RequestCounter
 from mlserve.operator.reconcile.mlserve import Runtime, reconcile
@@ -739,3 +740,66 @@ async def test_an_mlserve_being_deleted_is_not_recreated_while_its_finalizer_run
         await client.patch(
             MLServe, "iris", {"metadata": {"finalizers": None}}, namespace=namespace, patch_type=PatchType.MERGE
         )
+
+
+async def test_an_undeploy_deletion_had_to_skip_is_written_and_its_mlserve_not_recreated(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, _ = kube
+    ids = await _seed(file_db, {"dev": ("local", namespace)})
+    deployment = await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
+    # the MLServe was deleted while the database was down: its finalizer left the end pending
+    pending.add_pending("iris", "dev", deployment, f"{namespace}/iris-dev")
+    try:
+        original = sync.end_deployment
+
+        async def database_down(*args: Any, **kwargs: Any) -> int | None:
+            raise ConnectionError("database down")
+
+        monkeypatch.setattr(sync, "end_deployment", database_down)
+        state = SyncState()
+        result = await sync.sync_once(client, "local", state)
+        assert result.created == [], "re-created the MLServe a user deleted"
+        assert result.failed == ["undeploy iris/dev"]
+        assert pending.is_pending("iris", "dev")
+
+        monkeypatch.setattr(sync, "end_deployment", original)  # the database is back
+        result = await sync.sync_once(client, "local", state)
+        assert result.pending_written == [("iris", "dev")]
+        assert result.created == []
+        assert not pending.is_pending("iris", "dev")
+        rows = await file_db.connection.execute_query_dict("SELECT status FROM deployments")
+        assert [r["status"] for r in rows] == ["ENDED"]
+        assert (await file_db.connection.execute_query_dict("SELECT COUNT(*) AS n FROM active_deployments"))[0]["n"] == 0
+        await sync.sync_once(client, "local", state)  # the write moved the watermark: one more pass
+        assert not (await sync.sync_once(client, "local", state)).full_pass, "nothing pending: idle again"
+    finally:
+        pending.discard_pending("iris", "dev")
+
+
+async def test_the_loop_outlives_a_database_outage_and_stops_when_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    async def flaky(*args: Any, **kwargs: Any) -> sync.SyncResult:
+        calls.append("tick")
+        if len(calls) <= 2:
+            raise ConnectionError("database down")
+        return sync.SyncResult()
+
+    monkeypatch.setattr(sync, "sync_once", flaky)
+    settings = OperatorSettings(cluster_name="local", sync_interval=0.01, render=RenderSettings(), database=None)
+    stop = asyncio.Event()
+    results: list[sync.SyncResult] = []
+    task = asyncio.create_task(sync.run_sync_loop(settings, None, stop, on_result=results.append))  # type: ignore[arg-type]
+    await wait_for_async(lambda: len(results) >= 2, 10, "two good ticks after two failed ones")
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert calls[:3] == ["tick", "tick", "tick"]
+
+
+async def wait_for_async(predicate: Any, timeout: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(0.01)
