@@ -8,31 +8,59 @@ When a code path starts or stops calling the API, change this table, then the ch
 
 A rule is (API group, resource, verbs). Which rules apply depends on two settings:
 
-- cluster-wide (``MLSERVE_NAMESPACES`` empty) or namespaced (given namespaces): namespaced
-  resources are granted by one ClusterRole, or by a Role in each watched namespace;
-  cluster-scoped resources always need a ClusterRole;
+- what ``MLSERVE_NAMESPACES`` says (:class:`Scope`): empty watches the whole cluster; exact
+  names watch those namespaces, whose rights a Role in each of them can grant; patterns
+  (``team-*``, ``!kube-*``) make kopf list and watch namespaces to match them, and the
+  matching namespaces are not known in advance, so their rights come from a ClusterRole;
 - peering on (``MLSERVE_PEERING_NAME`` set) or off (standalone).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
 from .reconcile.kube import API_KINDS, WORKFLOW_KINDS
 
-__all__ = ["REFUSED_WHEN_NAMESPACED", "Mode", "Rule", "RULES", "child_resources", "expand", "rules_for"]
+__all__ = [
+    "REFUSED_WHEN_NAMESPACED",
+    "RULES",
+    "Rule",
+    "Scope",
+    "child_resources",
+    "expand",
+    "is_pattern",
+    "rules_for",
+    "scope_of",
+]
 
 
-class Mode(Enum):
-    """When a rule applies."""
+class Scope(Enum):
+    """What the operator watches (``MLSERVE_NAMESPACES``)."""
 
-    ALWAYS = "always"
-    CLUSTERWIDE = "cluster-wide only"
-    NAMESPACED = "namespaced only"
-    CLUSTERWIDE_PEERING = "cluster-wide with peering"
-    NAMESPACED_PEERING = "namespaced with peering"
+    CLUSTER = "the whole cluster"
+    NAMESPACES = "namespaces given by name"
+    PATTERNS = "namespaces matching patterns"
+
+    @property
+    def cluster_role(self) -> bool:
+        """Namespaced rights granted cluster-wide (a ClusterRole) rather than per namespace."""
+        return self is not Scope.NAMESPACES
+
+
+def is_pattern(namespace: str) -> bool:
+    """A kopf namespace pattern (glob or exclusion) rather than a name."""
+    return namespace.startswith("!") or any(c in namespace for c in "*?")
+
+
+def scope_of(namespaces: Sequence[str]) -> Scope:
+    if not namespaces:
+        return Scope.CLUSTER
+    return Scope.PATTERNS if any(is_pattern(n) for n in namespaces) else Scope.NAMESPACES
+
+
+ALL = frozenset(Scope)
 
 
 @dataclass(frozen=True)
@@ -44,21 +72,18 @@ class Rule:
     verbs: tuple[str, ...]
     why: str
     """The code path that sends these requests."""
-    mode: Mode = Mode.ALWAYS
+    scopes: frozenset[Scope] = ALL
+    """The watch scopes the rule applies to."""
+    peering: bool = False
+    """Applies only when peering is on."""
     cluster_scoped: bool = False
     """A cluster-scoped resource: granted by a ClusterRole even for a namespaced operator."""
     audited: bool = True
     """False for a right that no request of the operator uses but an admission check on the
     operator's own requests does; the audit-log comparison cannot see those."""
 
-    def applies(self, *, clusterwide: bool, peering: bool) -> bool:
-        return {
-            Mode.ALWAYS: True,
-            Mode.CLUSTERWIDE: clusterwide,
-            Mode.NAMESPACED: not clusterwide,
-            Mode.CLUSTERWIDE_PEERING: clusterwide and peering,
-            Mode.NAMESPACED_PEERING: not clusterwide and peering,
-        }[self.mode]
+    def applies(self, *, scope: Scope, peering: bool) -> bool:
+        return scope in self.scopes and (peering or not self.peering)
 
 
 def child_resources() -> list[tuple[str, str]]:
@@ -119,9 +144,18 @@ RULES: tuple[Rule, ...] = (
         "apiextensions.k8s.io",
         "customresourcedefinitions",
         ("list", "watch"),
-        "kopf's resource observer, cluster-wide: watches CRDs to start watching a kind "
-        "(e.g. KubeRay's RayJob) installed after the operator started",
-        mode=Mode.CLUSTERWIDE,
+        "kopf's resource observer: watches CRDs to start watching a kind (e.g. KubeRay's "
+        "RayJob) installed after the operator started",
+        scopes=frozenset({Scope.CLUSTER, Scope.PATTERNS}),
+        cluster_scoped=True,
+    ),
+    Rule(
+        "",
+        "namespaces",
+        ("list", "watch"),
+        "kopf's namespace observer: lists and watches namespaces to serve those matching "
+        "the MLSERVE_NAMESPACES patterns, as they come and go",
+        scopes=frozenset({Scope.PATTERNS}),
         cluster_scoped=True,
     ),
     Rule(
@@ -130,7 +164,8 @@ RULES: tuple[Rule, ...] = (
         ("list", "patch", "watch"),
         "kopf peering, cluster-wide (MLSERVE_PEERING_NAME): watches the ClusterKopfPeering "
         "and patches this pod's keep-alive into it",
-        mode=Mode.CLUSTERWIDE_PEERING,
+        scopes=frozenset({Scope.CLUSTER}),
+        peering=True,
         cluster_scoped=True,
     ),
     Rule(
@@ -139,23 +174,24 @@ RULES: tuple[Rule, ...] = (
         ("list", "patch", "watch"),
         "kopf peering, namespaced (MLSERVE_PEERING_NAME): watches the KopfPeering of each "
         "watched namespace and patches this pod's keep-alive into it",
-        mode=Mode.NAMESPACED_PEERING,
+        scopes=frozenset({Scope.NAMESPACES, Scope.PATTERNS}),
+        peering=True,
     ),
 )
 
-#: Requests a namespaced operator sends that are deliberately NOT granted: they need
-#: cluster-wide rights, which a namespaced install does not give. kopf is refused, logs a
-#: warning once and falls back: it treats MLSERVE_NAMESPACES as exact names (they are) and
-#: keeps the kinds found at start-up (a CRD installed later needs a restart). Setting
-#: kopf's ``settings.scanning.disabled`` for namespaced runs would stop these requests.
+#: Requests an operator watching namespaces given by name sends that are deliberately NOT
+#: granted: they need cluster-wide rights, which a per-namespace install does not give. kopf
+#: is refused, logs a warning once and falls back: it takes MLSERVE_NAMESPACES as exact
+#: names (they are) and keeps the kinds found at start-up (a CRD installed later needs a
+#: restart). Setting kopf's ``settings.scanning.disabled`` for such runs would stop them.
 REFUSED_WHEN_NAMESPACED: tuple[Rule, ...] = (
     Rule(
         "",
         "namespaces",
         ("list", "watch"),
-        "kopf's namespace observer (namespaced runs only): lists and watches namespaces to "
-        "match MLSERVE_NAMESPACES as patterns",
-        mode=Mode.NAMESPACED,
+        "kopf's namespace observer: lists and watches namespaces to match MLSERVE_NAMESPACES "
+        "as patterns",
+        scopes=frozenset({Scope.NAMESPACES}),
         cluster_scoped=True,
     ),
     Rule(
@@ -163,15 +199,17 @@ REFUSED_WHEN_NAMESPACED: tuple[Rule, ...] = (
         "customresourcedefinitions",
         ("list", "watch"),
         "kopf's resource observer: watches CRDs for kinds installed after the start",
-        mode=Mode.NAMESPACED,
+        scopes=frozenset({Scope.NAMESPACES}),
         cluster_scoped=True,
     ),
 )
 
 
-def rules_for(*, clusterwide: bool, peering: bool) -> list[Rule]:
-    """The rules that apply to an operator run with these settings."""
-    return [r for r in RULES if r.applies(clusterwide=clusterwide, peering=peering)]
+def rules_for(*, namespaces: Sequence[str], peering: bool) -> list[Rule]:
+    """The rules that apply to an operator run with these settings (``MLSERVE_NAMESPACES``
+    as a list, and whether ``MLSERVE_PEERING_NAME`` is set)."""
+    scope = scope_of(namespaces)
+    return [r for r in RULES if r.applies(scope=scope, peering=peering)]
 
 
 def expand(rules: Iterable[Rule]) -> Iterator[tuple[str, str, str]]:

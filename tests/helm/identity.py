@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,8 +75,9 @@ class ChartIdentity:
     kubeconfig: Path
     release: str
     namespace: str
-    peering_name: str
-    values: tuple[str, ...]
+    namespaces: tuple[str, ...]
+    """watchNamespaces of the install (MLSERVE_NAMESPACES of the operator it is for)."""
+    peering_name: str | None
 
 
 def _kubeconfig_with_token(admin_kubeconfig: Path, token: str, username: str, path: Path) -> Path:
@@ -102,36 +103,85 @@ def _kubeconfig_with_token(admin_kubeconfig: Path, token: str, username: str, pa
     return path
 
 
-@pytest.fixture(scope="session")
-def chart_identity(cluster: Any, kube_client: Client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartIdentity]:
-    """The chart's ServiceAccount and RBAC in the cluster, and a kubeconfig acting as it."""
-    folder = tmp_path_factory.mktemp("chart-identity")
-    helm = Helm(project_helm(), folder / "helm-home")
+def install_identity(
+    helm: Helm,
+    cluster: Any,
+    kube_client: Client,
+    folder: Path,
+    *,
+    release: str,
+    namespace: str,
+    namespaces: Sequence[str],
+    peering: bool,
+) -> ChartIdentity:
+    """The chart without its operator pod (the operator runs as a local process), and a
+    kubeconfig holding a token of its ServiceAccount."""
     try:
-        kube_client.create(Namespace(metadata=ObjectMeta(name=NAMESPACE)))
+        kube_client.create(Namespace(metadata=ObjectMeta(name=namespace)))
     except ApiError as exc:
         if exc.status.code != 409:
             raise
-    # Everything but the operator's pod: the operator runs as a local process instead.
-    values = ("--values", str(VALUES_DIR / "kwok.yaml"), "--set", "replicaCount=0", "--set", "crds.install=false")
     context = ["--kube-context", cluster.context] if cluster.context else []
-    helm.run("upgrade", "--install", RELEASE, str(CHART), "--namespace", NAMESPACE, *context, *values,
-             kubeconfig=cluster.kubeconfig)
-    manifest = [d for d in yaml.safe_load_all(helm.run("get", "manifest", RELEASE, "--namespace", NAMESPACE,
-                                                        *context, kubeconfig=cluster.kubeconfig).stdout) if d]
+    helm.run(
+        "upgrade", "--install", release, str(CHART), "--namespace", namespace, *context,
+        "--values", str(VALUES_DIR / "kwok.yaml"),
+        "--set", "replicaCount=0",
+        "--set", "crds.install=false",
+        "--set", f"peering.enabled={str(peering).lower()}",
+        "--set-json", f"watchNamespaces={json.dumps(list(namespaces))}",
+        kubeconfig=cluster.kubeconfig,
+    )
+    shown = helm.run("get", "manifest", release, "--namespace", namespace, *context, kubeconfig=cluster.kubeconfig)
+    manifest = [d for d in yaml.safe_load_all(shown.stdout) if d]
     (account,) = [d["metadata"]["name"] for d in manifest if d["kind"] == "ServiceAccount"]
-    (peering,) = [d["metadata"]["name"] for d in manifest if d["kind"] == "ClusterKopfPeering"]
+    peerings = {d["metadata"]["name"] for d in manifest if d["kind"] in ("KopfPeering", "ClusterKopfPeering")}
     token = kube_client.create(
         ServiceAccountToken(
             metadata=ObjectMeta(), spec=TokenRequestSpec(audiences=[], expirationSeconds=TOKEN_SECONDS)
         ),
         account,
-        namespace=NAMESPACE,
+        namespace=namespace,
     ).status.token
-    username = f"system:serviceaccount:{NAMESPACE}:{account}"
-    kubeconfig = _kubeconfig_with_token(cluster.kubeconfig, token, username, folder / "kubeconfig")
-    yield ChartIdentity(username, kubeconfig, RELEASE, NAMESPACE, peering, values)
-    helm.run("uninstall", RELEASE, "--namespace", NAMESPACE, *context, kubeconfig=cluster.kubeconfig, check=False)
+    username = f"system:serviceaccount:{namespace}:{account}"
+    kubeconfig = _kubeconfig_with_token(cluster.kubeconfig, token, username, folder / f"{release}.kubeconfig")
+    peering_name = peerings.pop() if peerings else None
+    return ChartIdentity(username, kubeconfig, release, namespace, tuple(namespaces), peering_name)
+
+
+def uninstall_identity(helm: Helm, cluster: Any, identity: ChartIdentity) -> None:
+    context = ["--kube-context", cluster.context] if cluster.context else []
+    helm.run("uninstall", identity.release, "--namespace", identity.namespace, *context,
+             kubeconfig=cluster.kubeconfig, check=False)
+
+
+def session_operator_settings() -> tuple[list[str], bool]:
+    """MLSERVE_NAMESPACES (as a list) and whether peering is on, as the operator's
+    end-to-end fixture runs ``mlserve run``: the chart is installed to match."""
+    from mlserve_testing.operator import operator_env
+
+    env = operator_env(Path("kubeconfig"), "sqlite://:memory:", 0)
+    namespaces = [n.strip() for n in env.get("MLSERVE_NAMESPACES", "").split(",") if n.strip()]
+    return namespaces, bool(env.get("MLSERVE_PEERING_NAME"))
+
+
+@pytest.fixture(scope="session")
+def chart_helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    return Helm(project_helm(), tmp_path_factory.mktemp("helm-home-identity"))
+
+
+@pytest.fixture(scope="session")
+def chart_identity(
+    cluster: Any, kube_client: Client, chart_helm: Helm, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ChartIdentity]:
+    """The chart's ServiceAccount and RBAC, installed as the operator's tests run it
+    (same MLSERVE_NAMESPACES, same peering), and a kubeconfig acting as it."""
+    namespaces, peering = session_operator_settings()
+    identity = install_identity(
+        chart_helm, cluster, kube_client, tmp_path_factory.mktemp("chart-identity"),
+        release=RELEASE, namespace=NAMESPACE, namespaces=namespaces, peering=peering,
+    )
+    yield identity
+    uninstall_identity(chart_helm, cluster, identity)
 
 
 # --- the audit log -------------------------------------------------------------------------------

@@ -46,10 +46,11 @@ def granted(objects: list[dict[str, Any]], service_account: str) -> set[Grant]:
 
 def expected(values: dict[str, Any]) -> set[Grant]:
     namespaces = values["watchNamespaces"]
-    rules = permissions.rules_for(clusterwide=not namespaces, peering=values["peering"]["enabled"])
+    rules = permissions.rules_for(namespaces=namespaces, peering=values["peering"]["enabled"])
+    per_namespace = not permissions.scope_of(namespaces).cluster_role
     out: set[Grant] = set()
     for rule in rules:
-        scopes: list[str | None] = [None] if rule.cluster_scoped or not namespaces else list(namespaces)
+        scopes: list[str | None] = list(namespaces) if per_namespace and not rule.cluster_scoped else [None]
         for group, resource, verb in permissions.expand([rule]):
             out.update((scope, group, resource, verb) for scope in scopes)
     return out
@@ -73,6 +74,19 @@ def test_namespaced_operator_gets_nothing_cluster_wide(helm: Helm) -> None:
     assert {r["metadata"]["namespace"] for r in objects_of(objects, "Role")} == {"serving", "workflows"}
 
 
+def test_namespace_patterns_get_a_cluster_role_that_lists_namespaces(helm: Helm) -> None:
+    objects = helm.template(value_set="patterns")
+    assert not objects_of(objects, "Role")
+    (role,) = objects_of(objects, "ClusterRole")
+    assert {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]} in role["rules"]
+
+
+def test_namespace_patterns_and_peering_are_refused(helm: Helm) -> None:
+    result = helm.render("--set", "watchNamespaces={team-*}", check=False)
+    assert result.returncode != 0
+    assert "cannot make for the patterns in watchNamespaces" in result.stderr
+
+
 def test_rbac_off_renders_no_rbac(helm: Helm) -> None:
     objects = helm.template("--set", "rbac.create=false")
     assert not {o["kind"] for o in objects} & {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
@@ -91,6 +105,6 @@ def test_table_rules_are_well_formed() -> None:
         assert rule.why.strip(), rule
         assert rule.verbs == tuple(sorted(set(rule.verbs))), f"verbs of {rule.resource} unsorted or repeated"
         assert set(rule.verbs) <= {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
-        key = (rule.group, rule.resource, rule.mode)
+        key = (rule.group, rule.resource, rule.scopes, rule.peering)
         assert key not in seen, f"{key} twice"
         seen.add(key)

@@ -86,3 +86,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
+
+{{/* "true" when watchNamespaces holds a kopf pattern (glob or exclusion) rather than names only. */}}
+{{- define "mlserve-operator.watchPatterns" -}}
+{{- range .Values.watchNamespaces }}{{ if or (hasPrefix "!" .) (contains "*" .) (contains "?" .) }}true{{ end }}{{ end }}
+{{- end }}
+
+{{/* "true" when the operator's rights come from a ClusterRole: whole cluster, or patterns. */}}
+{{- define "mlserve-operator.clusterRole" -}}
+{{- if or (not .Values.watchNamespaces) (include "mlserve-operator.watchPatterns" .) }}true{{ end }}
+{{- end }}
