@@ -136,17 +136,17 @@ def _ready_times(client: Client, wanted: set[str], started: float, timeout: floa
     return seen
 
 
+def _established(client: Client, name: str) -> bool:
+    status = client.get(CustomResourceDefinition, name).status
+    conditions = (status.conditions if status else None) or []
+    return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+
 def _install(client: Client) -> None:
-    for crd in codecs.load_all_yaml((repository_root() / "crds" / "mlserve.darwin.io_mlserves.yaml").read_text()):
+    crd_file = repository_root() / "crds" / "mlserve.darwin.io_mlserves.yaml"
+    for crd in codecs.load_all_yaml(crd_file.read_text()):
         client.apply(crd, field_manager="mlserve-bench", force=True)
-        _wait(
-            lambda n=crd.metadata.name: any(
-                c.type == "Established" and c.status == "True"
-                for c in (client.get(CustomResourceDefinition, n).status.conditions or [])
-            ),
-            60,
-            "the MLServe CRD",
-        )
+        _wait(lambda: _established(client, "mlserves.mlserve.darwin.io"), 60, "the MLServe CRD")
     try:
         client.create(Namespace(metadata=ObjectMeta(name=NAMESPACE)))
     except ApiError as exc:

@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -464,7 +465,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
             )
         echo(f"waiting for {', '.join(c.removeprefix('crd/') for c in crds)} to be Established")
         for crd in crds:
-            _wait(lambda crd=crd: _established(shell, crd), options.timeout, f"{crd} to be Established")
+            _wait(partial(_established, shell, crd), options.timeout, f"{crd} to be Established")
 
         clock.step(f"creating a SQLite database with the demo data: {db_file}")
         rows = asyncio.run(_create_and_seed(db_file))

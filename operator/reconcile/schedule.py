@@ -354,6 +354,10 @@ def _parse_time(value: Any) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
+def _as_dict(obj: Any) -> dict[str, Any]:
+    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+
+
 def _rfc3339(moment: datetime | None) -> str | None:
     return None if moment is None else _utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -449,7 +453,7 @@ async def reconcile_schedule(
                     f"{exc.status.message}",
                 ) from exc
             outcome.created = name
-            jobs[name] = created.to_dict() if hasattr(created, "to_dict") else dict(created)
+            jobs[name] = _as_dict(created)
             views.append(JobView(name, decision.start, finished=False))
         if events is not None:
             message = f"started RayJob {outcome.created} for the run due at {_rfc3339(decision.start)}"

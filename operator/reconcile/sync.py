@@ -263,8 +263,12 @@ def _pair_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
 async def _list_mlserves(client: AsyncClient, namespace: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     async for item in client.list(MLServe, namespace=namespace):
-        found.append(item.to_dict() if hasattr(item, "to_dict") else dict(item))
+        found.append(_as_dict(item))
     return found
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
 
 
 # --- one tick ------------------------------------------------------------------------------------
@@ -381,7 +385,7 @@ async def _set_version(client: AsyncClient, body: Mapping[str, Any], row: Active
     await client.patch(
         MLServe,
         metadata["name"],
-        operations,  # type: ignore[arg-type]
+        operations,
         namespace=metadata["namespace"],
         patch_type=PatchType.JSON,
         field_manager=field_manager,
