@@ -208,8 +208,15 @@ class JobView:
 
 @functools.cache
 def settings_from_env() -> ScheduleSettings:
-    """The process's schedule settings, read from ``MLSERVE_SCHEDULE_*`` once."""
-    return ScheduleSettings.from_env()
+    """The process's schedule settings, read from ``MLSERVE_SCHEDULE_*`` once.
+
+    A bad value is reported on the scheduled MLServes (condition and Event, reason
+    InvalidSetting) instead of failing their reconcile.
+    """
+    try:
+        return ScheduleSettings.from_env()
+    except ValueError as exc:
+        raise InvalidInput("InvalidSetting", f"{exc}") from None
 
 
 class PlanReason(StrEnum):
