@@ -45,7 +45,7 @@ from .kube import (
     current_counter,
 )
 from .rollback import pending_rollback, previous_artifact, rollback_patch
-from .sync import SYNC_FIELD_MANAGER_SUFFIX
+from .sync import ANNOTATION_DEPLOYMENT_ID, SYNC_FIELD_MANAGER_SUFFIX
 from .status import Observation, Workload, compute_status, write_status
 
 __all__ = ["Report", "Runtime", "reconcile"]
@@ -145,20 +145,31 @@ def _previous_reason(status: Mapping[str, Any], type_: str) -> str | None:
     return None
 
 
-async def _ensure_labels(rt: Runtime, body: Mapping[str, Any], spec: MLServeSpec) -> Mapping[str, Any]:
-    """Label the MLServe with its (serve, environment), the sync loop's way to find it."""
+async def _ensure_metadata(
+    rt: Runtime, body: Mapping[str, Any], spec: MLServeSpec, reflected: int | None
+) -> Mapping[str, Any]:
+    """Label the MLServe with its (serve, environment), the sync loop's way to find it, and
+    mark the deployment its spec reflects (``reflected``), so the sync loop has nothing to
+    write for a deploy this reconcile recorded or found. One patch, only when something differs."""
     meta = body["metadata"]
-    wanted = {
+    labels = {
         names.LABEL_SERVE: names.label_value(spec.serve),
         names.LABEL_ENVIRONMENT: names.label_value(spec.environment),
     }
-    current = meta.get("labels") or {}
-    if all(current.get(k) == v for k, v in wanted.items()):
+    annotations = {ANNOTATION_DEPLOYMENT_ID: str(reflected)} if reflected is not None else {}
+    current_labels = meta.get("labels") or {}
+    current_annotations = meta.get("annotations") or {}
+    patch: dict[str, Any] = {}
+    if any(current_labels.get(k) != v for k, v in labels.items()):
+        patch["labels"] = labels
+    if any(current_annotations.get(k) != v for k, v in annotations.items()):
+        patch["annotations"] = annotations
+    if not patch:
         return body
     patched = await rt.client.patch(
         MLServe,
         meta["name"],
-        {"metadata": {"labels": wanted}},
+        {"metadata": patch},
         namespace=meta["namespace"],
         patch_type=PatchType.MERGE,
         field_manager=rt.settings.field_manager,
@@ -234,9 +245,6 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
                 first.ref,
             )
 
-        body = await _ensure_labels(rt, body, spec)
-        report.body = body
-
         # Database: resolve, handle a rollback request, record the deploy when asked.
         try:
             async with asyncio.timeout(settings.db_timeout):
@@ -307,6 +315,10 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
             if isinstance(exc, TimeoutError) or deploy.is_database_error(exc):
                 raise deploy.as_unavailable(exc) from None
             raise
+
+        reflected = outcome.active.pk if outcome.state in ("in_sync", "recorded") and outcome.active else None
+        body = await _ensure_metadata(rt, body, spec, reflected)
+        report.body = body
 
         if outcome.recorded and outcome.active is not None:
             report.recorded_deployment = outcome.active.pk

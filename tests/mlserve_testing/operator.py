@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import yaml
 from lightkube import ApiError, Client, codecs
+from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Node
@@ -205,8 +206,6 @@ def operator_env(kubeconfig: Path, db_url: str, port: int, **extra: str) -> dict
         MLSERVE_RETRY_DELAY="1s",
         MLSERVE_RETRY_MAX_DELAY="4s",
         MLSERVE_LOG_LEVEL="DEBUG",
-        # Only the namespaces of these tests: other suites reconcile MLServes in-process.
-        MLSERVE_NAMESPACES=f"{NAMESPACE_PREFIX}*",
     )
     env.update(extra)
     return env
@@ -256,15 +255,18 @@ def operator_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stopp
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def operator_process(
     cluster: Any,
     mlserve_crd: None,
     operator_mariadb: StoppableMariaDB,
+    kube_client: Client,
     tmp_path_factory: pytest.TempPathFactory,
     request: pytest.FixtureRequest,
 ) -> Iterator[OperatorProcess]:
-    """The operator, running for the session; tests that kill it leave it running again.
+    """The operator, cluster-wide, for one test module; tests that kill it leave it running
+    again. Other modules (which reconcile MLServes in-process) never meet it: before it stops,
+    it finishes the deletions of its tests' MLServes, so no namespace is left terminating.
 
     It acts as the Helm chart's ServiceAccount (``helm.identity``), so these tests also prove
     the chart's RBAC sufficient; MLSERVE_TEST_OPERATOR_IDENTITY=admin runs it as the admin.
@@ -280,7 +282,26 @@ def operator_process(
     try:
         yield process
     finally:
+        if process.running:
+            _finish_deletions(kube_client)
         process.stop()
+
+
+def _finish_deletions(client: Client, timeout: float = 60) -> None:
+    """Wait (bounded) until no MLServe of these tests' namespaces is left being deleted."""
+    MLServeKind = create_namespaced_resource("mlserve.darwin.io", "v1alpha1", "MLServe", "mlserves")
+
+    def settled() -> bool:
+        return not any(
+            item["metadata"].get("deletionTimestamp")
+            for item in client.list(MLServeKind, namespace="*")
+            if str(item["metadata"].get("namespace", "")).startswith(NAMESPACE_PREFIX)
+        )
+
+    try:
+        wait_for(settled, timeout=timeout, what="the deletions of the tests' MLServes")
+    except AssertionError:
+        pass  # best effort: the operator stops anyway
 
 
 @pytest.fixture
@@ -299,8 +320,20 @@ async def operator_db(
 
 
 @pytest.fixture
+async def darwin_rows(operator_mariadb: StoppableMariaDB) -> AsyncIterator[StoppableMariaDB]:
+    """This process connected to the operator's database, without an operator running."""
+    if not operator_mariadb.running:
+        operator_mariadb.start()
+    await Tortoise.init(db_url=operator_mariadb.url, modules=MODELS)
+    try:
+        yield operator_mariadb
+    finally:
+        await Tortoise.close_connections()
+
+
+@pytest.fixture
 def operator_namespace(kube_client: Client, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace the operator under test watches (``op-`` prefix), deleted afterwards."""
+    """A fresh namespace for one operator test (``op-`` prefix), deleted afterwards."""
     stem = request.node.name.lower().removeprefix("test_").replace("_", "-")
     stem = "".join(c for c in stem if c.isalnum() or c == "-")[:40].strip("-")
     name = f"{NAMESPACE_PREFIX}{stem}-{uuid.uuid4().hex[:6]}"

@@ -18,7 +18,7 @@ from mlserve_testing.wait import wait_for
 
 @pytest.fixture
 def namespace(operator_namespace: str) -> str:
-    """The tests' namespace is one the operator under test watches."""
+    """A fresh namespace per test (the operator under test watches the whole cluster)."""
     return operator_namespace
 
 
@@ -129,7 +129,8 @@ async def test_a_converged_mlserve_makes_no_write(
     window = operator_db.log_text()[log_start:]
     writes = re.findall(rf"reconciled {re.escape(namespace)}/{re.escape(serve)}: \d+ API requests \(([1-9]\d*) writes", window)
     assert writes == [], window
-    assert get(kube_client, serve, namespace)["metadata"]["resourceVersion"] == before_mls
+    after_mls = get(kube_client, serve, namespace)["metadata"]
+    assert after_mls["resourceVersion"] == before_mls, after_mls.get("managedFields")
     after_children = {key: (_ours(obj), obj.metadata.generation) for key, obj in children(kube_client, namespace).items()}
     assert after_children == before_children
     assert await darwin.query("SELECT COUNT(*) AS n FROM deployments WHERE serve_id = ?", seed.serve) == rows_before

@@ -15,6 +15,7 @@ from lightkube.resources.core_v1 import Namespace
 
 from mlserve_testing import darwin
 from mlserve_testing.mlserves import apply, mlserve, unique, wait_condition
+from mlserve_testing.wait import wait_for
 from mlserve_testing.operator import ROOT, OperatorProcess, StoppableMariaDB, _free_port, _install_crd, operator_env
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mariadb]
@@ -36,7 +37,7 @@ def peered_namespace(kube_client: Client, mlserve_crd: None) -> Iterator[str]:
 
 @pytest.fixture
 def two_replicas(
-    cluster: object, operator_mariadb: StoppableMariaDB, peered_namespace: str, tmp_path: Path
+    cluster: object, operator_mariadb: StoppableMariaDB, peered_namespace: str, kube_client: Client, tmp_path: Path
 ) -> Iterator[list[OperatorProcess]]:
     replicas = []
     for index, priority in enumerate((10, 20)):
@@ -51,8 +52,15 @@ def two_replicas(
         )
         replicas.append(OperatorProcess(env, tmp_path / f"replica-{index}.log", port))
     try:
-        for replica in replicas:
+        # The higher priority first: the lower one then pauses as soon as it reads the peering.
+        for replica in reversed(replicas):
             replica.start()
+
+        def both_peered() -> bool:
+            peering = kube_client.get(KopfPeering, "mlserve", namespace=peered_namespace)
+            return len(peering.get("status") or {}) >= 2
+
+        wait_for(both_peered, timeout=30, what="both replicas in the peering object")
         yield replicas
     finally:
         for replica in replicas:
@@ -60,7 +68,7 @@ def two_replicas(
 
 
 async def test_only_the_highest_priority_replica_acts(
-    operator_db: OperatorProcess, two_replicas: list[OperatorProcess], kube_client: Client, peered_namespace: str
+    darwin_rows: StoppableMariaDB, two_replicas: list[OperatorProcess], kube_client: Client, peered_namespace: str
 ) -> None:
     namespace = peered_namespace
     serve, env = unique("fraud"), unique("prod")

@@ -29,7 +29,7 @@ from mlserve_testing.wait import async_wait_for, wait_for
 
 @pytest.fixture
 def namespace(operator_namespace: str) -> str:
-    """The tests' namespace is one the operator under test watches."""
+    """A fresh namespace per test (the operator under test watches the whole cluster)."""
     return operator_namespace
 
 
