@@ -96,8 +96,28 @@ async def test_a_converged_mlserve_makes_no_write(
 ) -> None:
     serve, env, seed = await _ready(kube_client, namespace, min_replicas=2, max_replicas=3)
     name = f"{serve}-{env}"
-    # Let the rollout's last events settle: wait for the status to say 2/2 and stay put.
     wait_condition(kube_client, serve, namespace, "Synced")
+    pattern = re.compile(rf"reconciled {re.escape(namespace)}/{re.escape(serve)}: \d+ API requests \(0 writes")
+
+    def poke(token: str) -> None:
+        """An unrelated annotation on a child by someone else: a child event, nothing to do."""
+        kube_client.patch(
+            Service,
+            name,
+            {"metadata": {"annotations": {"example.com/touched": token}}},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+            field_manager="someone-else",
+        )
+
+    # Converged: a reconcile has found nothing to write (the last rollout events are in).
+    settle_start = len(operator_db.log_text())
+    poke("settle")
+    wait_for(
+        lambda: pattern.search(operator_db.log_text()[settle_start:]),
+        timeout=30,
+        what="a first reconcile with no write",
+    )
     before_mls = get(kube_client, serve, namespace)["metadata"]["resourceVersion"]
     before_children = {key: (_ours(obj), obj.metadata.generation) for key, obj in children(kube_client, namespace).items()}
     rows_before = await darwin.query(
@@ -111,15 +131,7 @@ async def test_a_converged_mlserve_makes_no_write(
     # Wake the MLServe's worker twice without changing anything it owns: an unrelated
     # annotation on a child (a child event), then wait for those reconciles to be logged.
     for round_ in range(2):
-        kube_client.patch(
-            Service,
-            name,
-            {"metadata": {"annotations": {"example.com/touched": str(round_)}}},
-            namespace=namespace,
-            patch_type=PatchType.MERGE,
-            field_manager="someone-else",
-        )
-        pattern = re.compile(rf"reconciled {re.escape(namespace)}/{re.escape(serve)}: \d+ API requests \(0 writes")
+        poke(str(round_))
         wait_for(
             lambda: len(pattern.findall(operator_db.log_text()[log_start:])) > round_,
             timeout=30,
