@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lightkube import AsyncClient, Client, codecs
+from lightkube import ApiError, AsyncClient, Client, codecs
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.types import PatchType
 from mlserve_testing.wait import wait_for
@@ -23,7 +23,7 @@ from mlserve.models.configs import WorkerNodeConfig
 from mlserve.operator.devcluster import ClusterHandle
 from mlserve.operator.reconcile.apply import Owner
 from mlserve.operator.reconcile.events import RecordingEvents
-from mlserve.operator.reconcile.kube import MLSERVE_API_VERSION, MLSERVE_KIND, MLServe, RayJob
+from mlserve.operator.reconcile.kube import MLSERVE_API_VERSION, MLSERVE_KIND, MLServe, RayCronJob, RayJob
 from mlserve.operator.reconcile.schedule import PlanReason, ScheduleSettings, reconcile_schedule
 from mlserve.operator.render import names, render_children
 from mlserve.operator.render.settings import RenderSettings
@@ -57,6 +57,10 @@ def schedule_crds(kube_client: Client) -> None:
         for crd in codecs.load_all_yaml(file.read_text()):
             kube_client.apply(crd, field_manager="mlserve-tests", force=True)
             wait_for(lambda n=crd.metadata.name: _established(kube_client.get(CustomResourceDefinition, n)), 60, "CRD")
+    # Established is not yet servable: the new storage answers 429 for a moment after it
+    for kind in (MLServe, RayJob, RayCronJob):
+        wait_for(lambda kind=kind: list(kube_client.list(kind, namespace="default")) is not None, 60,
+                 f"{kind.__name__} to be listable", ignore=(ApiError,))
 
 
 @pytest.fixture

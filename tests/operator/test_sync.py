@@ -29,7 +29,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from mlserve.operator.devcluster import ClusterHandle
 from mlserve.operator.reconcile import pending, sync
 from mlserve.operator.reconcile.events import RecordingEvents
-from mlserve.operator.reconcile.kube import MLServe, RequestCounter
+from mlserve.operator.reconcile.kube import MLServe, RayCronJob, RayJob, RequestCounter
 from mlserve.operator.reconcile.mlserve import Runtime, reconcile
 from mlserve.operator.reconcile.sync import (
     ANNOTATION_DEPLOYMENT_ID,
@@ -451,6 +451,10 @@ def crds(kube_client: Client) -> list[str]:
             installed.append(crd.metadata.name)
     for name in installed:
         wait_for(lambda name=name: _established(kube_client.get(CustomResourceDefinition, name)), 60, f"CRD {name}")
+    # Established is not yet servable: the new storage answers 429 for a moment after it
+    for kind in (MLServe, RayJob, RayCronJob):
+        wait_for(lambda kind=kind: list(kube_client.list(kind, namespace="default")) is not None, 60,
+                 f"{kind.__name__} to be listable", ignore=(ApiError,))
     return installed
 
 
