@@ -47,6 +47,23 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: Rights whose code path exists but which no end-to-end test reaches yet, and why. The
+#: comparison accepts them as unused, and fails when one of them is used (drop it here).
+NOT_REACHED_END_TO_END: dict[tuple[str, str, str], str] = {
+    **{
+        (group, plural, "delete"): "reconcile.apply prunes a child that is no longer rendered; "
+        "no end-to-end test changes a live MLServe so that one of its kinds goes away"
+        for group, plural in permissions.child_resources()
+    },
+    ("ray.io", "rayjobs", "delete"): "as any child's prune, and reconcile.schedule trims a scheduled "
+    "workflow's finished RayJobs beyond its history limit: its cluster tests run that code in "
+    "the test process, not through the operator",
+    ("ray.io", "raycronjobs", "create"): "RayCronJobs are rendered only with MLSERVE_RAY_CRON_JOB=true, "
+    "which the end-to-end operator does not set",
+    ("ray.io", "raycronjobs", "patch"): "as create",
+}
+
+
 @pytest.fixture
 def _operator_as_chart() -> None:
     if not operator_runs_as_chart():
@@ -82,7 +99,9 @@ def test_every_right_the_chart_grants_was_used(
     used = {(r.group, r.resource, r.verb) for r in requests if r.allowed}
     rules = permissions.rules_for(namespaces=chart_identity.namespaces, peering=chart_identity.peering_name is not None)
     granted = set(permissions.expand(r for r in rules if r.audited))
-    unused = sorted(granted - used)
+    stale = sorted(set(NOT_REACHED_END_TO_END) & used)
+    assert not stale, f"now used end to end, drop them from NOT_REACHED_END_TO_END: {stale}"
+    unused = sorted(granted - used - set(NOT_REACHED_END_TO_END))
     assert not unused, (
         f"the chart grants rights no request used in {e2e} end-to-end tests "
         f"({request.session.testsfailed} test(s) failed in this session): {unused}; remove them from "
