@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from lightkube import Client, codecs
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
@@ -97,11 +96,7 @@ async def _seed(db_url: str, serves: list[str]) -> None:
 
 
 def _install(client: Client) -> None:
-    docs = list(yaml.safe_load_all((ROOT / "crds" / "mlserve.darwin.io_mlserves.yaml").read_text()))
-    for doc in docs:
-        for version in doc["spec"]["versions"]:
-            version["schema"]["openAPIV3Schema"]["properties"].get("metadata", {}).pop("description", None)
-        crd = codecs.from_dict(doc)
+    for crd in codecs.load_all_yaml((ROOT / "crds" / "mlserve.darwin.io_mlserves.yaml").read_text()):
         client.apply(crd, field_manager="mlserve-bench", force=True)
         _wait(
             lambda n=crd.metadata.name: any(

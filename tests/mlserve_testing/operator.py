@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from lightkube import ApiError, Client, codecs
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
@@ -72,19 +71,8 @@ async def darwin_db(darwin_db_settings: Any) -> AsyncIterator[None]:
         await close_db()
 
 
-def _apiserver_accepts(doc: dict[str, Any]) -> dict[str, Any]:
-    """The API server refuses anything but ``type`` under the root ``metadata`` schema."""
-    for version in (doc.get("spec") or {}).get("versions") or []:
-        schema = (version.get("schema") or {}).get("openAPIV3Schema") or {}
-        meta = (schema.get("properties") or {}).get("metadata")
-        if isinstance(meta, dict):
-            meta.pop("description", None)
-    return doc
-
-
 def _install_crd(client: Client, path: Path) -> None:
-    for doc in yaml.safe_load_all(path.read_text()):
-        obj = codecs.from_dict(_apiserver_accepts(doc))
+    for obj in codecs.load_all_yaml(path.read_text()):
         client.apply(obj, field_manager="mlserve-tests", force=True)
         name = obj.metadata.name
 
