@@ -177,6 +177,34 @@ async def _ensure_metadata(
     return patched.to_dict() if hasattr(patched, "to_dict") else dict(patched)
 
 
+async def _take_rollback_request(
+    rt: Runtime, body: Mapping[str, Any], resolved: deploy.Resolved, token: str
+) -> tuple[dict[str, Any], str | None]:
+    """Turn a rollback annotation into a request: one patch setting spec.artifactVersion to the
+    previous deployment's artifact and marking the token handled (or only marking it, with a
+    Warning Event, when there is nothing to roll back to). Returns the patched MLServe and
+    the deployment rolled back from."""
+    meta = body["metadata"]
+    rolled_back_from: str | None = None
+    try:
+        active, artifact, _ = await previous_artifact(resolved.serve, resolved.environment)
+    except InvalidInput as exc:
+        rt.events.post(body, "Warning", exc.reason, exc.message)
+        version = None
+    else:
+        version = artifact.version
+        rolled_back_from = f"deployment {active.pk}"
+    patched = await rt.client.patch(
+        MLServe,
+        str(meta["name"]),
+        rollback_patch(token, version),
+        namespace=str(meta["namespace"]),
+        patch_type=PatchType.MERGE,
+        field_manager=rt.settings.field_manager,
+    )
+    return (patched.to_dict() if hasattr(patched, "to_dict") else dict(patched)), rolled_back_from
+
+
 def _kinds_for(spec: MLServeSpec, scheduled_per_run: bool) -> tuple[Any, ...]:
     if spec.type is ServeType.API:
         return API_KINDS
@@ -258,23 +286,7 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
                 )
                 token = pending_rollback(body)
                 if token is not None:
-                    try:
-                        active, artifact, _ = await previous_artifact(resolved.serve, resolved.environment)
-                    except InvalidInput as exc:
-                        rt.events.post(body, "Warning", exc.reason, exc.message)
-                        version = None
-                    else:
-                        version = artifact.version
-                        rollback_from = f"deployment {active.pk}"
-                    patched = await rt.client.patch(
-                        MLServe,
-                        str(name),
-                        rollback_patch(token, version),
-                        namespace=str(namespace),
-                        patch_type=PatchType.MERGE,
-                        field_manager=settings.field_manager,
-                    )
-                    body = patched.to_dict() if hasattr(patched, "to_dict") else dict(patched)
+                    body, rollback_from = await _take_rollback_request(rt, body, resolved, token)
                     report.body = body
                     spec = MLServeSpec.from_resource(body)
                     generation = int(body["metadata"].get("generation") or generation)
