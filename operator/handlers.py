@@ -105,6 +105,9 @@ async def startup(
     )
     settings.posting.reporting_component = ours.field_manager
     settings.watching.server_timeout = 300
+    for group, version, plural in CHILD_RESOURCES:
+        # Children are watched by label on the server: other Deployments never reach us.
+        settings.watching.label_selectors[group, version, plural] = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
     settings.peering.stealth = True
     if ours.peering_name:
         settings.peering.name = ours.peering_name
@@ -216,7 +219,14 @@ async def worker(
             if live["metadata"].get("deletionTimestamp"):
                 return
             basis_version = live["metadata"].get("resourceVersion")
-            report = await reconcile(live, runtime, _claims(mlserve_claims, live))
+            try:
+                report = await reconcile(live, runtime, _claims(mlserve_claims, live))
+            except Exception:  # a bug must not end the worker: log it and retry with backoff
+                log.exception("reconcile of %s/%s failed unexpectedly", meta.namespace, meta.name)
+                known = None
+                await _wait(wakeup, stopped, state.settings.backoff(failures))
+                failures += 1
+                continue
             known = dict(report.body or live)
             if report.new_status is not None:
                 known["status"] = report.new_status
