@@ -181,7 +181,8 @@ RULES: tuple[Rule, ...] = (
 
 #: Requests an operator watching namespaces given by name sends that are deliberately NOT
 #: granted: they need cluster-wide rights, which a per-namespace install does not give. kopf
-#: is refused, logs a warning once and falls back: it takes MLSERVE_NAMESPACES as exact
+#: is refused, retries with backoff (about a minute, which delays the start), logs a warning
+#: and falls back: it takes MLSERVE_NAMESPACES as exact
 #: names (they are) and keeps the kinds found at start-up (a CRD installed later needs a
 #: restart). Setting kopf's ``settings.scanning.disabled`` for such runs would stop them.
 REFUSED_WHEN_NAMESPACED: tuple[Rule, ...] = (
