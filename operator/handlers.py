@@ -12,6 +12,9 @@ How the reconcile is driven (level-triggered, one worker per MLServe):
 - wake-ups that arrive during a reconcile coalesce into one more run, so one MLServe never
   has two reconciles at once and a burst of child events costs one reconcile.
 
+Every handler is a coroutine: kopf runs plain functions in worker threads, and waking a
+worker (an ``asyncio.Event``) is only safe from the event loop's own thread.
+
 Errors: invalid input becomes a condition and an Event and the worker waits for a change
 (the equivalent of ``kopf.PermanentError``, without kopf stopping the worker for good);
 temporary failures (database down, API errors) are retried with doubling backoff (the
@@ -170,7 +173,7 @@ async def cleanup(*, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.probe(id="database-sync-pending")
-def pending_probe(**_: Any) -> int:
+async def pending_probe(**_: Any) -> int:
     """Shown on the liveness endpoint: how many deletions wait for the database."""
     return len(pending_ends())
 
@@ -179,7 +182,7 @@ def pending_probe(**_: Any) -> int:
 
 
 @kopf.index(*MLSERVES)
-def mlserve_claims(*, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Claim] | None:
+async def mlserve_claims(*, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Claim] | None:
     got = claim_of(body)
     if got is None:
         return None
@@ -254,7 +257,7 @@ async def _wait(wakeup: asyncio.Event, stopped: kopf.DaemonStopped, delay: float
 
 
 @kopf.on.event(*MLSERVES)  # type: ignore[arg-type]
-def mlserve_event(
+async def mlserve_event(
     *,
     type: str,
     body: kopf.Body,
@@ -284,7 +287,7 @@ def _owner_uids(body: Mapping[str, Any]) -> list[str]:
 
 def _register_child_watch(group: str, version: str, plural: str) -> None:
     @kopf.on.event(group, version, plural, labels=CHILD_LABELS, id=f"child-{plural}")
-    def child_event(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def child_event(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         state = _state(memo)
         for uid in _owner_uids(body):
             state.wake(uid)
