@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx2
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.core.resource import NamespacedResource
@@ -25,11 +26,33 @@ from .diff import manifest_hash, matches, mismatches
 from .errors import TemporaryFailure
 from .kube import api_version_kind, resource_for
 
-__all__ = ["ApplyResult", "Owner", "apply_children", "list_children", "stamp"]
+__all__ = ["ApplyResult", "KIND_NOT_INSTALLED", "Owner", "apply_children", "list_children", "stamp"]
 
 log = logging.getLogger(__name__)
 
 HASH_ANNOTATION = "mlserve.darwin.io/applied-hash"
+KIND_NOT_INSTALLED = "KindNotInstalled"
+
+
+def _kind_not_served(exc: Exception) -> bool:
+    """The API server does not serve the kind at all (its CRD is not installed).
+
+    It then answers 404 with a plain-text body ("404 page not found"), which lightkube
+    raises as an ``httpx`` error rather than an :class:`ApiError`; a 404 of a served kind
+    (an object or a namespace not found) is a JSON ``Status`` and an :class:`ApiError`.
+    """
+    return (
+        isinstance(exc, httpx2.HTTPStatusError)
+        and not isinstance(exc, ApiError)
+        and exc.response.status_code == 404
+    )
+
+
+def _install_hint(api_version: str, kind: str) -> str:
+    if api_version.startswith("ray.io/"):
+        extra = " (RayCronJob needs KubeRay 1.6 or later)" if kind == "RayCronJob" else ""
+        return f"install KubeRay's CRDs{extra}"
+    return f"install the CRD of {kind} ({api_version})"
 
 
 @dataclass(frozen=True)
@@ -112,9 +135,13 @@ async def _list_kind(
             obj = _as_dict(item)
             obj.setdefault("kind", kind)
             found[(kind, obj["metadata"]["name"])] = obj
-    except ApiError as exc:
-        if exc.status.code == 404:
-            return {}  # the kind is not installed (e.g. no KubeRay CRDs): nothing to list
+    except httpx2.HTTPStatusError as exc:
+        if _kind_not_served(exc) or (isinstance(exc, ApiError) and exc.status.code == 404):
+            return {}  # the kind is not installed (e.g. no KubeRay CRDs): no children of it
+        if not isinstance(exc, ApiError):
+            raise TemporaryFailure(
+                "ListFailed", f"listing {kind} in {namespace} failed: HTTP {exc.response.status_code}"
+            ) from exc
         raise TemporaryFailure(
             "ListFailed", f"listing {kind} in {namespace} failed: {exc.status.message}"
         ) from exc
@@ -161,7 +188,10 @@ async def apply_children(
             body = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
             body["metadata"] = {k: v for k, v in manifest["metadata"].items() if k in ("labels", "annotations")}
             result.drift[_label(*key)] = mismatches(body, current) or ["metadata"]
-        resource = resource_for(manifest)
+        api_version = str(manifest.get("apiVersion"))
+        resource = next(
+            (r for r in kinds if api_version_kind(r) == (api_version, key[0])), None
+        ) or resource_for(manifest)
         try:
             applied = await client.patch(
                 resource,
@@ -176,6 +206,17 @@ async def apply_children(
             raise TemporaryFailure(
                 "ApplyFailed",
                 f"server-side apply of {_label(*key)} was refused: {exc.status.message}",
+            ) from exc
+        except httpx2.HTTPStatusError as exc:
+            if not _kind_not_served(exc):
+                raise TemporaryFailure(
+                    "ApplyFailed",
+                    f"server-side apply of {_label(*key)} failed: HTTP {exc.response.status_code}",
+                ) from exc
+            raise TemporaryFailure(
+                KIND_NOT_INSTALLED,
+                f"this cluster does not serve {api_version} {key[0]}, so {_label(*key)} cannot be "
+                f"created: {_install_hint(api_version, key[0])}; retried until it is served",
             ) from exc
         obj = _as_dict(applied)
         obj.setdefault("kind", key[0])
