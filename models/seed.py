@@ -1,5 +1,10 @@
-"""Demo data: a small, realistic Darwin ML Serve database to try the operator on.
+"""Set-up rows and demo data.
 
+``ensure_admin()`` adds Darwin's default ``admin`` user when it is missing (``mlserve db
+init`` runs it; Darwin's own set-up creates the same user): the operator records its
+deploys as ``MLSERVE_DEPLOY_USER``, ``admin`` by default.
+
+The demo data is a small, realistic Darwin ML Serve database to try the operator on.
 ``seed()`` is idempotent: rows are found by their natural keys (user name, environment
 name, serve name, serve + version, serve + environment) and only missing ones are
 created; existing rows are never changed, so a second run writes nothing.
@@ -7,6 +12,7 @@ created; existing rows are never changed, so a second run writes nothing.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +26,18 @@ from .serve_configs import APIServeInfraConfig, WorkflowServeInfraConfig
 from .serves import Environment, Serve
 from .users import User
 
-__all__ = ["DEMO_API_SERVE", "DEMO_USER", "DEMO_WORKFLOW_SERVE", "SeedResult", "seed"]
+__all__ = [
+    "ADMIN_USER",
+    "DEMO_API_SERVE",
+    "DEMO_USER",
+    "DEMO_WORKFLOW_SERVE",
+    "SeedResult",
+    "ensure_admin",
+    "seed",
+]
 
+ADMIN_USER = "admin"
+"""Darwin's default user, there after set-up; the operator's default ``MLSERVE_DEPLOY_USER``."""
 DEMO_USER = "demo"
 DEMO_API_SERVE = "iris-classifier"
 DEMO_WORKFLOW_SERVE = "nightly-retrain"
@@ -60,6 +76,23 @@ def demo_environments(cluster_name: str) -> dict[str, tuple[bool, dict[str, str]
     }
 
 
+def _connection_name(using_db: BaseDBAsyncClient | None) -> str:
+    # Always the primary ("default"): with a read replica configured Tortoise has two.
+    return using_db.connection_name if using_db is not None else "default"
+
+
+async def ensure_admin(*, using_db: BaseDBAsyncClient | None = None) -> bool:
+    """Create the ``admin`` user when it is missing (random token); True when it was created."""
+    async with in_transaction(_connection_name(using_db)) as conn:
+        counter = _Counter(conn)
+        await _admin(counter)
+        return counter.created > 0
+
+
+async def _admin(counter: _Counter) -> User:
+    return await counter.get_or_create(User, {"username": ADMIN_USER}, {"token": secrets.token_hex(16)})
+
+
 async def seed(
     *, cluster_name: str = "local", using_db: BaseDBAsyncClient | None = None
 ) -> SeedResult:
@@ -67,12 +100,12 @@ async def seed(
 
     Both environments are bound to ``cluster_name`` (``local`` by default, the name the
     demo's operator runs with): ``dev`` in namespace ``mlserve-dev`` and ``prod``
-    (protected) in ``mlserve-prod``.
+    (protected) in ``mlserve-prod``. The ``admin`` user is added too when missing, so the
+    operator records deploys on these rows with its default ``MLSERVE_DEPLOY_USER``.
     """
-    # Always the primary ("default"): with a read replica configured Tortoise has two.
-    connection_name = using_db.connection_name if using_db is not None else "default"
-    async with in_transaction(connection_name) as conn:
+    async with in_transaction(_connection_name(using_db)) as conn:
         counter = _Counter(conn)
+        await _admin(counter)
         user = await counter.get_or_create(User, {"username": DEMO_USER}, {"token": "demo-token"})
         result = SeedResult(user=user)
 

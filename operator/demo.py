@@ -183,10 +183,9 @@ class DemoRows:
 
 
 def _database_env(db_file: Path) -> dict[str, str]:
-    from mlserve.models.seed import DEMO_USER
-
-    # Deploys the operator records are made by the demo data's user.
-    return {"MLSERVE_DB_PATH": str(db_file), "MLSERVE_DEPLOY_USER": DEMO_USER}
+    # The operator records its deploys as the default MLSERVE_DEPLOY_USER, admin, which the
+    # demo data includes.
+    return {"MLSERVE_DB_PATH": str(db_file)}
 
 
 async def _with_db(db_file: Path, work: Callable[[], Any]) -> Any:

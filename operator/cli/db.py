@@ -1,7 +1,8 @@
 """``mlserve db``: create, upgrade and fill the database.
 
     mlserve db init        create the schema when the database is empty (or adopt one
-                           Darwin ML Serve created); say what is pending otherwise
+                           Darwin ML Serve created), and the default user ``admin``
+                           when missing; say what is pending otherwise
     mlserve db migrate     apply the pending schema migrations
     mlserve db seed-demo   add the demo user, environments and serves (idempotent)
 
@@ -62,6 +63,13 @@ def _describe(state: SchemaState | None, settings: DatabaseSettings) -> str:
     return f"{where}: schema is up to date"
 
 
+def _admin_created(created: bool, settings: DatabaseSettings) -> None:
+    from mlserve.models.seed import ADMIN_USER
+
+    if created:
+        click.echo(f"{settings.display_url}: user {ADMIN_USER!r} added (the operator's default MLSERVE_DEPLOY_USER)")
+
+
 @click.group()
 def db() -> None:
     """Create, upgrade and fill the ML Serve database."""
@@ -69,22 +77,37 @@ def db() -> None:
 
 @db.command("init")
 def init_command() -> None:
-    """Create the schema if the database is empty; adopt a Darwin-created one."""
+    """Create the schema if the database is empty; adopt a Darwin-created one; add user admin."""
+    from mlserve.models.seed import ensure_admin
+
     settings = _settings()
-    state = _run(lambda: init_db(settings, create_schema=True))
+
+    async def work() -> tuple[SchemaState | None, bool]:
+        state = await init_db(settings, create_schema=True)
+        if state is not None and state.action == "pending":
+            return state, False  # the tables may not match this version yet
+        return state, await ensure_admin()
+
+    state, created = _run(work)
     click.echo(_describe(state, settings))
+    _admin_created(created, settings)
 
 
 @db.command("migrate")
 def migrate_command() -> None:
-    """Apply pending migrations (creating the schema on an empty database)."""
+    """Apply pending migrations (creating the schema and user admin on an empty database)."""
+    from mlserve.models.seed import ensure_admin
+
     settings = _settings()
 
-    async def work() -> SchemaState:
+    async def work() -> tuple[SchemaState, bool]:
         await init_db(settings, create_schema=False)
-        return await migrate()
+        state = await migrate()
+        return state, state.action == "created" and await ensure_admin()
 
-    click.echo(_describe(_run(work), settings))
+    state, created = _run(work)
+    click.echo(_describe(state, settings))
+    _admin_created(created, settings)
 
 
 @db.command("seed-demo")

@@ -10,12 +10,13 @@ from click.testing import CliRunner
 from pydantic import SecretStr
 from tortoise import Tortoise
 
-from mlserve.models import Environment, WorkflowServeInfraConfig
+from mlserve.models import Environment, User, WorkflowServeInfraConfig
 from mlserve.models.db import close_db, init_db, migrate, read_connection, table_names
 from mlserve.models.errors import DatabaseUnavailable
-from mlserve.models.seed import seed
+from mlserve.models.seed import ensure_admin, seed
 from mlserve.models.settings import DatabaseSettings
 from mlserve.operator.cli import main as cli
+from mlserve.operator.settings import OperatorSettings
 
 from .conftest import count
 
@@ -203,7 +204,7 @@ async def test_seed_is_idempotent(db: DatabaseSettings) -> None:
     second = await seed()
     assert second.created == 0
     assert {table: await count(table) for table in table_names()} == counts
-    assert counts["users"] == 1 and counts["environments"] == 2 and counts["serves"] == 2
+    assert counts["users"] == 2 and counts["environments"] == 2 and counts["serves"] == 2
     assert counts["artifacts"] == 3
     dev, prod = await Environment.get(name="dev"), await Environment.get(name="prod")
     assert (dev.is_protected, prod.is_protected) == (False, True)
@@ -213,6 +214,13 @@ async def test_seed_is_idempotent(db: DatabaseSettings) -> None:
         assert config.config.min_replicas >= 1
     workflow = await first.serves["nightly-retrain"].workflow_configs.all()
     assert workflow[0].workers and workflow[0].head is not None
+
+
+async def test_seeded_rows_take_deploys_by_the_default_user(db: DatabaseSettings) -> None:
+    """The operator records deploys as MLSERVE_DEPLOY_USER, ``admin`` unless set."""
+    await seed()
+    assert await User.get_or_none(username=OperatorSettings.deploy_user) is not None
+    assert await ensure_admin() is False
 
 
 def _url(settings: DatabaseSettings) -> str:
@@ -232,6 +240,7 @@ def test_cli_init_migrate_seed(empty_db: DatabaseSettings) -> None:
     outputs = [r.output for r in results]
     assert [r.exit_code for r in results] == [0] * 5, outputs
     assert "schema created (0001_initial)" in outputs[0]
+    assert "user 'admin' added" in outputs[0] and "admin" not in outputs[1]
     assert "up to date" in outputs[1] and "up to date" in outputs[2]
     assert "demo data added" in outputs[3]
     assert "nothing changed" in outputs[4]
