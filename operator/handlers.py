@@ -31,12 +31,13 @@ import asyncio
 import copy
 import importlib.util
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
+from mlserve.operator.peering import ActiveReplica, KopfInternalsChanged, kopf_pause_toggles
 from mlserve.operator.render import names
 from mlserve.operator.settings import OperatorSettings
 
@@ -74,6 +75,8 @@ class OperatorState:
     fingerprints: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     background: list[asyncio.Task[None]] = field(default_factory=list)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    active: Callable[[], bool] | None = None
+    """Under peering: whether this replica is the one that acts (None: standalone, always)."""
 
     def wake(self, uid: str) -> None:
         event = self.wakeups.get(uid)
@@ -116,6 +119,11 @@ async def startup(
         settings.peering.name = ours.peering_name
         settings.peering.mandatory = True
         settings.peering.clusterwide = ours.clusterwide
+        try:
+            # The database sync runs outside kopf's handlers: it pauses with them.
+            state.active = ActiveReplica(kopf_pause_toggles(), ours.peering_name)
+        except KopfInternalsChanged as exc:
+            raise kopf.PermanentError(str(exc)) from None
     else:
         settings.peering.standalone = True
 
@@ -142,15 +150,16 @@ async def startup(
 
 async def _database_sync(state: OperatorState) -> None:
     """Database → cluster (DESIGN.md data flow 2) when the sync module is present; otherwise
-    only the database writes that deletions had to skip are retried here."""
+    only the database writes that deletions had to skip are retried here. Under peering, only
+    while this replica is the active one."""
     assert state.runtime is not None
     if importlib.util.find_spec("mlserve.operator.reconcile.sync") is not None:
         from .reconcile import sync
 
-        await sync.run_sync_loop(state.settings, state.runtime.client, state.stop)
+        await sync.run_sync_loop(state.settings, state.runtime.client, state.stop, active=state.active)
         return
     while not state.stop.is_set():
-        if pending_ends():
+        if pending_ends() and (state.active is None or state.active()):
             await retry_pending()
         try:
             await asyncio.wait_for(state.stop.wait(), timeout=state.settings.sync_interval)

@@ -553,16 +553,22 @@ async def run_sync_loop(
     stop: asyncio.Event,
     *,
     on_result: Callable[[SyncResult], None] | None = None,
+    active: Callable[[], bool] | None = None,
 ) -> None:
     """Tick every ``settings.sync_interval`` seconds until ``stop`` is set.
 
     ``settings`` is the operator's :class:`~mlserve.operator.settings.OperatorSettings`
     (``cluster_name``, ``field_manager``, ``sync_interval``, ``full_resync_interval``).
     Errors never end the loop: they are logged and the next tick starts from fresh state.
+
+    ``active`` (under kopf peering, :class:`mlserve.operator.peering.ActiveReplica`) is asked
+    before every tick: while it says no, the loop neither reads the database nor writes to
+    the cluster, and it starts again with a full pass when it says yes.
     """
     state = SyncState()
     field_manager = settings.field_manager + SYNC_FIELD_MANAGER_SUFFIX
     failures = 0
+    waiting = False
     log.info(
         "database sync started for cluster %s: every %gs, full pass every %gs",
         settings.cluster_name,
@@ -570,6 +576,19 @@ async def run_sync_loop(
         settings.full_resync_interval,
     )
     while not stop.is_set():
+        if active is not None and not active():
+            if not waiting:
+                log.info("database sync waits: this replica is not the active one (kopf peering)")
+                waiting = True
+            state = SyncState()  # when it acts again, a full pass: the active replica wrote meanwhile
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=min(1.0, settings.sync_interval))
+            except TimeoutError:
+                pass
+            continue
+        if waiting:
+            log.info("database sync acts: this replica is the active one (kopf peering)")
+            waiting = False
         try:
             result = await sync_once(
                 client,
@@ -578,6 +597,14 @@ async def run_sync_loop(
                 field_manager=field_manager,
                 full_resync_interval=settings.full_resync_interval,
             )
+            if result.full_pass:
+                log.debug(
+                    "database sync pass: %d created, %d updated, %d deleted, %d failed",
+                    len(result.created),
+                    len(result.updated),
+                    len(result.deleted),
+                    len(result.failed),
+                )
             if on_result is not None:
                 on_result(result)
             if failures:

@@ -8,13 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lightkube import Client
+from lightkube import ApiError, Client
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
+from mlserve.operator.render import names
 from mlserve_testing import darwin
-from mlserve_testing.mlserves import apply, mlserve, unique, wait_condition
+from mlserve_testing.mlserves import apply, get, mlserve, unique, wait_condition
 from mlserve_testing.wait import wait_for
 from mlserve_testing.operator import ROOT, OperatorProcess, StoppableMariaDB, _free_port, _install_crd, operator_env
 
@@ -80,3 +81,49 @@ async def test_only_the_highest_priority_replica_acts(
     assert pattern.search(high.log_text()), high.log_tail()
     assert not pattern.search(low.log_text()), low.log_tail()
     assert low.running and high.running
+
+
+async def _deploy_in_database(seed: darwin.Seed, version: str) -> int:
+    """A first deploy of the pair, as Darwin writes it: an ACTIVE row and its pointer."""
+    now = darwin._now()
+    deployment = await darwin.insert(
+        "deployments",
+        serve_id=seed.serve, artifact_id=seed.artifacts[version], environment_id=seed.environment,
+        created_by_id=seed.user, created_at=now, status="ACTIVE",
+    )
+    await darwin.insert(
+        "active_deployments", deployment_id=deployment, environment_id=seed.environment, serve_id=seed.serve,
+        created_at=now, updated_at=now,
+    )
+    return deployment
+
+
+SYNC_PASS = "database sync pass:"
+SYNC_WAITS = "database sync waits: this replica is not the active one"
+
+
+async def test_only_the_active_replica_syncs_the_database(
+    darwin_rows: StoppableMariaDB, two_replicas: list[OperatorProcess], kube_client: Client, peered_namespace: str
+) -> None:
+    namespace = peered_namespace
+    low, high = two_replicas
+    serve, env = unique("churn"), unique("prod")
+    seed = await darwin.seed_api_serve(serve, env, namespace, min_replicas=1, max_replicas=1)
+    await _deploy_in_database(seed, "v1")
+    name = names.mlserve_name(serve, env)
+    wait_for(lambda: get(kube_client, name, namespace), timeout=60, what=f"the sync to create MLServe {namespace}/{name}", ignore=(ApiError,))
+    assert f"created MLServe {namespace}/{name}" in high.log_text(), high.log_tail()
+    assert SYNC_PASS in high.log_text(), high.log_tail()
+    # The paused replica never read the database for the sync, nor touched the MLServe.
+    assert SYNC_WAITS in low.log_text(), low.log_tail()
+    assert SYNC_PASS not in low.log_text(), low.log_tail()
+    assert name not in low.log_text(), low.log_tail()
+
+    # When the active replica goes, the other one takes over the sync.
+    high.stop()
+    serve2 = unique("churn")
+    seed2 = await darwin.seed_api_serve(serve2, env, namespace, min_replicas=1, max_replicas=1)
+    await _deploy_in_database(seed2, "v1")
+    name2 = names.mlserve_name(serve2, env)
+    wait_for(lambda: get(kube_client, name2, namespace), timeout=90, what=f"the other replica to create {namespace}/{name2}", ignore=(ApiError,))
+    assert f"created MLServe {namespace}/{name2}" in low.log_text(), low.log_tail()

@@ -807,3 +807,32 @@ async def wait_for_async(predicate: Any, timeout: float, what: str) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+async def test_the_loop_does_nothing_while_another_replica_acts(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[bool] = []
+    acting = False
+
+    async def tick(*args: Any, **kwargs: Any) -> sync.SyncResult:
+        calls.append(acting)
+        return sync.SyncResult(full_pass=True)
+
+    monkeypatch.setattr(sync, "sync_once", tick)
+    settings = OperatorSettings(cluster_name="local", sync_interval=0.01, render=RenderSettings(), database=None)
+    stop = asyncio.Event()
+    checks: list[bool] = []
+
+    def active() -> bool:
+        checks.append(acting)
+        return acting
+
+    task = asyncio.create_task(sync.run_sync_loop(settings, None, stop, active=active))  # type: ignore[arg-type]
+    try:
+        await wait_for_async(lambda: len(checks) >= 3, 10, "the loop to ask three times")
+        assert calls == [], "ticked while another replica was the active one"
+        acting = True
+        await wait_for_async(lambda: len(calls) >= 2, 10, "ticks once this replica acts")
+        assert all(calls)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
