@@ -33,6 +33,7 @@ __all__ = [
     "is_pattern",
     "rules_for",
     "scope_of",
+    "watches_namespace",
 ]
 
 
@@ -52,6 +53,20 @@ class Scope(Enum):
 def is_pattern(namespace: str) -> bool:
     """A kopf namespace pattern (glob or exclusion) rather than a name."""
     return namespace.startswith("!") or any(c in namespace for c in "*?")
+
+
+def watches_namespace(namespaces: Sequence[str], namespace: str) -> bool:
+    """Whether an operator run with ``MLSERVE_NAMESPACES`` (as a list) serves ``namespace``.
+
+    kopf's own matcher, applied as kopf applies it to the patterns it is given: a namespace
+    is served when any pattern matches it (a name equals it; ``team-*`` globs; ``!kube-*``
+    matches every namespace but those). An empty list is the whole cluster.
+    """
+    if not namespaces:
+        return True
+    from kopf._cogs.structs.references import NamespaceName, match_namespace
+
+    return any(match_namespace(NamespaceName(namespace), pattern) for pattern in namespaces)
 
 
 def scope_of(namespaces: Sequence[str]) -> Scope:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +38,7 @@ from mlserve.models import (
     Environment,
     InvalidConfig,
 )
+from mlserve.operator.permissions import watches_namespace
 from mlserve.operator.render import names
 
 from . import pending
@@ -143,7 +144,15 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-async def _bound_environments(cluster_name: str) -> dict[int, BoundEnvironment]:
+async def _bound_environments(
+    cluster_name: str, namespaces: Sequence[str] = (), unwatched: set[str] | None = None
+) -> dict[int, BoundEnvironment]:
+    """The environments of this cluster whose namespace this operator watches.
+
+    An environment in a namespace outside ``namespaces`` (``MLSERVE_NAMESPACES``) is skipped:
+    no worker of this operator would reconcile an MLServe there. It is logged once per
+    environment (``unwatched`` remembers which, across ticks).
+    """
     bound: dict[int, BoundEnvironment] = {}
     for environment in await Environment.all():
         try:
@@ -151,8 +160,20 @@ async def _bound_environments(cluster_name: str) -> dict[int, BoundEnvironment]:
         except InvalidConfig as exc:
             log.warning("environment %s skipped by the database sync: %s", environment.name, exc)
             continue
-        if config.cluster_name == cluster_name:
-            bound[environment.pk] = BoundEnvironment(environment.name, config.namespace)
+        if config.cluster_name != cluster_name:
+            continue
+        if not watches_namespace(namespaces, config.namespace):
+            if unwatched is not None and environment.name not in unwatched:
+                unwatched.add(environment.name)
+                log.info(
+                    "environment %s skipped by the database sync: its namespace %s is not among "
+                    "the namespaces this operator watches (MLSERVE_NAMESPACES=%s)",
+                    environment.name,
+                    config.namespace,
+                    ",".join(namespaces),
+                )
+            continue
+        bound[environment.pk] = BoundEnvironment(environment.name, config.namespace)
     return bound
 
 
@@ -281,6 +302,8 @@ class SyncState:
     watermark: Watermark | None = None
     last_full_pass: float | None = None
     """``clock()`` at the last full pass that succeeded."""
+    unwatched: set[str] = field(default_factory=set)
+    """Environments already logged as outside the watched namespaces."""
 
 
 @dataclass
@@ -397,10 +420,12 @@ async def _full_pass(
     cluster_name: str,
     field_manager: str,
     result: SyncResult,
+    namespaces: Sequence[str] = (),
+    unwatched: set[str] | None = None,
 ) -> None:
     # Skipped undeploys first, so the rows read next already reflect them.
     held = await _retry_pending(result)
-    bound = await _bound_environments(cluster_name)
+    bound = await _bound_environments(cluster_name, namespaces, unwatched)
     rows, duplicates = await _active_rows(bound)
     active = {row.pair: row for row in rows}
 
@@ -526,8 +551,12 @@ async def sync_once(
     full_resync_interval: float = 300.0,
     clock: Callable[[], float] = time.monotonic,
     force_full: bool = False,
+    namespaces: Sequence[str] = (),
 ) -> SyncResult:
     """One tick: read the watermark; when it moved (or a full pass is due) act on every pair.
+
+    ``namespaces`` is ``MLSERVE_NAMESPACES`` (empty: the whole cluster): environments whose
+    namespace it does not match are left alone.
 
     Database errors propagate (the loop logs them and tries again next tick); API errors on
     one MLServe are collected in ``result.failed`` and do not stop the others.
@@ -540,7 +569,7 @@ async def sync_once(
     if not (force_full or full_due or has_pending or watermark != state.watermark):
         return result
     result.full_pass = True
-    await _full_pass(client, cluster_name, field_manager, result)
+    await _full_pass(client, cluster_name, field_manager, result, namespaces, state.unwatched)
     if not result.failed:
         state.watermark = watermark
         state.last_full_pass = now
@@ -558,7 +587,8 @@ async def run_sync_loop(
     """Tick every ``settings.sync_interval`` seconds until ``stop`` is set.
 
     ``settings`` is the operator's :class:`~mlserve.operator.settings.OperatorSettings`
-    (``cluster_name``, ``field_manager``, ``sync_interval``, ``full_resync_interval``).
+    (``cluster_name``, ``namespaces``, ``field_manager``, ``sync_interval``,
+    ``full_resync_interval``).
     Errors never end the loop: they are logged and the next tick starts from fresh state.
 
     ``active`` (under kopf peering, :class:`mlserve.operator.peering.ActiveReplica`) is asked
@@ -596,6 +626,7 @@ async def run_sync_loop(
                 state,
                 field_manager=field_manager,
                 full_resync_interval=settings.full_resync_interval,
+                namespaces=settings.namespaces,
             )
             if result.full_pass:
                 log.debug(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from mlserve_testing.wait import wait_for
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from mlserve.operator import permissions
 from mlserve.operator.devcluster import ClusterHandle
 from mlserve.operator.reconcile import pending, sync
 from mlserve.operator.reconcile.events import RecordingEvents
@@ -673,6 +675,53 @@ async def test_two_environments_on_one_cluster_and_another_clusters_left_alone(
     assert sorted(await _mlserves(client, namespace)) == ["iris-dev", "iris-stage"]
     far = (await _mlserves(client, second_namespace))["iris-far"]
     assert far["spec"]["artifactVersion"] == "v2", "another cluster's MLServe was changed"
+
+
+async def test_environments_outside_the_watched_namespaces_are_left_alone(
+    file_db: DarwinSQL,
+    kube: tuple[AsyncClient, RequestCounter],
+    namespace: str,
+    second_namespace: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client, _ = kube
+    envs = {"dev": ("local", namespace), "prod": ("local", second_namespace)}
+    ids = await _seed(file_db, envs)
+    for env in envs:
+        await file_db.deploy(ids["iris"], ids[env], ids["v1"], ids["user"])
+    state = SyncState()
+    with caplog.at_level(logging.INFO, logger=sync.__name__):
+        result = await sync.sync_once(client, "local", state, namespaces=(namespace,))
+        assert result.created == [f"{namespace}/iris-dev"]
+        assert result.failed == []
+        await sync.sync_once(client, "local", state, namespaces=(namespace,), force_full=True)
+    assert sorted([name async for name in _names(client, second_namespace)]) == [], "created where nobody reconciles"
+    skipped = [r.getMessage() for r in caplog.records if "not among the namespaces this operator watches" in r.getMessage()]
+    assert len(skipped) == 1, "logged once per environment, not on every pass"
+    assert "environment prod" in skipped[0] and second_namespace in skipped[0]
+
+    # patterns as kopf reads MLSERVE_NAMESPACES: an exclusion serves every other namespace
+    result = await sync.sync_once(client, "local", SyncState(), namespaces=(f"!{namespace}",))
+    assert result.created == [f"{second_namespace}/iris-prod"]
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "namespace", "watched"),
+    [
+        ((), "anything", True),
+        (("team-a", "team-b"), "team-b", True),
+        (("team-a", "team-b"), "team-c", False),
+        (("team-*",), "team-c", True),
+        (("team-*",), "teams", False),
+        (("!kube-*",), "kube-system", False),
+        (("!kube-*",), "default", True),
+        (("team-?",), "team-cd", False),
+    ],
+)
+def test_the_watched_namespaces_match_as_kopf_matches_them(
+    namespaces: tuple[str, ...], namespace: str, watched: bool
+) -> None:
+    assert permissions.watches_namespace(namespaces, namespace) is watched
 
 
 async def test_an_idle_tick_costs_one_query_and_no_api_request(
