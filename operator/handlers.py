@@ -37,6 +37,7 @@ from typing import Any
 
 import kopf
 
+from mlserve.operator.permissions import Scope, scope_of
 from mlserve.operator.peering import ActiveReplica, KopfInternalsChanged, kopf_pause_toggles
 from mlserve.operator.render import names
 from mlserve.operator.settings import OperatorSettings
@@ -98,12 +99,9 @@ def _claims(index: Mapping[tuple[str, str], Any], body: Mapping[str, Any]) -> li
 # --- start-up and shut-down -------------------------------------------------------------------
 
 
-@kopf.on.startup()
-async def startup(
-    *, settings: kopf.OperatorSettings, memo: Any, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
-) -> None:
-    state = _state(memo)
-    ours = state.settings
+def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
+    """kopf's settings for this operator (called by the startup handler, before kopf starts
+    watching: its observers and watchers wait for the startup handlers)."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mlserve.darwin.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -119,13 +117,29 @@ async def startup(
         settings.peering.name = ours.peering_name
         settings.peering.mandatory = True
         settings.peering.clusterwide = ours.clusterwide
+    else:
+        settings.peering.standalone = True
+    if scope_of(ours.namespaces) is Scope.NAMESPACES:
+        # Names only: nothing to discover. kopf would otherwise list and watch namespaces and
+        # CRDs, which a per-namespace install may not do; it retries the refusals for about a
+        # minute before it falls back to these same names (permissions.REFUSED_WHEN_NAMESPACED).
+        # A kind (a KubeRay CRD) installed after the start is then served after a restart.
+        settings.scanning.disabled = True
+
+
+@kopf.on.startup()
+async def startup(
+    *, settings: kopf.OperatorSettings, memo: Any, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
+) -> None:
+    state = _state(memo)
+    ours = state.settings
+    configure_kopf(settings, ours)
+    if ours.peering_name:
         try:
             # The database sync runs outside kopf's handlers: it pauses with them.
             state.active = ActiveReplica(kopf_pause_toggles(), ours.peering_name)
         except KopfInternalsChanged as exc:
             raise kopf.PermanentError(str(exc)) from None
-    else:
-        settings.peering.standalone = True
 
     from mlserve.models.db import init_db
 

@@ -194,12 +194,13 @@ RULES: tuple[Rule, ...] = (
     ),
 )
 
-#: Requests an operator watching namespaces given by name sends that are deliberately NOT
-#: granted: they need cluster-wide rights, which a per-namespace install does not give. kopf
-#: is refused, retries with backoff (about a minute, which delays the start), logs a warning
-#: and falls back: it takes MLSERVE_NAMESPACES as exact
-#: names (they are) and keeps the kinds found at start-up (a CRD installed later needs a
-#: restart). Setting kopf's ``settings.scanning.disabled`` for such runs would stop them.
+#: Requests kopf would send for an operator watching namespaces given by name, deliberately
+#: NOT granted: they need cluster-wide rights, which a per-namespace install does not give.
+#: They are not sent: ``handlers.configure_kopf`` turns kopf's scanning off for such runs
+#: (``settings.scanning.disabled``), so kopf takes MLSERVE_NAMESPACES as the exact names they
+#: are and serves the kinds found at start-up (a CRD installed later needs a restart). With
+#: scanning on, kopf would be refused, retry with backoff for about a minute (delaying the
+#: start) and fall back to the same. The audit tests check that none of them is sent.
 REFUSED_WHEN_NAMESPACED: tuple[Rule, ...] = (
     Rule(
         "",
