@@ -2,9 +2,9 @@
 
 Every field is validated when the object is built, so a typo stops ``mlserve run``
 before it touches the cluster, with an error that names the variable and the fix. The
-database settings (``mlserve.models.settings``) and the renderers' settings
-(``mlserve.operator.render``) are read by their own modules and composed here, so each
-variable has exactly one reader.
+database settings (``mlserve.models.settings``), the renderers' settings
+(``mlserve.operator.render``) and the scheduler's (``mlserve.operator.reconcile.schedule``)
+are read by their own modules and composed here, so each variable has exactly one reader.
 """
 
 from __future__ import annotations
@@ -81,6 +81,12 @@ def _load_render_settings(env: Mapping[str, str]) -> Any:
     return RenderSettings.from_env(env)
 
 
+def _load_schedule_settings(env: Mapping[str, str]) -> Any:
+    from mlserve.operator.reconcile.schedule import ScheduleSettings
+
+    return ScheduleSettings.from_env(env)
+
+
 @dataclass(frozen=True)
 class OperatorSettings:
     """What ``mlserve run`` needs; build it with :meth:`from_env`."""
@@ -145,6 +151,10 @@ class OperatorSettings:
 
     render: Any = field(default=None, repr=False)
     """The renderers' settings (``mlserve.operator.render.settings.RenderSettings``)."""
+
+    schedule: Any = field(default=None, repr=False)
+    """The scheduler's settings (``mlserve.operator.reconcile.schedule.ScheduleSettings``:
+    MLSERVE_SCHEDULE_HISTORY_LIMIT, MLSERVE_SCHEDULE_STARTING_DEADLINE); None: its defaults."""
 
     @property
     def clusterwide(self) -> bool:
@@ -230,6 +240,7 @@ class OperatorSettings:
             peering_priority=_int(env, "PEERING_PRIORITY"),
             database=_load_database_settings(env),
             render=_load_render_settings(env),
+            schedule=_load_schedule_settings(env),
         )
 
     def backoff(self, retry: int) -> float:

@@ -409,7 +409,7 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
                 lambda at: render_children(context, render_spec, settings.render, scheduled_time=at),
                 owner,
                 selector,
-                schedule.settings_from_env(),
+                settings.schedule or schedule.ScheduleSettings(),
                 settings.field_manager,
                 rt.clock(),
                 rt.events,

@@ -29,7 +29,6 @@ Forbid``:
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,7 +61,6 @@ __all__ = [
     "parse_schedule",
     "plan",
     "reconcile_schedule",
-    "settings_from_env",
 ]
 
 # Counting missed times walks the cron sequence; past this many the count is reported
@@ -204,19 +202,6 @@ class JobView:
     scheduled_time: datetime
     finished: bool
     """KubeRay reports a terminal state (Complete or Failed), or the job is being deleted."""
-
-
-@functools.cache
-def settings_from_env() -> ScheduleSettings:
-    """The process's schedule settings, read from ``MLSERVE_SCHEDULE_*`` once.
-
-    A bad value is reported on the scheduled MLServes (condition and Event, reason
-    InvalidSetting) instead of failing their reconcile.
-    """
-    try:
-        return ScheduleSettings.from_env()
-    except ValueError as exc:
-        raise InvalidInput("InvalidSetting", f"{exc}") from None
 
 
 class PlanReason(StrEnum):

@@ -239,3 +239,16 @@ def test_settings_are_validated_with_the_variable_named() -> None:
             OperatorSettings.from_env({**env, name: value})
     assert parse_duration("X", "500ms") == 0.5
     assert OperatorSettings.from_env({**env, "MLSERVE_LIVENESS_ENDPOINT": "off"}).liveness_endpoint is None
+
+
+def test_schedule_settings_are_composed_into_the_operator_settings() -> None:
+    from mlserve.operator.reconcile.schedule import ScheduleSettings
+
+    env = {"MLSERVE_CLUSTER_NAME": "local", "MLSERVE_DB_URL": "sqlite://:memory:"}
+    assert OperatorSettings.from_env(env).schedule == ScheduleSettings()
+    read = OperatorSettings.from_env(
+        {**env, "MLSERVE_SCHEDULE_HISTORY_LIMIT": "5", "MLSERVE_SCHEDULE_STARTING_DEADLINE": "none"}
+    )
+    assert read.schedule == ScheduleSettings(history_limit=5, starting_deadline=None)
+    with pytest.raises(SettingsError, match="MLSERVE_SCHEDULE_STARTING_DEADLINE.*duration"):
+        OperatorSettings.from_env({**env, "MLSERVE_SCHEDULE_STARTING_DEADLINE": "soon"})

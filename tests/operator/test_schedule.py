@@ -457,17 +457,3 @@ def test_a_rayjob_being_deleted_counts_as_finished() -> None:
 
 def test_a_rayjob_without_a_scheduled_time_is_not_a_scheduled_run() -> None:
     assert job_view({"metadata": {"name": "etl-dev-d7", "annotations": {}}}) is None
-
-
-def test_a_bad_schedule_setting_becomes_a_condition_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlserve.operator.reconcile.errors import InvalidInput
-    from mlserve.operator.reconcile.schedule import settings_from_env
-
-    monkeypatch.setenv("MLSERVE_SCHEDULE_STARTING_DEADLINE", "soon")
-    settings_from_env.cache_clear()
-    try:
-        with pytest.raises(InvalidInput, match="MLSERVE_SCHEDULE_STARTING_DEADLINE") as caught:
-            settings_from_env()
-        assert caught.value.reason == "InvalidSetting"
-    finally:
-        settings_from_env.cache_clear()
