@@ -146,6 +146,14 @@ class OperatorSettings:
     """MLSERVE_PEERING_PRIORITY: this replica's kopf peering priority; the highest live one
     acts. Unset: a random priority per process, because replicas of equal priority all pause."""
 
+    operator_namespace: str | None = None
+    """MLSERVE_OPERATOR_NAMESPACE: the namespace the operator runs in (the Helm chart sets it);
+    holds the ConfigMap of undeploys a deletion had to skip. Unset: that list is in memory only."""
+
+    pending_configmap: str = "mlserve-operator-pending"
+    """MLSERVE_PENDING_CONFIGMAP: the ConfigMap (in MLSERVE_OPERATOR_NAMESPACE) that keeps the
+    undeploys a deletion had to skip across restarts."""
+
     database: Any = field(default=None, repr=False)
     """The database settings (``mlserve.models.settings.DatabaseSettings``)."""
 
@@ -238,6 +246,8 @@ class OperatorSettings:
             liveness_endpoint=liveness,
             peering_name=_get(env, "PEERING_NAME"),
             peering_priority=_int(env, "PEERING_PRIORITY"),
+            operator_namespace=_get(env, "OPERATOR_NAMESPACE"),
+            pending_configmap=_get(env, "PENDING_CONFIGMAP") or cls.pending_configmap,
             database=_load_database_settings(env),
             render=_load_render_settings(env),
             schedule=_load_schedule_settings(env),
