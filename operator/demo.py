@@ -400,8 +400,6 @@ def _ready(body: Mapping[str, Any]) -> bool:
     status = body.get("status") or {}
     if status.get("observedGeneration") != (body.get("metadata") or {}).get("generation"):
         return False
-    if status.get("nextScheduledTime") and status.get("phase") not in ("Invalid", "Conflict", "Failed"):
-        return True  # a scheduled workflow: ready once its schedule is in place
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 

@@ -400,6 +400,13 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
             for m in manifests
         ]
         obs.workload = _workload(spec, result.live)
+        if obs.workload is not None and obs.workload.kind == "RayCronJob":
+            obs.schedule_status = schedule.cron_job_status(
+                str(spec.schedule or context.schedule),
+                result.live.get(("RayCronJob", obs.workload.name)),
+                rt.clock(),
+                settings.render.schedule_time_zone,
+            )
         if scheduled_per_run and not spec.paused:
             # One RayJob per cron time, created and trimmed by the scheduler (schedule.py).
             run = await schedule.reconcile_schedule(

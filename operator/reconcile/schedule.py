@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from croniter import croniter
 from lightkube import AsyncClient
@@ -55,6 +56,7 @@ __all__ = [
     "PlanReason",
     "Schedule",
     "ScheduleSettings",
+    "cron_job_status",
     "next_time",
     "ScheduleOutcome",
     "job_view",
@@ -118,9 +120,28 @@ def _latest_at_or_before(expression: str, moment: datetime) -> datetime:
     return _utc(croniter(expression, moment + _ONE_MICROSECOND).get_prev(datetime))
 
 
-def next_time(expression: str, after: datetime) -> datetime:
-    """The first time of the schedule strictly after ``after`` (UTC)."""
-    return _utc(croniter(expression, _utc(after)).get_next(datetime))
+def next_time(expression: str, after: datetime, time_zone: str | None = None) -> datetime:
+    """The first time of the schedule strictly after ``after``, as UTC; the expression is read
+    in ``time_zone`` (an IANA name, e.g. a RayCronJob's ``timeZone``) or else in UTC."""
+    start = _utc(after)
+    if time_zone:
+        start = start.astimezone(ZoneInfo(time_zone))
+    return _utc(croniter(expression, start).get_next(datetime))
+
+
+def cron_job_status(
+    expression: str, cron_job: Mapping[str, Any] | None, now: datetime, time_zone: str | None
+) -> dict[str, Any]:
+    """The schedule fields of the status of an MLServe run by a KubeRay RayCronJob."""
+    values: dict[str, Any] = {"schedule": expression}
+    try:
+        values["nextScheduledTime"] = _rfc3339(next_time(expression, now, time_zone))
+    except (ValueError, KeyError):  # a bad expression or zone: the apply reports it
+        pass
+    last = ((cron_job or {}).get("status") or {}).get("lastScheduleTime")
+    if last:
+        values["lastScheduledTime"] = last
+    return values
 
 
 def _count_between(expression: str, after: datetime, until: datetime, cap: int) -> int:

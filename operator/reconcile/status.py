@@ -12,7 +12,8 @@ Conditions (each with a reason and a message saying what to do):
 - ``DatabaseSynced``: the database's active deployment is the one this MLServe asks for.
 - ``Synced``: the children are applied as rendered.
 - ``Conflict``: True when another MLServe holds the same serve and environment.
-- ``Ready``: every desired pod is ready (API), or the workflow's RayJob is in place.
+- ``Ready``: every desired pod is ready (API), or the workflow's RayJob is in place, or a
+  scheduled workflow waits for its next run (reason ``Scheduled``).
 """
 
 from __future__ import annotations
@@ -116,8 +117,19 @@ def set_condition(
     )
 
 
-def _workload_phase(workload: Workload | None, previous_phase: str | None) -> tuple[str, bool, str, str]:
-    """(phase, ready, reason, message) from the serving child."""
+def _workload_phase(
+    workload: Workload | None, previous_phase: str | None, next_run: str | None = None
+) -> tuple[str, bool, str, str]:
+    """(phase, ready, reason, message) from the serving child.
+
+    ``next_run`` is the next scheduled time of a scheduled workflow (RFC 3339), if any.
+    """
+    if workload is not None and workload.kind == "RayCronJob":
+        when = f"; next run at {next_run}" if next_run else ""
+        return "Scheduled", True, "Scheduled", f"RayCronJob {workload.name} is in place{when}"
+    if (workload is None or not workload.exists) and next_run:
+        # One RayJob per cron time, none created (or kept) yet: waiting is the normal state.
+        return "Scheduled", True, "Scheduled", f"no run yet: the next run is at {next_run}"
     if workload is None or not workload.exists:
         return "Deploying", False, "ChildMissing", "the serving child is not created yet"
     if workload.kind == "RayJob":
@@ -256,7 +268,9 @@ def compute_status(previous: Mapping[str, Any] | None, obs: Observation, now: da
     elif obs.applied:
         cond("Synced", True, "Applied", "every child is applied as rendered")
 
-    phase, ready, reason, message = _workload_phase(obs.workload, previous.get("phase"))
+    phase, ready, reason, message = _workload_phase(
+        obs.workload, previous.get("phase"), obs.schedule_status.get("nextScheduledTime")
+    )
     workload = obs.workload
     if workload is not None and workload.kind == "Deployment":
         status["replicas"] = workload.desired

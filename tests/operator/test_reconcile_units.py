@@ -252,3 +252,42 @@ def test_schedule_settings_are_composed_into_the_operator_settings() -> None:
     assert read.schedule == ScheduleSettings(history_limit=5, starting_deadline=None)
     with pytest.raises(SettingsError, match="MLSERVE_SCHEDULE_STARTING_DEADLINE.*duration"):
         OperatorSettings.from_env({**env, "MLSERVE_SCHEDULE_STARTING_DEADLINE": "soon"})
+
+
+def test_a_scheduled_workflow_before_its_first_run_is_scheduled() -> None:
+    obs = _ready_obs(
+        workload=None,
+        schedule_status={"schedule": "0 2 * * *", "nextScheduledTime": "2026-01-03T02:00:00Z"},
+    )
+    status = compute_status(None, obs, NOW)
+    ready = _cond(status, "Ready")
+    assert status["phase"] == "Scheduled"
+    assert (ready["status"], ready["reason"]) == ("True", "Scheduled")
+    assert "2026-01-03T02:00:00Z" in ready["message"] == status["message"]
+    assert status["nextScheduledTime"] == "2026-01-03T02:00:00Z"
+
+
+def test_a_workflow_without_a_schedule_or_child_is_still_deploying() -> None:
+    status = compute_status(None, _ready_obs(workload=None), NOW)
+    assert status["phase"] == "Deploying" and _cond(status, "Ready")["reason"] == "ChildMissing"
+
+
+def test_a_raycronjob_child_is_scheduled_with_its_next_run() -> None:
+    from mlserve.operator.reconcile.schedule import cron_job_status
+
+    cron_job = {"status": {"lastScheduleTime": "2026-01-02T02:00:00Z"}}
+    schedule_status = cron_job_status("0 2 * * *", cron_job, NOW, "Etc/UTC")
+    assert schedule_status == {
+        "schedule": "0 2 * * *",
+        "nextScheduledTime": "2026-01-03T02:00:00Z",
+        "lastScheduledTime": "2026-01-02T02:00:00Z",
+    }
+    # Read in the RayCronJob's time zone: 02:00 in Berlin (winter) is 01:00 UTC.
+    assert cron_job_status("0 2 * * *", None, NOW, "Europe/Berlin")["nextScheduledTime"] == "2026-01-03T01:00:00Z"
+    obs = _ready_obs(workload=Workload("RayCronJob", "etl-dev"), schedule_status=schedule_status)
+    status = compute_status(None, obs, NOW)
+    ready = _cond(status, "Ready")
+    assert status["phase"] == "Scheduled"
+    assert (ready["status"], ready["reason"]) == ("True", "Scheduled")
+    assert "RayCronJob etl-dev" in ready["message"] and "2026-01-03T02:00:00Z" in ready["message"]
+    assert "replicas" not in status and "ready" not in status
