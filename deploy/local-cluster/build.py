@@ -79,18 +79,25 @@ def release_time(component: Component, version: str) -> str:
     return re.sub(r"\.\d+Z$", "Z", stamp)
 
 
-def ldflags(component: Component, version: str) -> list[str]:
+def _major_minor(version: str) -> tuple[str, str]:
+    match = re.fullmatch(r"v(\d+)\.(\d+)\.\d+", version)
+    if match is None:
+        raise SystemExit(f"kubernetes version {version!r} is not of the form vMAJOR.MINOR.PATCH")
+    return match[1], match[2]
+
+
+def ldflags(component: Component, version: str, kubernetes: str) -> list[str]:
+    """Link flags of ``component`` at ``version``; ``kubernetes`` is the control plane's
+    version (versions.json), which helm assumes when it renders without a cluster."""
     flags = ["-s", "-w"]
     if component.name == "kubernetes":
-        match = re.fullmatch(r"v(\d+)\.(\d+)\.\d+", version)
-        if match is None:
-            raise SystemExit(f"kubernetes version {version!r} is not of the form vMAJOR.MINOR.PATCH")
+        major, minor = _major_minor(version)
         built = release_time(component, version)
         for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
             flags += [
                 f"-X {package}.gitVersion={version}",
-                f"-X {package}.gitMajor={match[1]}",
-                f"-X {package}.gitMinor={match[2]}",
+                f"-X {package}.gitMajor={major}",
+                f"-X {package}.gitMinor={minor}",
                 f"-X {package}.gitTreeState=clean",
                 f"-X {package}.buildDate={built}",
             ]
@@ -99,6 +106,11 @@ def ldflags(component: Component, version: str) -> list[str]:
             f"-X helm.sh/helm/v3/internal/version.version={version}",
             "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
         ]
+        # The Kubernetes version `helm template` and `helm lint` assume without --kube-version
+        # (helm's own Makefile sets the same variables; unset, helm 3.22 assumes v1.20).
+        major, minor = _major_minor(kubernetes)
+        for package in ("helm.sh/helm/v3/pkg/chartutil", "helm.sh/helm/v3/pkg/lint/rules"):
+            flags += [f"-X {package}.k8sVersionMajor={major}", f"-X {package}.k8sVersionMinor={minor}"]
     return flags
 
 
@@ -136,8 +148,8 @@ def up_to_date(out: Path, component: Component, stamp: dict[str, object]) -> boo
         return False
 
 
-def build(component: Component, version: str, out: Path, force: bool) -> None:
-    flags = ldflags(component, version)
+def build(component: Component, version: str, out: Path, force: bool, kubernetes: str) -> None:
+    flags = ldflags(component, version, kubernetes)
     stamp = stamp_for(component, version, flags)
     if not force and up_to_date(out, component, stamp):
         print(f"{component.name} {version}: up to date in {out}", file=sys.stderr)
@@ -182,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which("go") is None:
             raise SystemExit("go is not on PATH: install Go 1.26 to build the local control plane")
         for name in args.components or DEFAULTS:
-            build(COMPONENTS[name], versions[name], out, args.force)
+            build(COMPONENTS[name], versions[name], out, args.force, versions["kubernetes"])
     print(out)
     return 0
 

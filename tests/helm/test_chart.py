@@ -196,6 +196,18 @@ def test_value_sets_pass_the_schema(value_set: str) -> None:
 # --- CRDs -----------------------------------------------------------------------------------
 
 
+def test_helm_assumes_the_local_clusters_kubernetes_version(helm: Helm, tmp_path: Any) -> None:
+    """Without --kube-version, helm renders for the Kubernetes of versions.json (link flags),
+    not helm's built-in default (v1.20)."""
+    chart = tmp_path / "kube-version"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: kube-version\nversion: 0.1.0\n")
+    (chart / "templates" / "version.yaml").write_text("kubeVersion: {{ .Capabilities.KubeVersion.Version }}\n")
+    rendered = yaml.safe_load(helm.run("template", str(chart)).stdout)
+    major, minor, _ = kubernetes_version().lstrip("v").split(".")
+    assert rendered == {"kubeVersion": f"v{major}.{minor}.0"}
+
+
 def test_chart_crd_is_a_copy_of_the_source() -> None:
     assert CHART_CRD.read_bytes() == SOURCE_CRD.read_bytes(), (
         f"{CHART_CRD.relative_to(ROOT)} differs from {SOURCE_CRD.relative_to(ROOT)} (the single source): "
