@@ -47,7 +47,7 @@ from .reconcile.events import KopfEvents
 from .reconcile.finalize import finalize
 from .reconcile.identity import Claim, claim_of
 from .reconcile.mlserve import Runtime, reconcile
-from .reconcile.pending import pending_ends, retry_pending
+from .reconcile.pending import ConfigMapStore, pending_ends, retry_pending, use_store
 from .reconcile.rollback import ROLLBACK_ANNOTATION
 
 log = logging.getLogger("mlserve.operator")
@@ -154,6 +154,12 @@ async def startup(
         client=kube.make_client(ours.field_manager),
         events=KopfEvents(),
     )
+    if ours.operator_namespace:
+        use_store(
+            ConfigMapStore(state.runtime.client, ours.operator_namespace, ours.pending_configmap, ours.field_manager)
+        )
+    else:
+        logger.info("MLSERVE_OPERATOR_NAMESPACE is not set: undeploys a deletion skips are kept in memory only")
     state.background.append(asyncio.create_task(_database_sync(state), name="database-sync"))
     logger.info(
         "mlserve operator started for cluster %s (%s)",

@@ -93,6 +93,8 @@ class Rule:
     """Applies only when peering is on."""
     cluster_scoped: bool = False
     """A cluster-scoped resource: granted by a ClusterRole even for a namespaced operator."""
+    own_namespace: bool = False
+    """Granted in the operator's own namespace only (a Role there), whatever it watches."""
     audited: bool = True
     """False for a right that no request of the operator uses but an admission check on the
     operator's own requests does; the audit-log comparison cannot see those."""
@@ -191,6 +193,17 @@ RULES: tuple[Rule, ...] = (
         "watched namespace and patches this pod's keep-alive into it",
         scopes=frozenset({Scope.NAMESPACES, Scope.PATTERNS}),
         peering=True,
+    ),
+    Rule(
+        "",
+        "configmaps",
+        ("create", "delete", "get", "patch"),
+        "reconcile.pending.ConfigMapStore (MLSERVE_PENDING_CONFIGMAP): the sync loop reads the "
+        "undeploys a deletion had to skip when it starts or becomes the active replica; the "
+        "finalizer and the sync's retries write the list with server-side apply when it changes "
+        "(a PATCH; the API server checks create when it makes the ConfigMap) and delete the "
+        "ConfigMap when the list is empty again",
+        own_namespace=True,
     ),
 )
 

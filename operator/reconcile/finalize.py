@@ -4,7 +4,8 @@ The children go by garbage collection (their ownerReferences); the finalizer onl
 pair's deployment (ENDED, ``ended_at``) and removes its ``active_deployments`` row. When the
 database does not answer, the caller retries until ``MLSERVE_DELETION_DB_TIMEOUT`` has passed
 since the deletion started; then the MLServe is released anyway and the skipped write is
-recorded in :mod:`.pending` for the sync loop: no MLServe can get stuck.
+recorded in :mod:`.pending` for the sync loop (and written to its store, so a restart keeps
+it): no MLServe can get stuck.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from . import deploy
 from .identity import Claim, claim_of, holder
 from .mlserve import Runtime
-from .pending import add_pending, discard_pending
+from .pending import add_pending, discard_pending, flush
 
 __all__ = ["FinalizeResult", "finalize"]
 
@@ -70,6 +71,7 @@ async def finalize(
         if status.get("phase") in ("Invalid", "Conflict") or deployment_id is None:
             return FinalizeResult(True, message="database unreachable, and no deployment was recorded")
         add_pending(serve, environment, int(deployment_id), ref)
+        await flush()  # kept across a restart before the MLServe goes (best effort: never stuck)
         rt.events.post(
             body,
             "Warning",
@@ -79,6 +81,7 @@ async def finalize(
         )
         return FinalizeResult(True, pending=True, message="database write left to the sync loop")
     discard_pending(serve, environment)
+    await flush()
     if ended is not None:
         log.info("%s deleted: ended deployment %s of %s in %s", ref, ended, serve, environment)
         rt.events.post(body, "Normal", "Undeployed", f"ended deployment {ended} of {serve} in {environment}")

@@ -360,6 +360,7 @@ async def _retry_pending(result: SyncResult) -> set[tuple[str, str]]:
     An MLServe whose pair is held back is not re-created: it was deleted, and its
     deployment is only still active because the database was down at the time.
     """
+    await pending.flush()  # a write of the list that failed earlier
     if not pending.pending_ends():
         return set()
     done = await pending.retry_pending(end_deployment)
@@ -599,6 +600,7 @@ async def run_sync_loop(
     field_manager = settings.field_manager + SYNC_FIELD_MANAGER_SUFFIX
     failures = 0
     waiting = False
+    restored = False
     log.info(
         "database sync started for cluster %s: every %gs, full pass every %gs",
         settings.cluster_name,
@@ -611,6 +613,7 @@ async def run_sync_loop(
                 log.info("database sync waits: this replica is not the active one (kopf peering)")
                 waiting = True
             state = SyncState()  # when it acts again, a full pass: the active replica wrote meanwhile
+            restored = False  # and the pending undeploys as the active replica left them
             try:
                 await asyncio.wait_for(stop.wait(), timeout=min(1.0, settings.sync_interval))
             except TimeoutError:
@@ -620,6 +623,11 @@ async def run_sync_loop(
             log.info("database sync acts: this replica is the active one (kopf peering)")
             waiting = False
         try:
+            if not restored:
+                # Undeploys a deletion skipped before a restart: without them, the pass would
+                # re-create the MLServes that were deleted.
+                await pending.restore()
+                restored = True
             result = await sync_once(
                 client,
                 settings.cluster_name,

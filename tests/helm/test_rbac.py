@@ -51,6 +51,8 @@ def expected(values: dict[str, Any]) -> set[Grant]:
     out: set[Grant] = set()
     for rule in rules:
         scopes: list[str | None] = list(namespaces) if per_namespace and not rule.cluster_scoped else [None]
+        if rule.own_namespace:
+            scopes = [RELEASE_NAMESPACE]
         for group, resource, verb in permissions.expand([rule]):
             out.update((scope, group, resource, verb) for scope in scopes)
     return out
@@ -71,12 +73,13 @@ def test_chart_rbac_equals_the_permission_table(helm: Helm, value_set: str) -> N
 def test_namespaced_operator_gets_nothing_cluster_wide(helm: Helm) -> None:
     objects = helm.template(value_set="namespaced")
     assert not objects_of(objects, "ClusterRole") and not objects_of(objects, "ClusterRoleBinding")
-    assert {r["metadata"]["namespace"] for r in objects_of(objects, "Role")} == {"serving", "workflows"}
+    # and one Role in its own namespace, for the ConfigMap of pending undeploys
+    assert {r["metadata"]["namespace"] for r in objects_of(objects, "Role")} == {"serving", "workflows", RELEASE_NAMESPACE}
 
 
 def test_namespace_patterns_get_a_cluster_role_that_lists_namespaces(helm: Helm) -> None:
     objects = helm.template(value_set="patterns")
-    assert not objects_of(objects, "Role")
+    assert {r["metadata"]["namespace"] for r in objects_of(objects, "Role")} == {RELEASE_NAMESPACE}
     (role,) = objects_of(objects, "ClusterRole")
     assert {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]} in role["rules"]
 

@@ -264,8 +264,13 @@ def operator_process(
     folder = tmp_path_factory.mktemp("operator")
     port = _free_port()
     db_url = operator_mariadb.url
-    kubeconfig = request.getfixturevalue("chart_identity").kubeconfig if operator_runs_as_chart() else cluster.kubeconfig
-    process = OperatorProcess(operator_env(kubeconfig, db_url, port), folder / "operator.log", port)
+    if operator_runs_as_chart():
+        identity = request.getfixturevalue("chart_identity")
+        kubeconfig, own_namespace = identity.kubeconfig, identity.namespace
+    else:
+        kubeconfig, own_namespace = cluster.kubeconfig, "default"
+    env = operator_env(kubeconfig, db_url, port, MLSERVE_OPERATOR_NAMESPACE=own_namespace)
+    process = OperatorProcess(env, folder / "operator.log", port)
     process.start()
     try:
         yield process

@@ -3,12 +3,14 @@ stopped during a reconcile, and deletion while the database is down."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from lightkube import Client
+from lightkube import ApiError, Client
+from lightkube.resources.core_v1 import ConfigMap
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.types import PatchType
 
@@ -218,3 +220,42 @@ async def test_deletion_completes_with_the_database_down(
         timeout=30,
         what="no MLServe for the undeployed pair",
     )
+
+
+async def test_an_undeploy_skipped_with_the_database_down_survives_an_operator_restart(
+    operator_db: OperatorProcess,
+    operator_mariadb: StoppableMariaDB,
+    kube_client: Client,
+    namespace: str,
+) -> None:
+    serve, env = unique("fraud"), unique("prod")
+    seed = await darwin.seed_api_serve(serve, env, namespace, min_replicas=1, max_replicas=1)
+    apply(kube_client, mlserve(serve, namespace, env, "v1"))
+    wait_condition(kube_client, serve, namespace, "Ready", timeout=90)
+    own_namespace = operator_db.env["MLSERVE_OPERATOR_NAMESPACE"]
+    configmap = "mlserve-operator-pending"
+
+    def kept() -> bool:
+        data = kube_client.get(ConfigMap, configmap, namespace=own_namespace).data or {}
+        return any(e["serve"] == serve and e["environment"] == env for e in json.loads(data.get("pending.json", "[]")))
+
+    operator_mariadb.stop()
+    try:
+        kube_client.delete(MLServe, serve, namespace=namespace)
+        wait_for(lambda: gone(kube_client, MLServe, serve, namespace), timeout=40, what="the MLServe deleted")
+        wait_for(kept, timeout=10, what=f"the skipped undeploy in ConfigMap {own_namespace}/{configmap}", ignore=(ApiError,))
+        operator_db.kill()  # restarts with the database still down: nothing but the ConfigMap remembers
+    finally:
+        operator_mariadb.start()
+    operator_db.start(**operator_db.extra_env)
+
+    async def ended() -> bool:
+        rows = await darwin.deployments(seed.serve, seed.environment)
+        return bool(rows) and all(r["status"] == "ENDED" for r in rows)
+
+    await async_wait_for(ended, timeout=60, what="the deployment ENDED after the restart", ignore=(Exception,))
+    assert await darwin.active_rows(seed.serve, seed.environment) == []
+    wait_for(lambda: gone(kube_client, ConfigMap, configmap, own_namespace), timeout=20, what="the ConfigMap gone once empty")
+    restarted = operator_db.log_text().rsplit("===== start", 1)[-1]
+    assert f"created MLServe {namespace}/{serve}-{env}" not in restarted, "the deleted pair came back after the restart"
+    assert gone(kube_client, MLServe, f"{serve}-{env}", namespace)

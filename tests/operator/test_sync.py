@@ -885,3 +885,50 @@ async def test_the_loop_does_nothing_while_another_replica_acts(monkeypatch: pyt
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
+
+
+class MemoryStore:
+    """A pending store that only remembers what was last saved (the ConfigMap's stand-in)."""
+
+    def __init__(self) -> None:
+        self.saved: list[pending.PendingEnd] = []
+        self.fail = False
+
+    async def load(self) -> list[pending.PendingEnd]:
+        return list(self.saved)
+
+    async def save(self, entries: list[pending.PendingEnd]) -> None:
+        if self.fail:
+            raise ConnectionError("API server down")
+        self.saved = list(entries)
+
+
+async def test_pending_undeploys_are_written_through_and_read_back_after_a_restart() -> None:
+    store = MemoryStore()
+    pending.use_store(store)
+    try:
+        pending.add_pending("iris", "dev", 7, "ns/iris-dev")
+        assert await pending.flush()
+        assert [(e.serve, e.environment, e.deployment_id) for e in store.saved] == [("iris", "dev", 7)]
+        pending.discard_pending("iris", "dev")  # a restart: the memory is gone ...
+        assert not pending.is_pending("iris", "dev")
+        assert await pending.restore() == 1  # ... and read back before the first tick
+        assert pending.is_pending("iris", "dev")
+        assert pending.pending_ends()[0] == store.saved[0], "the entry survives its JSON round trip"
+
+        store.fail = True  # a failed write is retried by the next flush
+        ended: list[tuple[str, str, int | None]] = []
+
+        async def end(serve: str, environment: str, deployment_id: int | None) -> int | None:
+            ended.append((serve, environment, deployment_id))
+            return deployment_id
+
+        assert [e.serve for e in await pending.retry_pending(end)] == ["iris"]
+        assert ended == [("iris", "dev", 7)]
+        assert store.saved, "the write failed: the store still lists it"
+        store.fail = False
+        assert await pending.flush()
+        assert store.saved == []
+    finally:
+        pending.use_store(None)
+        pending.discard_pending("iris", "dev")
