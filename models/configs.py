@@ -176,6 +176,19 @@ class EnvConfig(_JSONView):
         return _split_csv(self.subnets)
 
 
+def _at_least_min(value: int, info: ValidationInfo) -> int:
+    """Validator of a ``max_<x>`` field: not below the ``min_<x>`` field declared before it."""
+    high = str(info.field_name)
+    low_name = "min_" + high.removeprefix("max_")
+    low = info.data.get(low_name)
+    if isinstance(low, int) and value < low:
+        raise ValueError(
+            f"{high} ({value}) is below {low_name} ({low}): the rule is "
+            f"{low_name} <= {high}; raise {high} or lower {low_name}"
+        )
+    return value
+
+
 class FastAPIConfig(_JSONView):
     """``api_serve_configs.fast_api_config``: size and scaling of an API serve."""
 
@@ -189,16 +202,7 @@ class FastAPIConfig(_JSONView):
     """Whole GB per pod (requests = limits)."""
     node_capacity_type: CapacityType = NodeCapacityType.ON_DEMAND
 
-    @field_validator("max_replicas")
-    @classmethod
-    def _replica_bounds(cls, value: int, info: ValidationInfo) -> int:
-        low = info.data.get("min_replicas")
-        if isinstance(low, int) and value < low:
-            raise ValueError(
-                f"max_replicas ({value}) is below min_replicas ({low}): the rule is "
-                "min_replicas <= max_replicas; raise max_replicas or lower min_replicas"
-            )
-        return value
+    _replica_bounds = field_validator("max_replicas")(_at_least_min)
 
 
 class WorkerNodeConfig(_JSONView):
@@ -212,16 +216,7 @@ class WorkerNodeConfig(_JSONView):
     max_pods: int = Field(ge=1)
     node_capacity_type: CapacityType = NodeCapacityType.ON_DEMAND
 
-    @field_validator("max_pods")
-    @classmethod
-    def _pod_bounds(cls, value: int, info: ValidationInfo) -> int:
-        low = info.data.get("min_pods")
-        if isinstance(low, int) and value < low:
-            raise ValueError(
-                f"max_pods ({value}) is below min_pods ({low}): the rule is "
-                "min_pods <= max_pods; raise max_pods or lower min_pods"
-            )
-        return value
+    _pod_bounds = field_validator("max_pods")(_at_least_min)
 
 
 class HeadNodeConfig(_JSONView):

@@ -159,3 +159,23 @@ def test_enums_are_strings_with_darwins_values() -> None:
         ServeType("batch")
     assert caught.value.field == "type"
     assert "'api', 'workflow'" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "field"),
+    [
+        ("FastAPIConfig", {"min_replicas": 3, "max_replicas": 2, "cores": 1, "memory": 1}, "replicas"),
+        ("WorkerNodeConfig", {"cores_per_pods": 1, "memory_per_pods": 1, "min_pods": 3, "max_pods": 2}, "pods"),
+    ],
+)
+def test_max_below_min_names_both_fields_and_the_fix(model: str, data: dict, field: str) -> None:
+    import pydantic
+
+    from mlserve.models import configs
+
+    with pytest.raises(pydantic.ValidationError) as caught:
+        getattr(configs, model).model_validate(data)
+    assert (
+        f"max_{field} (2) is below min_{field} (3): the rule is min_{field} <= max_{field}; "
+        f"raise max_{field} or lower min_{field}"
+    ) in str(caught.value)
