@@ -25,36 +25,21 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lightkube import Client, codecs
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
-from lightkube.resources.core_v1 import Namespace, Node
+from common import FIELD_MANAGER, db_now, install_mlserve_crd, p50_p90_max, start_cluster, wait
+from lightkube import Client
+from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 from tortoise import Tortoise
 
-from mlserve.operator.devcluster import ClusterHandle, LocalCluster, ensure_binaries
+from mlserve.operator.devcluster import LocalCluster
 from mlserve.operator.reconcile.kube import MLServe
 
-ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "bench-apply"
 ENVIRONMENT = "bench"
 RECONCILED = re.compile(r"reconciled (\S+): (\d+) API requests \((\d+) writes")
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.2)
 
 
 async def _insert(table: str, **columns: Any) -> int:
@@ -68,7 +53,7 @@ async def _insert(table: str, **columns: Any) -> int:
 async def _seed(db_url: str, serves: list[str]) -> None:
     await Tortoise.init(db_url=db_url, modules={"models": ["mlserve.models"]})
     await Tortoise.generate_schemas(safe=True)
-    now = _now()
+    now = db_now()
     conn = Tortoise.get_connection("default")
     _, rows = await conn.execute_query("SELECT user_id FROM users WHERE username = 'admin'")
     user = rows[0]["user_id"] if rows else await _insert("users", username="admin", token="t", created_at=now, updated_at=now)
@@ -96,22 +81,9 @@ async def _seed(db_url: str, serves: list[str]) -> None:
 
 
 def _install(client: Client) -> None:
-    for crd in codecs.load_all_yaml((ROOT / "crds" / "mlserve.darwin.io_mlserves.yaml").read_text()):
-        client.apply(crd, field_manager="mlserve-bench", force=True)
-        _wait(
-            lambda n=crd.metadata.name: any(
-                c.type == "Established" and c.status == "True"
-                for c in (client.get(CustomResourceDefinition, n).status.conditions or [])
-            ),
-            60,
-            "the MLServe CRD",
-        )
+    install_mlserve_crd(client, NAMESPACE)
     for node in client.list(Node):
         client.patch(Node, node.metadata.name, {"metadata": {"labels": {"karpenter.sh/capacity-type": "spot"}}})
-    try:
-        client.create(Namespace(metadata=ObjectMeta(name=NAMESPACE)))
-    except Exception:  # noqa: BLE001 - already there
-        pass
 
 
 def _free_port() -> int:
@@ -173,12 +145,8 @@ def main() -> int:
     operator: subprocess.Popen[bytes] | None = None
     log_file = work / "operator.log"
     try:
-        if args.kubeconfig:
-            handle = ClusterHandle.from_kubeconfig(Path(os.environ["KUBECONFIG"]))
-        else:
-            local = LocalCluster(ensure_binaries(), nodes=args.nodes, state_dir=work / "cluster")
-            handle = local.start()
-        client = handle.client(field_manager="mlserve-bench")
+        handle, local = start_cluster(args.kubeconfig, args.nodes, work / "cluster")
+        client = handle.client(field_manager=FIELD_MANAGER)
         _install(client)
         runs = [[f"r{run}-s{i}" for i in range(count)] for run, count in enumerate(counts)]
         asyncio.run(_seed(db_url, [name for names in runs for name in names]))
@@ -193,7 +161,7 @@ def main() -> int:
         }
         with log_file.open("wb") as log:
             operator = subprocess.Popen([str(Path(sys.executable).parent / "mlserve"), "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
-        _wait(lambda: _healthy(port), 120, "the operator")
+        wait(lambda: _healthy(port), 120, "the operator")
         print(f"operator up; database {db_url.split('://')[0]}; log {log_file}")
         print(f"{'N':>5} {'p50 s':>7} {'p90 s':>7} {'max s':>7}  {'req/reconcile (writing)':>24} {'req/reconcile (no-op)':>22}")
         for names in runs:
@@ -211,12 +179,11 @@ def main() -> int:
             if len(times) < len(names):
                 print(f"{len(names):>5} only {len(times)} Ready within {args.timeout:g} s (log: {log_file})")
                 return 1
-            values = sorted(times.values())
-            p90 = values[max(0, int(round(0.9 * len(values))) - 1)]
+            p50, p90, longest = p50_p90_max(list(times.values()))
             writing, idle, _ = _reconcile_figures(log_file.read_text(errors="replace"), set(names))
             w = f"{statistics.median(writing):.0f} (n={len(writing)})" if writing else "-"
             i = f"{statistics.median(idle):.0f} (n={len(idle)})" if idle else "-"
-            print(f"{len(names):>5} {statistics.median(values):>7.2f} {p90:>7.2f} {values[-1]:>7.2f}  {w:>24} {i:>22}")
+            print(f"{len(names):>5} {p50:>7.2f} {p90:>7.2f} {longest:>7.2f}  {w:>24} {i:>22}")
         return 0
     finally:
         if operator is not None and operator.poll() is None:

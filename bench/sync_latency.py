@@ -17,32 +17,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lightkube import ApiError, Client, codecs
-from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
-from lightkube.resources.core_v1 import Namespace
-from lightkube.models.meta_v1 import ObjectMeta
+from common import FIELD_MANAGER, db_now, install_mlserve_crd, p50_p90_max, start_cluster, wait
+from lightkube import ApiError, Client
 from tortoise import Tortoise
 
 from mlserve.models.db import close_db, init_db
 from mlserve.models.settings import DatabaseSettings
-from mlserve.operator.demo import CLUSTER_NAME, _Operator, _wait, repository_root
-from mlserve.operator.devcluster import ClusterHandle, LocalCluster, ensure_binaries
+from mlserve.operator.demo import CLUSTER_NAME, _Operator
+from mlserve.operator.devcluster import LocalCluster
 from mlserve.operator.reconcile.kube import MLServe
 
 NAMESPACE = "bench"
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 class Writer:
@@ -66,7 +57,7 @@ class Writer:
 async def _prepare(db_url: str) -> tuple[int, int]:
     await init_db(DatabaseSettings.from_url(db_url))
     w = Writer()
-    now = _now()
+    now = db_now()
     user = await w.insert("users", username="admin", token="t", created_at=now, updated_at=now)
     env = await w.insert(
         "environments",
@@ -90,7 +81,7 @@ async def _insert_deployments(run: int, count: int, user: int, env: int) -> tupl
     w = Writer()
     serves: list[str] = []
     for index in range(count):
-        now = _now()
+        now = db_now()
         name = f"b{run}-s{index}"
         serve = await w.insert(
             "serves", name=name, type="api", space="bench", created_by=user, created_at=now, updated_at=now
@@ -136,26 +127,6 @@ def _ready_times(client: Client, wanted: set[str], started: float, timeout: floa
     return seen
 
 
-def _established(client: Client, name: str) -> bool:
-    status = client.get(CustomResourceDefinition, name).status
-    conditions = (status.conditions if status else None) or []
-    return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-
-def _install(client: Client) -> None:
-    crd_file = repository_root() / "crds" / "mlserve.darwin.io_mlserves.yaml"
-    for crd in codecs.load_all_yaml(crd_file.read_text()):
-        client.apply(crd, field_manager="mlserve-bench", force=True)
-        _wait(lambda: _established(client, "mlserves.mlserve.darwin.io"), 60, "the MLServe CRD")
-    try:
-        client.create(Namespace(metadata=ObjectMeta(name=NAMESPACE)))
-    except ApiError as exc:
-        if exc.status.code != 409:
-            raise
-    # the new CRD's storage answers 429 for a moment after Established
-    _wait(lambda: list(client.list(MLServe, namespace=NAMESPACE)) is not None, 60, "MLServes to be listable")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--counts", default="1,100", help="comma-separated numbers of deployments (default 1,100)")
@@ -173,13 +144,9 @@ def main() -> int:
     local: LocalCluster | None = None
     operator: _Operator | None = None
     try:
-        if args.kubeconfig:
-            handle = ClusterHandle.from_kubeconfig(Path(os.environ["KUBECONFIG"]))
-        else:
-            local = LocalCluster(ensure_binaries(), nodes=args.nodes, state_dir=work / "cluster")
-            handle = local.start()
-        client = handle.client(field_manager="mlserve-bench")
-        _install(client)
+        handle, local = start_cluster(args.kubeconfig, args.nodes, work / "cluster")
+        client = handle.client(field_manager=FIELD_MANAGER)
+        install_mlserve_crd(client, NAMESPACE)
         loop = asyncio.new_event_loop()
         user, env = loop.run_until_complete(_prepare(db_url))
         operator = _Operator(
@@ -189,7 +156,7 @@ def main() -> int:
             settings={"MLSERVE_SYNC_INTERVAL": args.sync_interval, "MLSERVE_LOG_LEVEL": args.log_level},
         )
         operator.start()
-        _wait(operator.healthy, 120, "the operator")
+        wait(operator.healthy, 120, "the operator")
         print(f"operator up; sync interval {args.sync_interval}; database {db_url.split('://')[0]}; log {operator.log_file}")
         print(f"{'N':>5} {'p50 s':>7} {'p90 s':>7} {'max s':>7} {'all Ready s':>12}")
         for run, count in enumerate(counts):
@@ -198,9 +165,8 @@ def main() -> int:
             if len(times) < count:
                 print(f"{count:>5} only {len(times)} of {count} Ready within {args.timeout:g} s (log: {operator.log_file})")
                 return 1
-            values = sorted(times.values())
-            p90 = values[max(0, int(round(0.9 * len(values))) - 1)]
-            print(f"{count:>5} {statistics.median(values):>7.2f} {p90:>7.2f} {values[-1]:>7.2f} {values[-1]:>12.2f}")
+            p50, p90, longest = p50_p90_max(list(times.values()))
+            print(f"{count:>5} {p50:>7.2f} {p90:>7.2f} {longest:>7.2f} {longest:>12.2f}")
         loop.run_until_complete(close_db())
         return 0
     finally:
