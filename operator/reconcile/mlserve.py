@@ -94,6 +94,11 @@ def _workload(spec: MLServeSpec, live: Mapping[tuple[str, str], Mapping[str, Any
         meta = obj.get("metadata") or {}
         desired = (obj.get("spec") or {}).get("replicas")
         desired = int(desired if desired is not None else st.get("replicas") or 0)
+        hpa = live.get(("HorizontalPodAutoscaler", name))
+        if hpa is not None:
+            # The API server defaults a new Deployment to one replica before the HPA has
+            # scaled it: the serve is not ready until the HPA's minimum is.
+            desired = max(desired, int((hpa.get("spec") or {}).get("minReplicas") or 1))
         updated = int(st.get("updatedReplicas") or 0)
         rolled_out = (
             int(st.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)

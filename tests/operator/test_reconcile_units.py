@@ -11,8 +11,10 @@ from mlserve.operator.reconcile.deploy import mlserve_is_newer
 from mlserve.operator.reconcile.diff import matches, mismatches
 from mlserve.operator.reconcile.errors import ClaimConflict, DatabaseUnavailable, InvalidInput, TemporaryFailure
 from mlserve.operator.reconcile.identity import Claim, holder, spec_changed_at
+from mlserve.operator.reconcile.mlserve import _workload
 from mlserve.operator.reconcile.rollback import pending_rollback, rollback_patch
 from mlserve.operator.reconcile.status import Observation, Workload, compute_status, status_patch
+from mlserve.operator.spec import MLServeSpec
 from mlserve.operator.settings import OperatorSettings, SettingsError, parse_duration
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -291,3 +293,21 @@ def test_a_raycronjob_child_is_scheduled_with_its_next_run() -> None:
     assert (ready["status"], ready["reason"]) == ("True", "Scheduled")
     assert "RayCronJob etl-dev" in ready["message"] and "2026-01-03T02:00:00Z" in ready["message"]
     assert "replicas" not in status and "ready" not in status
+
+
+def test_a_new_deployment_under_an_hpa_is_not_ready_below_the_hpa_minimum() -> None:
+    spec = MLServeSpec.parse(
+        {"serve": "fraud", "environment": "prod", "type": "api", "artifactVersion": "1"}
+    )
+    name = "fraud-prod"
+    # The API server defaulted spec.replicas to 1 before the HPA (min 2) scaled it.
+    deployment = {
+        "metadata": {"name": name, "generation": 1},
+        "spec": {"replicas": 1},
+        "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1},
+    }
+    hpa = {"metadata": {"name": name}, "spec": {"minReplicas": 2, "maxReplicas": 4}}
+    alone = _workload(spec, {("Deployment", name): deployment})
+    under_hpa = _workload(spec, {("Deployment", name): deployment, ("HorizontalPodAutoscaler", name): hpa})
+    assert alone is not None and alone.desired == 1
+    assert under_hpa is not None and under_hpa.desired == 2
