@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -279,16 +279,19 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
             )
 
         # Database: resolve, handle a rollback request, record the deploy when asked.
+        def resolve_request(request: MLServeSpec) -> Awaitable[deploy.Resolved]:
+            return deploy.resolve(
+                serve_name=request.serve,
+                serve_type=str(request.type),
+                environment_name=request.environment,
+                artifact_version=request.artifact_version,
+                namespace=str(namespace),
+                cluster_name=settings.cluster_name,
+            )
+
         try:
             async with asyncio.timeout(settings.db_timeout):
-                resolved = await deploy.resolve(
-                    serve_name=spec.serve,
-                    serve_type=str(spec.type),
-                    environment_name=spec.environment,
-                    artifact_version=spec.artifact_version,
-                    namespace=str(namespace),
-                    cluster_name=settings.cluster_name,
-                )
+                resolved = await resolve_request(spec)
                 token = pending_rollback(body)
                 if token is not None:
                     body, rollback_from = await _take_rollback_request(rt, body, resolved, token)
@@ -296,14 +299,7 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
                     spec = MLServeSpec.from_resource(body)
                     generation = int(body["metadata"].get("generation") or generation)
                     obs.generation = generation
-                    resolved = await deploy.resolve(
-                        serve_name=spec.serve,
-                        serve_type=str(spec.type),
-                        environment_name=spec.environment,
-                        artifact_version=spec.artifact_version,
-                        namespace=str(namespace),
-                        cluster_name=settings.cluster_name,
-                    )
+                    resolved = await resolve_request(spec)
                 changed_at = spec_changed_at(body, (settings.field_manager + SYNC_FIELD_MANAGER_SUFFIX,))
                 taking_over = _was_in_conflict(previous_status)
                 if taking_over:
