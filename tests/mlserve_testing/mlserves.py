@@ -15,6 +15,7 @@ from lightkube.resources.networking_v1 import Ingress
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 
+from mlserve_testing import darwin
 from mlserve_testing.wait import wait_for
 
 MLServe = create_namespaced_resource("mlserve.darwin.io", "v1alpha1", "MLServe", "mlserves")
@@ -104,3 +105,12 @@ def gone(client: Client, resource: Any, name: str, namespace: str) -> bool:
             return True
         raise
     return False
+
+
+async def ready_at_v1(client: Client, namespace: str, prefix: str = "fraud") -> tuple[str, str, darwin.Seed]:
+    """A one-pod API serve seeded as Darwin writes it, applied at v1 and Ready: (serve, env, seed)."""
+    serve, env = unique(prefix), unique("prod")
+    seed = await darwin.seed_api_serve(serve, env, namespace, min_replicas=1, max_replicas=1)
+    apply(client, mlserve(serve, namespace, env, "v1"))
+    wait_condition(client, serve, namespace, "Ready", timeout=90)
+    return serve, env, seed

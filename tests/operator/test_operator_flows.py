@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 from lightkube import Client
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 
 from mlserve_testing import darwin
 from mlserve_testing.mlserves import (
@@ -15,9 +14,9 @@ from mlserve_testing.mlserves import (
     children,
     condition,
     events,
-    get,
     gone,
     mlserve,
+    ready_at_v1,
     unique,
     wait_condition,
 )
@@ -61,10 +60,7 @@ async def test_apply_records_a_deployment_and_children_become_ready(
 async def test_new_version_replaces_the_old_and_deleting_undeploys(
     operator_db: OperatorProcess, kube_client: Client, namespace: str
 ) -> None:
-    serve, env = unique("fraud"), unique("prod")
-    seed = await darwin.seed_api_serve(serve, env, namespace, min_replicas=1, max_replicas=1)
-    apply(kube_client, mlserve(serve, namespace, env, "v1"))
-    wait_condition(kube_client, serve, namespace, "Ready", timeout=90)
+    serve, env, seed = await ready_at_v1(kube_client, namespace)
     kinds = sorted(key.split("/")[0] for key in children(kube_client, namespace))
     assert kinds == ["Deployment", "Ingress", "Service"]  # min = max: no HPA, one pod: no PDB
 

@@ -15,7 +15,7 @@ from lightkube.resources.core_v1 import Namespace
 
 from mlserve.operator.render import names
 from mlserve_testing import darwin
-from mlserve_testing.mlserves import apply, get, mlserve, unique, wait_condition
+from mlserve_testing.mlserves import get, ready_at_v1, unique
 from mlserve_testing.wait import wait_for
 from mlserve_testing.operator import ROOT, OperatorProcess, StoppableMariaDB, _free_port, _install_crd, operator_env
 
@@ -72,10 +72,7 @@ async def test_only_the_highest_priority_replica_acts(
     darwin_rows: StoppableMariaDB, two_replicas: list[OperatorProcess], kube_client: Client, peered_namespace: str
 ) -> None:
     namespace = peered_namespace
-    serve, env = unique("fraud"), unique("prod")
-    await darwin.seed_api_serve(serve, env, namespace, min_replicas=1, max_replicas=1)
-    apply(kube_client, mlserve(serve, namespace, env, "v1"))
-    wait_condition(kube_client, serve, namespace, "Ready", timeout=90)
+    serve, env, _ = await ready_at_v1(kube_client, namespace)
     pattern = re.compile(rf"reconciled {re.escape(namespace)}/{re.escape(serve)}:")
     low, high = two_replicas
     assert pattern.search(high.log_text()), high.log_tail()

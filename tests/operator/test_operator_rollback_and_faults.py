@@ -23,7 +23,7 @@ from mlserve_testing.mlserves import (
     get,
     gone,
     mlserve,
-    unique,
+    ready_at_v1,
     wait_condition,
 )
 from mlserve_testing.operator import OperatorProcess, StoppableMariaDB
@@ -43,10 +43,7 @@ def _image(client: Client, name: str, namespace: str) -> str:
 
 
 async def _deployed_v1_then_v2(kube_client: Client, namespace: str) -> tuple[str, str, darwin.Seed, list[dict[str, object]]]:
-    serve, env = unique("fraud"), unique("prod")
-    seed = await darwin.seed_api_serve(serve, env, namespace, min_replicas=1, max_replicas=1)
-    apply(kube_client, mlserve(serve, namespace, env, "v1"))
-    wait_condition(kube_client, serve, namespace, "Ready", timeout=90)
+    serve, env, seed = await ready_at_v1(kube_client, namespace)
     apply(kube_client, mlserve(serve, namespace, env, "v2"))
 
     async def two_rows() -> list[dict[str, object]] | None:
@@ -124,10 +121,7 @@ async def test_rollback_by_cli_writes_the_database_and_the_cluster_follows(
 async def test_sigkill_mid_deploy_converges_with_one_active_deployment(
     operator_db: OperatorProcess, kube_client: Client, namespace: str
 ) -> None:
-    serve, env = unique("fraud"), unique("prod")
-    seed = await darwin.seed_api_serve(serve, env, namespace, min_replicas=1, max_replicas=1)
-    apply(kube_client, mlserve(serve, namespace, env, "v1"))
-    wait_condition(kube_client, serve, namespace, "Ready", timeout=90)
+    serve, env, seed = await ready_at_v1(kube_client, namespace)
 
     apply(kube_client, mlserve(serve, namespace, env, "v2"))
 
@@ -158,10 +152,7 @@ async def test_database_down_during_reconcile_reports_and_recovers(
     kube_client: Client,
     namespace: str,
 ) -> None:
-    serve, env = unique("fraud"), unique("prod")
-    seed = await darwin.seed_api_serve(serve, env, namespace, min_replicas=1, max_replicas=1)
-    apply(kube_client, mlserve(serve, namespace, env, "v1"))
-    wait_condition(kube_client, serve, namespace, "Ready", timeout=90)
+    serve, env, seed = await ready_at_v1(kube_client, namespace)
 
     operator_mariadb.stop()
     try:
@@ -192,10 +183,7 @@ async def test_deletion_completes_with_the_database_down(
     kube_client: Client,
     namespace: str,
 ) -> None:
-    serve, env = unique("fraud"), unique("prod")
-    seed = await darwin.seed_api_serve(serve, env, namespace, min_replicas=1, max_replicas=1)
-    apply(kube_client, mlserve(serve, namespace, env, "v1"))
-    wait_condition(kube_client, serve, namespace, "Ready", timeout=90)
+    serve, env, seed = await ready_at_v1(kube_client, namespace)
 
     operator_mariadb.stop()
     try:
@@ -228,10 +216,7 @@ async def test_an_undeploy_skipped_with_the_database_down_survives_an_operator_r
     kube_client: Client,
     namespace: str,
 ) -> None:
-    serve, env = unique("fraud"), unique("prod")
-    seed = await darwin.seed_api_serve(serve, env, namespace, min_replicas=1, max_replicas=1)
-    apply(kube_client, mlserve(serve, namespace, env, "v1"))
-    wait_condition(kube_client, serve, namespace, "Ready", timeout=90)
+    serve, env, seed = await ready_at_v1(kube_client, namespace)
     own_namespace = operator_db.env["MLSERVE_OPERATOR_NAMESPACE"]
     configmap = "mlserve-operator-pending"
 
