@@ -31,7 +31,7 @@ from mlserve.operator.spec import MLServeSpec
 from . import deploy, schedule
 from .apply import ApplyResult, Owner, apply_children, list_children
 from .context import load_context
-from .errors import ClaimConflict, DatabaseUnavailable, InvalidInput, ReconcileError, TemporaryFailure
+from .errors import ClaimConflict, InvalidInput, ReconcileError, TemporaryFailure
 from .events import EventSink
 from .identity import Claim, claim_of, holder, spec_changed_at
 from .kube import (
