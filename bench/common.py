@@ -78,5 +78,5 @@ def install_mlserve_crd(client: Client, namespace: str) -> None:
 
 def p50_p90_max(values: list[float]) -> tuple[float, float, float]:
     ordered = sorted(values)
-    p90 = ordered[max(0, int(round(0.9 * len(ordered))) - 1)]
+    p90 = ordered[max(0, round(0.9 * len(ordered)) - 1)]
     return statistics.median(ordered), p90, ordered[-1]

@@ -56,26 +56,58 @@ async def _seed(db_url: str, serves: list[str]) -> None:
     now = db_now()
     conn = Tortoise.get_connection("default")
     _, rows = await conn.execute_query("SELECT user_id FROM users WHERE username = 'admin'")
-    user = rows[0]["user_id"] if rows else await _insert("users", username="admin", token="t", created_at=now, updated_at=now)
+    user = (
+        rows[0]["user_id"]
+        if rows
+        else await _insert("users", username="admin", token="t", created_at=now, updated_at=now)
+    )
     _, rows = await conn.execute_query(f"SELECT id FROM environments WHERE name = '{ENVIRONMENT}'")
-    env = rows[0]["id"] if rows else await _insert(
-        "environments",
-        name=ENVIRONMENT,
-        env_configs={"domain_suffix": ".bench.example.com", "cluster_name": "local", "security_group": "sg-1", "namespace": NAMESPACE},
-        is_protected=False,
-        created_at=now,
-        updated_at=now,
+    env = (
+        rows[0]["id"]
+        if rows
+        else await _insert(
+            "environments",
+            name=ENVIRONMENT,
+            env_configs={
+                "domain_suffix": ".bench.example.com",
+                "cluster_name": "local",
+                "security_group": "sg-1",
+                "namespace": NAMESPACE,
+            },
+            is_protected=False,
+            created_at=now,
+            updated_at=now,
+        )
     )
     for name in serves:
-        serve = await _insert("serves", name=name, type="api", space="bench", created_by=user, created_at=now, updated_at=now)
-        await _insert(
-            "artifacts", serve_id=serve, version="v1", github_repo_url="https://git.example.com/b",
-            image_url=f"registry.example.com/{name}:v1", created_at=now, created_by_id=user,
+        serve = await _insert(
+            "serves", name=name, type="api", space="bench", created_by=user, created_at=now, updated_at=now
         )
         await _insert(
-            "api_serve_configs", serve_id=serve, environment_id=env, backend_type="fastapi",
-            fast_api_config={"min_replicas": 1, "max_replicas": 2, "cores": 0.1, "memory": 1, "node_capacity_type": "spot"},
-            created_by_id=user, updated_by_id=user, created_at=now, updated_at=now,
+            "artifacts",
+            serve_id=serve,
+            version="v1",
+            github_repo_url="https://git.example.com/b",
+            image_url=f"registry.example.com/{name}:v1",
+            created_at=now,
+            created_by_id=user,
+        )
+        await _insert(
+            "api_serve_configs",
+            serve_id=serve,
+            environment_id=env,
+            backend_type="fastapi",
+            fast_api_config={
+                "min_replicas": 1,
+                "max_replicas": 2,
+                "cores": 0.1,
+                "memory": 1,
+                "node_capacity_type": "spot",
+            },
+            created_by_id=user,
+            updated_by_id=user,
+            created_at=now,
+            updated_at=now,
         )
     await Tortoise.close_connections()
 
@@ -160,10 +192,14 @@ def main() -> int:
             "MLSERVE_LOG_LEVEL": "DEBUG",
         }
         with log_file.open("wb") as log:
-            operator = subprocess.Popen([str(Path(sys.executable).parent / "mlserve"), "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
+            operator = subprocess.Popen(
+                [str(Path(sys.executable).parent / "mlserve"), "run"], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         wait(lambda: _healthy(port), 120, "the operator")
         print(f"operator up; database {db_url.split('://')[0]}; log {log_file}")
-        print(f"{'N':>5} {'p50 s':>7} {'p90 s':>7} {'max s':>7}  {'req/reconcile (writing)':>24} {'req/reconcile (no-op)':>22}")
+        print(
+            f"{'N':>5} {'p50 s':>7} {'p90 s':>7} {'max s':>7}  {'req/reconcile (writing)':>24} {'req/reconcile (no-op)':>22}"
+        )
         for names in runs:
             started: dict[str, float] = {}
             for name in names:
@@ -174,7 +210,15 @@ def main() -> int:
                     "spec": {"environment": ENVIRONMENT, "type": "api", "artifactVersion": "v1"},
                 }
                 started[name] = time.monotonic()
-                client.patch(MLServe, name, body, namespace=NAMESPACE, patch_type=PatchType.APPLY, field_manager="kubectl", force=True)
+                client.patch(
+                    MLServe,
+                    name,
+                    body,
+                    namespace=NAMESPACE,
+                    patch_type=PatchType.APPLY,
+                    field_manager="kubectl",
+                    force=True,
+                )
             times = _ready_times(client, started, args.timeout)
             if len(times) < len(names):
                 print(f"{len(names):>5} only {len(times)} Ready within {args.timeout:g} s (log: {log_file})")

@@ -87,21 +87,41 @@ async def _insert_deployments(run: int, count: int, user: int, env: int) -> tupl
             "serves", name=name, type="api", space="bench", created_by=user, created_at=now, updated_at=now
         )
         artifact = await w.insert(
-            "artifacts", serve_id=serve, version="v1", github_repo_url="https://git.example.com/b",
-            image_url=f"registry.example.com/{name}:v1", created_at=now, created_by_id=user,
+            "artifacts",
+            serve_id=serve,
+            version="v1",
+            github_repo_url="https://git.example.com/b",
+            image_url=f"registry.example.com/{name}:v1",
+            created_at=now,
+            created_by_id=user,
         )
         await w.insert(
-            "api_serve_configs", serve_id=serve, environment_id=env, backend_type="fastapi",
+            "api_serve_configs",
+            serve_id=serve,
+            environment_id=env,
+            backend_type="fastapi",
             fast_api_config={"min_replicas": 1, "max_replicas": 1, "cores": 0.1, "memory": 1},
-            created_by_id=user, updated_by_id=user, created_at=now, updated_at=now,
+            created_by_id=user,
+            updated_by_id=user,
+            created_at=now,
+            updated_at=now,
         )
         deployment = await w.insert(
-            "deployments", serve_id=serve, artifact_id=artifact, environment_id=env, created_by_id=user,
-            created_at=now, status="ACTIVE",
+            "deployments",
+            serve_id=serve,
+            artifact_id=artifact,
+            environment_id=env,
+            created_by_id=user,
+            created_at=now,
+            status="ACTIVE",
         )
         await w.insert(
-            "active_deployments", deployment_id=deployment, environment_id=env, serve_id=serve,
-            created_at=now, updated_at=now,
+            "active_deployments",
+            deployment_id=deployment,
+            environment_id=env,
+            serve_id=serve,
+            created_at=now,
+            updated_at=now,
         )
         serves.append(name)
     return serves, time.monotonic()
@@ -157,13 +177,17 @@ def main() -> int:
         )
         operator.start()
         wait(operator.healthy, 120, "the operator")
-        print(f"operator up; sync interval {args.sync_interval}; database {db_url.split('://')[0]}; log {operator.log_file}")
+        print(
+            f"operator up; sync interval {args.sync_interval}; database {db_url.split('://')[0]}; log {operator.log_file}"
+        )
         print(f"{'N':>5} {'p50 s':>7} {'p90 s':>7} {'max s':>7} {'all Ready s':>12}")
         for run, count in enumerate(counts):
             serves, committed = loop.run_until_complete(_insert_deployments(run, count, user, env))
             times = _ready_times(client, set(serves), committed, args.timeout)
             if len(times) < count:
-                print(f"{count:>5} only {len(times)} of {count} Ready within {args.timeout:g} s (log: {operator.log_file})")
+                print(
+                    f"{count:>5} only {len(times)} of {count} Ready within {args.timeout:g} s (log: {operator.log_file})"
+                )
                 return 1
             p50, p90, longest = p50_p90_max(list(times.values()))
             print(f"{count:>5} {p50:>7.2f} {p90:>7.2f} {longest:>7.2f} {longest:>12.2f}")

@@ -129,9 +129,7 @@ class _JSONView(BaseModel):
             except ValidationError as exc:
                 raise invalid_config_from(exc, name) from None
         if not isinstance(raw, Mapping):
-            raise InvalidConfig(
-                name, f"must be a JSON object, got {type(raw).__name__}: store an object with keys"
-            )
+            raise InvalidConfig(name, f"must be a JSON object, got {type(raw).__name__}: store an object with keys")
         try:
             return cls.model_validate(dict(raw))
         except ValidationError as exc:
@@ -239,9 +237,7 @@ def parse_worker_node_configs(raw: Any, field: str = "worker_node_config") -> tu
         except ValueError as exc:
             raise InvalidConfig(field, f"is not valid JSON ({exc}): store a JSON list") from None
     if isinstance(raw, Mapping) or not isinstance(raw, list | tuple):
-        raise InvalidConfig(
-            field, f"must be a JSON list of worker groups, got {type(raw).__name__}: wrap it in [...]"
-        )
+        raise InvalidConfig(field, f"must be a JSON list of worker groups, got {type(raw).__name__}: wrap it in [...]")
     if not raw:
         raise InvalidConfig(field, "is an empty list: add at least one worker group")
     return tuple(WorkerNodeConfig.parse(item, f"{field}.{index}") for index, item in enumerate(raw))
@@ -252,9 +248,7 @@ def parse_environment_variables(raw: Any, field: str = "environment_variables") 
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise InvalidConfig(
-            field, f"must be a JSON object of NAME: value strings, got {type(raw).__name__}"
-        )
+        raise InvalidConfig(field, f"must be a JSON object of NAME: value strings, got {type(raw).__name__}")
     result: dict[str, str] = {}
     for key, value in raw.items():
         if not isinstance(key, str) or not key:

@@ -101,9 +101,7 @@ def _quiet_tortoise_debug() -> Iterator[None]:
         logger.setLevel(previous)
 
 
-async def init_db(
-    settings: DatabaseSettings | None = None, *, create_schema: bool = True
-) -> SchemaState | None:
+async def init_db(settings: DatabaseSettings | None = None, *, create_schema: bool = True) -> SchemaState | None:
     """Connect Tortoise to ``settings`` (default: from the environment).
 
     With ``create_schema`` the schema is created or adopted as the module docstring
@@ -126,7 +124,7 @@ async def init_db(
     except DatabaseUnavailable:
         await close_db()
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every driver error is classified below
         await close_db()
         if _is_connection_error(exc):
             raise DatabaseUnavailable(
@@ -185,9 +183,7 @@ async def _existing_tables(connection: BaseDBAsyncClient) -> set[str]:
             "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = DATABASE()"
         )
     else:
-        _, rows = await connection.execute_query(
-            "SELECT name FROM sqlite_master WHERE type = 'table'"
-        )
+        _, rows = await connection.execute_query("SELECT name FROM sqlite_master WHERE type = 'table'")
     return {str(row["name"]) for row in rows}
 
 
@@ -265,9 +261,7 @@ async def _adopt_if_needed(
             "Darwin ML Serve schema; point the operator at the right database"
         )
     if "head_node_config" not in await _existing_columns(connection, "workflow_serve_configs"):
-        await connection.execute_script(
-            "ALTER TABLE workflow_serve_configs ADD COLUMN head_node_config JSON NULL"
-        )
+        await connection.execute_script("ALTER TABLE workflow_serve_configs ADD COLUMN head_node_config JSON NULL")
     await executor.migrate([MigrationTarget(APP_LABEL, INITIAL_MIGRATION)], fake=True)
     log.info("adopted a schema created by Darwin ML Serve; recorded %s", INITIAL_MIGRATION)
     return SchemaState("adopted", applied=(INITIAL_MIGRATION,))
@@ -307,6 +301,6 @@ def _redacted(exc: Exception, settings: DatabaseSettings) -> Exception:
 def _constructible(exc: Exception) -> bool:
     try:
         type(exc)("x")
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure means the type cannot be rebuilt
         return False
     return True

@@ -60,9 +60,7 @@ class Deployment(Model):
     class Meta:
         table = "deployments"
         app = "models"
-        indexes = (
-            Index(fields=("serve_id", "environment_id", "status"), name="idx_deployments_serve_env_status"),
-        )
+        indexes = (Index(fields=("serve_id", "environment_id", "status"), name="idx_deployments_serve_env_status"),)
 
 
 class ActiveDeployment(Model):
@@ -101,9 +99,7 @@ class AppLayerDeployment(Model):
     )
     deployment_strategy = fields.CharField(max_length=50, null=True)
     deployment_params = fields.JSONField(null=True)
-    environment_variables = fields.JSONField(
-        null=True, validators=[_validators.environment_variables()]
-    )
+    environment_variables = fields.JSONField(null=True, validators=[_validators.environment_variables()])
 
     class Meta:
         table = "app_layer_deployments"
@@ -189,14 +185,10 @@ async def activate(
         serve_query = Serve.filter(id=serve.pk).using_db(conn)
         await (serve_query.select_for_update() if lock else serve_query)
 
-        pointer_query = ActiveDeployment.filter(
-            serve_id=serve.pk, environment_id=environment.pk
-        ).using_db(conn)
+        pointer_query = ActiveDeployment.filter(serve_id=serve.pk, environment_id=environment.pk).using_db(conn)
         pointers = await (pointer_query.select_for_update() if lock else pointer_query).order_by("id")
         if len(pointers) > 1:
-            raise ActiveDeploymentConflict(
-                serve.name, environment.name, [p.deployment_id for p in pointers]
-            )
+            raise ActiveDeploymentConflict(serve.name, environment.name, [p.deployment_id for p in pointers])
         pointer = pointers[0] if pointers else None
 
         active_query = Deployment.filter(
@@ -225,8 +217,10 @@ async def activate(
         )
         ended_ids = [d.pk for d in active]
         if ended_ids:
-            await Deployment.filter(id__in=ended_ids).using_db(conn).update(
-                status=DeploymentStatus.ENDED, ended_at=timezone.now()
+            await (
+                Deployment.filter(id__in=ended_ids)
+                .using_db(conn)
+                .update(status=DeploymentStatus.ENDED, ended_at=timezone.now())
             )
         if pointer is None:
             await ActiveDeployment.create(

@@ -25,10 +25,7 @@ class InvalidConfig(ModelsError, ValueError):
         self.field = field
         self.message = message
         self.problems = problems or ((field, message),)
-        if len(self.problems) == 1:
-            text = f"{field}: {message}"
-        else:
-            text = "; ".join(f"{f}: {m}" for f, m in self.problems)
+        text = f"{field}: {message}" if len(self.problems) == 1 else "; ".join(f"{f}: {m}" for f, m in self.problems)
         super().__init__(text)
 
 

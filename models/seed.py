@@ -93,9 +93,7 @@ async def _admin(counter: _Counter) -> User:
     return await counter.get_or_create(User, {"username": ADMIN_USER}, {"token": secrets.token_hex(16)})
 
 
-async def seed(
-    *, cluster_name: str = "local", using_db: BaseDBAsyncClient | None = None
-) -> SeedResult:
+async def seed(*, cluster_name: str = "local", using_db: BaseDBAsyncClient | None = None) -> SeedResult:
     """Create the demo rows that are missing, in one transaction.
 
     Both environments are bound to ``cluster_name`` (``local`` by default, the name the
@@ -204,7 +202,9 @@ class _Counter:
         self.created = 0
 
     async def get_or_create(self, model: type[Any], keys: dict[str, Any], defaults: dict[str, Any]) -> Any:
-        lookup = {(f"{k}_id" if isinstance(v, Model) else k): (v.pk if isinstance(v, Model) else v) for k, v in keys.items()}
+        lookup = {
+            (f"{k}_id" if isinstance(v, Model) else k): (v.pk if isinstance(v, Model) else v) for k, v in keys.items()
+        }
         found = await model.filter(**lookup).using_db(self.conn).first()
         if found is not None:
             return found

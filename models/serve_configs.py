@@ -95,4 +95,3 @@ class WorkflowServeInfraConfig(Model):
         if self.head_node_config is None:
             return None
         return HeadNodeConfig.parse(self.head_node_config, "head_node_config")
-

@@ -23,9 +23,7 @@ class Serve(Model):
 
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=50, unique=True)
-    type = fields.CharEnumField(
-        ServeType, max_length=50, validators=[_validators.EnumValue(ServeType, "type")]
-    )
+    type = fields.CharEnumField(ServeType, max_length=50, validators=[_validators.EnumValue(ServeType, "type")])
     description = fields.TextField(null=True)
     space = fields.TextField()
     # Darwin names this column ``created_by`` (not ``created_by_id``).

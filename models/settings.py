@@ -135,9 +135,7 @@ class DatabaseSettings(BaseModel):
         values = _parse_conf(text, env, file.name)
         host = values.get("masterHost") or values.get("host")
         if not host:
-            raise InvalidConfig(
-                f"{file.name}.masterHost", "is required: set masterHost = \"<mysql host>\""
-            )
+            raise InvalidConfig(f"{file.name}.masterHost", 'is required: set masterHost = "<mysql host>"')
         replica = values.get("slaveHost") or None
         port_text = values.get("port", "3306")
         if not port_text.isdigit():
@@ -257,9 +255,7 @@ def _parse_conf(text: str, env: Mapping[str, str], name: str) -> dict[str, str]:
         if not sep:
             key, sep, value = line.partition(":")
         if not sep:
-            raise InvalidConfig(
-                f"{name}:{number}", "is not a 'key = value' line: fix or remove it"
-            )
+            raise InvalidConfig(f"{name}:{number}", "is not a 'key = value' line: fix or remove it")
         key = key.strip()
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":

@@ -117,7 +117,7 @@ def _wait(predicate: Callable[[], Any], timeout: float, what: str, interval: flo
             value = predicate()
             if value:
                 return value
-        except Exception as exc:  # keep waiting; say what was seen at the end
+        except Exception as exc:  # noqa: BLE001 - keep waiting; say what was seen at the end
             last_error = exc
         if time.monotonic() >= deadline:
             seen = f" (last error: {last_error})" if last_error else ""
@@ -144,9 +144,7 @@ class _Shell:
     ) -> str:
         shown = show or " ".join(argv)
         self.echo(f"$ {shown}")
-        done = subprocess.run(
-            list(argv), env={**self.env, **(env or {})}, capture_output=True, text=True, check=False
-        )
+        done = subprocess.run(list(argv), env={**self.env, **(env or {})}, capture_output=True, text=True, check=False)
         output = (done.stdout + done.stderr).rstrip()
         if output and not quiet:
             self.echo(output)
@@ -212,9 +210,7 @@ async def _create_and_seed(db_file: Path) -> DemoRows:
         api_serve: Serve | None = None
         api_versions: tuple[str, ...] = ()
         for serve in await Serve.filter(type=ServeType.API).order_by("id"):
-            versions = tuple(
-                a.version for a in await Artifact.filter(serve_id=serve.pk).order_by("id") if a.image_url
-            )
+            versions = tuple(a.version for a in await Artifact.filter(serve_id=serve.pk).order_by("id") if a.image_url)
             if len(versions) >= 2:
                 api_serve, api_versions = serve, versions
                 break
@@ -475,17 +471,16 @@ def run_demo(options: DemoOptions) -> DemoResult:
         )
         for namespace in sorted(set(rows.namespaces.values())):
             manifest = work / "manifests" / f"namespace-{namespace}.yaml"
-            manifest.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}))
+            manifest.write_text(
+                yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+            )
             shell.k("apply", "-f", str(manifest))
 
         clock.step("starting the operator: mlserve run")
         db_env = _database_env(db_file)
-        operator = _Operator(
-            {**shell.env, **db_env}, work / "operator.log", work / OPERATOR_PID_FILE
-        )
+        operator = _Operator({**shell.env, **db_env}, work / "operator.log", work / OPERATOR_PID_FILE)
         echo(
-            f"$ MLSERVE_CLUSTER_NAME={CLUSTER_NAME} MLSERVE_DB_PATH={db_file} mlserve run "
-            f"  (log: {operator.log_file})"
+            f"$ MLSERVE_CLUSTER_NAME={CLUSTER_NAME} MLSERVE_DB_PATH={db_file} mlserve run   (log: {operator.log_file})"
         )
         operator.start()
         _wait(operator.healthy, options.timeout, "the operator's liveness endpoint")
@@ -521,7 +516,12 @@ def run_demo(options: DemoOptions) -> DemoResult:
         if workflow_name:
             echo(f"the workflow {rows.workflow_serve} runs on a schedule: one RayJob per cron time, one at a time")
             shell.k(
-                "get", "mls", workflow_name, "-n", namespace, "-o",
+                "get",
+                "mls",
+                workflow_name,
+                "-n",
+                namespace,
+                "-o",
                 "custom-columns=NAME:.metadata.name,SCHEDULE:.status.schedule,"
                 "NEXT RUN:.status.nextScheduledTime,LAST RUN:.status.lastScheduledTime",
             )
@@ -532,9 +532,16 @@ def run_demo(options: DemoOptions) -> DemoResult:
         deployment_id = asyncio.run(_deploy_in_database(db_file, rows.api_serve, environment, new_version))
         echo(f"recorded deployment {deployment_id} of {rows.api_serve} {new_version} in {environment}")
         _wait_mlserve(
-            shell, api_name, namespace, options.timeout, f"at {new_version} and Ready",
-            lambda b: b["spec"].get("artifactVersion") == new_version and _ready(b)
-            and (b.get("status") or {}).get("deploymentId") == deployment_id,
+            shell,
+            api_name,
+            namespace,
+            options.timeout,
+            f"at {new_version} and Ready",
+            lambda b: (
+                b["spec"].get("artifactVersion") == new_version
+                and _ready(b)
+                and (b.get("status") or {}).get("deploymentId") == deployment_id
+            ),
         )
         shell.k("get", "mls", api_name, "-n", namespace)
 
@@ -545,20 +552,37 @@ def run_demo(options: DemoOptions) -> DemoResult:
             env=db_env,
         )
         _wait_mlserve(
-            shell, api_name, namespace, options.timeout, f"back at {old['spec']['artifactVersion']}",
-            lambda b: b["spec"].get("artifactVersion") == old["spec"]["artifactVersion"] and _ready(b)
-            and ((b.get("status") or {}).get("deploymentId") or 0) > deployment_id,
+            shell,
+            api_name,
+            namespace,
+            options.timeout,
+            f"back at {old['spec']['artifactVersion']}",
+            lambda b: (
+                b["spec"].get("artifactVersion") == old["spec"]["artifactVersion"]
+                and _ready(b)
+                and ((b.get("status") or {}).get("deploymentId") or 0) > deployment_id
+            ),
         )
         shell.k("get", "mls", api_name, "-n", namespace)
 
         clock.step(f"deploying {new_version} again by editing the MLServe (kubectl patch)")
         before = (_mls(shell, api_name, namespace).get("status") or {}).get("deploymentId") or 0
         shell.k(
-            "patch", "mlserve", api_name, "-n", namespace, "--type=merge",
-            "-p", json.dumps({"spec": {"artifactVersion": new_version}}),
+            "patch",
+            "mlserve",
+            api_name,
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"artifactVersion": new_version}}),
         )
         _wait_mlserve(
-            shell, api_name, namespace, options.timeout, f"recorded at {new_version}",
+            shell,
+            api_name,
+            namespace,
+            options.timeout,
+            f"recorded at {new_version}",
             lambda b: ((b.get("status") or {}).get("deploymentId") or 0) > before and _ready(b),
         )
         _show(shell, namespace, kinds)
@@ -575,7 +599,10 @@ def run_demo(options: DemoOptions) -> DemoResult:
                 echo("\nwhat the cluster holds:")
                 shell.k("get", "mls,deploy,pods,rayjobs", "-A", "-o", "wide", check=False)
                 shell.k(
-                    "get", "mls", "-A", "-o",
+                    "get",
+                    "mls",
+                    "-A",
+                    "-o",
                     "jsonpath={range .items[*]}{.metadata.name}: {.status.phase} {.status.message}{'\\n'}{end}",
                     check=False,
                 )

@@ -28,6 +28,7 @@ Deletion uses kopf's finalizer (``mlserve.darwin.io/finalizer``) and retries wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import importlib.util
 import logging
@@ -37,8 +38,8 @@ from typing import Any
 
 import kopf
 
-from mlserve.operator.permissions import Scope, scope_of
 from mlserve.operator.peering import ActiveReplica, KopfInternalsChanged, kopf_pause_toggles
+from mlserve.operator.permissions import Scope, scope_of
 from mlserve.operator.render import names
 from mlserve.operator.settings import OperatorSettings
 
@@ -145,7 +146,7 @@ async def startup(
 
     try:
         await init_db(ours.database)
-    except Exception as exc:  # the models' errors already hide the password
+    except Exception as exc:  # noqa: BLE001 - the models' errors already hide the password
         # Retried by kopf with backoff; nothing is watched until the database answers.
         logger.warning("the database is not usable yet: %s", exc)
         raise kopf.TemporaryError(f"database not usable: {type(exc).__name__}", delay=ours.retry_delay) from None
@@ -181,10 +182,8 @@ async def _database_sync(state: OperatorState) -> None:
     while not state.stop.is_set():
         if pending_ends() and (state.active is None or state.active()):
             await retry_pending()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(state.stop.wait(), timeout=state.settings.sync_interval)
-        except TimeoutError:
-            pass
 
 
 @kopf.on.cleanup()

@@ -137,8 +137,7 @@ RULES: tuple[Rule, ...] = (
         "mlserve.darwin.io",
         "mlserves/status",
         ("patch",),
-        "reconcile.status.write_status: merge patch of the status subresource, only when the "
-        "computed status changed",
+        "reconcile.status.write_status: merge patch of the status subresource, only when the computed status changed",
     ),
     Rule(
         "mlserve.darwin.io",
@@ -219,8 +218,7 @@ REFUSED_WHEN_NAMESPACED: tuple[Rule, ...] = (
         "",
         "namespaces",
         ("list", "watch"),
-        "kopf's namespace observer: lists and watches namespaces to match MLSERVE_NAMESPACES "
-        "as patterns",
+        "kopf's namespace observer: lists and watches namespaces to match MLSERVE_NAMESPACES as patterns",
         scopes=frozenset({Scope.NAMESPACES}),
         cluster_scoped=True,
     ),

@@ -38,9 +38,7 @@ def parse_duration(variable: str, raw: str) -> float:
     """Seconds from ``30``, ``30s``, ``1.5m``, ``500ms`` or ``2h``."""
     match = _DURATION.match(raw)
     if match is None:
-        raise SettingsError(
-            variable, f"{raw!r} is not a duration: write seconds (30), or 30s, 5m, 500ms, 1h"
-        )
+        raise SettingsError(variable, f"{raw!r} is not a duration: write seconds (30), or 30s, 5m, 500ms, 1h")
     seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if seconds <= 0:
         raise SettingsError(variable, f"{raw!r} must be more than zero")
@@ -204,9 +202,7 @@ class OperatorSettings:
 
         log_level = (_get(env, "LOG_LEVEL") or "INFO").upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise SettingsError(
-                PREFIX + "LOG_LEVEL", f"{log_level!r} must be DEBUG, INFO, WARNING or ERROR"
-            )
+            raise SettingsError(PREFIX + "LOG_LEVEL", f"{log_level!r} must be DEBUG, INFO, WARNING or ERROR")
 
         liveness: str | None = _get(env, "LIVENESS_ENDPOINT") or cls.liveness_endpoint
         if liveness is not None and liveness.lower() in ("off", "none", "false", "0"):

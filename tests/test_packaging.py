@@ -79,7 +79,9 @@ def _fresh_venv(path: Path) -> Path:
     python = path / "bin" / "python"
     site = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     ours = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
     (Path(site) / "mlserve-test-deps.pth").write_text("\n".join(ours) + "\n")
@@ -130,6 +132,10 @@ def test_pip_install_in_a_fresh_venv(tmp_path: Path, editable: bool) -> None:
         assert "site-packages" in models_file and "site-packages" in operator_file
     cli = subprocess.run(
         [tmp_path / "venv" / "bin" / "mlserve", "db", "--help"],
-        capture_output=True, text=True, env=env, cwd=elsewhere, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=elsewhere,
+        timeout=120,
     )
     assert cli.returncode == 0 and "seed-demo" in cli.stdout, cli.stdout + cli.stderr

@@ -22,8 +22,11 @@ FILES = ("mlserve.darwin.io_mlserves.yaml",)
 
 
 def stale() -> list[str]:
-    return [name for name in FILES if not (CHART_COPY / name).is_file()
-            or (CHART_COPY / name).read_bytes() != (SOURCE / name).read_bytes()]
+    return [
+        name
+        for name in FILES
+        if not (CHART_COPY / name).is_file() or (CHART_COPY / name).read_bytes() != (SOURCE / name).read_bytes()
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,9 +37,6 @@ from pathlib import Path
 from components import COMPONENTS, HERE, Component, load_versions
 
 
-
-
-
 def bin_dir(versions: dict[str, str]) -> Path:
     explicit = os.environ.get("MLSERVE_BIN_DIR")
     if explicit:
@@ -159,8 +156,16 @@ def build(component: Component, version: str, out: Path, force: bool, kubernetes
     print(f"{component.name} {version}: building {', '.join(component.programs)} ...", file=sys.stderr, flush=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(dir=out, prefix=".build-") as tmp:
-        command = ["go", "build", *BUILD_FLAGS, "-ldflags", " ".join(flags), "-o", tmp + os.sep,
-                   *component.programs.values()]
+        command = [
+            "go",
+            "build",
+            *BUILD_FLAGS,
+            "-ldflags",
+            " ".join(flags),
+            "-o",
+            tmp + os.sep,
+            *component.programs.values(),
+        ]
         result = subprocess.run(command, cwd=folder, env=go_env(), check=False)
         if result.returncode != 0:
             raise SystemExit(f"{component.name}: go build failed (exit {result.returncode})")
@@ -180,8 +185,12 @@ DEFAULTS = [name for name, c in COMPONENTS.items() if c.default]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("components", nargs="*", metavar="COMPONENT",
-                        help=f"any of {', '.join(COMPONENTS)} (default: {' '.join(DEFAULTS)})")
+    parser.add_argument(
+        "components",
+        nargs="*",
+        metavar="COMPONENT",
+        help=f"any of {', '.join(COMPONENTS)} (default: {' '.join(DEFAULTS)})",
+    )
     parser.add_argument("--print-dir", action="store_true", help="print the binary folder and exit")
     parser.add_argument("--force", action="store_true", help="rebuild even when the stamp matches")
     args = parser.parse_args(argv)

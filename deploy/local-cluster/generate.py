@@ -125,8 +125,12 @@ def generate(component: Component, version: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("components", nargs="*", metavar="COMPONENT",
-                        help=f"which modules to generate (default: all of {', '.join(COMPONENTS)})")
+    parser.add_argument(
+        "components",
+        nargs="*",
+        metavar="COMPONENT",
+        help=f"which modules to generate (default: all of {', '.join(COMPONENTS)})",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.components) - set(COMPONENTS)
     if unknown:

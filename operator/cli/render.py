@@ -94,7 +94,9 @@ def _parse_time(value: str | None) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO time, e.g. 2025-01-02T03:00:00Z", param_hint="--at") from None
+        raise click.BadParameter(
+            f"{value!r} is not an ISO time, e.g. 2025-01-02T03:00:00Z", param_hint="--at"
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 

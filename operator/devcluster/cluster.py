@@ -134,11 +134,9 @@ class LocalCluster:
     def start(self) -> ClusterHandle:
         if self.nodes < 0:
             raise DevClusterError("the number of nodes cannot be negative")
-        missing = self.binaries.missing(names.CLUSTER_PROGRAMS + (names.KWOK_STAGES,))
+        missing = self.binaries.missing((*names.CLUSTER_PROGRAMS, names.KWOK_STAGES))
         if missing:
-            raise DevClusterError(
-                f"{self.binaries.folder} lacks {', '.join(missing)}: run `mlserve dev build` first"
-            )
+            raise DevClusterError(f"{self.binaries.folder} lacks {', '.join(missing)}: run `mlserve dev build` first")
         began = time.monotonic()
         try:
             self._start(deadline=began + self.start_timeout)
@@ -182,9 +180,19 @@ class LocalCluster:
 
         ca = CertificateAuthority.create(pki_dir, f"{names.CLUSTER_NAME}-ca")
         serving = ca.issue(
-            pki_dir, "apiserver", names.APISERVER, server=True,
-            hosts=[names.HOST, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                   "kubernetes.default.svc.cluster.local", _first_service_ip()],
+            pki_dir,
+            "apiserver",
+            names.APISERVER,
+            server=True,
+            hosts=[
+                names.HOST,
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+                _first_service_ip(),
+            ],
         )
         sa_keys = ServiceAccountKeys.create(pki_dir)
         # the API server's identity towards aggregated API servers; components read this CA
@@ -258,9 +266,7 @@ class LocalCluster:
             )
         if state.exists() and any(state.iterdir()):
             if not (state / names.STATE_MARKER).exists():
-                raise DevClusterError(
-                    f"{state} is not empty and holds no cluster state: choose an empty or new folder"
-                )
+                raise DevClusterError(f"{state} is not empty and holds no cluster state: choose an empty or new folder")
             shutil.rmtree(state)  # a fresh cluster every time: no stale etcd data or certificates
         state.mkdir(parents=True, exist_ok=True)
         (state / names.STATE_MARKER).write_text("state of a local control plane; removed by the next start\n")

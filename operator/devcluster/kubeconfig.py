@@ -15,9 +15,7 @@ def write_kubeconfig(path: Path, *, server: str, ca_file: Path, user: str, clien
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": cluster, "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
-        "users": [
-            {"name": user, "user": {"client-certificate": str(client.cert), "client-key": str(client.key)}}
-        ],
+        "users": [{"name": user, "user": {"client-certificate": str(client.cert), "client-key": str(client.key)}}],
         "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user, "namespace": "default"}}],
         "current-context": cluster,
         "preferences": {},

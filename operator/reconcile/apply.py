@@ -26,7 +26,7 @@ from .diff import manifest_hash, matches, mismatches
 from .errors import TemporaryFailure
 from .kube import api_version_kind, resource_for
 
-__all__ = ["ApplyResult", "KIND_NOT_INSTALLED", "Owner", "apply_children", "list_children", "stamp"]
+__all__ = ["KIND_NOT_INSTALLED", "ApplyResult", "Owner", "apply_children", "list_children", "stamp"]
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,7 @@ def _kind_not_served(exc: Exception) -> bool:
     raises as an ``httpx`` error rather than an :class:`ApiError`; a 404 of a served kind
     (an object or a namespace not found) is a JSON ``Status`` and an :class:`ApiError`.
     """
-    return (
-        isinstance(exc, httpx2.HTTPStatusError)
-        and not isinstance(exc, ApiError)
-        and exc.response.status_code == 404
-    )
+    return isinstance(exc, httpx2.HTTPStatusError) and not isinstance(exc, ApiError) and exc.response.status_code == 404
 
 
 def _install_hint(api_version: str, kind: str) -> str:
@@ -142,9 +138,7 @@ async def _list_kind(
             raise TemporaryFailure(
                 "ListFailed", f"listing {kind} in {namespace} failed: HTTP {exc.response.status_code}"
             ) from exc
-        raise TemporaryFailure(
-            "ListFailed", f"listing {kind} in {namespace} failed: {exc.status.message}"
-        ) from exc
+        raise TemporaryFailure("ListFailed", f"listing {kind} in {namespace} failed: {exc.status.message}") from exc
     return found
 
 
@@ -189,9 +183,9 @@ async def apply_children(
             body["metadata"] = {k: v for k, v in manifest["metadata"].items() if k in ("labels", "annotations")}
             result.drift[_label(*key)] = mismatches(body, current) or ["metadata"]
         api_version = str(manifest.get("apiVersion"))
-        resource = next(
-            (r for r in kinds if api_version_kind(r) == (api_version, key[0])), None
-        ) or resource_for(manifest)
+        resource = next((r for r in kinds if api_version_kind(r) == (api_version, key[0])), None) or resource_for(
+            manifest
+        )
         try:
             applied = await client.patch(
                 resource,
@@ -228,14 +222,10 @@ async def apply_children(
             continue
         resource = next(r for r in kinds if api_version_kind(r)[1] == key[0])
         try:
-            await client.delete(
-                resource, key[1], namespace=owner.namespace, cascade=CascadeType.BACKGROUND
-            )
+            await client.delete(resource, key[1], namespace=owner.namespace, cascade=CascadeType.BACKGROUND)
         except ApiError as exc:
             if exc.status.code != 404:
-                raise TemporaryFailure(
-                    "PruneFailed", f"deleting {_label(*key)} failed: {exc.status.message}"
-                ) from exc
+                raise TemporaryFailure("PruneFailed", f"deleting {_label(*key)} failed: {exc.status.message}") from exc
         result.live.pop(key, None)
         result.pruned.append(_label(*key))
     if result.changed:

@@ -39,9 +39,11 @@ async def load_context(
         )
         fields: dict[str, object] = {}
         if serve.type == ServeType.API:
-            row = await APIServeInfraConfig.filter(
-                serve_id=serve.pk, environment_id=environment.pk
-            ).order_by("-id").first()
+            row = (
+                await APIServeInfraConfig.filter(serve_id=serve.pk, environment_id=environment.pk)
+                .order_by("-id")
+                .first()
+            )
             if row is not None:
                 fields.update(
                     backend_type=row.backend_type,
@@ -53,9 +55,11 @@ async def load_context(
                 if app_layer is not None:
                     fields["env_vars"] = app_layer.env
         else:
-            wf_row = await WorkflowServeInfraConfig.filter(
-                serve_id=serve.pk, environment_id=environment.pk
-            ).order_by("-id").first()
+            wf_row = (
+                await WorkflowServeInfraConfig.filter(serve_id=serve.pk, environment_id=environment.pk)
+                .order_by("-id")
+                .first()
+            )
             if wf_row is not None:
                 fields.update(
                     schedule=wf_row.schedule or None,

@@ -102,8 +102,7 @@ async def resolve(
     if serve is None:
         raise InvalidInput(
             "UnknownServe",
-            f"serve {serve_name!r} is not in the database (serves.name): create it in Darwin, "
-            "or fix spec.serve",
+            f"serve {serve_name!r} is not in the database (serves.name): create it in Darwin, or fix spec.serve",
         )
     if str(serve.type) != serve_type:
         raise InvalidInput(
@@ -158,11 +157,7 @@ async def resolve(
 
 async def _last_change(serve: Serve, environment: Environment) -> datetime | None:
     """When the database last deployed or undeployed the pair."""
-    latest = (
-        await Deployment.filter(serve_id=serve.pk, environment_id=environment.pk)
-        .order_by("-id")
-        .first()
-    )
+    latest = await Deployment.filter(serve_id=serve.pk, environment_id=environment.pk).order_by("-id").first()
     if latest is None:
         return None
     times = [t for t in (_utc(latest.created_at), _utc(latest.ended_at)) if t is not None]
@@ -292,9 +287,7 @@ async def owns_pair(serve_name: str, environment_name: str, namespace: str, clus
     return config.cluster_name == cluster_name and config.namespace == namespace
 
 
-async def end_deployment(
-    serve_name: str, environment_name: str, deployment_id: int | None = None
-) -> int | None:
+async def end_deployment(serve_name: str, environment_name: str, deployment_id: int | None = None) -> int | None:
     """End the pair's active deployment and remove its active row, in one transaction.
 
     With ``deployment_id``, only that deployment is ended (a retry never ends a newer
@@ -305,16 +298,16 @@ async def end_deployment(
         environment = await Environment.get_or_none(name=environment_name).using_db(conn)
         if serve is None or environment is None:
             return None
-        pointers = await ActiveDeployment.filter(
-            serve_id=serve.pk, environment_id=environment.pk
-        ).using_db(conn)
+        pointers = await ActiveDeployment.filter(serve_id=serve.pk, environment_id=environment.pk).using_db(conn)
         ended: int | None = None
         for pointer in pointers:
             if deployment_id is not None and pointer.deployment_id != deployment_id:
                 continue
-            await Deployment.filter(id=pointer.deployment_id, status=DeploymentStatus.ACTIVE).using_db(
-                conn
-            ).update(status=DeploymentStatus.ENDED, ended_at=timezone.now())
+            await (
+                Deployment.filter(id=pointer.deployment_id, status=DeploymentStatus.ACTIVE)
+                .using_db(conn)
+                .update(status=DeploymentStatus.ENDED, ended_at=timezone.now())
+            )
             await ActiveDeployment.filter(id=pointer.pk).using_db(conn).delete()
             ended = pointer.deployment_id
         return ended

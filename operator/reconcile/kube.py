@@ -29,11 +29,11 @@ __all__ = [
     "MLSERVE_GROUP",
     "MLSERVE_PLURAL",
     "MLSERVE_VERSION",
+    "WORKFLOW_KINDS",
     "MLServe",
     "RayCronJob",
     "RayJob",
     "RequestCounter",
-    "WORKFLOW_KINDS",
     "make_client",
     "resource_for",
 ]
@@ -110,9 +110,7 @@ class RequestCounter:
         self.log.clear()
 
 
-current_counter: contextvars.ContextVar[RequestCounter | None] = contextvars.ContextVar(
-    "current_counter", default=None
-)
+current_counter: contextvars.ContextVar[RequestCounter | None] = contextvars.ContextVar("current_counter", default=None)
 """The counter of the reconcile running in this task (requests are counted per reconcile)."""
 
 

@@ -23,8 +23,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.types import PatchType
 
 from mlserve.models import InvalidConfig, ServeType
-from mlserve.operator.render import render_children
-from mlserve.operator.render import names
+from mlserve.operator.render import names, render_children
 from mlserve.operator.settings import OperatorSettings
 from mlserve.operator.spec import MLServeSpec
 
@@ -45,8 +44,8 @@ from .kube import (
     current_counter,
 )
 from .rollback import pending_rollback, previous_artifact, rollback_patch
-from .sync import ANNOTATION_DEPLOYMENT_ID, SYNC_FIELD_MANAGER_SUFFIX
 from .status import Observation, Workload, compute_status, write_status
+from .sync import ANNOTATION_DEPLOYMENT_ID, SYNC_FIELD_MANAGER_SUFFIX
 
 __all__ = ["Report", "Runtime", "reconcile"]
 
@@ -138,9 +137,7 @@ def _judged(status: Mapping[str, Any], generation: int) -> bool:
 
 
 def _was_in_conflict(status: Mapping[str, Any]) -> bool:
-    return any(
-        c.get("type") == "Conflict" and c.get("status") == "True" for c in status.get("conditions") or []
-    )
+    return any(c.get("type") == "Conflict" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
 def _previous_reason(status: Mapping[str, Any], type_: str) -> str | None:
@@ -337,7 +334,9 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
             report.recorded_deployment = outcome.active.pk
             if rollback_from is not None:
                 rt.events.post(
-                    body, "Normal", "RolledBack",
+                    body,
+                    "Normal",
+                    "RolledBack",
                     f"rolled back from {rollback_from}: {outcome.message}",
                 )
             else:
@@ -386,14 +385,14 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
             live = await list_children(rt.client, kinds, str(namespace), selector)
             result = ApplyResult(live=live)
         else:
-            result = await apply_children(
-                rt.client, manifests, owner, selector, kinds, settings.field_manager
-            )
+            result = await apply_children(rt.client, manifests, owner, selector, kinds, settings.field_manager)
             obs.applied = True
         report.applied, report.pruned = result.applied, result.pruned
         for child, paths in result.drift.items():
             rt.events.post(
-                body, "Normal", "DriftRepaired",
+                body,
+                "Normal",
+                "DriftRepaired",
                 f"{child} was changed by hand ({', '.join(paths[:5])}): put back as rendered",
             )
         obs.children = [
@@ -432,9 +431,7 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
                     job_status=(newest.get("status") or {}).get("jobStatus"),
                 )
     except ApiError as exc:
-        obs.error = TemporaryFailure(
-            "ApiError", f"the API server refused a request: {exc.status.message}"
-        )
+        obs.error = TemporaryFailure("ApiError", f"the API server refused a request: {exc.status.message}")
     except ReconcileError as exc:
         obs.error = exc
     return await _finish(rt, body, previous_status, obs, report)

@@ -112,8 +112,7 @@ async def restore() -> int:
     for entry in stored:
         if _PENDING.setdefault((entry.serve, entry.environment), entry) is entry:
             log.info(
-                "deployment %s of serve %s in %s is still to be ended (from the deletion of %s, kept "
-                "across a restart)",
+                "deployment %s of serve %s in %s is still to be ended (from the deletion of %s, kept across a restart)",
                 entry.deployment_id,
                 entry.serve,
                 entry.environment,

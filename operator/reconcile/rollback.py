@@ -75,7 +75,9 @@ def rollback_patch(token: str, version: str | None) -> dict[str, Any]:
     return patch
 
 
-async def rollback_in_database(serve_name: str, environment_name: str, username: str) -> tuple[Deployment, Deployment, Artifact]:
+async def rollback_in_database(
+    serve_name: str, environment_name: str, username: str
+) -> tuple[Deployment, Deployment, Artifact]:
     """Deploy the previous artifact as a new deployment; returns (new, rolled back from, artifact)."""
     serve = await Serve.get_or_none(name=serve_name)
     if serve is None:

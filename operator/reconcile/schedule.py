@@ -29,6 +29,7 @@ Forbid``:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,11 +56,11 @@ __all__ = [
     "Plan",
     "PlanReason",
     "Schedule",
+    "ScheduleOutcome",
     "ScheduleSettings",
     "cron_job_status",
-    "next_time",
-    "ScheduleOutcome",
     "job_view",
+    "next_time",
     "parse_schedule",
     "plan",
     "reconcile_schedule",
@@ -69,9 +70,7 @@ __all__ = [
 # as "at least" this number (the Kubernetes CronJob controller stops at 100 as well).
 MISSED_COUNT_CAP = 100
 
-_MACROS = frozenset(
-    {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-)
+_MACROS = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
 _ONE_MICROSECOND = timedelta(microseconds=1)
 
 
@@ -134,10 +133,8 @@ def cron_job_status(
 ) -> dict[str, Any]:
     """The schedule fields of the status of an MLServe run by a KubeRay RayCronJob."""
     values: dict[str, Any] = {"schedule": expression}
-    try:
+    with contextlib.suppress(ValueError, KeyError):  # a bad expression or zone: the apply reports it
         values["nextScheduledTime"] = _rfc3339(next_time(expression, now, time_zone))
-    except (ValueError, KeyError):  # a bad expression or zone: the apply reports it
-        pass
     last = ((cron_job or {}).get("status") or {}).get("lastScheduleTime")
     if last:
         values["lastScheduledTime"] = last
@@ -462,8 +459,7 @@ async def reconcile_schedule(
             except ApiError as exc:
                 raise TemporaryFailure(
                     "ScheduledRunFailed",
-                    f"the RayJob of the run due at {_rfc3339(decision.start)} was refused: "
-                    f"{exc.status.message}",
+                    f"the RayJob of the run due at {_rfc3339(decision.start)} was refused: {exc.status.message}",
                 ) from exc
             outcome.created = name
             jobs[name] = _as_dict(created)

@@ -101,9 +101,7 @@ def set_condition(
         if condition.get("type") == type_:
             if condition.get("status") != text:
                 condition["lastTransitionTime"] = _time(now)
-            condition.update(
-                status=text, reason=reason, message=message[:32768], observedGeneration=generation
-            )
+            condition.update(status=text, reason=reason, message=message[:32768], observedGeneration=generation)
             return
     conditions.append(
         {
@@ -314,9 +312,7 @@ async def write_status(
     if patch is None:
         return False
     try:
-        await client.patch(
-            MLServe.Status, name, {"status": patch}, namespace=namespace, patch_type=PatchType.MERGE
-        )
+        await client.patch(MLServe.Status, name, {"status": patch}, namespace=namespace, patch_type=PatchType.MERGE)
     except ApiError as exc:
         if exc.status.code == 404:
             return False  # deleted meanwhile

@@ -20,6 +20,7 @@ the marker annotation and the last-writer-wins comparison are written down in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -496,7 +497,7 @@ async def _full_pass(
     result.created.sort()
     result.updated.sort()
 
-    for pair, bodies in sorted(orphans.items()):
+    for _pair, bodies in sorted(orphans.items()):
         for body in bodies:
             ids = reflected_deployment_ids(body)
             if not ids or not all(i in ended for i in ids):
@@ -614,10 +615,8 @@ async def run_sync_loop(
                 waiting = True
             state = SyncState()  # when it acts again, a full pass: the active replica wrote meanwhile
             restored = False  # and the pending undeploys as the active replica left them
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=min(1.0, settings.sync_interval))
-            except TimeoutError:
-                pass
             continue
         if waiting:
             log.info("database sync acts: this replica is the active one (kopf peering)")
@@ -662,8 +661,6 @@ async def run_sync_loop(
                 )
             else:
                 log.exception("database sync tick failed; retrying in %gs", settings.sync_interval)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=settings.sync_interval)
-        except TimeoutError:
-            pass
     log.info("database sync stopped")

@@ -160,9 +160,7 @@ def render_pdb(serve: ApiServe, settings: RenderSettings) -> dict[str, Any] | No
 def api_hosts(serve: ApiServe) -> tuple[str, ...]:
     """Darwin's host rule plus the additional hosts; each checked as a DNS name."""
     env = serve.environment
-    result = names.hosts(
-        serve.serve, env.name, env.config.domain_suffix, env.is_protected, serve.additional_hosts
-    )
+    result = names.hosts(serve.serve, env.name, env.config.domain_suffix, env.is_protected, serve.additional_hosts)
     for index, host in enumerate(result):
         if len(host) > 253 or not _HOST.match(host):
             field = "env_configs.domain_suffix" if index == 0 and env.config.domain_suffix else "additional_hosts"
@@ -197,8 +195,7 @@ def render_ingress(serve: ApiServe, settings: RenderSettings) -> dict[str, Any] 
     if settings.ingress_class:
         spec["ingressClassName"] = settings.ingress_class
     spec["rules"] = [
-        {"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}
-        for host in hosts
+        {"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}} for host in hosts
     ]
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata, "spec": spec}
 

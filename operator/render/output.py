@@ -28,6 +28,4 @@ _Dumper.add_representer(str, _str)
 
 def dump_yaml(manifests: Iterable[dict[str, Any]]) -> str:
     """Each manifest as one YAML document, keys in the order rendered."""
-    return yaml.dump_all(
-        list(manifests), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100
-    )
+    return yaml.dump_all(list(manifests), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)

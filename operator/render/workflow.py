@@ -61,9 +61,7 @@ def _worker_group(wf: WorkflowServe, group: WorkerGroup, settings: RenderSetting
         "minReplicas": group.min_replicas,
         "maxReplicas": group.max_replicas,
         "rayStartParams": {},
-        "template": _pod_template(
-            wf, settings, names.RAY_WORKER_CONTAINER, group.cores, group.memory, group
-        ),
+        "template": _pod_template(wf, settings, names.RAY_WORKER_CONTAINER, group.cores, group.memory, group),
     }
 
 
@@ -76,9 +74,7 @@ def render_rayjob_spec(wf: WorkflowServe, settings: RenderSettings) -> dict[str,
         cluster["enableInTreeAutoscaling"] = True
     cluster["headGroupSpec"] = {
         "rayStartParams": {"dashboard-host": "0.0.0.0"},
-        "template": _pod_template(
-            wf, settings, names.RAY_HEAD_CONTAINER, wf.head.cores, wf.head.memory, wf.head
-        ),
+        "template": _pod_template(wf, settings, names.RAY_HEAD_CONTAINER, wf.head.cores, wf.head.memory, wf.head),
     }
     cluster["workerGroupSpecs"] = [_worker_group(wf, group, settings) for group in wf.workers]
     spec: dict[str, Any] = {"entrypoint": wf.entrypoint or settings.workflow_entrypoint}

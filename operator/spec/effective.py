@@ -141,7 +141,9 @@ def effective_api_config(ctx: ServeContext, spec: MLServeSpec) -> FastAPIConfig:
     """``fast_api_config`` with ``spec.replicas``, ``spec.resources`` and ``spec.nodeCapacityType`` over it."""
     base: dict[str, Any] = {}
     if ctx.api_config is not None:
-        base = ctx.api_config.model_dump(include={"min_replicas", "max_replicas", "cores", "memory", "node_capacity_type"})
+        base = ctx.api_config.model_dump(
+            include={"min_replicas", "max_replicas", "cores", "memory", "node_capacity_type"}
+        )
     if spec.replicas is not None:
         if spec.replicas.min is not None:
             base["min_replicas"] = spec.replicas.min

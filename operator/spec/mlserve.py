@@ -186,8 +186,7 @@ class MLServeSpec(_SpecModel):
         for host in value:
             if len(host) > 253 or not DNS1123_SUBDOMAIN.match(host):
                 raise ValueError(
-                    f"{host!r} is not a host name: use lower-case DNS labels joined by '.', "
-                    "e.g. models.example.com"
+                    f"{host!r} is not a host name: use lower-case DNS labels joined by '.', e.g. models.example.com"
                 )
         if len(set(value)) != len(value):
             raise ValueError("lists a host twice: remove the duplicate")
@@ -211,7 +210,7 @@ class MLServeSpec(_SpecModel):
     def _schedule(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        if len(value.split()) != 5 and not value.startswith("@") or not croniter.is_valid(value):
+        if (len(value.split()) != 5 and not value.startswith("@")) or not croniter.is_valid(value):
             raise ValueError(
                 f"{value!r} is not a cron schedule: use five fields (minute hour day-of-month "
                 "month day-of-week), e.g. '0 3 * * *', or a macro such as @daily"
@@ -220,9 +219,7 @@ class MLServeSpec(_SpecModel):
 
     @field_validator("worker_groups")
     @classmethod
-    def _unique_groups(
-        cls, value: tuple[WorkerGroupOverride, ...] | None
-    ) -> tuple[WorkerGroupOverride, ...] | None:
+    def _unique_groups(cls, value: tuple[WorkerGroupOverride, ...] | None) -> tuple[WorkerGroupOverride, ...] | None:
         if value is None:
             return value
         if not value:

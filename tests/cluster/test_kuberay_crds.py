@@ -11,7 +11,6 @@ import yaml
 from lightkube import ApiError, Client, codecs
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
-
 from mlserve_testing.wait import wait_for
 
 pytestmark = pytest.mark.cluster

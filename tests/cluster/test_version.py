@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
+from mlserve_testing.cluster import use_external_cluster
 
 from mlserve.operator.devcluster import ClusterHandle
-from mlserve_testing.cluster import use_external_cluster
 
 pytestmark = pytest.mark.cluster
 

@@ -12,7 +12,6 @@ from lightkube.models.meta_v1 import LabelSelector, ObjectMeta
 from lightkube.resources.apps_v1 import Deployment, ReplicaSet
 from lightkube.resources.core_v1 import Node, Pod
 from lightkube.types import CascadeType
-
 from mlserve_testing.wait import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -78,6 +77,7 @@ def test_deployment_gets_replicaset_and_ready_pods_on_nodes(kube_client: Client,
 
 def test_deleting_a_deployment_garbage_collects_replicaset_and_pods(kube_client: Client, namespace: str) -> None:
     created = kube_client.create(_deployment("doomed"), namespace=namespace)
+
     def all_pods_ready() -> bool:
         pods = list(kube_client.list(Pod, namespace=namespace, labels={"app": "doomed"}))
         return len(pods) == REPLICAS and all(_pod_ready(p) for p in pods)

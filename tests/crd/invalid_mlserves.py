@@ -55,7 +55,9 @@ INVALID: tuple[Invalid, ...] = (
     Invalid("missing-spec", {k: v for k, v in mlserve(API).items() if k != "spec"}, "spec: Required value"),
     Invalid("missing-environment", mlserve(_without(API, "environment")), "spec.environment: Required value"),
     Invalid("missing-type", mlserve(_without(API, "type")), "spec.type: Required value"),
-    Invalid("missing-artifact-version", mlserve(_without(API, "artifactVersion")), "spec.artifactVersion: Required value"),
+    Invalid(
+        "missing-artifact-version", mlserve(_without(API, "artifactVersion")), "spec.artifactVersion: Required value"
+    ),
     Invalid("unknown-type", mlserve(_with(API, type="batch")), 'supported values: "api", "workflow"'),
     Invalid("uppercase-environment", mlserve(_with(API, environment="Prod")), "spec.environment"),
     Invalid("serve-too-long", mlserve(_with(API, serve="s" * 51)), "spec.serve"),
@@ -63,12 +65,24 @@ INVALID: tuple[Invalid, ...] = (
     Invalid("cores-as-string", mlserve(_with(API, resources={"cores": "2"})), "spec.resources.cores"),
     Invalid("fractional-memory", mlserve(_with(API, resources={"memory": 1.5})), "spec.resources.memory"),
     Invalid("capacity-type-typo", mlserve(_with(API, nodeCapacityType="spott")), "spec.nodeCapacityType"),
-    Invalid("cpu-target-over-100", mlserve(_with(API, autoscaling={"cpuUtilization": 120})), "spec.autoscaling.cpuUtilization"),
+    Invalid(
+        "cpu-target-over-100",
+        mlserve(_with(API, autoscaling={"cpuUtilization": 120})),
+        "spec.autoscaling.cpuUtilization",
+    ),
     Invalid("host-with-underscore", mlserve(_with(API, hosts=["fraud_score.example.com"])), "spec.hosts[0]"),
     Invalid("env-value-not-string", mlserve(_with(API, env={"WORKERS": 4})), "spec.env.WORKERS"),
     Invalid("schedule-not-cron", mlserve(_with(WORKFLOW, schedule="every night")), "spec.schedule"),
-    Invalid("worker-group-without-memory", mlserve(_with(WORKFLOW, workerGroups=[_without(GROUP, "memory")])), "spec.workerGroups[0].memory: Required value"),
-    Invalid("worker-group-name-uppercase", mlserve(_with(WORKFLOW, workerGroups=[{**GROUP, "name": "GPU"}])), "spec.workerGroups[0].name"),
+    Invalid(
+        "worker-group-without-memory",
+        mlserve(_with(WORKFLOW, workerGroups=[_without(GROUP, "memory")])),
+        "spec.workerGroups[0].memory: Required value",
+    ),
+    Invalid(
+        "worker-group-name-uppercase",
+        mlserve(_with(WORKFLOW, workerGroups=[{**GROUP, "name": "GPU"}])),
+        "spec.workerGroups[0].name",
+    ),
     # CEL rules
     Invalid(
         "replicas-min-above-max",

@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 import yaml
+from crd.invalid_mlserves import INVALID, Invalid
 from lightkube import ApiError, Client, codecs
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
-
-from crd.invalid_mlserves import INVALID, Invalid
 from mlserve_testing.wait import wait_for
 from render.render_cases import CASES, Case
 from render.schemas import MLSERVE_CRD, RAY_KINDS, ROOT, kuberay_dir
@@ -91,9 +90,7 @@ def test_invalid_mlserve_is_rejected(kube_client: Client, mlserve_crd: str, name
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_rendered_children_are_accepted(
-    kube_client: Client, kuberay_crds: None, namespace: str, case: Case
-) -> None:
+def test_rendered_children_are_accepted(kube_client: Client, kuberay_crds: None, namespace: str, case: Case) -> None:
     for manifest in case.render():
         obj = codecs.from_dict(_in(namespace, manifest))
         kube_client.create(obj, namespace=namespace, dry_run=True)

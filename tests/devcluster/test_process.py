@@ -6,11 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from mlserve_testing.wait import wait_for
 
 from mlserve.operator.devcluster.errors import DevClusterError
 from mlserve.operator.devcluster.ports import free_ports
 from mlserve.operator.devcluster.process import ManagedProcess, group_alive, log_tail
-from mlserve_testing.wait import wait_for
 
 # a parent that starts a child in the same process group, then both wait
 PARENT_AND_CHILD = (

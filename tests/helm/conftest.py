@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from helm.chart import Helm, project_helm
 
 

@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 import yaml
+from helm.chart import CHART, VALUES_DIR, Helm, project_helm
 from lightkube import ApiError, Client
 from lightkube.models.authentication_v1 import TokenRequestSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, ServiceAccountToken
 
-from helm.chart import CHART, VALUES_DIR, Helm, project_helm
 from mlserve.operator.devcluster import names
 
 #: "chart" (default): the operator's end-to-end tests run as the chart's ServiceAccount;
@@ -123,12 +123,23 @@ def install_identity(
             raise
     context = ["--kube-context", cluster.context] if cluster.context else []
     helm.run(
-        "upgrade", "--install", release, str(CHART), "--namespace", namespace, *context,
-        "--values", str(VALUES_DIR / "kwok.yaml"),
-        "--set", "replicaCount=0",
-        "--set", "crds.install=false",
-        "--set", f"peering.enabled={str(peering).lower()}",
-        "--set-json", f"watchNamespaces={json.dumps(list(namespaces))}",
+        "upgrade",
+        "--install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        *context,
+        "--values",
+        str(VALUES_DIR / "kwok.yaml"),
+        "--set",
+        "replicaCount=0",
+        "--set",
+        "crds.install=false",
+        "--set",
+        f"peering.enabled={str(peering).lower()}",
+        "--set-json",
+        f"watchNamespaces={json.dumps(list(namespaces))}",
         kubeconfig=cluster.kubeconfig,
     )
     shown = helm.run("get", "manifest", release, "--namespace", namespace, *context, kubeconfig=cluster.kubeconfig)
@@ -150,8 +161,15 @@ def install_identity(
 
 def uninstall_identity(helm: Helm, cluster: Any, identity: ChartIdentity) -> None:
     context = ["--kube-context", cluster.context] if cluster.context else []
-    helm.run("uninstall", identity.release, "--namespace", identity.namespace, *context,
-             kubeconfig=cluster.kubeconfig, check=False)
+    helm.run(
+        "uninstall",
+        identity.release,
+        "--namespace",
+        identity.namespace,
+        *context,
+        kubeconfig=cluster.kubeconfig,
+        check=False,
+    )
 
 
 def session_operator_settings() -> tuple[list[str], bool]:
@@ -177,8 +195,14 @@ def chart_identity(
     (same MLSERVE_NAMESPACES, same peering), and a kubeconfig acting as it."""
     namespaces, peering = session_operator_settings()
     identity = install_identity(
-        chart_helm, cluster, kube_client, tmp_path_factory.mktemp("chart-identity"),
-        release=RELEASE, namespace=NAMESPACE, namespaces=namespaces, peering=peering,
+        chart_helm,
+        cluster,
+        kube_client,
+        tmp_path_factory.mktemp("chart-identity"),
+        release=RELEASE,
+        namespace=NAMESPACE,
+        namespaces=namespaces,
+        peering=peering,
     )
     yield identity
     uninstall_identity(chart_helm, cluster, identity)

@@ -14,7 +14,6 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-
 from helm.chart import (
     CHART,
     RELEASE,
@@ -56,7 +55,9 @@ def validate_offline(obj: dict[str, Any]) -> None:
         kubernetes_validate.validate(obj, K8S_SCHEMA_VERSION, strict=True)
     except kubernetes_validate.ValidationError as exc:
         path = ".".join(str(p) for p in exc.path)
-        raise AssertionError(f"{where} is invalid for Kubernetes {K8S_SCHEMA_VERSION} at {path}: {exc.message}") from None
+        raise AssertionError(
+            f"{where} is invalid for Kubernetes {K8S_SCHEMA_VERSION} at {path}: {exc.message}"
+        ) from None
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
@@ -169,8 +170,19 @@ def _schema_keys(schema: dict[str, Any], path: list[str]) -> set[str]:
 
 @pytest.mark.parametrize(
     "section",
-    [[], ["image"], ["operator"], ["database"], ["crds"], ["peering"], ["serviceAccount"], ["rbac"],
-     ["probes"], ["probes", "liveness"], ["podDisruptionBudget"]],
+    [
+        [],
+        ["image"],
+        ["operator"],
+        ["database"],
+        ["crds"],
+        ["peering"],
+        ["serviceAccount"],
+        ["rbac"],
+        ["probes"],
+        ["probes", "liveness"],
+        ["podDisruptionBudget"],
+    ],
     ids=lambda p: ".".join(p) or "top",
 )
 def test_schema_and_values_list_the_same_keys(section: list[str]) -> None:
@@ -267,14 +279,18 @@ def _settings_env(objects: list[dict[str, Any]], existing_secret: dict[str, str]
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         if "configMapRef" in source:
-            (config_map,) = [o for o in objects_of(objects, "ConfigMap") if o["metadata"]["name"] == source["configMapRef"]["name"]]
+            (config_map,) = [
+                o for o in objects_of(objects, "ConfigMap") if o["metadata"]["name"] == source["configMapRef"]["name"]
+            ]
             env.update(config_map["data"])
         else:
             secrets = [o for o in objects_of(objects, "Secret") if o["metadata"]["name"] == source["secretRef"]["name"]]
             if secrets:
                 env.update(secrets[0]["stringData"])
             else:
-                assert existing_secret is not None, f"envFrom names Secret {source['secretRef']['name']} the chart does not make"
+                assert existing_secret is not None, (
+                    f"envFrom names Secret {source['secretRef']['name']} the chart does not make"
+                )
                 env.update(existing_secret)
     env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
     return env
@@ -296,9 +312,11 @@ def test_operator_runs_non_root_with_a_read_only_root(helm: Helm, value_set: str
     assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
     assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
     assert container["args"] == ["run"]
-    assert pod["serviceAccountName"] == one(objects, "ServiceAccount")["metadata"]["name"] if objects_of(
-        objects, "ServiceAccount"
-    ) else pod["serviceAccountName"]
+    assert (
+        pod["serviceAccountName"] == one(objects, "ServiceAccount")["metadata"]["name"]
+        if objects_of(objects, "ServiceAccount")
+        else pod["serviceAccountName"]
+    )
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
@@ -329,7 +347,10 @@ def test_existing_secret_is_used_and_none_is_made(helm: Helm) -> None:
     assert {"secretRef": {"name": "mlserve-database"}} in _container(objects)["envFrom"]
     data = one(objects, "ConfigMap")["data"]
     assert (data["MYSQL_HOST"], data["MYSQL_PORT"], data["MYSQL_DATABASE"], data["MYSQL_SLAVE_HOST"]) == (
-        "mysql.databases.svc", "3307", "mlserve", "mysql-replica.databases.svc"
+        "mysql.databases.svc",
+        "3307",
+        "mlserve",
+        "mysql-replica.databases.svc",
     )
 
 
@@ -339,7 +360,10 @@ def test_ha_spreads_pods_and_keeps_one_up(helm: Helm) -> None:
     assert deployment["spec"]["replicas"] == 3
     assert "strategy" not in deployment["spec"]  # rolling: peering keeps one pod acting
     anti = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
-    assert anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert (
+        anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]["topologyKey"]
+        == "kubernetes.io/hostname"
+    )
     pdb = one(objects, "PodDisruptionBudget")
     assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
     assert one(objects, "ClusterKopfPeering")["metadata"]["name"] == "mlserve-ha"
@@ -392,7 +416,12 @@ def test_default_image_is_the_charts_app_version_and_the_package_version(helm: H
 def test_dockerignore_sends_only_the_package_sources() -> None:
     lines = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
     assert lines[0] == "*"
-    assert {line for line in lines if line.startswith("!")} == {"!pyproject.toml", "!README.md", "!models/", "!operator/"}
+    assert {line for line in lines if line.startswith("!")} == {
+        "!pyproject.toml",
+        "!README.md",
+        "!models/",
+        "!operator/",
+    }
 
 
 def test_release_namespace_is_used(helm: Helm) -> None:

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 import yaml
+from helm.chart import CHART, VALUES_DIR, Helm, objects_of, one
 from lightkube import ApiError, Client, codecs
 from lightkube.generic_resource import load_in_cluster_generic_resources
 from lightkube.resources.core_v1 import Node, Pod
-
-from helm.chart import CHART, VALUES_DIR, Helm, objects_of, one
-from mlserve.operator.devcluster import ClusterHandle
 from mlserve_testing.wait import wait_for
+
+from mlserve.operator.devcluster import ClusterHandle
 
 pytestmark = pytest.mark.cluster
 
@@ -32,7 +32,9 @@ class Release:
 
     def run(self, *args: str, check: bool = True) -> Any:
         context = ["--kube-context", self.cluster.context] if self.cluster.context else []
-        return self.helm.run(*args, "--namespace", self.namespace, *context, kubeconfig=self.cluster.kubeconfig, check=check)
+        return self.helm.run(
+            *args, "--namespace", self.namespace, *context, kubeconfig=self.cluster.kubeconfig, check=check
+        )
 
     def manifest(self) -> list[dict[str, Any]]:
         return [doc for doc in yaml.safe_load_all(self.run("get", "manifest", self.name).stdout) if doc]

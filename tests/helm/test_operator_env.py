@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from helm.chart import VALUE_SETS, Helm, load_values, objects_of, one
 
 
@@ -15,7 +14,9 @@ def settings_env(objects: list[dict[str, Any]], existing_secret: dict[str, str])
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         if "configMapRef" in source:
-            (config_map,) = [o for o in objects_of(objects, "ConfigMap") if o["metadata"]["name"] == source["configMapRef"]["name"]]
+            (config_map,) = [
+                o for o in objects_of(objects, "ConfigMap") if o["metadata"]["name"] == source["configMapRef"]["name"]
+            ]
             env.update(config_map["data"])
         else:
             made = [o for o in objects_of(objects, "Secret") if o["metadata"]["name"] == source["secretRef"]["name"]]

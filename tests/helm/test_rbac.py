@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from helm.chart import RELEASE_NAMESPACE, VALUE_SETS, Helm, load_values, objects_of
+
 from mlserve.operator import permissions
 from mlserve.operator.reconcile.kube import API_KINDS, WORKFLOW_KINDS
 
@@ -21,8 +21,11 @@ Grant = tuple[str | None, str, str, str]
 
 def granted(objects: list[dict[str, Any]], service_account: str) -> set[Grant]:
     """What the rendered roles bound to the ServiceAccount grant, verb by verb."""
-    roles = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in objects
-             if o["kind"] in ("Role", "ClusterRole")}
+    roles = {
+        (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
+        for o in objects
+        if o["kind"] in ("Role", "ClusterRole")
+    }
     grants: set[Grant] = set()
     bound: set[tuple[str, str | None, str]] = set()
     for binding in objects_of(objects, "RoleBinding") + objects_of(objects, "ClusterRoleBinding"):
@@ -74,7 +77,11 @@ def test_namespaced_operator_gets_nothing_cluster_wide(helm: Helm) -> None:
     objects = helm.template(value_set="namespaced")
     assert not objects_of(objects, "ClusterRole") and not objects_of(objects, "ClusterRoleBinding")
     # and one Role in its own namespace, for the ConfigMap of pending undeploys
-    assert {r["metadata"]["namespace"] for r in objects_of(objects, "Role")} == {"serving", "workflows", RELEASE_NAMESPACE}
+    assert {r["metadata"]["namespace"] for r in objects_of(objects, "Role")} == {
+        "serving",
+        "workflows",
+        RELEASE_NAMESPACE,
+    }
 
 
 def test_namespace_patterns_get_a_cluster_role_that_lists_namespaces(helm: Helm) -> None:

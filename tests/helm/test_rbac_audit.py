@@ -19,9 +19,6 @@ import socket
 from pathlib import Path
 
 import pytest
-from lightkube import Client
-from lightkube.generic_resource import create_namespaced_resource
-
 from helm.chart import Helm
 from helm.identity import (
     ENV_IDENTITY,
@@ -33,9 +30,12 @@ from helm.identity import (
     operator_runs_as_chart,
     uninstall_identity,
 )
-from mlserve.operator import permissions
+from lightkube import Client
+from lightkube.generic_resource import create_namespaced_resource
 from mlserve_testing.operator import OperatorProcess, operator_env
 from mlserve_testing.wait import wait_for
+
+from mlserve.operator import permissions
 
 pytestmark = [pytest.mark.cluster, pytest.mark.rbac_audit]
 
@@ -116,8 +116,14 @@ def test_namespaced_operator_with_peering_as_the_charts_service_account(
     cluster: object, kube_client: Client, chart_helm: Helm, mlserve_crd: None, namespace: str, tmp_path: Path
 ) -> None:
     identity = install_identity(
-        chart_helm, cluster, kube_client, tmp_path,
-        release="mlserve-peering", namespace=namespace, namespaces=[namespace], peering=True,
+        chart_helm,
+        cluster,
+        kube_client,
+        tmp_path,
+        release="mlserve-peering",
+        namespace=namespace,
+        namespaces=[namespace],
+        peering=True,
     )
     assert identity.peering_name is not None
     try:
@@ -134,7 +140,10 @@ def test_namespaced_operator_with_peering_as_the_charts_service_account(
         process.start()
         try:
             wait_for(
-                lambda: "peering-check" in (kube_client.get(KopfPeering, identity.peering_name, namespace=namespace).status or {}),
+                lambda: (
+                    "peering-check"
+                    in (kube_client.get(KopfPeering, identity.peering_name, namespace=namespace).status or {})
+                ),
                 timeout=KEEPALIVE_SECONDS,
                 what=f"the operator's keep-alive in KopfPeering {namespace}/{identity.peering_name} (log: {process.log_path})",
             )

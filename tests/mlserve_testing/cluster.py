@@ -28,7 +28,7 @@ from lightkube import ApiError, Client
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
-from mlserve.operator.devcluster import Binaries, ClusterHandle, DevClusterError, LocalCluster, ensure_binaries
+from mlserve.operator.devcluster import ClusterHandle, DevClusterError, LocalCluster, ensure_binaries
 
 #: "1": use the cluster of $KUBECONFIG instead of starting one
 ENV_USE_KUBECONFIG = "MLSERVE_TEST_USE_KUBECONFIG"

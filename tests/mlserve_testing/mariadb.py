@@ -232,9 +232,7 @@ def external_server(url: str) -> MariaDBServer:
     """The server named by ``MLSERVE_TEST_MYSQL_URL``."""
     parts = urlsplit(url)
     if parts.scheme != "mysql" or not parts.hostname:
-        raise MariaDBUnavailable(
-            "MLSERVE_TEST_MYSQL_URL must look like mysql://user:password@host:port/"
-        )
+        raise MariaDBUnavailable("MLSERVE_TEST_MYSQL_URL must look like mysql://user:password@host:port/")
     return MariaDBServer(
         host=parts.hostname,
         port=parts.port or 3306,

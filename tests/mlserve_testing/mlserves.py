@@ -92,9 +92,7 @@ def children(client: Client, namespace: str) -> dict[str, Any]:
 
 
 def events(client: Client, namespace: str, name: str) -> list[Any]:
-    return [
-        e for e in client.list(Event, namespace=namespace) if e.involvedObject and e.involvedObject.name == name
-    ]
+    return [e for e in client.list(Event, namespace=namespace) if e.involvedObject and e.involvedObject.name == name]
 
 
 def gone(client: Client, resource: Any, name: str, namespace: str) -> bool:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -31,8 +32,8 @@ from typing import Any
 import pytest
 from lightkube import ApiError, Client, codecs
 from lightkube.generic_resource import create_namespaced_resource
-from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Namespace, Node
 from tortoise import Tortoise
 
@@ -76,11 +77,9 @@ def _install_crd(client: Client, path: Path) -> None:
         client.apply(obj, field_manager="mlserve-tests", force=True)
         name = obj.metadata.name
 
-        def established() -> bool:
+        def established(name: str = name) -> bool:
             crd = client.get(CustomResourceDefinition, name)
-            return any(
-                c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])
-            )
+            return any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or []))
 
         wait_for(established, timeout=30, what=f"CRD {name} established")
 
@@ -291,10 +290,8 @@ def _finish_deletions(client: Client, timeout: float = 60) -> None:
             if str(item["metadata"].get("namespace", "")).startswith(NAMESPACE_PREFIX)
         )
 
-    try:
+    with contextlib.suppress(AssertionError):  # best effort: the operator stops anyway
         wait_for(settled, timeout=timeout, what="the deletions of the tests' MLServes")
-    except AssertionError:
-        pass  # best effort: the operator stops anyway
 
 
 @pytest.fixture

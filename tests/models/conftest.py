@@ -86,7 +86,5 @@ async def _delete_all_rows() -> None:
 
 async def count(table: str) -> int:
     """Rows in ``table``, by SQL (independent of the models)."""
-    _, rows = await Tortoise.get_connection("default").execute_query(
-        f"SELECT COUNT(*) AS n FROM {table}"
-    )
+    _, rows = await Tortoise.get_connection("default").execute_query(f"SELECT COUNT(*) AS n FROM {table}")
     return int(rows[0]["n"])

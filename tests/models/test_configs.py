@@ -44,7 +44,12 @@ def test_env_config_is_frozen() -> None:
 
 
 def test_env_config_accepts_a_json_string() -> None:
-    assert EnvConfig.parse('{"domain_suffix": ".x", "cluster_name": "c", "security_group": "", "namespace": "ns"}').namespace == "ns"
+    assert (
+        EnvConfig.parse(
+            '{"domain_suffix": ".x", "cluster_name": "c", "security_group": "", "namespace": "ns"}'
+        ).namespace
+        == "ns"
+    )
 
 
 @pytest.mark.parametrize(

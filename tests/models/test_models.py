@@ -66,7 +66,7 @@ async def test_timestamps_are_set_and_updated(db: DatabaseSettings) -> None:
     assert owner.created_at.tzinfo is not None
     created, updated = owner.created_at, owner.updated_at
     # Wait until the clock has visibly moved, then write again.
-    while datetime.now(UTC) <= updated:
+    while datetime.now(UTC) <= updated:  # noqa: ASYNC110 - a clock, not an event, is awaited
         await asyncio.sleep(0)
     owner.token = "rotated"
     await owner.save()
@@ -81,9 +81,7 @@ async def test_job_and_deployment_defaults(db: DatabaseSettings) -> None:
     job = await ArtifactBuilderJob.create(serve=serve, version="1", github_repo_url="g", created_by=owner)
     assert (await ArtifactBuilderJob.get(pk=job.pk)).status is JobStatus.PENDING
     assert job.last_picked_at is not None
-    artifact = await Artifact.create(
-        serve=serve, version="1", github_repo_url="g", artifact_job=job, created_by=owner
-    )
+    artifact = await Artifact.create(serve=serve, version="1", github_repo_url="g", artifact_job=job, created_by=owner)
     assert [a.pk for a in await job.artifacts.all()] == [artifact.pk]
     env = await f.environment()
     deployment = await Deployment.create(serve=serve, artifact=artifact, environment=env, created_by=owner)
@@ -227,7 +225,14 @@ async def test_deleting_a_serve_cascades(db: DatabaseSettings) -> None:
     await AppLayerDeployment.create(deployment=deployment)
     await f.api_config(owner, serve, env)
     await serve.delete()
-    for table in ("serves", "artifacts", "deployments", "active_deployments", "app_layer_deployments", "api_serve_configs"):
+    for table in (
+        "serves",
+        "artifacts",
+        "deployments",
+        "active_deployments",
+        "app_layer_deployments",
+        "api_serve_configs",
+    ):
         assert await count(table) == 0, table
     assert await count("environments") == 1
     assert await count("users") == 1

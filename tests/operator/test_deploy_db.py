@@ -8,23 +8,23 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from mlserve_testing import darwin
 
 from mlserve.operator.reconcile import deploy, rollback
 from mlserve.operator.reconcile.errors import InvalidInput
-from mlserve_testing import darwin
 
 NS = "team-a"
 
 
 async def _resolve(serve: str = "fraud", env: str = "prod", version: str = "v1", **kw: str):
-    args = dict(
-        serve_name=serve,
-        serve_type="api",
-        environment_name=env,
-        artifact_version=version,
-        namespace=NS,
-        cluster_name="local",
-    )
+    args = {
+        "serve_name": serve,
+        "serve_type": "api",
+        "environment_name": env,
+        "artifact_version": version,
+        "namespace": NS,
+        "cluster_name": "local",
+    }
     args.update(kw)
     return await deploy.resolve(**args)  # type: ignore[arg-type]
 

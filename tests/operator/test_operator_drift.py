@@ -10,11 +10,11 @@ from lightkube import Client
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Service
 from lightkube.types import PatchType
-
 from mlserve_testing import darwin
 from mlserve_testing.mlserves import MLServe, apply, children, get, mlserve, unique, wait_condition
 from mlserve_testing.operator import OperatorProcess
 from mlserve_testing.wait import wait_for
+
 
 @pytest.fixture
 def namespace(operator_namespace: str) -> str:
@@ -53,8 +53,10 @@ async def test_deleted_and_edited_children_are_put_back(
     kube_client.delete(Service, name, namespace=namespace)
     # Well within the drift interval (20 s here): the child watch brings the worker at once.
     wait_for(
-        lambda: children(kube_client, namespace).get(f"Service/{name}") is not None
-        and kube_client.get(Service, name, namespace=namespace).metadata.uid != old_uid,
+        lambda: (
+            children(kube_client, namespace).get(f"Service/{name}") is not None
+            and kube_client.get(Service, name, namespace=namespace).metadata.uid != old_uid
+        ),
         timeout=10,
         what="the deleted Service re-created",
     )
@@ -69,8 +71,10 @@ async def test_deleted_and_edited_children_are_put_back(
         field_manager="kubectl-edit",
     )
     wait_for(
-        lambda: kube_client.get(Deployment, name, namespace=namespace).spec.template.spec.containers[0].image
-        == f"registry.example.com/{serve}:v1",
+        lambda: (
+            kube_client.get(Deployment, name, namespace=namespace).spec.template.spec.containers[0].image
+            == f"registry.example.com/{serve}:v1"
+        ),
         timeout=10,
         what="the edited image put back",
     )
@@ -120,12 +124,13 @@ async def test_a_converged_mlserve_makes_no_write(
         what="a first reconcile with no write",
     )
     before_mls = get(kube_client, serve, namespace)["metadata"]["resourceVersion"]
-    before_children = {key: (_ours(obj), obj.metadata.generation) for key, obj in children(kube_client, namespace).items()}
-    rows_before = await darwin.query(
-        "SELECT COUNT(*) AS n FROM deployments WHERE serve_id = ?", seed.serve
-    )
+    before_children = {
+        key: (_ours(obj), obj.metadata.generation) for key, obj in children(kube_client, namespace).items()
+    }
+    rows_before = await darwin.query("SELECT COUNT(*) AS n FROM deployments WHERE serve_id = ?", seed.serve)
     pointer_before = await darwin.query(
-        "SELECT deployment_id, previous_deployment_id, updated_at FROM active_deployments WHERE serve_id = ?", seed.serve
+        "SELECT deployment_id, previous_deployment_id, updated_at FROM active_deployments WHERE serve_id = ?",
+        seed.serve,
     )
     log_start = len(operator_db.log_text())
 
@@ -134,17 +139,21 @@ async def test_a_converged_mlserve_makes_no_write(
     for round_ in range(2):
         poke(str(round_))
         wait_for(
-            lambda: len(pattern.findall(operator_db.log_text()[log_start:])) > round_,
+            lambda round_=round_: len(pattern.findall(operator_db.log_text()[log_start:])) > round_,
             timeout=30,
             what="a reconcile with no write in the operator's log",
         )
 
     window = operator_db.log_text()[log_start:]
-    writes = re.findall(rf"reconciled {re.escape(namespace)}/{re.escape(serve)}: \d+ API requests \(([1-9]\d*) writes", window)
+    writes = re.findall(
+        rf"reconciled {re.escape(namespace)}/{re.escape(serve)}: \d+ API requests \(([1-9]\d*) writes", window
+    )
     assert writes == [], window
     after_mls = get(kube_client, serve, namespace)["metadata"]
     assert after_mls["resourceVersion"] == before_mls, after_mls.get("managedFields")
-    after_children = {key: (_ours(obj), obj.metadata.generation) for key, obj in children(kube_client, namespace).items()}
+    after_children = {
+        key: (_ours(obj), obj.metadata.generation) for key, obj in children(kube_client, namespace).items()
+    }
     assert after_children == before_children
     assert await darwin.query("SELECT COUNT(*) AS n FROM deployments WHERE serve_id = ?", seed.serve) == rows_before
     assert (
@@ -166,8 +175,12 @@ async def test_a_paused_mlserve_leaves_its_children_alone(
     body = wait_condition(kube_client, serve, namespace, "Synced", "False", reason="Paused")
     assert body["status"]["phase"] == "Paused"
     kube_client.patch(
-        Deployment, name, {"metadata": {"labels": {"hand": "edit"}}, "spec": {"replicas": 3}},
-        namespace=namespace, patch_type=PatchType.MERGE, field_manager="kubectl-edit",
+        Deployment,
+        name,
+        {"metadata": {"labels": {"hand": "edit"}}, "spec": {"replicas": 3}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+        field_manager="kubectl-edit",
     )
     # The status follows the scaled Deployment (a reconcile ran), yet the edit stays.
     wait_for(

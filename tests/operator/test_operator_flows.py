@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 from lightkube import Client
 from lightkube.resources.apps_v1 import Deployment
-
 from mlserve_testing import darwin
 from mlserve_testing.mlserves import (
     MLServe,
@@ -21,8 +20,10 @@ from mlserve_testing.mlserves import (
     wait_condition,
 )
 from mlserve_testing.operator import OperatorProcess
-from mlserve.operator.reconcile.kube import RayJob
 from mlserve_testing.wait import async_wait_for, wait_for
+
+from mlserve.operator.reconcile.kube import RayJob
+
 
 @pytest.fixture
 def namespace(operator_namespace: str) -> str:
@@ -76,9 +77,11 @@ async def test_new_version_replaces_the_old_and_deleting_undeploys(
         {"deployment_id": rows[1]["id"], "previous_deployment_id": rows[0]["id"]}
     ]
     wait_for(
-        lambda: kube_client.get(Deployment, f"{serve}-{env}", namespace=namespace)
-        .spec.template.spec.containers[0]
-        .image.endswith(":v2"),
+        lambda: (
+            kube_client.get(Deployment, f"{serve}-{env}", namespace=namespace)
+            .spec.template.spec.containers[0]
+            .image.endswith(":v2")
+        ),
         timeout=30,
         what="the Deployment running v2",
     )
@@ -118,7 +121,10 @@ async def test_bad_input_gives_a_condition_and_an_event_and_writes_nothing(
         what=f"a Warning Event {reason}",
     )
     assert children(kube_client, namespace) == {}
-    assert await darwin.query("SELECT d.id FROM deployments d JOIN serves s ON s.id = d.serve_id WHERE s.name = ?", serve) == []
+    assert (
+        await darwin.query("SELECT d.id FROM deployments d JOIN serves s ON s.id = d.serve_id WHERE s.name = ?", serve)
+        == []
+    )
     assert operator_db.running
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from lightkube import Client
 from lightkube.resources.networking_v1 import Ingress
-
 from mlserve_testing import darwin
 from mlserve_testing.mlserves import MLServe, apply, children, get, gone, mlserve, unique, wait_condition
 from mlserve_testing.operator import OperatorProcess
 from mlserve_testing.wait import async_wait_for, wait_for
+
 
 @pytest.fixture
 def namespace(operator_namespace: str) -> str:
@@ -56,7 +56,10 @@ async def test_an_mlserve_outside_its_environments_namespace_changes_nothing(
     body = wait_condition(kube_client, serve, namespace, "ArtifactResolved", "False", reason="WrongNamespace")
     assert "somewhere-else" in body["status"]["message"]
     assert children(kube_client, namespace) == {}
-    assert await darwin.query("SELECT d.id FROM deployments d JOIN serves s ON s.id = d.serve_id WHERE s.name = ?", serve) == []
+    assert (
+        await darwin.query("SELECT d.id FROM deployments d JOIN serves s ON s.id = d.serve_id WHERE s.name = ?", serve)
+        == []
+    )
 
 
 async def test_an_environment_of_another_cluster_is_left_alone(

@@ -12,12 +12,12 @@ from lightkube import ApiError, Client
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
-
-from mlserve.operator.render import names
 from mlserve_testing import darwin
 from mlserve_testing.mlserves import get, ready_at_v1, unique
-from mlserve_testing.wait import wait_for
 from mlserve_testing.operator import ROOT, OperatorProcess, StoppableMariaDB, _free_port, _install_crd, operator_env
+from mlserve_testing.wait import wait_for
+
+from mlserve.operator.render import names
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mariadb]
 
@@ -72,7 +72,7 @@ async def test_only_the_highest_priority_replica_acts(
     darwin_rows: StoppableMariaDB, two_replicas: list[OperatorProcess], kube_client: Client, peered_namespace: str
 ) -> None:
     namespace = peered_namespace
-    serve, env, _ = await ready_at_v1(kube_client, namespace)
+    serve, _env, _ = await ready_at_v1(kube_client, namespace)
     pattern = re.compile(rf"reconciled {re.escape(namespace)}/{re.escape(serve)}:")
     low, high = two_replicas
     assert pattern.search(high.log_text()), high.log_tail()
@@ -85,12 +85,20 @@ async def _deploy_in_database(seed: darwin.Seed, version: str) -> int:
     now = darwin._now()
     deployment = await darwin.insert(
         "deployments",
-        serve_id=seed.serve, artifact_id=seed.artifacts[version], environment_id=seed.environment,
-        created_by_id=seed.user, created_at=now, status="ACTIVE",
+        serve_id=seed.serve,
+        artifact_id=seed.artifacts[version],
+        environment_id=seed.environment,
+        created_by_id=seed.user,
+        created_at=now,
+        status="ACTIVE",
     )
     await darwin.insert(
-        "active_deployments", deployment_id=deployment, environment_id=seed.environment, serve_id=seed.serve,
-        created_at=now, updated_at=now,
+        "active_deployments",
+        deployment_id=deployment,
+        environment_id=seed.environment,
+        serve_id=seed.serve,
+        created_at=now,
+        updated_at=now,
     )
     return deployment
 
@@ -108,7 +116,12 @@ async def test_only_the_active_replica_syncs_the_database(
     seed = await darwin.seed_api_serve(serve, env, namespace, min_replicas=1, max_replicas=1)
     await _deploy_in_database(seed, "v1")
     name = names.mlserve_name(serve, env)
-    wait_for(lambda: get(kube_client, name, namespace), timeout=60, what=f"the sync to create MLServe {namespace}/{name}", ignore=(ApiError,))
+    wait_for(
+        lambda: get(kube_client, name, namespace),
+        timeout=60,
+        what=f"the sync to create MLServe {namespace}/{name}",
+        ignore=(ApiError,),
+    )
     assert f"created MLServe {namespace}/{name}" in high.log_text(), high.log_tail()
     assert SYNC_PASS in high.log_text(), high.log_tail()
     # The paused replica never read the database for the sync, nor touched the MLServe.
@@ -122,5 +135,10 @@ async def test_only_the_active_replica_syncs_the_database(
     seed2 = await darwin.seed_api_serve(serve2, env, namespace, min_replicas=1, max_replicas=1)
     await _deploy_in_database(seed2, "v1")
     name2 = names.mlserve_name(serve2, env)
-    wait_for(lambda: get(kube_client, name2, namespace), timeout=90, what=f"the other replica to create {namespace}/{name2}", ignore=(ApiError,))
+    wait_for(
+        lambda: get(kube_client, name2, namespace),
+        timeout=90,
+        what=f"the other replica to create {namespace}/{name2}",
+        ignore=(ApiError,),
+    )
     assert f"created MLServe {namespace}/{name2}" in low.log_text(), low.log_tail()

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 from lightkube import ApiError, Client
-from lightkube.resources.core_v1 import ConfigMap
 from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.core_v1 import ConfigMap
 from lightkube.types import PatchType
-
 from mlserve_testing import darwin
 from mlserve_testing.mlserves import (
     MLServe,
@@ -29,6 +28,7 @@ from mlserve_testing.mlserves import (
 from mlserve_testing.operator import OperatorProcess, StoppableMariaDB
 from mlserve_testing.wait import async_wait_for, wait_for
 
+
 @pytest.fixture
 def namespace(operator_namespace: str) -> str:
     """A fresh namespace per test (the operator under test watches the whole cluster)."""
@@ -42,7 +42,9 @@ def _image(client: Client, name: str, namespace: str) -> str:
     return str(client.get(Deployment, name, namespace=namespace).spec.template.spec.containers[0].image)
 
 
-async def _deployed_v1_then_v2(kube_client: Client, namespace: str) -> tuple[str, str, darwin.Seed, list[dict[str, object]]]:
+async def _deployed_v1_then_v2(
+    kube_client: Client, namespace: str
+) -> tuple[str, str, darwin.Seed, list[dict[str, object]]]:
     serve, env, seed = await ready_at_v1(kube_client, namespace)
     apply(kube_client, mlserve(serve, namespace, env, "v2"))
 
@@ -92,10 +94,10 @@ async def test_rollback_by_annotation_is_a_new_deployment(
 async def test_rollback_by_cli_writes_the_database_and_the_cluster_follows(
     operator_db: OperatorProcess, kube_client: Client, namespace: str
 ) -> None:
-    serve, env, seed, rows = await _deployed_v1_then_v2(kube_client, namespace)
+    serve, env, seed, _rows = await _deployed_v1_then_v2(kube_client, namespace)
     wait_for(lambda: _image(kube_client, f"{serve}-{env}", namespace).endswith(":v2"), timeout=30, what="v2 running")
     mlserve_cli = str(Path(sys.executable).parent / "mlserve")
-    result = subprocess.run(
+    result = subprocess.run(  # noqa: ASYNC221 - the test waits for the CLI on purpose
         [mlserve_cli, "rollback", serve, "--env", env],
         env={"MLSERVE_DB_URL": operator_db.db_url, "PATH": "/usr/bin:/bin"},
         capture_output=True,
@@ -139,8 +141,10 @@ async def test_sigkill_mid_deploy_converges_with_one_active_deployment(
     assert [r["status"] for r in rows] == ["ENDED", "ACTIVE"]
     assert len(await darwin.active_rows(seed.serve, seed.environment)) == 1
     wait_for(
-        lambda: (get(kube_client, serve, namespace).get("status") or {}).get("deploymentId") == rows[1]["id"]
-        and (get(kube_client, serve, namespace).get("status") or {}).get("phase") == "Ready",
+        lambda: (
+            (get(kube_client, serve, namespace).get("status") or {}).get("deploymentId") == rows[1]["id"]
+            and (get(kube_client, serve, namespace).get("status") or {}).get("phase") == "Ready"
+        ),
         timeout=60,
         what=f"status naming deployment {rows[1]['id']} and Ready",
     )
@@ -199,12 +203,16 @@ async def test_deletion_completes_with_the_database_down(
         rows = await darwin.deployments(seed.serve, seed.environment)
         return bool(rows) and all(r["status"] == "ENDED" for r in rows)
 
-    await async_wait_for(ended, timeout=60, what="the deployment ENDED after the database came back", ignore=(Exception,))
+    await async_wait_for(
+        ended, timeout=60, what="the deployment ENDED after the database came back", ignore=(Exception,)
+    )
     assert await darwin.active_rows(seed.serve, seed.environment) == []
     # The database sync must not bring the deleted pair back (at most transiently: an MLServe it
     # creates from a read made before the pending write is removed on its next pass).
     wait_for(
-        lambda: gone(kube_client, MLServe, f"{serve}-{env}", namespace) and gone(kube_client, MLServe, serve, namespace),
+        lambda: (
+            gone(kube_client, MLServe, f"{serve}-{env}", namespace) and gone(kube_client, MLServe, serve, namespace)
+        ),
         timeout=30,
         what="no MLServe for the undeployed pair",
     )
@@ -228,7 +236,9 @@ async def test_an_undeploy_skipped_with_the_database_down_survives_an_operator_r
     try:
         kube_client.delete(MLServe, serve, namespace=namespace)
         wait_for(lambda: gone(kube_client, MLServe, serve, namespace), timeout=40, what="the MLServe deleted")
-        wait_for(kept, timeout=10, what=f"the skipped undeploy in ConfigMap {own_namespace}/{configmap}", ignore=(ApiError,))
+        wait_for(
+            kept, timeout=10, what=f"the skipped undeploy in ConfigMap {own_namespace}/{configmap}", ignore=(ApiError,)
+        )
         operator_db.kill()  # restarts with the database still down: nothing but the ConfigMap remembers
     finally:
         operator_mariadb.start()
@@ -240,7 +250,9 @@ async def test_an_undeploy_skipped_with_the_database_down_survives_an_operator_r
 
     await async_wait_for(ended, timeout=60, what="the deployment ENDED after the restart", ignore=(Exception,))
     assert await darwin.active_rows(seed.serve, seed.environment) == []
-    wait_for(lambda: gone(kube_client, ConfigMap, configmap, own_namespace), timeout=20, what="the ConfigMap gone once empty")
+    wait_for(
+        lambda: gone(kube_client, ConfigMap, configmap, own_namespace), timeout=20, what="the ConfigMap gone once empty"
+    )
     restarted = operator_db.log_text().rsplit("===== start", 1)[-1]
     assert f"created MLServe {namespace}/{serve}-{env}" not in restarted, "the deleted pair came back after the restart"
     assert gone(kube_client, MLServe, f"{serve}-{env}", namespace)

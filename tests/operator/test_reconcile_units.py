@@ -14,8 +14,8 @@ from mlserve.operator.reconcile.identity import Claim, holder, spec_changed_at
 from mlserve.operator.reconcile.mlserve import _workload
 from mlserve.operator.reconcile.rollback import pending_rollback, rollback_patch
 from mlserve.operator.reconcile.status import Observation, Workload, compute_status, status_patch
-from mlserve.operator.spec import MLServeSpec
 from mlserve.operator.settings import OperatorSettings, SettingsError, parse_duration
+from mlserve.operator.spec import MLServeSpec
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 OWNER = Owner("mlserve.darwin.io/v1alpha1", "MLServe", "fraud", "team-a", "uid-1")
@@ -31,7 +31,12 @@ def _deployment(replicas: int | None = 2, cpu: str = "500m", image: str = "img:v
     }
     if replicas is not None:
         spec["replicas"] = replicas
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "fraud", "labels": {"a": "b"}}, "spec": spec}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "fraud", "labels": {"a": "b"}},
+        "spec": spec,
+    }
 
 
 def _live(desired: dict, **changes: object) -> dict:
@@ -108,17 +113,17 @@ def test_stamp_sets_owner_and_namespace() -> None:
 
 
 def _ready_obs(**kw: object) -> Observation:
-    base = dict(
-        generation=3,
-        serve="fraud",
-        db_state="in_sync",
-        db_message="in sync",
-        deployment_id=7,
-        artifact_version="v1",
-        image="img:v1",
-        applied=True,
-        workload=Workload("Deployment", "fraud-prod", desired=2, ready=2, updated=2, rolled_out=True),
-    )
+    base = {
+        "generation": 3,
+        "serve": "fraud",
+        "db_state": "in_sync",
+        "db_message": "in sync",
+        "deployment_id": 7,
+        "artifact_version": "v1",
+        "image": "img:v1",
+        "applied": True,
+        "workload": Workload("Deployment", "fraud-prod", desired=2, ready=2, updated=2, rolled_out=True),
+    }
     base.update(kw)
     return Observation(**base)  # type: ignore[arg-type]
 
@@ -144,7 +149,9 @@ def test_an_unchanged_status_is_not_written_and_keeps_transition_times() -> None
     second = compute_status(first, _ready_obs(), NOW + timedelta(minutes=5))
     assert status_patch(first, second) is None
     degraded = compute_status(
-        first, _ready_obs(workload=Workload("Deployment", "d", desired=2, ready=1, updated=2, rolled_out=True)), NOW + timedelta(minutes=6)
+        first,
+        _ready_obs(workload=Workload("Deployment", "d", desired=2, ready=1, updated=2, rolled_out=True)),
+        NOW + timedelta(minutes=6),
     )
     assert degraded["phase"] == "Degraded"
     assert _cond(degraded, "Ready")["lastTransitionTime"] == "2026-01-02T03:10:05Z"
@@ -296,9 +303,7 @@ def test_a_raycronjob_child_is_scheduled_with_its_next_run() -> None:
 
 
 def test_a_new_deployment_under_an_hpa_is_not_ready_below_the_hpa_minimum() -> None:
-    spec = MLServeSpec.parse(
-        {"serve": "fraud", "environment": "prod", "type": "api", "artifactVersion": "1"}
-    )
+    spec = MLServeSpec.parse({"serve": "fraud", "environment": "prod", "type": "api", "artifactVersion": "1"})
     name = "fraud-prod"
     # The API server defaulted spec.replicas to 1 before the HPA (min 2) scaled it.
     deployment = {

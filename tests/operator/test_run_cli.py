@@ -21,8 +21,14 @@ from mlserve.operator.cli.run import _Redact, configure_logging
         ({"MLSERVE_CLUSTER_NAME": "local", "MLSERVE_LOG_FORMAT": "yaml"}, "MLSERVE_LOG_FORMAT"),
         ({"MLSERVE_CLUSTER_NAME": "local", "MLSERVE_DELETION_DB_TIMEOUT": "-3"}, "MLSERVE_DELETION_DB_TIMEOUT"),
         ({"MLSERVE_CLUSTER_NAME": "local", "MLSERVE_HPA_CPU_UTILIZATION": "250"}, "MLSERVE_HPA_CPU_UTILIZATION"),
-        ({"MLSERVE_CLUSTER_NAME": "local", "MLSERVE_SCHEDULE_HISTORY_LIMIT": "three"}, "MLSERVE_SCHEDULE_HISTORY_LIMIT"),
-        ({"MLSERVE_CLUSTER_NAME": "local", "MLSERVE_SCHEDULE_STARTING_DEADLINE": "soon"}, "MLSERVE_SCHEDULE_STARTING_DEADLINE"),
+        (
+            {"MLSERVE_CLUSTER_NAME": "local", "MLSERVE_SCHEDULE_HISTORY_LIMIT": "three"},
+            "MLSERVE_SCHEDULE_HISTORY_LIMIT",
+        ),
+        (
+            {"MLSERVE_CLUSTER_NAME": "local", "MLSERVE_SCHEDULE_STARTING_DEADLINE": "soon"},
+            "MLSERVE_SCHEDULE_STARTING_DEADLINE",
+        ),
     ],
 )
 def test_run_refuses_bad_settings_naming_the_variable(

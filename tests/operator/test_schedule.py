@@ -6,7 +6,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from croniter import croniter
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from mlserve.operator.reconcile.schedule import (
     MISSED_COUNT_CAP,
@@ -331,11 +333,7 @@ def timelines(draw: st.DrawFn) -> tuple[str, ScheduleSettings, list[int], list[i
         busy_recheck=timedelta(seconds=draw(st.integers(5, 120))),
     )
     # gaps between operator ticks (seconds): mostly short, sometimes hours of downtime
-    gaps = draw(
-        st.lists(
-            st.one_of(st.integers(1, 90), st.integers(600, 6 * 3600)), min_size=1, max_size=60
-        )
-    )
+    gaps = draw(st.lists(st.one_of(st.integers(1, 90), st.integers(600, 6 * 3600)), min_size=1, max_size=60))
     durations = draw(st.lists(st.integers(1, 7200), min_size=1, max_size=20))
     return expression, settings, gaps, durations
 

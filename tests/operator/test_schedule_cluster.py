@@ -16,23 +16,23 @@ import pytest
 from lightkube import ApiError, AsyncClient, Client, codecs
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.types import PatchType
+from mlserve_testing import darwin
 from mlserve_testing.wait import wait_for
 
 from mlserve.models import EnvConfig, ServeType
 from mlserve.models.configs import WorkerNodeConfig
+from mlserve.models.db import close_db, init_db
+from mlserve.models.settings import DatabaseSettings
 from mlserve.operator.devcluster import ClusterHandle
 from mlserve.operator.reconcile.apply import Owner
 from mlserve.operator.reconcile.events import RecordingEvents
 from mlserve.operator.reconcile.kube import MLSERVE_API_VERSION, MLSERVE_KIND, MLServe, RayCronJob, RayJob
+from mlserve.operator.reconcile.mlserve import Runtime, reconcile
 from mlserve.operator.reconcile.schedule import PlanReason, ScheduleSettings, reconcile_schedule
 from mlserve.operator.render import names, render_children
 from mlserve.operator.render.settings import RenderSettings
-from mlserve.operator.reconcile.mlserve import Runtime, reconcile
 from mlserve.operator.settings import OperatorSettings
 from mlserve.operator.spec import EnvironmentContext, MLServeSpec, ServeContext
-from mlserve.models.db import close_db, init_db
-from mlserve.models.settings import DatabaseSettings
-from mlserve_testing import darwin
 
 REPO = Path(__file__).resolve().parents[2]
 KUBERAY = Path(os.environ.get("MLSERVE_KUBERAY_CRDS") or REPO.parent / "shared" / "third_party" / "kuberay-v1.7.0")
@@ -59,8 +59,12 @@ def schedule_crds(kube_client: Client) -> None:
             wait_for(lambda n=crd.metadata.name: _established(kube_client.get(CustomResourceDefinition, n)), 60, "CRD")
     # Established is not yet servable: the new storage answers 429 for a moment after it
     for kind in (MLServe, RayJob, RayCronJob):
-        wait_for(lambda kind=kind: list(kube_client.list(kind, namespace="default")) is not None, 60,
-                 f"{kind.__name__} to be listable", ignore=(ApiError,))
+        wait_for(
+            lambda kind=kind: list(kube_client.list(kind, namespace="default")) is not None,
+            60,
+            f"{kind.__name__} to be listable",
+            ignore=(ApiError,),
+        )
 
 
 @pytest.fixture
@@ -84,7 +88,9 @@ def _context(namespace: str) -> ServeContext:
         image="registry.example.com/etl:v1",
         deployment_id=7,
         schedule="*/5 * * * *",
-        worker_configs=(WorkerNodeConfig.parse({"cores_per_pods": 1, "memory_per_pods": 1, "min_pods": 1, "max_pods": 1}),),
+        worker_configs=(
+            WorkerNodeConfig.parse({"cores_per_pods": 1, "memory_per_pods": 1, "min_pods": 1, "max_pods": 1}),
+        ),
     )
 
 
@@ -196,17 +202,19 @@ async def test_the_reconcile_starts_a_scheduled_workflows_run_when_it_is_due(
     seeded = await darwin.seed_api_serve("etl", "dev", namespace, versions=("v1",), serve_type="workflow")
     await darwin.insert(
         "workflow_serve_configs",
-        serve_id=seeded.serve, environment_id=seeded.environment, schedule="*/5 * * * *",
+        serve_id=seeded.serve,
+        environment_id=seeded.environment,
+        schedule="*/5 * * * *",
         worker_node_config=[{"cores_per_pods": 1, "memory_per_pods": 1, "min_pods": 1, "max_pods": 1}],
-        created_by_id=seeded.user, updated_by_id=seeded.user,
-        created_at=darwin._now(), updated_at=darwin._now(),
+        created_by_id=seeded.user,
+        updated_by_id=seeded.user,
+        created_at=darwin._now(),
+        updated_at=darwin._now(),
     )
     body = await _mlserve(aclient, namespace)
     created_at = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
     due = created_at.replace(second=0, microsecond=0) + timedelta(minutes=5 - created_at.minute % 5)
-    settings = OperatorSettings(
-        cluster_name="local", render=RenderSettings(), database=None, deploy_user="admin"
-    )
+    settings = OperatorSettings(cluster_name="local", render=RenderSettings(), database=None, deploy_user="admin")
     clock = [due - timedelta(minutes=1)]
     runtime = Runtime(settings=settings, client=aclient, events=RecordingEvents(), clock=lambda: clock[0])
 
@@ -229,7 +237,7 @@ async def test_the_reconcile_starts_a_scheduled_workflows_run_when_it_is_due(
     assert status["lastScheduledTime"] == due.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert status["nextScheduledTime"] == (due + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert status["schedule"] == "*/5 * * * *"
-    assert status["activeRayJob"] == list(jobs)[0]
+    assert status["activeRayJob"] == next(iter(jobs))
 
     # the children apply of the next reconcile must not prune the scheduled run
     third = await reconcile_now()

@@ -27,6 +27,8 @@ from mlserve_testing.wait import wait_for
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from mlserve.models.db import close_db, init_db
+from mlserve.models.settings import DatabaseSettings
 from mlserve.operator import permissions
 from mlserve.operator.devcluster import ClusterHandle
 from mlserve.operator.reconcile import pending, sync
@@ -41,8 +43,6 @@ from mlserve.operator.reconcile.sync import (
     reflected_deployment_ids,
     spec_changed_at,
 )
-from mlserve.models.db import close_db, init_db
-from mlserve.models.settings import DatabaseSettings
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.settings import OperatorSettings
 
@@ -67,7 +67,7 @@ class DarwinSQL:
     async def insert(self, table: str, **values: Any) -> int:
         columns = ", ".join(values)
         marks = ", ".join("?" for _ in values)
-        _, rows = await self.connection.execute_query(
+        _, _rows = await self.connection.execute_query(
             self._sql(f"INSERT INTO {table} ({columns}) VALUES ({marks})"), list(values.values())
         )
         return await self._last_id(table)
@@ -125,9 +125,7 @@ class DarwinSQL:
         """Darwin's deploy: a new ACTIVE row, the old one ENDED, the pointer moved."""
         now = self.tick()
         rows = await self.connection.execute_query_dict(
-            self._sql(
-                "SELECT id, deployment_id FROM active_deployments WHERE serve_id = ? AND environment_id = ?"
-            ),
+            self._sql("SELECT id, deployment_id FROM active_deployments WHERE serve_id = ? AND environment_id = ?"),
             [serve, environment],
         )
         new = await self.insert(
@@ -165,9 +163,7 @@ class DarwinSQL:
         """Darwin's undeploy: the deployment ENDED, the pointer deleted."""
         now = self.tick()
         rows = await self.connection.execute_query_dict(
-            self._sql(
-                "SELECT id, deployment_id FROM active_deployments WHERE serve_id = ? AND environment_id = ?"
-            ),
+            self._sql("SELECT id, deployment_id FROM active_deployments WHERE serve_id = ? AND environment_id = ?"),
             [serve, environment],
         )
         for row in rows:
@@ -179,9 +175,7 @@ class DarwinSQL:
 
 @pytest.fixture
 async def sqlite_db(tmp_path: Path) -> AsyncIterator[DarwinSQL]:
-    await Tortoise.init(
-        db_url=f"sqlite://{tmp_path / 'darwin.sqlite3'}", modules={"models": ["mlserve.models"]}
-    )
+    await Tortoise.init(db_url=f"sqlite://{tmp_path / 'darwin.sqlite3'}", modules={"models": ["mlserve.models"]})
     await Tortoise.generate_schemas()
     try:
         yield DarwinSQL(Tortoise.get_connection("default"))
@@ -257,7 +251,9 @@ async def test_an_idle_tick_is_one_query_and_no_api_call(sqlite_db: DarwinSQL, m
     assert (await sync.sync_once(None, "local", state, clock=clock)).full_pass  # type: ignore[arg-type]
 
 
-async def test_a_full_pass_is_due_after_the_resync_interval(sqlite_db: DarwinSQL, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_full_pass_is_due_after_the_resync_interval(
+    sqlite_db: DarwinSQL, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def fake_full_pass(*args: Any, **kwargs: Any) -> None:
         return None
 
@@ -281,8 +277,12 @@ async def test_active_rows_of_the_bound_environments_only(sqlite_db: DarwinSQL) 
     stage = await db.environment("stage", "local", "ml-stage")
     prod = await db.environment("prod", "elsewhere", "ml-prod")
     broken = await db.insert(
-        "environments", name="broken", env_configs=json.dumps({"cluster_name": "local"}),
-        is_protected=False, created_at=db.tick(), updated_at=db.tick(),
+        "environments",
+        name="broken",
+        env_configs=json.dumps({"cluster_name": "local"}),
+        is_protected=False,
+        created_at=db.tick(),
+        updated_at=db.tick(),
     )
     iris = await db.serve("iris", user)
     v1 = await db.artifact(iris, "v1", user)
@@ -322,16 +322,26 @@ async def test_two_active_pointers_for_one_pair_are_left_alone(sqlite_db: Darwin
     iris = await db.serve("iris", user)
     first = await db.deploy(iris, dev, await db.artifact(iris, "v1", user), user)
     other = await db.insert(
-        "deployments", serve_id=iris, artifact_id=first, environment_id=dev, created_by_id=user,
-        created_at=db.tick(), status="ACTIVE",
+        "deployments",
+        serve_id=iris,
+        artifact_id=first,
+        environment_id=dev,
+        created_by_id=user,
+        created_at=db.tick(),
+        status="ACTIVE",
     )
     # Darwin's schema has no unique key on the pair (ours adds one): rebuild the table without it.
     await db.execute("CREATE TABLE darwin_active AS SELECT * FROM active_deployments")
     await db.execute("DROP TABLE active_deployments")
     await db.execute("ALTER TABLE darwin_active RENAME TO active_deployments")
     await db.insert(
-        "active_deployments", id=99, deployment_id=other, environment_id=dev, serve_id=iris,
-        created_at=db.tick(), updated_at=db.tick(),
+        "active_deployments",
+        id=99,
+        deployment_id=other,
+        environment_id=dev,
+        serve_id=iris,
+        created_at=db.tick(),
+        updated_at=db.tick(),
     )
     rows, duplicates = await sync._active_rows(await sync._bound_environments("local"))
     assert rows == []
@@ -455,8 +465,12 @@ def crds(kube_client: Client) -> list[str]:
         wait_for(lambda name=name: _established(kube_client.get(CustomResourceDefinition, name)), 60, f"CRD {name}")
     # Established is not yet servable: the new storage answers 429 for a moment after it
     for kind in (MLServe, RayJob, RayCronJob):
-        wait_for(lambda kind=kind: list(kube_client.list(kind, namespace="default")) is not None, 60,
-                 f"{kind.__name__} to be listable", ignore=(ApiError,))
+        wait_for(
+            lambda kind=kind: list(kube_client.list(kind, namespace="default")) is not None,
+            60,
+            f"{kind.__name__} to be listable",
+            ignore=(ApiError,),
+        )
     return installed
 
 
@@ -508,9 +522,14 @@ async def _seed(db: DarwinSQL, environments: dict[str, tuple[str, str]]) -> dict
         ids[name] = await db.environment(name, cluster_name, namespace)
         await db.insert(
             "api_serve_configs",
-            serve_id=ids["iris"], environment_id=ids[name], backend_type="fastapi",
+            serve_id=ids["iris"],
+            environment_id=ids[name],
+            backend_type="fastapi",
             fast_api_config=json.dumps({"min_replicas": 1, "max_replicas": 1, "cores": 1, "memory": 1}),
-            created_by_id=ids["user"], updated_by_id=ids["user"], created_at=db.tick(), updated_at=db.tick(),
+            created_by_id=ids["user"],
+            updated_by_id=ids["user"],
+            created_at=db.tick(),
+            updated_at=db.tick(),
         )
     return ids
 
@@ -597,8 +616,12 @@ async def test_an_mlserve_changed_after_the_database_is_left_to_its_reconcile(
 
     # a user edits the MLServe (kubectl apply), after the database's last deploy
     await client.patch(
-        MLServe, "iris-dev", {"spec": {"artifactVersion": "v2"}}, namespace=namespace,
-        patch_type=PatchType.MERGE, field_manager="kubectl-client-side-apply",
+        MLServe,
+        "iris-dev",
+        {"spec": {"artifactVersion": "v2"}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+        field_manager="kubectl-client-side-apply",
     )
     result = await sync.sync_once(client, "local", state, force_full=True)
     assert result.writes == 0
@@ -621,7 +644,8 @@ async def test_an_ended_deployment_deletes_its_mlserve_and_a_new_one_is_kept(
     # an MLServe a user just applied for a pair the database does not know yet: never deleted
     fresh = MLServe.from_dict(
         {
-            "apiVersion": "mlserve.darwin.io/v1alpha1", "kind": "MLServe",
+            "apiVersion": "mlserve.darwin.io/v1alpha1",
+            "kind": "MLServe",
             "metadata": {"name": "iris-stage", "namespace": namespace},
             "spec": {"serve": "iris", "environment": "stage", "type": "api", "artifactVersion": "v1"},
         }
@@ -659,9 +683,13 @@ async def test_two_environments_on_one_cluster_and_another_clusters_left_alone(
     # someone applied an MLServe for the other cluster's environment here: not the sync's business
     foreign = MLServe.from_dict(
         {
-            "apiVersion": "mlserve.darwin.io/v1alpha1", "kind": "MLServe",
-            "metadata": {"name": "iris-far", "namespace": second_namespace,
-                         "annotations": {ANNOTATION_DEPLOYMENT_ID: "999999"}},
+            "apiVersion": "mlserve.darwin.io/v1alpha1",
+            "kind": "MLServe",
+            "metadata": {
+                "name": "iris-far",
+                "namespace": second_namespace,
+                "annotations": {ANNOTATION_DEPLOYMENT_ID: "999999"},
+            },
             "spec": {"serve": "iris", "environment": "far", "type": "api", "artifactVersion": "v2"},
         }
     )
@@ -696,7 +724,9 @@ async def test_environments_outside_the_watched_namespaces_are_left_alone(
         assert result.failed == []
         await sync.sync_once(client, "local", state, namespaces=(namespace,), force_full=True)
     assert sorted([name async for name in _names(client, second_namespace)]) == [], "created where nobody reconciles"
-    skipped = [r.getMessage() for r in caplog.records if "not among the namespaces this operator watches" in r.getMessage()]
+    skipped = [
+        r.getMessage() for r in caplog.records if "not among the namespaces this operator watches" in r.getMessage()
+    ]
     assert len(skipped) == 1, "logged once per environment, not on every pass"
     assert "environment prod" in skipped[0] and second_namespace in skipped[0]
 
@@ -779,7 +809,8 @@ async def test_an_mlserve_being_deleted_is_not_recreated_while_its_finalizer_run
     # a user's MLServe under another name than the sync's, held by a finalizer as the operator's is
     held = MLServe.from_dict(
         {
-            "apiVersion": "mlserve.darwin.io/v1alpha1", "kind": "MLServe",
+            "apiVersion": "mlserve.darwin.io/v1alpha1",
+            "kind": "MLServe",
             "metadata": {"name": "iris", "namespace": namespace, "finalizers": ["mlserve.darwin.io/finalizer"]},
             "spec": {"environment": "dev", "type": "api", "artifactVersion": "v1"},
         }
@@ -823,7 +854,9 @@ async def test_an_undeploy_deletion_had_to_skip_is_written_and_its_mlserve_not_r
         assert not pending.is_pending("iris", "dev")
         rows = await file_db.connection.execute_query_dict("SELECT status FROM deployments")
         assert [r["status"] for r in rows] == ["ENDED"]
-        assert (await file_db.connection.execute_query_dict("SELECT COUNT(*) AS n FROM active_deployments"))[0]["n"] == 0
+        assert (await file_db.connection.execute_query_dict("SELECT COUNT(*) AS n FROM active_deployments"))[0][
+            "n"
+        ] == 0
         await sync.sync_once(client, "local", state)  # the write moved the watermark: one more pass
         assert not (await sync.sync_once(client, "local", state)).full_pass, "nothing pending: idle again"
     finally:

@@ -9,14 +9,14 @@ from datetime import UTC, datetime
 import pytest
 from lightkube import Client
 from lightkube.resources.apps_v1 import Deployment
-
-from mlserve.operator.reconcile.kube import MLServe, RayJob
-from mlserve.operator.reconcile.sync import ANNOTATION_DEPLOYMENT_ID
-from mlserve.operator.render import names
 from mlserve_testing import darwin
 from mlserve_testing.mlserves import apply, children, get, gone, mlserve, unique, wait_condition
 from mlserve_testing.operator import OperatorProcess
 from mlserve_testing.wait import wait_for
+
+from mlserve.operator.reconcile.kube import MLServe, RayJob
+from mlserve.operator.reconcile.sync import ANNOTATION_DEPLOYMENT_ID
+from mlserve.operator.render import names
 
 pytestmark = [pytest.mark.cluster]
 
@@ -32,8 +32,12 @@ async def _deploy(seed: darwin.Seed, version: str) -> int:
     pointers = await darwin.active_rows(seed.serve, seed.environment)
     new = await darwin.insert(
         "deployments",
-        serve_id=seed.serve, artifact_id=seed.artifacts[version], environment_id=seed.environment,
-        created_by_id=seed.user, created_at=now, status="ACTIVE",
+        serve_id=seed.serve,
+        artifact_id=seed.artifacts[version],
+        environment_id=seed.environment,
+        created_by_id=seed.user,
+        created_at=now,
+        status="ACTIVE",
     )
     if pointers:
         old = int(pointers[0]["deployment_id"])
@@ -41,12 +45,20 @@ async def _deploy(seed: darwin.Seed, version: str) -> int:
         await darwin.query(
             "UPDATE active_deployments SET deployment_id = ?, previous_deployment_id = ?, updated_at = ? "
             "WHERE serve_id = ? AND environment_id = ?",
-            new, old, now, seed.serve, seed.environment,
+            new,
+            old,
+            now,
+            seed.serve,
+            seed.environment,
         )
     else:
         await darwin.insert(
-            "active_deployments", deployment_id=new, environment_id=seed.environment, serve_id=seed.serve,
-            created_at=now, updated_at=now,
+            "active_deployments",
+            deployment_id=new,
+            environment_id=seed.environment,
+            serve_id=seed.serve,
+            created_at=now,
+            updated_at=now,
         )
     return new
 
@@ -109,7 +121,12 @@ async def test_a_kubectl_apply_is_not_undone_by_the_sync(
     def recorded() -> dict[str, object] | None:
         current = get(kube_client, name, namespace)
         status = current.get("status", {})
-        return current if status.get("artifactVersion") == "v2" and status.get("observedGeneration") == current["metadata"]["generation"] else None
+        return (
+            current
+            if status.get("artifactVersion") == "v2"
+            and status.get("observedGeneration") == current["metadata"]["generation"]
+            else None
+        )
 
     wait_for(recorded, timeout=90, what=f"{name} recorded at v2")
     rows = await darwin.deployments(seed.serve, seed.environment)
@@ -129,9 +146,14 @@ async def test_a_scheduled_workflow_gets_its_rayjob_at_the_cron_time(
     seed = await darwin.seed_api_serve(serve, env, namespace, versions=("v1",), serve_type="workflow")
     await darwin.insert(
         "workflow_serve_configs",
-        serve_id=seed.serve, environment_id=seed.environment, schedule="* * * * *",
+        serve_id=seed.serve,
+        environment_id=seed.environment,
+        schedule="* * * * *",
         worker_node_config=[{"cores_per_pods": 1, "memory_per_pods": 1, "min_pods": 1, "max_pods": 1}],
-        created_by_id=seed.user, updated_by_id=seed.user, created_at=darwin._now(), updated_at=darwin._now(),
+        created_by_id=seed.user,
+        updated_by_id=seed.user,
+        created_at=darwin._now(),
+        updated_at=darwin._now(),
     )
     await _deploy(seed, "v1")
     name = names.mlserve_name(serve, env)
@@ -144,8 +166,10 @@ async def test_a_scheduled_workflow_gets_its_rayjob_at_the_cron_time(
     assert len(jobs) == 1
     stamp = jobs[0]["metadata"]["annotations"][names.ANNOTATION_SCHEDULED_TIME]
     status = wait_for(
-        lambda: get(kube_client, name, namespace).get("status", {}).get("lastScheduledTime") == stamp
-        and get(kube_client, name, namespace)["status"],
+        lambda: (
+            get(kube_client, name, namespace).get("status", {}).get("lastScheduledTime") == stamp
+            and get(kube_client, name, namespace)["status"]
+        ),
         timeout=30,
         what="status.lastScheduledTime of the run",
     )

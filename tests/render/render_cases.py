@@ -115,7 +115,9 @@ class Case:
         return render_children(self.ctx, self.spec, self.settings, self.scheduled_time)
 
 
-def _case(id: str, ctx: ServeContext, settings: RenderSettings | None = None, when: datetime | None = None, **spec: Any) -> Case:
+def _case(
+    id: str, ctx: ServeContext, settings: RenderSettings | None = None, when: datetime | None = None, **spec: Any
+) -> Case:
     return Case(id, ctx, spec_for(ctx, **spec), settings or RenderSettings(), when)
 
 

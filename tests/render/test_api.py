@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from render.render_cases import api_context, environment, spec_for
 
 from mlserve.models.enums import ServeType
 from mlserve.models.errors import InvalidConfig
 from mlserve.operator.render import RenderSettings, render_children
-from render.render_cases import api_context, environment, spec_for
 
 
 def _by_kind(manifests: list[dict]) -> dict[str, dict]:
@@ -48,11 +48,16 @@ def test_pdb_only_with_two_or_more_pods(replicas: tuple[int, int], has_pdb: bool
 
 def test_resources_requests_equal_limits_in_gigabytes() -> None:
     ctx = api_context(cores=1.5, memory=6)
-    container = _by_kind(render_children(ctx, spec_for(ctx), RenderSettings()))["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    container = _by_kind(render_children(ctx, spec_for(ctx), RenderSettings()))["Deployment"]["spec"]["template"][
+        "spec"
+    ]["containers"][0]
     assert container["resources"]["requests"] == container["resources"]["limits"] == {"cpu": "1500m", "memory": "6G"}
 
 
-@pytest.mark.parametrize(("spelling", "label"), [("spot", "spot"), ("on_demand", "on-demand"), ("on-demand", "on-demand"), ("ondemand", "on-demand")])
+@pytest.mark.parametrize(
+    ("spelling", "label"),
+    [("spot", "spot"), ("on_demand", "on-demand"), ("on-demand", "on-demand"), ("ondemand", "on-demand")],
+)
 def test_capacity_spellings_map_to_karpenter_values(spelling: str, label: str) -> None:
     ctx = api_context(capacity=spelling)
     pod = _by_kind(render_children(ctx, spec_for(ctx), RenderSettings()))["Deployment"]["spec"]["template"]["spec"]
@@ -69,7 +74,9 @@ def test_probes_and_ports_follow_darwin() -> None:
     assert kinds["Service"]["spec"]["ports"][0]["port"] == 80
 
 
-@pytest.mark.parametrize(("protected", "host"), [(False, "fraud-score-staging.ml.example.com"), (True, "fraud-score.ml.example.com")])
+@pytest.mark.parametrize(
+    ("protected", "host"), [(False, "fraud-score-staging.ml.example.com"), (True, "fraud-score.ml.example.com")]
+)
 def test_host_rule(protected: bool, host: str) -> None:
     ctx = api_context(env=environment("staging", protected=protected), hosts=("extra.example.com",))
     ingress = _by_kind(render_children(ctx, spec_for(ctx), RenderSettings()))["Ingress"]
@@ -79,7 +86,10 @@ def test_host_rule(protected: bool, host: str) -> None:
 def test_ingress_annotations_configurable() -> None:
     ctx = api_context(env=environment(subnets="subnet-9"))
     settings = RenderSettings(
-        ingress_class="nginx", security_groups_annotation="example.com/sg", subnets_annotation=None, ingress_annotations=()
+        ingress_class="nginx",
+        security_groups_annotation="example.com/sg",
+        subnets_annotation=None,
+        ingress_annotations=(),
     )
     ingress = _by_kind(render_children(ctx, spec_for(ctx), settings))["Ingress"]
     assert ingress["spec"]["ingressClassName"] == "nginx"

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-
-from mlserve.operator.cli import main
 from render.render_cases import CASES_BY_ID
 from render.schemas import ROOT
+
+from mlserve.operator.cli import main
 
 EXAMPLES = ROOT / "examples"
 
@@ -38,7 +38,10 @@ def test_renders_api_example(tmp_path: Path) -> None:
 
 def test_scheduled_workflow_renders_the_given_time(tmp_path: Path) -> None:
     context = _context_file(
-        tmp_path, "workflow-once", serve="nightly-retrain", artifact_version="1.0.0",
+        tmp_path,
+        "workflow-once",
+        serve="nightly-retrain",
+        artifact_version="1.0.0",
         environment=CASES_BY_ID["workflow-once"].ctx.environment.model_copy(update={"name": "dev"}),
     )
     code, out, err = _run(

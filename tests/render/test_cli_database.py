@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from render.schemas import ROOT, validate_manifest
 
 from mlserve.models import Artifact, Environment, Serve, User, activate
 from mlserve.models.db import close_db, init_db
 from mlserve.models.seed import DEMO_API_SERVE, DEMO_WORKFLOW_SERVE, seed
 from mlserve.models.settings import DatabaseSettings
 from mlserve.operator.cli import main
-from render.schemas import ROOT, validate_manifest
 
 
 async def _prepare(path: Path) -> dict[str, int]:

@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 
 import pytest
+from render.render_cases import CASES, Case
 
 from mlserve.operator.render import dump_yaml
-from render.render_cases import CASES, Case
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("MLSERVE_UPDATE_GOLDEN") == "1"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from hypothesis import given, settings, strategies as st
-
-from mlserve.operator.render import RenderSettings, names, render_children
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from render.render_cases import api_context, spec_for
 from render.schemas import DNS1035_LABEL, LABEL_VALUE
+
+from mlserve.operator.render import RenderSettings, names, render_children
 
 # Names the CRD accepts: serve (<= 50) and environment (<= 63) are DNS-1123 labels.
 _label = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z", fullmatch=True)

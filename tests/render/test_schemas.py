@@ -4,7 +4,6 @@ fields fail), RayJob and RayCronJob against the KubeRay v1.7.0 CRDs."""
 from __future__ import annotations
 
 import pytest
-
 from render.render_cases import CASES, Case
 from render.schemas import OLDEST_K8S_VERSION, RAY_KINDS, validate_core, validate_manifest, validate_ray
 

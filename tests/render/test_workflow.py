@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from render.render_cases import spec_for, workflow_context
 
 from mlserve.models.errors import InvalidConfig
 from mlserve.operator.render import RenderSettings, render_children
-from render.render_cases import workflow_context, spec_for
 
 
 def test_unscheduled_runs_one_rayjob_per_deployment() -> None:
