@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx2
 from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
 from lightkube.core.resource import NamespacedResource
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
@@ -23,9 +24,13 @@ from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.core_v1 import Service
 from lightkube.resources.networking_v1 import Ingress
 from lightkube.resources.policy_v1 import PodDisruptionBudget
+from lightkube.types import CascadeType, PatchType
+
+from .errors import TemporaryFailure
 
 __all__ = [
     "API_KINDS",
+    "KIND_NOT_INSTALLED",
     "MLSERVE_GROUP",
     "MLSERVE_PLURAL",
     "MLSERVE_VERSION",
@@ -132,3 +137,105 @@ def make_client(field_manager: str, counter: RequestCounter | None = None) -> As
     if counter is not None:
         hooks.append(counter)
     return client
+
+
+# --- writes: one server-side apply and one delete for every object the operator owns -----------
+
+KIND_NOT_INSTALLED = "KindNotInstalled"
+"""The reason of a write refused because the cluster does not serve the kind (no CRD)."""
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """A lightkube object (typed model or generic resource) as a plain dict."""
+    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)  # type: ignore[no-any-return]
+
+
+def kind_not_served(exc: Exception) -> bool:
+    """The API server does not serve the kind at all (its CRD is not installed).
+
+    It then answers 404 with a plain-text body ("404 page not found"), which lightkube
+    raises as an ``httpx`` error rather than an :class:`ApiError`; a 404 of a served kind
+    (an object or a namespace not found) is a JSON ``Status`` and an :class:`ApiError`.
+    """
+    return isinstance(exc, httpx2.HTTPStatusError) and not isinstance(exc, ApiError) and exc.response.status_code == 404
+
+
+def install_hint(api_version: str, kind: str) -> str:
+    """What to install so that the cluster serves ``kind``."""
+    if api_version.startswith("ray.io/"):
+        extra = " (RayCronJob needs KubeRay 1.6 or later)" if kind == "RayCronJob" else ""
+        return f"install KubeRay's CRDs{extra}"
+    return f"install the CRD of {kind} ({api_version})"
+
+
+async def apply_object(
+    client: AsyncClient,
+    resource: type[NamespacedResource],
+    manifest: Mapping[str, Any],
+    *,
+    namespace: str,
+    field_manager: str,
+    what: str,
+    failure_reason: str = "ApplyFailed",
+) -> dict[str, Any]:
+    """Server-side apply ``manifest`` (forcing conflicts: the operator owns these fields) and
+    return the object as the server holds it.
+
+    Failures become :class:`~.errors.TemporaryFailure`: ``KindNotInstalled`` when the cluster
+    does not serve the kind (with what to install), ``failure_reason`` otherwise; ``what``
+    names the object in the message (e.g. ``Deployment/checkout-prod``).
+    """
+    api_version, kind = str(manifest.get("apiVersion")), str(manifest.get("kind"))
+    name = str((manifest.get("metadata") or {}).get("name"))
+    try:
+        applied = await client.patch(
+            resource,
+            name,
+            dict(manifest),
+            namespace=namespace,
+            patch_type=PatchType.APPLY,
+            field_manager=field_manager,
+            force=True,
+        )
+    except ApiError as exc:
+        raise TemporaryFailure(
+            failure_reason, f"server-side apply of {what} was refused: {exc.status.message}"
+        ) from exc
+    except httpx2.HTTPStatusError as exc:
+        if kind_not_served(exc):
+            raise TemporaryFailure(
+                KIND_NOT_INSTALLED,
+                f"this cluster does not serve {api_version} {kind}, so {what} cannot be "
+                f"created: {install_hint(api_version, kind)}; retried until it is served",
+            ) from exc
+        raise TemporaryFailure(
+            failure_reason, f"server-side apply of {what} failed: HTTP {exc.response.status_code}"
+        ) from exc
+    obj = as_dict(applied)
+    obj.setdefault("kind", kind)
+    return obj
+
+
+async def delete_object(
+    client: AsyncClient,
+    resource: type[NamespacedResource],
+    name: str,
+    *,
+    namespace: str,
+    what: str,
+    failure_reason: str = "PruneFailed",
+) -> bool:
+    """Delete an object (dependents in the background); False when it was already gone or its
+    kind is not served. Other failures become :class:`~.errors.TemporaryFailure` with
+    ``failure_reason``."""
+    try:
+        await client.delete(resource, name, namespace=namespace, cascade=CascadeType.BACKGROUND)
+    except ApiError as exc:
+        if exc.status.code == 404:
+            return False
+        raise TemporaryFailure(failure_reason, f"deleting {what} failed: {exc.status.message}") from exc
+    except httpx2.HTTPStatusError as exc:
+        if kind_not_served(exc):
+            return False
+        raise TemporaryFailure(failure_reason, f"deleting {what} failed: HTTP {exc.response.status_code}") from exc
+    return True

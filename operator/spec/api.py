@@ -1,0 +1,165 @@
+"""Every name the operator shares with the cluster, in one place.
+
+The MLServe API (group, version, kind, plural, finalizer), every label and annotation key
+the operator reads or writes, the field managers, the condition types, reasons and phases
+of an MLServe's status, and the one registry of child kinds. Apply, prune, the watches,
+RBAC (:mod:`mlserve.operator.permissions`) and the renderers all read these; a key spelled
+anywhere else is a bug waiting to happen (grep for the literal should find only this file).
+
+Pure data: no I/O, importable from every layer above ``models``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from mlserve.models.enums import ServeType
+
+__all__ = [
+    "ANNOTATION_APPLIED_HASH",
+    "ANNOTATION_ARTIFACT_VERSION",
+    "ANNOTATION_DEPLOYMENT_ID",
+    "ANNOTATION_ROLLBACK",
+    "ANNOTATION_ROLLBACK_HANDLED",
+    "ANNOTATION_SCHEDULED_TIME",
+    "API_CHILD_KINDS",
+    "API_VERSION",
+    "CHILD_KINDS",
+    "CRD_NAME",
+    "FIELD_MANAGER",
+    "FINALIZER",
+    "GROUP",
+    "KIND",
+    "KOPF_ANNOTATION_PREFIX",
+    "LABEL_DEPLOYMENT_ID",
+    "LABEL_ENVIRONMENT",
+    "LABEL_MANAGED_BY",
+    "LABEL_NAME",
+    "LABEL_SERVE",
+    "MANAGED_BY",
+    "PLURAL",
+    "SHORT_NAME",
+    "SYNC_FIELD_MANAGER_SUFFIX",
+    "VERSION",
+    "WORKFLOW_CHILD_KINDS",
+    "ChildKind",
+    "ConditionType",
+    "Phase",
+    "child_kind",
+    "sync_field_manager",
+]
+
+# --- the MLServe custom resource (crds/mlserve.darwin.io_mlserves.yaml) ---------------------
+GROUP = "mlserve.darwin.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "MLServe"
+PLURAL = "mlserves"
+SHORT_NAME = "mls"
+CRD_NAME = f"{PLURAL}.{GROUP}"
+FINALIZER = f"{GROUP}/finalizer"
+KOPF_ANNOTATION_PREFIX = GROUP
+"""The prefix of the annotations kopf itself keeps on an MLServe."""
+
+# --- labels on every child (DESIGN.md) and on the MLServes the sync finds ---------------------
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_SERVE = f"{GROUP}/serve"
+LABEL_ENVIRONMENT = f"{GROUP}/environment"
+LABEL_DEPLOYMENT_ID = f"{GROUP}/deployment-id"
+MANAGED_BY = "mlserve-operator"
+
+# --- annotations -------------------------------------------------------------------------------
+ANNOTATION_ARTIFACT_VERSION = f"{GROUP}/artifact-version"
+"""On a child: the artifact version it runs."""
+ANNOTATION_SCHEDULED_TIME = f"{GROUP}/scheduled-time"
+"""On a scheduled RayJob: the cron time it runs for (RFC 3339)."""
+ANNOTATION_DEPLOYMENT_ID = f"{GROUP}/deployment-id"
+"""On an MLServe: the id of the ``deployments`` row its spec.artifactVersion reflects."""
+ANNOTATION_APPLIED_HASH = f"{GROUP}/applied-hash"
+"""On a child: the hash of the manifest last applied, to tell our changes from edits by hand."""
+ANNOTATION_ROLLBACK = f"{GROUP}/rollback"
+"""On an MLServe: any new token asks for a rollback to the previous deployment."""
+ANNOTATION_ROLLBACK_HANDLED = f"{GROUP}/rollback-handled"
+"""On an MLServe: the last rollback token the operator answered."""
+
+# --- field managers ---------------------------------------------------------------------------
+FIELD_MANAGER = "mlserve-operator"
+"""The default server-side apply field manager (``MLSERVE_FIELD_MANAGER``)."""
+SYNC_FIELD_MANAGER_SUFFIX = "-sync"
+
+
+def sync_field_manager(field_manager: str) -> str:
+    """The field manager of the database sync's writes, told apart from the reconcile's."""
+    return field_manager + SYNC_FIELD_MANAGER_SUFFIX
+
+
+# --- status -----------------------------------------------------------------------------------
+class ConditionType(StrEnum):
+    """The conditions of an MLServe's status, in the order they are listed."""
+
+    READY = "Ready"
+    ARTIFACT_RESOLVED = "ArtifactResolved"
+    DATABASE_SYNCED = "DatabaseSynced"
+    SYNCED = "Synced"
+    CONFLICT = "Conflict"
+
+
+class Phase(StrEnum):
+    """``status.phase`` (the CRD's enum)."""
+
+    PENDING = "Pending"
+    DEPLOYING = "Deploying"
+    READY = "Ready"
+    DEGRADED = "Degraded"
+    FAILED = "Failed"
+    PAUSED = "Paused"
+    CONFLICT = "Conflict"
+    INVALID = "Invalid"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    SCHEDULED = "Scheduled"
+    DELETING = "Deleting"
+
+
+# --- children ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ChildKind:
+    """One kind of child the renderers may produce."""
+
+    group: str
+    """API group; empty for the core group."""
+    version: str
+    kind: str
+    plural: str
+    serve_type: ServeType
+    """The serve type that renders it."""
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+API_CHILD_KINDS: tuple[ChildKind, ...] = (
+    ChildKind("apps", "v1", "Deployment", "deployments", ServeType.API),
+    ChildKind("", "v1", "Service", "services", ServeType.API),
+    ChildKind("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", ServeType.API),
+    ChildKind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", ServeType.API),
+    ChildKind("networking.k8s.io", "v1", "Ingress", "ingresses", ServeType.API),
+)
+WORKFLOW_CHILD_KINDS: tuple[ChildKind, ...] = (
+    ChildKind("ray.io", "v1", "RayJob", "rayjobs", ServeType.WORKFLOW),
+    ChildKind("ray.io", "v1", "RayCronJob", "raycronjobs", ServeType.WORKFLOW),
+)
+CHILD_KINDS: tuple[ChildKind, ...] = API_CHILD_KINDS + WORKFLOW_CHILD_KINDS
+"""Every kind the renderers may produce: what apply finds and prunes, what kopf watches,
+what the operator's RBAC grants."""
+
+
+def child_kind(api_version: str, kind: str) -> ChildKind:
+    """The registry's entry of a rendered manifest's kind; ValueError for one we never render."""
+    for child in CHILD_KINDS:
+        if (child.api_version, child.kind) == (api_version, kind):
+            return child
+    raise ValueError(f"{api_version} {kind} is not a child kind: add it to CHILD_KINDS in spec/api.py")
