@@ -15,7 +15,7 @@ import argparse
 import statistics
 import time
 
-from mlserve.operator.devcluster import LocalCluster, ensure_binaries
+from mlserve.operator.dev.cluster import LocalCluster, ensure_binaries
 
 
 def main() -> int:

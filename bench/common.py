@@ -18,7 +18,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Namespace
 
-from mlserve.operator.devcluster import ClusterHandle, LocalCluster, ensure_binaries
+from mlserve.operator.dev.cluster import ClusterHandle, LocalCluster, ensure_binaries
 from mlserve.operator.reconcile.kube import MLServe
 
 ROOT = Path(__file__).resolve().parents[1]

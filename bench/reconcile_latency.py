@@ -34,7 +34,7 @@ from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 from tortoise import Tortoise
 
-from mlserve.operator.devcluster import LocalCluster
+from mlserve.operator.dev.cluster import LocalCluster
 from mlserve.operator.reconcile.kube import MLServe
 
 NAMESPACE = "bench-apply"

@@ -29,8 +29,8 @@ from tortoise import Tortoise
 
 from mlserve.models.db import close_db, init_db
 from mlserve.models.settings import DatabaseSettings
-from mlserve.operator.demo import CLUSTER_NAME, _Operator
-from mlserve.operator.devcluster import LocalCluster
+from mlserve.operator.dev.cluster import LocalCluster
+from mlserve.operator.dev.demo import CLUSTER_NAME, _Operator
 from mlserve.operator.reconcile.kube import MLServe
 
 NAMESPACE = "bench"

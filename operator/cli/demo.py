@@ -1,4 +1,4 @@
-"""``mlserve demo``: the README's first command (the logic is in :mod:`mlserve.operator.demo`)."""
+"""``mlserve demo``: the README's first command (the logic is in :mod:`mlserve.operator.dev.demo`)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def demo(keep: bool, down: bool, work_dir: Path, nodes: int, timeout: float) -> 
     the operator, an API and a workflow serve deployed with kubectl, a deploy through the
     database, a rollback and the history. Needs no settings; with a warm build cache it takes
     about a minute."""
-    from mlserve.operator.demo import DemoError, DemoOptions, run_demo, stop_kept_demo
+    from mlserve.operator.dev.demo import DemoError, DemoOptions, run_demo, stop_kept_demo
 
     if down:
         if not stop_kept_demo(work_dir, echo=click.echo):

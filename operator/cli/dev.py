@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from mlserve.operator.devcluster import (
+from mlserve.operator.dev.cluster import (
     DevClusterError,
     LocalCluster,
     ensure_binaries,

@@ -33,8 +33,8 @@ from typing import Any
 
 import yaml
 
-from mlserve.operator.devcluster import ClusterHandle, LocalCluster, ensure_binaries
-from mlserve.operator.devcluster import names as devnames
+from mlserve.operator.dev.cluster import ClusterHandle, LocalCluster, ensure_binaries
+from mlserve.operator.dev.cluster import names as devnames
 from mlserve.operator.render import names
 
 __all__ = ["DemoError", "DemoOptions", "DemoResult", "run_demo", "stop_kept_demo"]
@@ -52,8 +52,8 @@ class DemoError(RuntimeError):
 
 
 def repository_root() -> Path:
-    """The checkout this package runs from (operator/demo.py -> the root)."""
-    return Path(__file__).resolve().parents[1]
+    """The checkout this package runs from (operator/dev/demo.py -> the root)."""
+    return Path(__file__).resolve().parents[2]
 
 
 def mlserve_crd_file() -> Path:
@@ -637,7 +637,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
 
 def stop_kept_demo(work_dir: Path, echo: Callable[[str], None] = print) -> bool:
     """Stop what ``mlserve demo --keep`` left running in ``work_dir``; True when something was."""
-    from mlserve.operator.devcluster.cluster import stop_recorded
+    from mlserve.operator.dev.cluster.cluster import stop_recorded
 
     stopped = False
     pid_file = work_dir / OPERATOR_PID_FILE

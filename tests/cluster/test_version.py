@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlserve_testing.cluster import use_external_cluster
 
-from mlserve.operator.devcluster import ClusterHandle
+from mlserve.operator.dev.cluster import ClusterHandle
 
 pytestmark = pytest.mark.cluster
 

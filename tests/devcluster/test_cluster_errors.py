@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mlserve.operator.devcluster import Binaries, DevClusterError, LocalCluster, names
-from mlserve.operator.devcluster.process import group_alive
+from mlserve.operator.dev.cluster import Binaries, DevClusterError, LocalCluster, names
+from mlserve.operator.dev.cluster.process import group_alive
 
 
 def _fake_binaries(folder: Path, etcd_script: str) -> Binaries:

@@ -9,7 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mlserve.operator.devcluster.pki import CertificateAuthority, ServiceAccountKeys
+from mlserve.operator.dev.cluster.pki import CertificateAuthority, ServiceAccountKeys
 
 
 def _load(path: Path) -> x509.Certificate:

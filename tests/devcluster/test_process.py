@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from mlserve_testing.wait import wait_for
 
-from mlserve.operator.devcluster.errors import DevClusterError
-from mlserve.operator.devcluster.ports import free_ports
-from mlserve.operator.devcluster.process import ManagedProcess, group_alive, log_tail
+from mlserve.operator.dev.cluster.errors import DevClusterError
+from mlserve.operator.dev.cluster.ports import free_ports
+from mlserve.operator.dev.cluster.process import ManagedProcess, group_alive, log_tail
 
 # a parent that starts a child in the same process group, then both wait
 PARENT_AND_CHILD = (

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from mlserve.operator.devcluster import names
-from mlserve.operator.devcluster.build import binary_dir, local_cluster_dir
+from mlserve.operator.dev.cluster import names
+from mlserve.operator.dev.cluster.build import binary_dir, local_cluster_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "mlserve-operator"

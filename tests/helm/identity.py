@@ -29,7 +29,7 @@ from lightkube.models.authentication_v1 import TokenRequestSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, ServiceAccountToken
 
-from mlserve.operator.devcluster import names
+from mlserve.operator.dev.cluster import names
 
 #: "chart" (default): the operator's end-to-end tests run as the chart's ServiceAccount;
 #: "admin": as the cluster admin

@@ -19,7 +19,7 @@ from lightkube.generic_resource import load_in_cluster_generic_resources
 from lightkube.resources.core_v1 import Node, Pod
 from mlserve_testing.wait import wait_for
 
-from mlserve.operator.devcluster import ClusterHandle
+from mlserve.operator.dev.cluster import ClusterHandle
 
 pytestmark = pytest.mark.cluster
 

@@ -1,6 +1,6 @@
 """Pytest plugin: a Kubernetes cluster for the session.
 
-By default the session starts the project's local control plane (``mlserve.operator.devcluster``:
+By default the session starts the project's local control plane (``mlserve.operator.dev.cluster``:
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok nodes), building
 its binaries first when they are missing, and stops it at the end. With
 ``MLSERVE_TEST_USE_KUBECONFIG=1`` the tests use the cluster named by ``KUBECONFIG`` (for
@@ -28,7 +28,7 @@ from lightkube import ApiError, Client
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
-from mlserve.operator.devcluster import ClusterHandle, DevClusterError, LocalCluster, ensure_binaries
+from mlserve.operator.dev.cluster import ClusterHandle, DevClusterError, LocalCluster, ensure_binaries
 
 #: "1": use the cluster of $KUBECONFIG instead of starting one
 ENV_USE_KUBECONFIG = "MLSERVE_TEST_USE_KUBECONFIG"

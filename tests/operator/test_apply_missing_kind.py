@@ -9,7 +9,7 @@ from lightkube import AsyncClient
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.core_v1 import ConfigMap
 
-from mlserve.operator.devcluster import ClusterHandle
+from mlserve.operator.dev.cluster import ClusterHandle
 from mlserve.operator.reconcile.apply import Owner, apply_children, list_children
 from mlserve.operator.reconcile.errors import TemporaryFailure
 

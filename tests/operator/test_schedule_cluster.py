@@ -23,7 +23,7 @@ from mlserve.models import EnvConfig, ServeType
 from mlserve.models.configs import WorkerNodeConfig
 from mlserve.models.db import close_db, init_db
 from mlserve.models.settings import DatabaseSettings
-from mlserve.operator.devcluster import ClusterHandle
+from mlserve.operator.dev.cluster import ClusterHandle
 from mlserve.operator.reconcile.apply import Owner
 from mlserve.operator.reconcile.events import RecordingEvents
 from mlserve.operator.reconcile.kube import MLSERVE_API_VERSION, MLSERVE_KIND, MLServe, RayCronJob, RayJob

@@ -30,7 +30,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from mlserve.models.db import close_db, init_db
 from mlserve.models.settings import DatabaseSettings
 from mlserve.operator import permissions
-from mlserve.operator.devcluster import ClusterHandle
+from mlserve.operator.dev.cluster import ClusterHandle
 from mlserve.operator.reconcile import pending, sync
 from mlserve.operator.reconcile.events import RecordingEvents
 from mlserve.operator.reconcile.kube import MLServe, RayCronJob, RayJob, RequestCounter

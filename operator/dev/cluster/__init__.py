@@ -4,7 +4,7 @@ Built from Go modules by ``deploy/local-cluster/`` (see its README) and started 
 processes: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, and kwok for
 the nodes.
 
-    from mlserve.operator.devcluster import LocalCluster, ensure_binaries
+    from mlserve.operator.dev.cluster import LocalCluster, ensure_binaries
 
     with LocalCluster(ensure_binaries(), nodes=2) as cluster:
         with cluster.handle.client() as client:

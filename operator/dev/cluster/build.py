@@ -28,8 +28,8 @@ def local_cluster_dir() -> Path:
         folder = Path(explicit).expanduser()
         where = f"{names.ENV_LOCAL_CLUSTER_DIR}={explicit}"
     else:
-        # operator/devcluster/build.py -> the checkout's root (an editable install runs from it)
-        folder = Path(__file__).resolve().parents[2] / "deploy" / "local-cluster"
+        # operator/dev/cluster/build.py -> the checkout's root (an editable install runs from it)
+        folder = Path(__file__).resolve().parents[3] / "deploy" / "local-cluster"
         where = "the checkout this package runs from"
     if not (folder / BUILD_SCRIPT).is_file():
         raise DevClusterError(
