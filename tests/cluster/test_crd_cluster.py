@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 import yaml
-from crd.invalid_mlserves import INVALID, Invalid
 from lightkube import ApiError, Client, codecs
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+from mlserve_testing.invalid_mlserves import INVALID, Invalid
+from mlserve_testing.render_cases import CASES, Case
+from mlserve_testing.schemas import MLSERVE_CRD, RAY_KINDS, ROOT, kuberay_dir
 from mlserve_testing.wait import wait_for
-from render.render_cases import CASES, Case
-from render.schemas import MLSERVE_CRD, RAY_KINDS, ROOT, kuberay_dir
 
 pytestmark = pytest.mark.cluster
 

@@ -82,9 +82,3 @@ async def _delete_all_rows() -> None:
     statements += [f"DELETE FROM `{table}`" for table in table_names()]
     statements.append("SET FOREIGN_KEY_CHECKS = 1")
     await connection.execute_script(";".join(statements))
-
-
-async def count(table: str) -> int:
-    """Rows in ``table``, by SQL (independent of the models)."""
-    _, rows = await Tortoise.get_connection("default").execute_query(f"SELECT COUNT(*) AS n FROM {table}")
-    return int(rows[0]["n"])

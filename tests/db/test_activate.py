@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from mlserve_testing import factories as f
+from mlserve_testing.darwin import count
 from tortoise import Tortoise
 from tortoise.exceptions import IntegrityError
 
@@ -19,9 +21,6 @@ from mlserve.models import (
 )
 from mlserve.models.db import close_db, init_db
 from mlserve.models.settings import DatabaseSettings
-
-from . import factories as f
-from .conftest import count
 
 
 async def test_first_activation_creates_deployment_and_pointer(db: DatabaseSettings) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from render.schemas import ROOT, validate_manifest
+from mlserve_testing.schemas import ROOT, validate_manifest
 
 from mlserve.models import Artifact, Environment, Serve, User, activate
 from mlserve.models.db import close_db, init_db

@@ -6,6 +6,8 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
+from mlserve_testing import factories as f
+from mlserve_testing.darwin import count
 from tortoise.exceptions import IntegrityError
 
 from mlserve.models import (
@@ -25,9 +27,6 @@ from mlserve.models import (
     activate,
 )
 from mlserve.models.settings import DatabaseSettings
-
-from . import factories as f
-from .conftest import count
 
 
 async def test_create_and_read_back(db: DatabaseSettings) -> None:

@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 import pytest
 from click.testing import CliRunner
+from mlserve_testing.darwin import count
 from pydantic import SecretStr
 from tortoise import Tortoise
 
@@ -17,8 +18,6 @@ from mlserve.models.seed import ensure_admin, seed
 from mlserve.models.settings import DatabaseSettings
 from mlserve.operator.cli import main as cli
 from mlserve.operator.settings import OperatorSettings
-
-from .conftest import count
 
 # darwin-schema.md, column by column: name -> (MySQL type, nullable). ``json`` stands for
 # MySQL's JSON, which MariaDB reports as LONGTEXT (with a JSON check).

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 import yaml
-from helm.chart import CHART, VALUES_DIR, Helm, objects_of, one
 from lightkube import ApiError, Client, codecs
 from lightkube.generic_resource import load_in_cluster_generic_resources
 from lightkube.resources.core_v1 import Node, Pod
+from mlserve_testing.chart import CHART, VALUES_DIR, Helm, objects_of, one
 from mlserve_testing.wait import wait_for
 
 from mlserve.operator.dev.cluster import ClusterHandle

@@ -1,7 +1,7 @@
 """The chart's RBAC proven sufficient and minimal at run time, from the API server's audit log.
 
-The operator's end-to-end tests (``tests/operator``) run ``mlserve run`` as the chart's
-ServiceAccount (``helm.identity``), installed with the same watch scope and peering as
+The operator's end-to-end tests (``tests/cluster/operator``) run ``mlserve run`` as the chart's
+ServiceAccount (``mlserve_testing.identity``), installed with the same watch scope and peering as
 those tests run the operator. These tests run after them, at the end of the session:
 
 - not one request of that ServiceAccount was refused (sufficient);
@@ -19,8 +19,10 @@ import socket
 from pathlib import Path
 
 import pytest
-from helm.chart import Helm
-from helm.identity import (
+from lightkube import Client
+from lightkube.generic_resource import create_namespaced_resource
+from mlserve_testing.chart import Helm
+from mlserve_testing.identity import (
     ENV_IDENTITY,
     OPERATOR_TESTS,
     ChartIdentity,
@@ -30,8 +32,6 @@ from helm.identity import (
     operator_runs_as_chart,
     uninstall_identity,
 )
-from lightkube import Client
-from lightkube.generic_resource import create_namespaced_resource
 from mlserve_testing.operator import OperatorProcess, operator_env
 from mlserve_testing.wait import wait_for
 

@@ -14,7 +14,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from helm.chart import (
+from mlserve_testing.chart import (
     CHART,
     RELEASE,
     RELEASE_NAMESPACE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helm.chart import VALUE_SETS, Helm, load_values, objects_of, one
+from mlserve_testing.chart import VALUE_SETS, Helm, load_values, objects_of, one
 
 
 def settings_env(objects: list[dict[str, Any]], existing_secret: dict[str, str]) -> dict[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helm.chart import RELEASE_NAMESPACE, VALUE_SETS, Helm, load_values, objects_of
+from mlserve_testing.chart import RELEASE_NAMESPACE, VALUE_SETS, Helm, load_values, objects_of
 
 from mlserve.operator import permissions
 from mlserve.operator.reconcile.kube import API_KINDS, WORKFLOW_KINDS

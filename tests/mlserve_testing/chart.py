@@ -1,5 +1,8 @@
 """Test support of the chart's tests: the project's helm, and rendering the chart with a value set.
 
+Also a pytest plugin: the session's ``helm`` fixture, for the offline chart tests
+(``tests/helm``) and the installs on the control plane (``tests/e2e``).
+
 helm comes from the project's own build (``deploy/local-cluster/build.py helm``, the same
 as ``mlserve dev build --with-helm``): built from the Go module proxy into the binary
 cache on first use, reused afterwards.
@@ -25,7 +28,7 @@ from mlserve.operator.dev.cluster.build import binary_dir, local_cluster_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "mlserve-operator"
-VALUES_DIR = Path(__file__).resolve().parent / "values"
+VALUES_DIR = ROOT / "tests" / "helm" / "values"
 RELEASE = "mlserve"
 RELEASE_NAMESPACE = "mlserve-system"
 
@@ -127,3 +130,9 @@ def load_values(value_set: str) -> dict[str, Any]:
     if value_set != "default":
         values = merge(values, yaml.safe_load((VALUES_DIR / f"{value_set}.yaml").read_text()))
     return values
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    """The project's helm, with its own empty home (the user's helm settings stay untouched)."""
+    return Helm(project_helm(), tmp_path_factory.mktemp("helm-home"))

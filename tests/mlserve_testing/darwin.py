@@ -43,6 +43,12 @@ async def query(sql: str, *values: Any) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
+async def count(table: str) -> int:
+    """Rows in ``table``, by SQL (independent of the models)."""
+    _, rows = await _connection().execute_query(f"SELECT COUNT(*) AS n FROM {table}")
+    return int(rows[0]["n"])
+
+
 def env_configs(namespace: str, cluster: str = "local", **extra: str) -> dict[str, str]:
     return {
         "domain_suffix": ".models.example.com",

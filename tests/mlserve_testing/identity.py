@@ -23,13 +23,13 @@ from typing import Any
 
 import pytest
 import yaml
-from helm.chart import CHART, VALUES_DIR, Helm, project_helm
 from lightkube import ApiError, Client
 from lightkube.models.authentication_v1 import TokenRequestSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, ServiceAccountToken
 
 from mlserve.operator.dev.cluster import names
+from mlserve_testing.chart import CHART, VALUES_DIR, Helm, project_helm
 
 #: "chart" (default): the operator's end-to-end tests run as the chart's ServiceAccount;
 #: "admin": as the cluster admin

@@ -255,10 +255,10 @@ def operator_process(
     again. Other modules (which reconcile MLServes in-process) never meet it: before it stops,
     it finishes the deletions of its tests' MLServes, so no namespace is left terminating.
 
-    It acts as the Helm chart's ServiceAccount (``helm.identity``), so these tests also prove
+    It acts as the Helm chart's ServiceAccount (``mlserve_testing.identity``), so these tests also prove
     the chart's RBAC sufficient; MLSERVE_TEST_OPERATOR_IDENTITY=admin runs it as the admin.
     """
-    from helm.identity import operator_runs_as_chart
+    from mlserve_testing.identity import operator_runs_as_chart
 
     folder = tmp_path_factory.mktemp("operator")
     port = _free_port()

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
-from crd.cel import cel_errors
-from crd.invalid_mlserves import INVALID, Invalid
-from render.schemas import MLSERVE_CRD, ROOT, mlserve_errors
+from mlserve_testing.cel import cel_errors
+from mlserve_testing.invalid_mlserves import INVALID, Invalid
+from mlserve_testing.schemas import MLSERVE_CRD, ROOT, mlserve_errors
 
 from mlserve.models.errors import InvalidConfig
 from mlserve.operator.spec import MLServeSpec

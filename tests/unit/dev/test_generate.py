@@ -9,7 +9,7 @@ from types import ModuleType
 
 import pytest
 
-LOCAL_CLUSTER = Path(__file__).resolve().parents[2] / "deploy" / "local-cluster"
+LOCAL_CLUSTER = Path(__file__).resolve().parents[3] / "deploy" / "local-cluster"
 
 GOMOD = """module k8s.io/kubernetes
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from mlserve_testing.factories import env_configs, fast_api, worker
 
 from mlserve.models import (
     BackendType,
@@ -19,8 +20,6 @@ from mlserve.models import (
     WorkerNodeConfig,
 )
 from mlserve.models.configs import parse_environment_variables, parse_worker_node_configs
-
-from .factories import env_configs, fast_api, worker
 
 
 def test_env_config_reads_every_key_and_splits_lists() -> None:

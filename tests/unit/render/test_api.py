@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from render.render_cases import api_context, environment, spec_for
+from mlserve_testing.render_cases import api_context, environment, spec_for
 
 from mlserve.models.enums import ServeType
 from mlserve.models.errors import InvalidConfig

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from render.render_cases import CASES_BY_ID
-from render.schemas import ROOT
+from mlserve_testing.render_cases import CASES_BY_ID
+from mlserve_testing.schemas import ROOT
 
 from mlserve.operator.cli import main
 

@@ -1,8 +1,8 @@
-"""Each case's manifests against the committed YAML in tests/render/golden/.
+"""Each case's manifests against the committed YAML in tests/unit/render/golden/.
 
 Regenerate after an intended change, then review the diff:
 
-    MLSERVE_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/render/test_golden.py
+    MLSERVE_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/render/test_golden.py
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from render.render_cases import CASES, Case
+from mlserve_testing.render_cases import CASES, Case
 
 from mlserve.operator.render import dump_yaml
 
@@ -25,10 +25,10 @@ def test_matches_golden(case: Case) -> None:
     path = GOLDEN / f"{case.id}.yaml"
     if UPDATE:
         path.write_text(rendered)
-    assert path.exists(), f"{path.name} is missing: run MLSERVE_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/render"
+    assert path.exists(), f"{path.name} is missing: run MLSERVE_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/render/test_golden.py"
     assert rendered == path.read_text(), (
         f"{case.id} renders differently from {path.name}; if intended, regenerate with "
-        "MLSERVE_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/render and review the diff"
+        "MLSERVE_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/render/test_golden.py and review the diff"
     )
 
 

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from render.render_cases import api_context, spec_for
-from render.schemas import DNS1035_LABEL, LABEL_VALUE
+from mlserve_testing.render_cases import api_context, spec_for
+from mlserve_testing.schemas import DNS1035_LABEL, LABEL_VALUE
 
 from mlserve.operator.render import RenderSettings, names, render_children
 

@@ -4,8 +4,8 @@ fields fail), RayJob and RayCronJob against the KubeRay v1.7.0 CRDs."""
 from __future__ import annotations
 
 import pytest
-from render.render_cases import CASES, Case
-from render.schemas import OLDEST_K8S_VERSION, RAY_KINDS, validate_core, validate_manifest, validate_ray
+from mlserve_testing.render_cases import CASES, Case
+from mlserve_testing.schemas import OLDEST_K8S_VERSION, RAY_KINDS, validate_core, validate_manifest, validate_ray
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)

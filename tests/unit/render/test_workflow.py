@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from render.render_cases import spec_for, workflow_context
+from mlserve_testing.render_cases import spec_for, workflow_context
 
 from mlserve.models.errors import InvalidConfig
 from mlserve.operator.render import RenderSettings, render_children
