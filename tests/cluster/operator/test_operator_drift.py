@@ -15,13 +15,6 @@ from mlserve_testing.mlserves import MLServe, apply, children, get, mlserve, uni
 from mlserve_testing.operator import OperatorProcess
 from mlserve_testing.wait import wait_for
 
-
-@pytest.fixture
-def namespace(operator_namespace: str) -> str:
-    """A fresh namespace per test (the operator under test watches the whole cluster)."""
-    return operator_namespace
-
-
 pytestmark = [pytest.mark.cluster]
 
 OPERATOR = "mlserve-operator"

@@ -24,13 +24,6 @@ from mlserve_testing.wait import async_wait_for, wait_for
 
 from mlserve.operator.reconcile.kube import RayJob
 
-
-@pytest.fixture
-def namespace(operator_namespace: str) -> str:
-    """A fresh namespace per test (the operator under test watches the whole cluster)."""
-    return operator_namespace
-
-
 pytestmark = [pytest.mark.cluster]
 
 

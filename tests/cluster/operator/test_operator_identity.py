@@ -11,13 +11,6 @@ from mlserve_testing.mlserves import MLServe, apply, children, get, gone, mlserv
 from mlserve_testing.operator import OperatorProcess
 from mlserve_testing.wait import async_wait_for, wait_for
 
-
-@pytest.fixture
-def namespace(operator_namespace: str) -> str:
-    """A fresh namespace per test (the operator under test watches the whole cluster)."""
-    return operator_namespace
-
-
 pytestmark = [pytest.mark.cluster]
 
 

@@ -21,11 +21,6 @@ from mlserve.operator.render import names
 pytestmark = [pytest.mark.cluster]
 
 
-@pytest.fixture
-def namespace(operator_namespace: str) -> str:
-    return operator_namespace
-
-
 async def _deploy(seed: darwin.Seed, version: str) -> int:
     """Darwin's deploy, in plain SQL: a new ACTIVE row, the old one ENDED, the pointer moved."""
     now = darwin._now()
