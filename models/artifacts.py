@@ -68,6 +68,10 @@ class Artifact(Model):
         "models.User", related_name="artifacts", on_delete=fields.CASCADE
     )
 
+    # the foreign keys' columns, which Tortoise sets next to each relation
+    serve_id: int
+    artifact_job_id: int | None
+    created_by_id: int
     deployments: fields.ReverseRelation[Deployment]
 
     class Meta:

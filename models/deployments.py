@@ -7,7 +7,7 @@ one it replaced. :func:`activate` is the only writer the operator uses for both.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tortoise import fields, timezone
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -52,6 +52,11 @@ class Deployment(Model):
     )
     ended_at = fields.DatetimeField(null=True)
 
+    # the foreign keys' columns, which Tortoise sets next to each relation
+    serve_id: int
+    artifact_id: int
+    environment_id: int
+    created_by_id: int
     active_for: fields.ReverseRelation[ActiveDeployment]
     replaced_in: fields.ReverseRelation[ActiveDeployment]
     app_layer: fields.BackwardOneToOneRelation[AppLayerDeployment]
@@ -82,6 +87,12 @@ class ActiveDeployment(Model):
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
+    # the foreign keys' columns, which Tortoise sets next to each relation
+    deployment_id: int
+    previous_deployment_id: int | None
+    environment_id: int
+    serve_id: int
+
     class Meta:
         table = "active_deployments"
         app = "models"
@@ -98,8 +109,10 @@ class AppLayerDeployment(Model):
         "models.Deployment", related_name="app_layer", on_delete=fields.CASCADE
     )
     deployment_strategy = fields.CharField(max_length=50, null=True)
-    deployment_params = fields.JSONField(null=True)
-    environment_variables = fields.JSONField(null=True, validators=[_validators.environment_variables()])
+    deployment_params: fields.JSONField[Any] = fields.JSONField(null=True)
+    environment_variables: fields.JSONField[Any] = fields.JSONField(
+        null=True, validators=[_validators.environment_variables()]
+    )
 
     class Meta:
         table = "app_layer_deployments"
@@ -120,7 +133,7 @@ class ScheduledWorkflowDeployment(Model):
     )
     workflow_id = fields.CharField(max_length=255)
     job_cluster_id = fields.CharField(max_length=255)
-    input_params = fields.JSONField(null=True)
+    input_params: fields.JSONField[Any] = fields.JSONField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
@@ -149,7 +162,7 @@ async def current_deployment(
         raise ActiveDeploymentConflict(serve.name, environment.name, [r.deployment_id for r in rows])
     if not rows:
         return None
-    return await Deployment.get(id=rows[0].deployment_id).using_db(using_db)
+    return await Deployment.get(id=rows[0].deployment_id, using_db=using_db)
 
 
 async def activate(
@@ -198,7 +211,7 @@ async def activate(
 
         current: Deployment | None = None
         if pointer is not None:
-            current = await Deployment.get(id=pointer.deployment_id).using_db(conn)
+            current = await Deployment.get(id=pointer.deployment_id, using_db=conn)
         if (
             current is not None
             and current.status == DeploymentStatus.ACTIVE

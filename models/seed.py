@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
@@ -194,6 +194,9 @@ async def _artifact(counter: _Counter, serve: Serve, user: User, version: str) -
     )
 
 
+_M = TypeVar("_M", bound=Model)
+
+
 class _Counter:
     """get_or_create that counts what it created."""
 
@@ -201,7 +204,7 @@ class _Counter:
         self.conn = conn
         self.created = 0
 
-    async def get_or_create(self, model: type[Any], keys: dict[str, Any], defaults: dict[str, Any]) -> Any:
+    async def get_or_create(self, model: type[_M], keys: dict[str, Any], defaults: dict[str, Any]) -> _M:
         lookup = {
             (f"{k}_id" if isinstance(v, Model) else k): (v.pk if isinstance(v, Model) else v) for k, v in keys.items()
         }

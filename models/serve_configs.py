@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tortoise import fields
 from tortoise.models import Model
@@ -30,7 +30,7 @@ class APIServeInfraConfig(Model):
         BackendType, max_length=50, validators=[_validators.EnumValue(BackendType, "backend_type")]
     )
     additional_hosts = fields.TextField(null=True)
-    fast_api_config = fields.JSONField(null=True, validators=[_validators.fast_api_config()])
+    fast_api_config: fields.JSONField[Any] = fields.JSONField(null=True, validators=[_validators.fast_api_config()])
     created_by: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
         "models.User", related_name=False, on_delete=fields.CASCADE
     )
@@ -68,9 +68,9 @@ class WorkflowServeInfraConfig(Model):
         "models.Environment", related_name="workflow_configs", on_delete=fields.CASCADE
     )
     schedule = fields.CharField(max_length=50)
-    worker_node_config = fields.JSONField(validators=[_validators.worker_node_config()])
+    worker_node_config: fields.JSONField[Any] = fields.JSONField(validators=[_validators.worker_node_config()])
     # Darwin declares this field but its tables lack the column; ours adds it, nullable.
-    head_node_config = fields.JSONField(null=True, validators=[_validators.head_node_config()])
+    head_node_config: fields.JSONField[Any] = fields.JSONField(null=True, validators=[_validators.head_node_config()])
     created_by: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
         "models.User", related_name=False, on_delete=fields.CASCADE
     )

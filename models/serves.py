@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tortoise import fields
 from tortoise.models import Model
@@ -53,7 +53,7 @@ class Environment(Model):
 
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=255, unique=True)
-    env_configs = fields.JSONField(validators=[_validators.env_configs()])
+    env_configs: fields.JSONField[Any] = fields.JSONField(validators=[_validators.env_configs()])
     is_protected = fields.BooleanField(default=False, db_default=False)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
