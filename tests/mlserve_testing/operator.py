@@ -43,7 +43,8 @@ from mlserve_testing.wait import wait_for
 MODELS = {"models": ["mlserve.models"]}
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "mlserve.darwin.io_mlserves.yaml"
-KUBERAY_CRDS = ROOT.parent / "shared" / "third_party" / "kuberay-v1.7.0"
+# the same folder as mlserve_testing.schemas: $MLSERVE_KUBERAY_CRDS, else the project's third_party
+KUBERAY_CRDS = Path(os.environ.get("MLSERVE_KUBERAY_CRDS") or ROOT.parent / "shared" / "third_party" / "kuberay-v1.7.0")
 CLUSTER_NAME = "local"
 CAPACITY_LABEL = "karpenter.sh/capacity-type"
 NAMESPACE_PREFIX = "op-"
