@@ -25,7 +25,9 @@ def test_matches_golden(case: Case) -> None:
     path = GOLDEN / f"{case.id}.yaml"
     if UPDATE:
         path.write_text(rendered)
-    assert path.exists(), f"{path.name} is missing: run MLSERVE_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/render/test_golden.py"
+    assert path.exists(), (
+        f"{path.name} is missing: run MLSERVE_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/render/test_golden.py"
+    )
     assert rendered == path.read_text(), (
         f"{case.id} renders differently from {path.name}; if intended, regenerate with "
         "MLSERVE_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/render/test_golden.py and review the diff"
