@@ -41,3 +41,15 @@ ensure_mariadb() {
     DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends \
         mariadb-server mariadb-client >/dev/null
 }
+
+# KubeRay's CRDs, which the tests validate RayJobs against and install, and the demo installs:
+# downloaded once with KubeRay's Go module (`mlserve dev kuberay-crds`), exported as
+# MLSERVE_KUBERAY_CRDS; a folder already given there is used as it is.
+ensure_kuberay_crds() {
+    if [ -n "${MLSERVE_KUBERAY_CRDS:-}" ]; then
+        return 0
+    fi
+    echo "==> fetching (or reusing) KubeRay's CRDs"
+    MLSERVE_KUBERAY_CRDS="$("$VENV/bin/mlserve" dev kuberay-crds)"
+    export MLSERVE_KUBERAY_CRDS
+}

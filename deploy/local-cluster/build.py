@@ -5,6 +5,7 @@
                                      # kubectl, etcd and kwok
     python3 build.py helm            # only helm
     python3 build.py --print-dir     # where the binaries go, and nothing else
+    python3 build.py --kuberay-crds  # download KubeRay's module (once); print its CRD folder
 
 Binaries are static (``CGO_ENABLED=0``), built with ``-trimpath`` and cached outside
 the repository, in ``$MLSERVE_BIN_DIR`` when set, else in
@@ -12,6 +13,11 @@ the repository, in ``$MLSERVE_BIN_DIR`` when set, else in
 Each component leaves a stamp beside its binaries (versions, link flags, go.sum digest and
 Go version); a component whose binaries exist and whose stamp matches is not rebuilt, so
 a second run takes seconds. Go's own caches (GOMODCACHE, GOCACHE) are used as they are.
+
+KubeRay's CRDs are read where Go's module cache keeps KubeRay's operator module
+(``config/crd/bases/`` of ``github.com/ray-project/kuberay/ray-operator`` at the version of
+versions.json): ``go mod download`` fetches it once, checked against Go's checksum database,
+and afterwards answers from the cache, offline too.
 
 The Kubernetes programs are linked with the version variables of
 ``k8s.io/component-base/version`` and ``k8s.io/client-go/pkg/version`` set to the exact
@@ -34,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from components import COMPONENTS, HERE, Component, load_versions
+from components import COMPONENTS, HERE, KUBERAY, KUBERAY_CRD_DIR, KUBERAY_MODULE, Component, load_versions
 
 
 def bin_dir(versions: dict[str, str]) -> Path:
@@ -180,6 +186,31 @@ def build(component: Component, version: str, out: Path, force: bool, kubernetes
     print(f"{component.name} {version}: built in {time.monotonic() - started:.0f} s", file=sys.stderr)
 
 
+def kuberay_crds(version: str) -> Path:
+    """The folder of KubeRay's CRD files at ``version``, in Go's module cache (downloaded once)."""
+    started = time.monotonic()
+    module = f"{KUBERAY_MODULE}@{version}"
+    out = subprocess.run(
+        ["go", "mod", "download", "-json", module],
+        cwd=HERE,
+        env=go_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        info = json.loads(out.stdout) if out.stdout.strip() else {}
+    except ValueError:
+        info = {}
+    if out.returncode != 0 or "Dir" not in info:
+        raise SystemExit(f"cannot download {module}: {info.get('Error') or out.stderr.strip()}")
+    folder = Path(info["Dir"]) / KUBERAY_CRD_DIR
+    if not folder.is_dir():
+        raise SystemExit(f"{module} has no {KUBERAY_CRD_DIR}/")
+    print(f"kuberay {version}: CRDs in {folder} ({time.monotonic() - started:.1f} s)", file=sys.stderr)
+    return folder
+
+
 DEFAULTS = [name for name, c in COMPONENTS.items() if c.default]
 
 
@@ -193,11 +224,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--print-dir", action="store_true", help="print the binary folder and exit")
     parser.add_argument("--force", action="store_true", help="rebuild even when the stamp matches")
+    parser.add_argument(
+        "--kuberay-crds",
+        action="store_true",
+        help="download KubeRay's operator module if needed, print its CRD folder and exit",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.components) - set(COMPONENTS)
     if unknown:
         parser.error(f"unknown component(s): {', '.join(sorted(unknown))}")
     versions = load_versions()
+    if args.kuberay_crds:
+        if shutil.which("go") is None:
+            raise SystemExit("go is not on PATH: install Go 1.26 to fetch KubeRay's CRDs")
+        print(kuberay_crds(versions[KUBERAY]))
+        return 0
     out = bin_dir(versions)
     if not args.print_dir:
         if shutil.which("go") is None:

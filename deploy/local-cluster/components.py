@@ -66,10 +66,17 @@ COMPONENTS: dict[str, Component] = {
 }
 
 
+#: KubeRay's operator module: only its CRDs are used (installed beside ours, and the schemas the
+#: tests validate RayJobs and RayCronJobs against); its version is "kuberay" in versions.json
+KUBERAY_MODULE = "github.com/ray-project/kuberay/ray-operator"
+KUBERAY_CRD_DIR = "config/crd/bases"  # in the module
+KUBERAY = "kuberay"
+
+
 def load_versions() -> dict[str, str]:
     """Version of each component, from versions.json."""
     versions: dict[str, str] = json.loads(VERSIONS_FILE.read_text())
-    missing = set(COMPONENTS) - set(versions)
+    missing = {*COMPONENTS, KUBERAY} - set(versions)
     if missing:
         raise SystemExit(f"{VERSIONS_FILE.name}: no version for {', '.join(sorted(missing))}")
     return versions

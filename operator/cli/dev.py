@@ -1,6 +1,7 @@
 """``mlserve dev``: the local control plane for development, the demo and the tests.
 
-    mlserve dev build [--with-helm]           build (or reuse) the binaries
+    mlserve dev build [--with-helm]           build (or reuse) the binaries (and fetch KubeRay's CRDs)
+    mlserve dev kuberay-crds                  print the folder of KubeRay's CRDs (fetched once)
     mlserve dev cluster up [--nodes N]        start a cluster and return (it keeps running)
     mlserve dev cluster up --foreground       ... or stay until Ctrl-C, then stop it
     mlserve dev cluster kubeconfig            print the kubeconfig path
@@ -23,6 +24,7 @@ from mlserve.operator.dev.cluster import (
     DevClusterError,
     LocalCluster,
     ensure_binaries,
+    kuberay_crd_dir,
     names,
     running_pids,
     stop_recorded,
@@ -54,9 +56,22 @@ def build(with_helm: bool, force: bool) -> None:
     """Build the binaries from Go modules, or reuse the cached ones; print their folder."""
     try:
         binaries = ensure_binaries(with_helm=with_helm, force=force)
+        crds = kuberay_crd_dir()
     except DevClusterError as exc:
         raise click.ClickException(str(exc)) from exc
+    click.echo(f"KubeRay's CRDs in {crds}", err=True)
     click.echo(binaries.folder)
+
+
+@dev.command("kuberay-crds")
+def kuberay_crds() -> None:
+    """Print the folder of KubeRay's CRD files: $MLSERVE_KUBERAY_CRDS, else KubeRay's operator
+    module at the version of deploy/local-cluster/versions.json, downloaded once into Go's
+    module cache."""
+    try:
+        click.echo(kuberay_crd_dir())
+    except DevClusterError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @dev.group()

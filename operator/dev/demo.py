@@ -1,7 +1,7 @@
 """``mlserve demo``: the whole flow on this machine, from nothing, in about a minute.
 
 1. build (or reuse) the control plane's binaries and start a local cluster;
-2. install the MLServe CRD and KubeRay's CRDs (when found);
+2. install the MLServe CRD and KubeRay's CRDs (fetched with KubeRay's Go module);
 3. create a SQLite database with the demo data, and start the operator on it;
 4. ``kubectl apply`` an MLServe for the API serve and one for the workflow serve, wait for
    them, and show what the operator made;
@@ -33,16 +33,14 @@ from typing import Any
 
 import yaml
 
-from mlserve.operator.dev.cluster import ClusterHandle, LocalCluster, ensure_binaries
+from mlserve.operator.dev.cluster import ClusterHandle, DevClusterError, LocalCluster, ensure_binaries, kuberay_crd_dir
 from mlserve.operator.dev.cluster import names as devnames
 from mlserve.operator.render import names
 
 __all__ = ["DemoError", "DemoOptions", "DemoResult", "run_demo", "stop_kept_demo"]
 
 CLUSTER_NAME = "local"
-ENV_KUBERAY_CRDS = "MLSERVE_KUBERAY_CRDS"
 ENV_MLSERVE_CRD = "MLSERVE_CRD_FILE"
-KUBERAY_CRD_FILES = ("ray.io_rayjobs.yaml", "ray.io_raycronjobs.yaml")
 OPERATOR_PID_FILE = "operator.pid"
 MLSERVE_GROUP = "mlserve.darwin.io"
 
@@ -63,15 +61,6 @@ def mlserve_crd_file() -> Path:
     if not path.is_file():
         raise DemoError(f"no MLServe CRD at {path}: run from a checkout, or set {ENV_MLSERVE_CRD}")
     return path
-
-
-def kuberay_crd_dir() -> Path | None:
-    """KubeRay's CRDs: ``$MLSERVE_KUBERAY_CRDS``, else ``../shared/third_party/kuberay-v1.7.0``."""
-    explicit = os.environ.get(ENV_KUBERAY_CRDS)
-    folder = Path(explicit) if explicit else repository_root().parent / "shared" / "third_party" / "kuberay-v1.7.0"
-    if all((folder / name).is_file() for name in KUBERAY_CRD_FILES):
-        return folder
-    return None
 
 
 @dataclass
@@ -446,16 +435,15 @@ def run_demo(options: DemoOptions) -> DemoResult:
         clock.step("installing the CustomResourceDefinitions")
         shell.k("apply", "--server-side", "-f", str(mlserve_crd_file()))
         crds = ["crd/mlserves.mlserve.darwin.io"]
-        kuberay = kuberay_crd_dir()
+        kuberay: Path | None = None
+        try:
+            kuberay = kuberay_crd_dir()  # fetched once with KubeRay's Go module
+        except DevClusterError as exc:
+            echo(f"KubeRay's CRDs not found ({exc}): the demo deploys the API serve only")
         if kuberay is not None:
-            files = [arg for file in KUBERAY_CRD_FILES for arg in ("-f", str(kuberay / file))]
+            files = [arg for file in devnames.KUBERAY_CRD_FILES for arg in ("-f", str(kuberay / file))]
             shell.k("apply", "--server-side", *files)
             crds += ["crd/rayjobs.ray.io", "crd/raycronjobs.ray.io"]
-        else:
-            echo(
-                f"KubeRay's CRDs not found (set {ENV_KUBERAY_CRDS} to a folder with {', '.join(KUBERAY_CRD_FILES)}): "
-                "the demo deploys the API serve only"
-            )
         echo(f"waiting for {', '.join(c.removeprefix('crd/') for c in crds)} to be Established")
         for crd in crds:
             _wait(partial(_established, shell, crd), options.timeout, f"{crd} to be Established")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,13 +10,11 @@ import yaml
 from lightkube import ApiError, Client, codecs
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+from mlserve_testing.kuberay import kuberay_crd_dir, kuberay_release
 from mlserve_testing.wait import wait_for
 
 pytestmark = pytest.mark.cluster
 
-#: folder of the KubeRay CRD files (default: ../shared/third_party/kuberay-v1.7.0 from the repository)
-ENV_CRDS = "MLSERVE_KUBERAY_CRDS"
-DEFAULT_CRDS = Path(__file__).resolve().parents[2].parent / "shared" / "third_party" / "kuberay-v1.7.0"
 CRD_FILES = ("ray.io_rayjobs.yaml", "ray.io_raycronjobs.yaml", "ray.io_rayservices.yaml")
 FIELD_MANAGER = "mlserve-tests"
 
@@ -28,13 +25,10 @@ RayJob = create_namespaced_resource("ray.io", "v1", "RayJob", "rayjobs")
 
 
 def _crd_folder() -> Path:
-    folder = Path(os.environ.get(ENV_CRDS) or DEFAULT_CRDS)
+    folder = kuberay_crd_dir()
     missing = [name for name in CRD_FILES if not (folder / name).is_file()]
     if missing:
-        pytest.fail(
-            f"KubeRay CRDs missing from {folder}: {', '.join(missing)}; "
-            f"set {ENV_CRDS} to the folder holding KubeRay v1.7.0's CRD files"
-        )
+        pytest.fail(f"KubeRay CRDs missing from {folder}: {', '.join(missing)} ({kuberay_release()})")
     return folder
 
 

@@ -6,7 +6,6 @@ KubeRay would (``jobDeploymentStatus: Complete``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,6 +16,7 @@ from lightkube import ApiError, AsyncClient, Client, codecs
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.types import PatchType
 from mlserve_testing import darwin
+from mlserve_testing.kuberay import kuberay_crd_dir
 from mlserve_testing.wait import wait_for
 
 from mlserve.models import EnvConfig, ServeType
@@ -35,7 +35,6 @@ from mlserve.operator.settings import OperatorSettings
 from mlserve.operator.spec import EnvironmentContext, MLServeSpec, ServeContext
 
 REPO = Path(__file__).resolve().parents[2]
-KUBERAY = Path(os.environ.get("MLSERVE_KUBERAY_CRDS") or REPO.parent / "shared" / "third_party" / "kuberay-v1.7.0")
 MANAGER = "mlserve-operator"
 
 
@@ -46,10 +45,11 @@ def _established(crd: CustomResourceDefinition) -> bool:
 
 @pytest.fixture(scope="module")
 def schedule_crds(kube_client: Client) -> None:
+    kuberay = kuberay_crd_dir()
     files = [
         REPO / "crds" / "mlserve.darwin.io_mlserves.yaml",
-        KUBERAY / "ray.io_rayjobs.yaml",
-        KUBERAY / "ray.io_raycronjobs.yaml",
+        kuberay / "ray.io_rayjobs.yaml",
+        kuberay / "ray.io_raycronjobs.yaml",
     ]
     for file in files:
         if not file.is_file():

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +22,7 @@ from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.apps_v1 import Deployment as K8sDeployment
 from lightkube.resources.core_v1 import Namespace, Service
 from lightkube.types import PatchType
+from mlserve_testing.kuberay import kuberay_crd_dir
 from mlserve_testing.wait import wait_for
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -438,7 +438,6 @@ def test_a_new_mlserve_is_named_by_the_rule_and_carries_the_marker() -> None:
 # step is observed between ticks; the operator as a process is exercised by the demo's test.
 
 REPO = Path(__file__).resolve().parents[2]
-KUBERAY = Path(os.environ.get("MLSERVE_KUBERAY_CRDS") or REPO.parent / "shared" / "third_party" / "kuberay-v1.7.0")
 SYNC_MANAGER = "mlserve-operator-sync"
 
 
@@ -451,10 +450,11 @@ def _established(crd: CustomResourceDefinition) -> bool:
 def crds(kube_client: Client) -> list[str]:
     """The MLServe CRD and KubeRay's RayJob and RayCronJob CRDs, established."""
     files = [REPO / "crds" / "mlserve.darwin.io_mlserves.yaml"]
+    kuberay = kuberay_crd_dir()
     for name in ("ray.io_rayjobs.yaml", "ray.io_raycronjobs.yaml"):
-        if not (KUBERAY / name).is_file():
-            pytest.fail(f"KubeRay CRD {name} missing from {KUBERAY}: set MLSERVE_KUBERAY_CRDS")
-        files.append(KUBERAY / name)
+        if not (kuberay / name).is_file():
+            pytest.fail(f"KubeRay CRD {name} missing from {kuberay}: set MLSERVE_KUBERAY_CRDS")
+        files.append(kuberay / name)
     installed: list[str] = []
     for file in files:
         for crd in codecs.load_all_yaml(file.read_text()):

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from mlserve_testing.kuberay import kuberay_crd_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 ROOT = Path(__file__).resolve().parents[2]
-KUBERAY = Path(os.environ.get("MLSERVE_KUBERAY_CRDS") or ROOT.parent / "shared" / "third_party" / "kuberay-v1.7.0")
 
 
 def _our_processes(work_dir: Path) -> list[str]:
@@ -37,14 +37,13 @@ def _our_processes(work_dir: Path) -> list[str]:
 
 
 def test_demo_runs_the_whole_flow_and_leaves_nothing_running(tmp_path: Path) -> None:
-    if not KUBERAY.is_dir():
-        pytest.fail(f"KubeRay's CRDs are missing from {KUBERAY}: set MLSERVE_KUBERAY_CRDS")
+    kuberay = kuberay_crd_dir()
     work = tmp_path / "demo"
     # no settings, as on a fresh machine (the binary cache's location may be kept)
     kept = ("MLSERVE_CACHE_DIR", "MLSERVE_BIN_DIR")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLSERVE_", "MYSQL_")) or k in kept}
     env.pop("KUBECONFIG", None)
-    env["MLSERVE_KUBERAY_CRDS"] = str(KUBERAY)
+    env["MLSERVE_KUBERAY_CRDS"] = str(kuberay)
     began = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-c", "from mlserve.operator.cli import main; main()", "demo", "--work-dir", str(work)],

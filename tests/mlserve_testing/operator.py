@@ -37,14 +37,13 @@ from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Namespace, Node
 from tortoise import Tortoise
 
+from mlserve_testing.kuberay import kuberay_crd_dir
 from mlserve_testing.mariadb import MariaDBServer, start_mariadb
 from mlserve_testing.wait import wait_for
 
 MODELS = {"models": ["mlserve.models"]}
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "mlserve.darwin.io_mlserves.yaml"
-# the same folder as mlserve_testing.schemas: $MLSERVE_KUBERAY_CRDS, else the project's third_party
-KUBERAY_CRDS = Path(os.environ.get("MLSERVE_KUBERAY_CRDS") or ROOT.parent / "shared" / "third_party" / "kuberay-v1.7.0")
 CLUSTER_NAME = "local"
 CAPACITY_LABEL = "karpenter.sh/capacity-type"
 NAMESPACE_PREFIX = "op-"
@@ -99,9 +98,10 @@ def _label_nodes(client: Client) -> None:
 def mlserve_crd(kube_client: Client) -> None:
     _label_nodes(kube_client)
     _install_crd(kube_client, CRD_FILE)
+    kuberay = kuberay_crd_dir()
     for name in ("ray.io_rayjobs.yaml", "ray.io_raycronjobs.yaml"):
-        if (KUBERAY_CRDS / name).is_file():
-            _install_crd(kube_client, KUBERAY_CRDS / name)
+        if (kuberay / name).is_file():
+            _install_crd(kube_client, kuberay / name)
 
 
 def _free_port() -> int:

@@ -1,9 +1,16 @@
 """Offline schema checks: core objects against a pinned Kubernetes version (strict), KubeRay
-objects against the KubeRay v1.7.0 CRDs, MLServes against our own CRD.
+objects against KubeRay's CRDs, MLServes against our own CRD.
 
-``MLSERVE_KUBERAY_CRDS`` overrides the folder of the KubeRay CRDs (default: the project's
-``../shared/third_party/kuberay-v1.7.0``); ``MLSERVE_K8S_SCHEMA_VERSION`` the Kubernetes
-version (default: the local cluster's, 1.37).
+KubeRay's CRDs come from its Go module at the release pinned in
+``deploy/local-cluster/versions.json`` (``mlserve_testing.kuberay``); ``MLSERVE_KUBERAY_CRDS``
+overrides their folder. ``MLSERVE_K8S_SCHEMA_VERSION`` sets the Kubernetes version (default:
+the local cluster's, 1.37).
+
+The renderers follow KubeRay v1.7.0; the pinned release is v1.6.1, the newest the Go module
+proxy serves. Of what we render, v1.6.1 lacks only the RayCronJob's ``spec.timeZone`` (new in
+v1.7.0; with older releases the operator needs ``MLSERVE_SCHEDULE_TIME_ZONE=none``). So a
+schema without a field of ``KUBERAY_ADDED`` gets it, as v1.7.0 declares it; ``exact=True``
+validates against the schema as it is.
 """
 
 from __future__ import annotations
@@ -19,13 +26,13 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from mlserve_testing.kuberay import kuberay_crd_dir, kuberay_release
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = os.environ.get("MLSERVE_K8S_SCHEMA_VERSION", "1.37")
 # The oldest Kubernetes the chart supports (its kubeVersion); core children must be valid there too.
 OLDEST_K8S_VERSION = "1.25"
 MLSERVE_CRD = ROOT / "crds" / "mlserve.darwin.io_mlserves.yaml"
-_DEFAULT_KUBERAY = ROOT.parent / "shared" / "third_party" / "kuberay-v1.7.0"
 
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -35,18 +42,27 @@ RAY_KINDS = {"RayJob": "ray.io_rayjobs.yaml", "RayCronJob": "ray.io_raycronjobs.
 RAYJOB_NAME_MAX = 47
 RAYCRONJOB_NAME_MAX = 41
 
+#: fields we render that KubeRay added after v1.6.1: kind -> (path of the object that holds
+#: the field, the field, its schema in the release that added it)
+KUBERAY_ADDED: dict[str, list[tuple[tuple[str, ...], str, dict[str, Any]]]] = {
+    "RayCronJob": [(("spec",), "timeZone", {"type": "string", "minLength": 1})],  # v1.7.0
+}
+
 
 def kuberay_dir() -> Path:
-    path = Path(os.environ.get("MLSERVE_KUBERAY_CRDS", _DEFAULT_KUBERAY))
-    if not path.is_dir():
-        pytest.fail(
-            f"KubeRay CRDs not found at {path}: set MLSERVE_KUBERAY_CRDS to the folder holding "
-            "ray.io_rayjobs.yaml and ray.io_raycronjobs.yaml (KubeRay v1.7.0)"
-        )
-    return path
+    return kuberay_crd_dir()
 
 
-def _version_schema(crd_path: Path, version: str) -> dict[str, Any]:
+def _with_added_fields(schema: dict[str, Any], kind: str) -> dict[str, Any]:
+    for path, name, field_schema in KUBERAY_ADDED.get(kind, []):
+        node = schema
+        for key in path:
+            node = node["properties"][key]
+        node["properties"].setdefault(name, field_schema)
+    return schema
+
+
+def version_schema(crd_path: Path, version: str) -> dict[str, Any]:
     if not crd_path.is_file():
         pytest.fail(f"CRD file {crd_path} is missing")
     crd = yaml.safe_load(crd_path.read_text())
@@ -77,13 +93,16 @@ def strict(schema: Any) -> Any:
 
 
 @functools.cache
-def _validator(crd_path: Path, version: str) -> jsonschema.Validator:
-    schema = strict(copy.deepcopy(_version_schema(crd_path, version)))
+def _validator(crd_path: Path, version: str, added_for: str | None = None) -> jsonschema.Validator:
+    schema = copy.deepcopy(version_schema(crd_path, version))
+    if added_for is not None:
+        schema = _with_added_fields(schema, added_for)
+    schema = strict(schema)
     return jsonschema.Draft7Validator(schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
 
 
-def crd_errors(obj: dict[str, Any], crd_path: Path, version: str) -> list[str]:
-    validator = _validator(crd_path, version)
+def crd_errors(obj: dict[str, Any], crd_path: Path, version: str, added_for: str | None = None) -> list[str]:
+    validator = _validator(crd_path, version, added_for)
     return [
         f"{'.'.join(str(p) for p in error.absolute_path) or '<root>'}: {error.message}"
         for error in sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
@@ -95,10 +114,11 @@ def mlserve_errors(obj: dict[str, Any]) -> list[str]:
     return crd_errors(obj, MLSERVE_CRD, "v1alpha1")
 
 
-def validate_ray(obj: dict[str, Any]) -> None:
+def validate_ray(obj: dict[str, Any], *, exact: bool = False) -> None:
+    """Valid against KubeRay's CRD, with the fields of ``KUBERAY_ADDED`` unless ``exact``."""
     kind = obj["kind"]
-    errors = crd_errors(obj, kuberay_dir() / RAY_KINDS[kind], "v1")
-    assert not errors, f"{kind} {obj['metadata']['name']} breaks the KubeRay v1.7.0 schema: {errors}"
+    errors = crd_errors(obj, kuberay_dir() / RAY_KINDS[kind], "v1", None if exact else kind)
+    assert not errors, f"{kind} {obj['metadata']['name']} breaks the schema of {kuberay_release()}: {errors}"
     name = obj["metadata"]["name"]
     limit = RAYJOB_NAME_MAX if kind == "RayJob" else RAYCRONJOB_NAME_MAX
     assert len(name) <= limit and DNS1035_LABEL.match(name), f"{kind} name {name!r} breaks KubeRay's rule"

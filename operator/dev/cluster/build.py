@@ -2,7 +2,7 @@
 
 The Go build itself lives beside the Go modules, in ``deploy/local-cluster/``, so it can
 be run without this package; this module finds that folder, runs it and says where the
-binaries are.
+binaries are, and where KubeRay's CRDs are (the same script fetches KubeRay's module).
 """
 
 from __future__ import annotations
@@ -57,20 +57,18 @@ class Binaries:
 def _run_build_script(args: list[str], *, quiet: bool) -> Path:
     folder = local_cluster_dir()
     command = [sys.executable, str(folder / BUILD_SCRIPT), *args]
-    # progress goes to our stderr; the binary folder is the last line of stdout
+    # progress goes to our stderr (kept for the error when quiet); the folder is the last line of stdout
     result = subprocess.run(
         command,
         cwd=folder,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL if quiet else None,
+        stderr=subprocess.PIPE if quiet else None,
         text=True,
         check=False,
     )
     if result.returncode != 0:
-        raise DevClusterError(
-            f"building the control plane failed ({' '.join(command[1:])} exited {result.returncode}); "
-            "its output above says why"
-        )
+        why = result.stderr.strip() if quiet else "its output above says why"
+        raise DevClusterError(f"{' '.join(command[1:])} exited {result.returncode}: {why}")
     lines = result.stdout.strip().splitlines()
     if not lines:
         raise DevClusterError(f"{BUILD_SCRIPT} printed no binary folder")
@@ -103,3 +101,23 @@ def ensure_binaries(*, with_helm: bool = False, force: bool = False) -> Binaries
     if missing:
         raise DevClusterError(f"the build left no {', '.join(missing)} in {folder}")
     return binaries
+
+
+def kuberay_crd_dir() -> Path:
+    """The folder of KubeRay's CRD files: ``$MLSERVE_KUBERAY_CRDS``, else KubeRay's operator
+    module at the version of ``versions.json``, downloaded into Go's module cache on first use
+    (a second or so; then a few hundredths, offline too)."""
+    explicit = os.environ.get(names.ENV_KUBERAY_CRDS)
+    if explicit:
+        folder = Path(explicit).expanduser()
+    elif shutil.which("go") is None:
+        raise DevClusterError(
+            f"go is not on PATH: install Go 1.26 to fetch KubeRay's CRDs, "
+            f"or set {names.ENV_KUBERAY_CRDS} to a folder of them"
+        )
+    else:
+        folder = _run_build_script(["--kuberay-crds"], quiet=True)
+    missing = [name for name in names.KUBERAY_CRD_FILES if not (folder / name).is_file()]
+    if missing:
+        raise DevClusterError(f"no {', '.join(missing)} in {folder} (KubeRay's CRD folder)")
+    return folder

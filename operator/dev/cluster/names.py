@@ -11,6 +11,9 @@ ENV_BIN_DIR = "MLSERVE_BIN_DIR"
 ENV_CACHE_DIR = "MLSERVE_CACHE_DIR"
 #: state folder of `mlserve dev cluster up|down|kubeconfig` (default: .mlserve/dev-cluster)
 ENV_STATE_DIR = "MLSERVE_DEV_STATE_DIR"
+#: folder of KubeRay's CRD files, used as it is (default: KubeRay's operator module at the
+#: version of deploy/local-cluster/versions.json, in Go's module cache)
+ENV_KUBERAY_CRDS = "MLSERVE_KUBERAY_CRDS"
 
 DEFAULT_STATE_DIR = ".mlserve/dev-cluster"
 
@@ -23,6 +26,9 @@ KWOK = "kwok"
 KWOK_STAGES = "kwok-stages"  # prints the kwok Stages (see deploy/local-cluster/kwok/stages)
 KUBECTL = "kubectl"
 HELM = "helm"
+
+#: KubeRay's CRDs of the kinds the operator makes (the module has RayCluster's and RayService's too)
+KUBERAY_CRD_FILES = ("ray.io_rayjobs.yaml", "ray.io_raycronjobs.yaml")
 
 #: programs started by the cluster, in start order
 CLUSTER_PROGRAMS = (ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER, KWOK)
