@@ -10,7 +10,7 @@ import pytest
 
 from mlserve.operator.dev.cluster import DevClusterError, kuberay_crd_dir
 
-VERSIONS = Path(__file__).resolve().parents[2] / "deploy" / "local-cluster" / "versions.json"
+VERSIONS = Path(__file__).resolve().parents[3] / "deploy" / "local-cluster" / "versions.json"
 
 
 def test_the_pinned_module_gives_the_crds_of_every_kuberay_kind(monkeypatch: pytest.MonkeyPatch) -> None:
