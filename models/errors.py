@@ -6,7 +6,7 @@ to a user as is (a condition message, a CLI error).
 
 from __future__ import annotations
 
-__all__ = ["ActiveDeploymentConflict", "DatabaseUnavailable", "InvalidConfig", "ModelsError"]
+__all__ = ["ActiveDeploymentConflict", "DatabaseUnavailable", "InvalidConfig", "ModelsError", "SettingsError"]
 
 
 class ModelsError(Exception):
@@ -27,6 +27,20 @@ class InvalidConfig(ModelsError, ValueError):
         self.problems = problems or ((field, message),)
         text = f"{field}: {message}" if len(self.problems) == 1 else "; ".join(f"{f}: {m}" for f, m in self.problems)
         super().__init__(text)
+
+
+class SettingsError(InvalidConfig):
+    """A setting (an environment variable, or a key of a connection file) has a value the
+    operator cannot use. The one error of every settings reader: the message names the
+    variable and the fix, never the value of a secret.
+
+    ``variable`` is the setting's name (``MLSERVE_SYNC_INTERVAL``, ``MYSQL_PORT``,
+    ``connection-prod.conf.password``); it is also the :attr:`InvalidConfig.field`.
+    """
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(variable, message)
+        self.variable = variable
 
 
 class ActiveDeploymentConflict(ModelsError):

@@ -22,7 +22,8 @@ import click
 import yaml
 
 from mlserve.models.errors import InvalidConfig
-from mlserve.operator.render import RenderSettings, dump_yaml, render_children
+from mlserve.operator.render import dump_yaml, render_children
+from mlserve.operator.settings import SettingsError, read_render_settings
 from mlserve.operator.spec import MLServeSpec, ServeContext
 
 __all__ = ["render"]
@@ -138,8 +139,8 @@ def render(
     if filename is not None and version is not None:
         raise click.UsageError("--version is for --serve/--env; with -f the MLServe's artifactVersion is used")
     try:
-        settings = RenderSettings.from_env()
-    except ValueError as exc:
+        settings = read_render_settings()
+    except SettingsError as exc:
         raise click.ClickException(f"invalid setting: {exc}") from None
     context_from_file = _read_context(context_file) if context_file is not None else None
     scheduled_time = _parse_time(at)
@@ -150,13 +151,13 @@ def render(
         for body in _read_mlserves(filename):
             namespace = (body.get("metadata") or {}).get("namespace")
             try:
-                spec = MLServeSpec.from_resource(body)
+                parsed = MLServeSpec.from_resource(body)
             except InvalidConfig as exc:
                 name = (body.get("metadata") or {}).get("name", "?")
                 raise click.ClickException(f"MLServe {name}: {exc}") from None
             if namespace:
                 namespaces[len(requests)] = namespace
-            requests.append((spec, spec.serve, spec.environment, spec.artifact_version))
+            requests.append((parsed, parsed.serve, parsed.environment, parsed.artifact_version))
     else:
         assert serve_name is not None and environment_name is not None
         requests.append((None, serve_name, environment_name, version))

@@ -79,11 +79,11 @@ def configure_logging(log_format: str, level: str, secrets: Iterable[str] = ()) 
 @click.command("run")
 def run() -> None:
     """Run the operator in the foreground (settings from MLSERVE_* variables)."""
-    from mlserve.operator.settings import OperatorSettings
+    from mlserve.operator.settings import OperatorSettings, SettingsError
 
     try:
         settings = OperatorSettings.from_env()
-    except ValueError as exc:  # SettingsError, and the database's and renderers' own
+    except SettingsError as exc:
         raise click.ClickException(f"invalid setting: {exc}") from None
 
     configure_logging(settings.log_format, settings.log_level, _secrets_of(settings.database))

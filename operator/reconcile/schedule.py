@@ -30,7 +30,6 @@ Forbid``:
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,6 +43,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.types import CascadeType, PatchType
 
 from mlserve.operator.render import names
+from mlserve.operator.spec.schedule import ScheduleSettings
 
 from .apply import Owner, list_children, stamp
 from .errors import InvalidInput, TemporaryFailure
@@ -161,55 +161,6 @@ class Schedule:
     """A five-field cron expression or macro, validated by :func:`parse_schedule`."""
     start: datetime
     """When the schedule took effect (the MLServe's creation); earlier times never run."""
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleSettings:
-    """The operator's settings that shape scheduling."""
-
-    history_limit: int = 3
-    """Finished RayJobs kept per MLServe; older finished ones are deleted."""
-    starting_deadline: timedelta | None = timedelta(minutes=10)
-    """A scheduled time not started within this long is skipped; None waits forever."""
-    busy_recheck: timedelta = timedelta(seconds=30)
-    """While a due run waits for a running RayJob, look again after at most this long."""
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ScheduleSettings:
-        """Read ``MLSERVE_SCHEDULE_*`` (``os.environ`` by default); unset keeps the default.
-
-        * ``MLSERVE_SCHEDULE_HISTORY_LIMIT``: finished RayJobs kept per MLServe (default 3).
-        * ``MLSERVE_SCHEDULE_STARTING_DEADLINE``: a duration (``600``, ``10m``, ``1h``), or
-          ``none`` to start a missed run however late (default 10m).
-        """
-        from mlserve.operator.settings import SettingsError, parse_duration
-
-        env = os.environ if env is None else env
-        values: dict[str, object] = {}
-        raw = (env.get("MLSERVE_SCHEDULE_HISTORY_LIMIT") or "").strip()
-        if raw:
-            if not raw.isdigit():
-                raise SettingsError(
-                    "MLSERVE_SCHEDULE_HISTORY_LIMIT",
-                    f"{raw!r} is not a whole number: write how many finished RayJobs to keep, e.g. 3",
-                )
-            values["history_limit"] = int(raw)
-        raw = (env.get("MLSERVE_SCHEDULE_STARTING_DEADLINE") or "").strip()
-        if raw:
-            values["starting_deadline"] = (
-                None
-                if raw.lower() in {"none", "off"}
-                else timedelta(seconds=parse_duration("MLSERVE_SCHEDULE_STARTING_DEADLINE", raw))
-            )
-        return cls(**values)  # type: ignore[arg-type]
-
-    def __post_init__(self) -> None:
-        if self.history_limit < 0:
-            raise ValueError("history_limit must be 0 or more")
-        if self.starting_deadline is not None and self.starting_deadline <= timedelta(0):
-            raise ValueError("starting_deadline must be positive (or None for no deadline)")
-        if self.busy_recheck <= timedelta(0):
-            raise ValueError("busy_recheck must be positive")
 
 
 @dataclass(frozen=True, slots=True)

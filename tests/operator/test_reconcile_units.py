@@ -251,7 +251,7 @@ def test_settings_are_validated_with_the_variable_named() -> None:
 
 
 def test_schedule_settings_are_composed_into_the_operator_settings() -> None:
-    from mlserve.operator.reconcile.schedule import ScheduleSettings
+    from mlserve.operator.spec.schedule import ScheduleSettings
 
     env = {"MLSERVE_CLUSTER_NAME": "local", "MLSERVE_DB_URL": "sqlite://:memory:"}
     assert OperatorSettings.from_env(env).schedule == ScheduleSettings()
