@@ -62,7 +62,11 @@ class ActiveDeploymentConflict(ModelsError):
 
 
 class DatabaseUnavailable(ModelsError):
-    """The database cannot be reached or refused the login.
+    """The database cannot be used: down, unreachable, timed out, or it refused the login.
 
-    The message names the server in its masked form and never holds the password.
+    A fault of the server or the network, never of the data (a missing row or a broken
+    constraint is not "unavailable"). The message names the server in its masked form and
+    never holds the password. This is the one definition: the reconcile's error of the same
+    name (``mlserve.operator.reconcile.errors``) is this class as a retried reconcile
+    failure, so ``except DatabaseUnavailable`` with this class catches both.
     """
