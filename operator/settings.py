@@ -233,7 +233,8 @@ class OperatorSettings:
 
     peering_name: str | None = None
     """MLSERVE_PEERING_NAME: the kopf peering object shared by the operator's replicas, so only
-    one acts at a time (needs kopf's peering CRDs, crds/kopf.dev_peerings.yaml). Empty runs standalone (one replica)."""
+    one acts at a time (needs kopf's peering CRDs, in the Helm chart:
+    deploy/helm/mlserve-operator/crds/kopf.dev_peerings.yaml). Empty runs standalone (one replica)."""
 
     peering_priority: int | None = None
     """MLSERVE_PEERING_PRIORITY: this replica's kopf peering priority; the highest live one

@@ -3,7 +3,8 @@
 Settings come from ``MLSERVE_*`` (see :mod:`mlserve.operator.settings`) and are validated
 before anything connects: a bad value stops the command with the variable's name and the
 fix. With ``MLSERVE_PEERING_NAME`` set, replicas of the operator coordinate through kopf's
-peering object of that name (``crds/kopf-peering.yaml``) and only one of them acts;
+peering object of that name (its CRDs:
+``deploy/helm/mlserve-operator/crds/kopf.dev_peerings.yaml``) and only one of them acts;
 without it the operator runs standalone and must run as one replica.
 """
 

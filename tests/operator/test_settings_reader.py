@@ -70,3 +70,16 @@ def test_sections_are_typed_values() -> None:
     settings = OperatorSettings.from_env({"MLSERVE_CLUSTER_NAME": "x", "MYSQL_HOST": "db", "MYSQL_PASSWORD": "s3cret!"})
     assert settings.database is not None and settings.database.engine == "mysql"
     assert "s3cret!" not in repr(settings) and "s3cret!" not in repr(settings.database)
+
+
+def test_the_files_the_settings_point_to_exist() -> None:
+    from mlserve.operator import settings
+    from mlserve.operator.cli import run
+
+    root = README.parent
+    for module in (settings, run):
+        text = Path(module.__file__ or "").read_text(encoding="utf-8")
+        paths = re.findall(r"(?:deploy|crds)/[\w./-]+\.yaml", text)
+        assert paths, module.__name__
+        for path in paths:
+            assert (root / path).is_file(), f"{module.__name__} points to {path}, which does not exist"
