@@ -25,6 +25,8 @@ from mlserve.models.errors import InvalidConfig
 from mlserve.operator.render import dump_yaml, render_children
 from mlserve.operator.settings import SettingsError, read_render_settings
 from mlserve.operator.spec import MLServeSpec, ServeContext
+from mlserve.operator.spec.schedule import next_time
+from mlserve.operator.spec.times import parse_rfc3339
 
 __all__ = ["render"]
 
@@ -92,13 +94,10 @@ async def _context_from_database(serve_name: str, environment_name: str, version
 def _parse_time(value: str | None) -> datetime | None:
     if value is None:
         return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not an ISO time, e.g. 2025-01-02T03:00:00Z", param_hint="--at"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    parsed = parse_rfc3339(value)  # a time without a zone is UTC
+    if parsed is None:
+        raise click.BadParameter(f"{value!r} is not an ISO time, e.g. 2025-01-02T03:00:00Z", param_hint="--at")
+    return parsed
 
 
 def _next_run(ctx: ServeContext, spec: MLServeSpec) -> datetime | None:
@@ -106,9 +105,7 @@ def _next_run(ctx: ServeContext, spec: MLServeSpec) -> datetime | None:
     schedule = spec.schedule or ctx.schedule
     if not schedule:
         return None
-    from croniter import croniter
-
-    return croniter(schedule, datetime.now(UTC)).get_next(datetime)
+    return next_time(schedule, datetime.now(UTC))
 
 
 @click.command()

@@ -282,7 +282,7 @@ def test_a_workflow_without_a_schedule_or_child_is_still_deploying() -> None:
 
 
 def test_a_raycronjob_child_is_scheduled_with_its_next_run() -> None:
-    from mlserve.operator.reconcile.schedule import cron_job_status
+    from mlserve.operator.spec.schedule import cron_job_status
 
     cron_job = {"status": {"lastScheduleTime": "2026-01-02T02:00:00Z"}}
     schedule_status = cron_job_status("0 2 * * *", cron_job, NOW, "Etc/UTC")

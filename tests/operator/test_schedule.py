@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from mlserve.operator.reconcile.schedule import (
+from mlserve.operator.settings import SettingsError, read_schedule_settings
+from mlserve.operator.spec.schedule import (
     MISSED_COUNT_CAP,
     InvalidSchedule,
     JobView,
@@ -22,7 +23,6 @@ from mlserve.operator.reconcile.schedule import (
     parse_schedule,
     plan,
 )
-from mlserve.operator.settings import SettingsError, read_schedule_settings
 
 T0 = datetime(2026, 1, 1, 10, 0, 30, tzinfo=UTC)  # the MLServe's creation
 EVERY_MINUTE = Schedule("* * * * *", start=T0)

@@ -28,11 +28,12 @@ from mlserve.operator.reconcile.apply import Owner
 from mlserve.operator.reconcile.events import RecordingEvents
 from mlserve.operator.reconcile.kube import MLSERVE_API_VERSION, MLSERVE_KIND, MLServe, RayCronJob, RayJob
 from mlserve.operator.reconcile.mlserve import Runtime, reconcile
-from mlserve.operator.reconcile.schedule import PlanReason, ScheduleSettings, reconcile_schedule
+from mlserve.operator.reconcile.schedule import ScheduleRequest, reconcile_schedule
 from mlserve.operator.render import names, render_children
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.settings import OperatorSettings
 from mlserve.operator.spec import EnvironmentContext, MLServeSpec, ServeContext
+from mlserve.operator.spec.schedule import PlanReason, ScheduleSettings
 
 REPO = Path(__file__).resolve().parents[2]
 KUBERAY = Path(os.environ.get("MLSERVE_KUBERAY_CRDS") or REPO.parent / "shared" / "third_party" / "kuberay-v1.7.0")
@@ -135,9 +136,8 @@ async def test_runs_are_created_owned_one_at_a_time_and_trimmed(aclient: AsyncCl
 
     async def tick(now: datetime, status: dict[str, Any]) -> Any:
         current = {**body, "status": status}
-        return await reconcile_schedule(
-            aclient, current, "*/5 * * * *", render_run, owner, selector, settings, MANAGER, now, events
-        )
+        request = ScheduleRequest(current, "*/5 * * * *", render_run, owner, selector, settings, MANAGER)
+        return await reconcile_schedule(aclient, request, now, events)
 
     first_time = (created_at + timedelta(minutes=5)).replace(second=0, microsecond=0)
     first_time -= timedelta(minutes=first_time.minute % 5)
