@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from mlserve.models.errors import SettingsError
 from mlserve.models.settings import DATABASE_VARIABLES, DatabaseSettings, EnvReader, parse_duration
 from mlserve.operator.render.settings import RenderSettings
+from mlserve.operator.spec.api import FIELD_MANAGER
 from mlserve.operator.spec.schedule import ScheduleSettings
 
 __all__ = [
@@ -219,7 +220,7 @@ class OperatorSettings:
     deploy_user: str = "admin"
     """MLSERVE_DEPLOY_USER: the ``users.username`` deploys recorded by the operator are made by."""
 
-    field_manager: str = "mlserve-operator"
+    field_manager: str = FIELD_MANAGER
     """MLSERVE_FIELD_MANAGER: the server-side apply field manager owning the children."""
 
     log_format: LogFormat = "plain"

@@ -107,21 +107,9 @@ async def reconcile_schedule(
     decision = plan(Schedule(expression, start), now, last, views, settings)
     outcome = ScheduleOutcome(plan=decision)
     if decision.start is not None:
-        await _start_run(client, request, decision, decision.start, outcome, jobs, views)
-        if events is not None:
-            message = f"started RayJob {outcome.created} for the run due at {format_rfc3339(decision.start)}"
-            if decision.missed:
-                message += f"; {decision.missed} earlier missed run(s) were not started (one run at a time)"
-            events.post(request.body, "Normal", "ScheduledRun", message)
-    elif decision.reason is PlanReason.DEADLINE_MISSED and events is not None:
-        events.post(
-            request.body,
-            "Warning",
-            "MissedSchedule",
-            f"{decision.missed} run(s) up to {_time(decision.last_scheduled)} were not started "
-            f"within the starting deadline ({settings.starting_deadline}): the next run is at "
-            f"{_time(decision.next_time)}; raise MLSERVE_SCHEDULE_STARTING_DEADLINE to catch up later",
-        )
+        await _start_run(client, request, decision.start, outcome, jobs, views)
+    if events is not None:
+        _announce(events, request, decision, outcome.created)
 
     for name in decision.delete:
         await kube.delete_object(
@@ -144,7 +132,6 @@ async def reconcile_schedule(
 async def _start_run(
     client: AsyncClient,
     request: ScheduleRequest,
-    decision: Plan,
     at: datetime,
     outcome: ScheduleOutcome,
     jobs: dict[str, Mapping[str, Any]],
@@ -166,6 +153,24 @@ async def _start_run(
         outcome.created = name
         jobs[name] = created
         views.append(JobView(name, at, finished=False))
+
+
+def _announce(events: EventSink, request: ScheduleRequest, decision: Plan, created: str | None) -> None:
+    """The Event of a started run, or of runs dropped past their starting deadline."""
+    if decision.start is not None:
+        message = f"started RayJob {created} for the run due at {format_rfc3339(decision.start)}"
+        if decision.missed:
+            message += f"; {decision.missed} earlier missed run(s) were not started (one run at a time)"
+        events.post(request.body, "Normal", "ScheduledRun", message)
+    elif decision.reason is PlanReason.DEADLINE_MISSED:
+        events.post(
+            request.body,
+            "Warning",
+            "MissedSchedule",
+            f"{decision.missed} run(s) up to {_time(decision.last_scheduled)} were not started "
+            f"within the starting deadline ({request.settings.starting_deadline}): the next run is at "
+            f"{_time(decision.next_time)}; raise MLSERVE_SCHEDULE_STARTING_DEADLINE to catch up later",
+        )
 
 
 def _status(

@@ -199,21 +199,26 @@ async def workflow_db(tmp_path: Path) -> AsyncIterator[None]:
         await close_db()
 
 
-async def test_the_reconcile_starts_a_scheduled_workflows_run_when_it_is_due(
-    aclient: AsyncClient, namespace: str, workflow_db: None
-) -> None:
+async def _seed_workflow(namespace: str, expression: str) -> None:
+    """The workflow serve etl in environment dev, scheduled by ``expression`` in the database."""
     seeded = await darwin.seed_api_serve("etl", "dev", namespace, versions=("v1",), serve_type="workflow")
     await darwin.insert(
         "workflow_serve_configs",
         serve_id=seeded.serve,
         environment_id=seeded.environment,
-        schedule="*/5 * * * *",
+        schedule=expression,
         worker_node_config=[{"cores_per_pods": 1, "memory_per_pods": 1, "min_pods": 1, "max_pods": 1}],
         created_by_id=seeded.user,
         updated_by_id=seeded.user,
         created_at=darwin._now(),
         updated_at=darwin._now(),
     )
+
+
+async def test_the_reconcile_starts_a_scheduled_workflows_run_when_it_is_due(
+    aclient: AsyncClient, namespace: str, workflow_db: None
+) -> None:
+    await _seed_workflow(namespace, "*/5 * * * *")
     body = await _mlserve(aclient, namespace)
     created_at = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
     due = created_at.replace(second=0, microsecond=0) + timedelta(minutes=5 - created_at.minute % 5)
@@ -287,18 +292,7 @@ async def test_a_due_run_without_the_rayjob_crd_says_kind_not_installed(
 async def test_the_reconcile_reports_kind_not_installed_for_a_scheduled_workflow(
     aclient: AsyncClient, namespace: str, workflow_db: None, no_rayjob_crd: None
 ) -> None:
-    seeded = await darwin.seed_api_serve("etl", "dev", namespace, versions=("v1",), serve_type="workflow")
-    await darwin.insert(
-        "workflow_serve_configs",
-        serve_id=seeded.serve,
-        environment_id=seeded.environment,
-        schedule="* * * * *",
-        worker_node_config=[{"cores_per_pods": 1, "memory_per_pods": 1, "min_pods": 1, "max_pods": 1}],
-        created_by_id=seeded.user,
-        updated_by_id=seeded.user,
-        created_at=darwin._now(),
-        updated_at=darwin._now(),
-    )
+    await _seed_workflow(namespace, "* * * * *")
     body = await _mlserve(aclient, namespace)
     created_at = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
     settings = OperatorSettings(cluster_name="local", render=RenderSettings(), database=None, deploy_user="admin")
