@@ -181,6 +181,33 @@ def read_schedule_settings(env: Mapping[str, str] | EnvReader | None = None) -> 
     return ScheduleSettings(history_limit=history_limit, starting_deadline=deadline)
 
 
+def _namespaces(raw: str | None) -> tuple[str, ...]:
+    """MLSERVE_NAMESPACES: names or kopf patterns, comma-separated; empty is the whole cluster."""
+    namespaces = tuple(n.strip() for n in (raw or "").split(",") if n.strip())
+    for namespace in namespaces:
+        if not _NAMESPACE_PATTERN.match(namespace) or len(namespace) > 64:
+            raise SettingsError(
+                PREFIX + "NAMESPACES",
+                f"{namespace!r} is not a namespace name or pattern: list namespaces separated "
+                "by commas (globs like team-* and exclusions like !kube-* allowed), or leave "
+                "it empty to watch the whole cluster",
+            )
+    return namespaces
+
+
+def _liveness(raw: str | None, default: str | None) -> str | None:
+    """MLSERVE_LIVENESS_ENDPOINT: a URL, or ``off`` for none."""
+    liveness = raw or default
+    if liveness is not None and liveness.lower() in ("off", "none", "false", "0"):
+        return None
+    if liveness is not None and not re.match(r"^https?://[^/]+(/.*)?$", liveness):
+        raise SettingsError(
+            PREFIX + "LIVENESS_ENDPOINT",
+            f"{liveness!r} is not a URL: write e.g. http://0.0.0.0:8080/healthz, or off",
+        )
+    return liveness
+
+
 @dataclass(frozen=True)
 class OperatorSettings:
     """What ``mlserve run`` needs; build it with :meth:`from_env`."""
@@ -279,36 +306,14 @@ class OperatorSettings:
                 "cluster runs (e.g. MLSERVE_CLUSTER_NAME=local)",
             )
 
-        namespaces: tuple[str, ...] = ()
-        raw_namespaces = reader.text(PREFIX + "NAMESPACES")
-        if raw_namespaces:
-            namespaces = tuple(n.strip() for n in raw_namespaces.split(",") if n.strip())
-            for namespace in namespaces:
-                if not _NAMESPACE_PATTERN.match(namespace) or len(namespace) > 64:
-                    raise SettingsError(
-                        PREFIX + "NAMESPACES",
-                        f"{namespace!r} is not a namespace name or pattern: list namespaces separated "
-                        "by commas (globs like team-* and exclusions like !kube-* allowed), or leave "
-                        "it empty to watch the whole cluster",
-                    )
-
+        namespaces = _namespaces(reader.text(PREFIX + "NAMESPACES"))
         log_format = (reader.text(PREFIX + "LOG_FORMAT") or "plain").lower()
         if log_format not in ("json", "plain"):
             raise SettingsError(PREFIX + "LOG_FORMAT", f"{log_format!r} must be json or plain")
-
         log_level = (reader.text(PREFIX + "LOG_LEVEL") or "INFO").upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError(PREFIX + "LOG_LEVEL", f"{log_level!r} must be DEBUG, INFO, WARNING or ERROR")
-
-        liveness: str | None = reader.text(PREFIX + "LIVENESS_ENDPOINT") or cls.liveness_endpoint
-        if liveness is not None and liveness.lower() in ("off", "none", "false", "0"):
-            liveness = None
-        if liveness is not None and not re.match(r"^https?://[^/]+(/.*)?$", liveness):
-            raise SettingsError(
-                PREFIX + "LIVENESS_ENDPOINT",
-                f"{liveness!r} is not a URL: write e.g. http://0.0.0.0:8080/healthz, or off",
-            )
-
+        liveness = _liveness(reader.text(PREFIX + "LIVENESS_ENDPOINT"), cls.liveness_endpoint)
         field_manager = reader.text(PREFIX + "FIELD_MANAGER") or cls.field_manager
         if len(field_manager) > 128:
             raise SettingsError(PREFIX + "FIELD_MANAGER", "must be at most 128 characters")
