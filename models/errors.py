@@ -6,7 +6,7 @@ to a user as is (a condition message, a CLI error).
 
 from __future__ import annotations
 
-__all__ = ["ActiveDeploymentConflict", "DatabaseUnavailable", "InvalidConfig", "ModelsError"]
+__all__ = ["ActiveDeploymentConflict", "DatabaseUnavailable", "InvalidConfig", "ModelsError", "SettingsError"]
 
 
 class ModelsError(Exception):
@@ -29,6 +29,20 @@ class InvalidConfig(ModelsError, ValueError):
         super().__init__(text)
 
 
+class SettingsError(InvalidConfig):
+    """A setting (an environment variable, or a key of a connection file) has a value the
+    operator cannot use. The one error of every settings reader: the message names the
+    variable and the fix, never the value of a secret.
+
+    ``variable`` is the setting's name (``MLSERVE_SYNC_INTERVAL``, ``MYSQL_PORT``,
+    ``connection-prod.conf.password``); it is also the :attr:`InvalidConfig.field`.
+    """
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(variable, message)
+        self.variable = variable
+
+
 class ActiveDeploymentConflict(ModelsError):
     """More than one ACTIVE deployment exists for a (serve, environment) pair.
 
@@ -48,7 +62,11 @@ class ActiveDeploymentConflict(ModelsError):
 
 
 class DatabaseUnavailable(ModelsError):
-    """The database cannot be reached or refused the login.
+    """The database cannot be used: down, unreachable, timed out, or it refused the login.
 
-    The message names the server in its masked form and never holds the password.
+    A fault of the server or the network, never of the data (a missing row or a broken
+    constraint is not "unavailable"). The message names the server in its masked form and
+    never holds the password. This is the one definition: the reconcile's error of the same
+    name (``mlserve.operator.reconcile.errors``) is this class as a retried reconcile
+    failure, so ``except DatabaseUnavailable`` with this class catches both.
     """

@@ -1,6 +1,17 @@
-"""Database settings: one typed object, read once from the environment.
+"""Settings from the environment: the one reader, its one error, and the database's settings.
 
-Where the settings come from, first match wins:
+Every setting of the project is an environment variable (``MLSERVE_*``, and Darwin's
+``MYSQL_*`` for the database). :class:`EnvReader` is the only code that reads them: it trims
+values, treats an empty value as unset, and turns every bad value into a
+:class:`~mlserve.models.errors.SettingsError` that names the variable and the fix. The
+operator's settings (``mlserve.operator.settings``) build on it.
+
+The reader and the database's settings live here, in the models layer, because the models
+are used without the operator (``mlserve db``, migrations, the models' own tests) and must
+not import it (a checked import rule); the operator composes :meth:`DatabaseSettings.from_env`
+into its own settings, so each variable still has exactly one reader.
+
+Where the database settings come from, first match wins:
 
 1. ``MLSERVE_DB_URL``: a Tortoise URL, e.g. ``mysql://user:pass@host:3306/darwin_ml_serve``
    or ``sqlite:///var/lib/mlserve/db.sqlite3``.
@@ -29,9 +40,17 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from .errors import InvalidConfig
+from .errors import SettingsError
 
-__all__ = ["DEFAULT_DATABASE", "DEFAULT_SQLITE_PATH", "DatabaseSettings"]
+__all__ = [
+    "DATABASE_VARIABLES",
+    "DEFAULT_DATABASE",
+    "DEFAULT_SQLITE_PATH",
+    "DatabaseSettings",
+    "EnvReader",
+    "SettingsError",
+    "parse_duration",
+]
 
 DEFAULT_DATABASE = "darwin_ml_serve"
 DEFAULT_SQLITE_PATH = Path(".mlserve") / "mlserve.sqlite3"
@@ -39,6 +58,100 @@ DEFAULT_CONFIG_DIR = Path("resources") / "config" / "mysql"
 MASK = "***"
 
 _VAR = re.compile(r"\$\{(\??)([A-Za-z_][A-Za-z0-9_]*)\}")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+DATABASE_VARIABLES = (
+    "MLSERVE_DB_URL",
+    "MLSERVE_DB_CONFIG_FILE",
+    "MLSERVE_ENV",
+    "MLSERVE_DB_CONFIG_DIR",
+    "MYSQL_HOST",
+    "MYSQL_PORT",
+    "MYSQL_DATABASE",
+    "MYSQL_USERNAME",
+    "MYSQL_PASSWORD",
+    "MYSQL_SLAVE_HOST",
+    "MLSERVE_DB_PATH",
+)
+"""Every variable :meth:`DatabaseSettings.from_env` reads."""
+
+
+def parse_duration(variable: str, raw: str) -> float:
+    """Seconds from ``30``, ``30s``, ``1.5m``, ``500ms`` or ``2h``."""
+    match = _DURATION.match(raw)
+    if match is None:
+        raise SettingsError(variable, f"{raw!r} is not a duration: write seconds (30), or 30s, 5m, 500ms, 1h")
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds <= 0:
+        raise SettingsError(variable, f"{raw!r} must be more than zero")
+    return seconds
+
+
+class EnvReader:
+    """The one reader of settings: typed values of environment variables, or SettingsError.
+
+    A value is trimmed and an empty one counts as unset (``None``), so a chart that renders
+    ``FOO: ""`` means "the default". Every read is remembered in :attr:`read`, so a test can
+    check that the documented variables are the ones read.
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self.environ: Mapping[str, str] = os.environ if environ is None else environ
+        self.read: set[str] = set()
+
+    def text(self, name: str) -> str | None:
+        """The trimmed value; None when unset or empty."""
+        self.read.add(name)
+        value = self.environ.get(name)
+        if value is None or not value.strip():
+            return None
+        return value.strip()
+
+    def secret(self, name: str) -> SecretStr | None:
+        """The value exactly as set (a password may start or end with a space); None when empty."""
+        self.read.add(name)
+        value = self.environ.get(name)
+        return SecretStr(value) if value else None
+
+    def optional(self, name: str, default: str | None) -> str | None:
+        """The value, ``default`` when unset, None when set to ``none``."""
+        raw = self.text(name)
+        if raw is None:
+            return default
+        return None if raw.lower() == "none" else raw
+
+    def integer(self, name: str, fix: str = "") -> int | None:
+        raw = self.text(name)
+        if raw is None:
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(name, f"{raw!r} is not a whole number{fix}") from None
+
+    def port(self, name: str) -> int | None:
+        raw = self.text(name)
+        if raw is None:
+            return None
+        if not raw.isdigit():
+            raise SettingsError(name, f"must be a port number, got {raw!r}")
+        return int(raw)
+
+    def boolean(self, name: str) -> bool | None:
+        raw = self.text(name)
+        if raw is None:
+            return None
+        if raw.lower() not in _TRUE | _FALSE:
+            raise SettingsError(name, f"{raw!r} is not a boolean: write true or false")
+        return raw.lower() in _TRUE
+
+    def duration(self, name: str) -> float | None:
+        """Seconds (see :func:`parse_duration`); None when unset."""
+        raw = self.text(name)
+        return None if raw is None else parse_duration(name, raw)
 
 
 class DatabaseSettings(BaseModel):
@@ -66,19 +179,21 @@ class DatabaseSettings(BaseModel):
     # ---- construction -------------------------------------------------------------------
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> DatabaseSettings:
+    def from_env(cls, environ: Mapping[str, str] | EnvReader | None = None) -> DatabaseSettings:
         """Read the settings with the precedence described in the module docstring."""
-        env = os.environ if environ is None else environ
-        if env.get("MLSERVE_DB_URL"):
-            return cls.from_url(env["MLSERVE_DB_URL"], source="MLSERVE_DB_URL")
+        env = environ if isinstance(environ, EnvReader) else EnvReader(environ)
+        url = env.text("MLSERVE_DB_URL")
+        if url is not None:
+            return cls.from_url(url, source="MLSERVE_DB_URL")
         conf = _config_file(env)
         if conf is not None:
-            return cls.from_conf_file(conf, environ=env)
-        if env.get("MYSQL_HOST"):
+            return cls.from_conf_file(conf, environ=env.environ)
+        if env.text("MYSQL_HOST") is not None:
             return cls._from_darwin_env(env)
-        path = env.get("MLSERVE_DB_PATH") or str(DEFAULT_SQLITE_PATH)
-        source = "MLSERVE_DB_PATH" if env.get("MLSERVE_DB_PATH") else "default"
-        return cls(engine="sqlite", path=path, source=source)
+        path = env.text("MLSERVE_DB_PATH")
+        return cls(
+            engine="sqlite", path=path or str(DEFAULT_SQLITE_PATH), source="MLSERVE_DB_PATH" if path else "default"
+        )
 
     @classmethod
     def sqlite(cls, path: str | os.PathLike[str]) -> DatabaseSettings:
@@ -112,7 +227,7 @@ class DatabaseSettings(BaseModel):
         except ValueError:
             pass
         # Never echo the URL: it may hold the password.
-        raise InvalidConfig(
+        raise SettingsError(
             source,
             "is not a database URL this operator understands; the rule is "
             "sqlite://PATH or mysql://USER:PASSWORD@HOST:PORT/DATABASE: fix the value",
@@ -123,23 +238,23 @@ class DatabaseSettings(BaseModel):
         cls, path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
     ) -> DatabaseSettings:
         """Read Darwin's ``connection-<env>.conf`` (``key = value`` lines, ``${VAR}`` expanded)."""
-        env = os.environ if environ is None else environ
+        env = EnvReader(environ).environ
         file = Path(path)
         try:
             text = file.read_text(encoding="utf-8")
         except OSError as exc:
-            raise InvalidConfig(
+            raise SettingsError(
                 "MLSERVE_DB_CONFIG_FILE",
                 f"cannot read {file} ({exc.strerror}): point it at an existing connection-<env>.conf",
             ) from None
         values = _parse_conf(text, env, file.name)
         host = values.get("masterHost") or values.get("host")
         if not host:
-            raise InvalidConfig(f"{file.name}.masterHost", 'is required: set masterHost = "<mysql host>"')
+            raise SettingsError(f"{file.name}.masterHost", 'is required: set masterHost = "<mysql host>"')
         replica = values.get("slaveHost") or None
         port_text = values.get("port", "3306")
         if not port_text.isdigit():
-            raise InvalidConfig(f"{file.name}.port", f"must be a port number, got {port_text!r}")
+            raise SettingsError(f"{file.name}.port", f"must be a port number, got {port_text!r}")
         password = values.get("password")
         return cls(
             engine="mysql",
@@ -153,20 +268,17 @@ class DatabaseSettings(BaseModel):
         )
 
     @classmethod
-    def _from_darwin_env(cls, env: Mapping[str, str]) -> DatabaseSettings:
-        port_text = env.get("MYSQL_PORT") or "3306"
-        if not port_text.isdigit():
-            raise InvalidConfig("MYSQL_PORT", f"must be a port number, got {port_text!r}")
-        host = env["MYSQL_HOST"]
-        replica = env.get("MYSQL_SLAVE_HOST") or None
-        password = env.get("MYSQL_PASSWORD")
+    def _from_darwin_env(cls, env: EnvReader) -> DatabaseSettings:
+        port = env.port("MYSQL_PORT")
+        host = env.text("MYSQL_HOST") or "localhost"
+        replica = env.text("MYSQL_SLAVE_HOST")
         return cls(
             engine="mysql",
             host=host,
-            port=int(port_text),
-            database=env.get("MYSQL_DATABASE") or DEFAULT_DATABASE,
-            username=env.get("MYSQL_USERNAME") or None,
-            password=SecretStr(password) if password else None,
+            port=3306 if port is None else port,
+            database=env.text("MYSQL_DATABASE") or DEFAULT_DATABASE,
+            username=env.text("MYSQL_USERNAME"),
+            password=env.secret("MYSQL_PASSWORD"),
             replica_host=replica if replica and replica != host else None,
             source="MYSQL_* environment variables",
         )
@@ -235,12 +347,13 @@ class DatabaseSettings(BaseModel):
         return self.display_url
 
 
-def _config_file(env: Mapping[str, str]) -> Path | None:
-    if env.get("MLSERVE_DB_CONFIG_FILE"):
-        return Path(env["MLSERVE_DB_CONFIG_FILE"])
-    name = env.get("MLSERVE_ENV")
+def _config_file(env: EnvReader) -> Path | None:
+    named = env.text("MLSERVE_DB_CONFIG_FILE")
+    if named is not None:
+        return Path(named)
+    name = env.text("MLSERVE_ENV")
     if name:
-        directory = Path(env.get("MLSERVE_DB_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
+        directory = Path(env.text("MLSERVE_DB_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
         return directory / f"connection-{name}.conf"
     return None
 
@@ -255,7 +368,7 @@ def _parse_conf(text: str, env: Mapping[str, str], name: str) -> dict[str, str]:
         if not sep:
             key, sep, value = line.partition(":")
         if not sep:
-            raise InvalidConfig(f"{name}:{number}", "is not a 'key = value' line: fix or remove it")
+            raise SettingsError(f"{name}:{number}", "is not a 'key = value' line: fix or remove it")
         key = key.strip()
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
@@ -267,7 +380,7 @@ def _parse_conf(text: str, env: Mapping[str, str], name: str) -> dict[str, str]:
                 return env[variable]
             if optional:
                 return ""
-            raise InvalidConfig(
+            raise SettingsError(
                 f"{name}.{key}",
                 f"refers to the environment variable {variable}, which is not set: set it",
             )

@@ -1,88 +1,211 @@
-"""The operator's settings: one typed object read once from ``MLSERVE_*`` at start-up.
+"""The operator's settings: one typed object read once from the environment at start-up.
 
-Every field is validated when the object is built, so a typo stops ``mlserve run``
-before it touches the cluster, with an error that names the variable and the fix. The
-database settings (``mlserve.models.settings``), the renderers' settings
-(``mlserve.operator.render``) and the scheduler's (``mlserve.operator.reconcile.schedule``)
-are read by their own modules and composed here, so each variable has exactly one reader.
+:meth:`OperatorSettings.from_env` is the one reader of every ``MLSERVE_*`` variable (and of
+Darwin's ``MYSQL_*``): it reads them all through one :class:`~mlserve.models.settings.EnvReader`
+and composes typed sections, the database's (:class:`~mlserve.models.settings.DatabaseSettings`),
+the renderers' (:class:`~mlserve.operator.render.settings.RenderSettings`) and the scheduler's
+(:class:`~mlserve.operator.spec.schedule.ScheduleSettings`). The sections themselves are plain
+values: the renderers and the planner never read the environment.
+
+Every value is validated when the object is built, so a typo stops ``mlserve run`` before it
+touches the cluster. Every bad value raises the one :class:`SettingsError`, whose message
+names the variable and the fix.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from datetime import timedelta
+from typing import Literal
 
-__all__ = ["OperatorSettings", "SettingsError", "parse_duration"]
+from pydantic import ValidationError
+
+from mlserve.models.errors import SettingsError
+from mlserve.models.settings import DATABASE_VARIABLES, DatabaseSettings, EnvReader, parse_duration
+from mlserve.operator.render.settings import RenderSettings
+from mlserve.operator.spec.api import FIELD_MANAGER
+from mlserve.operator.spec.schedule import ScheduleSettings
+
+__all__ = [
+    "OPERATOR_VARIABLES",
+    "RENDER_VARIABLES",
+    "SCHEDULE_VARIABLES",
+    "OperatorSettings",
+    "SettingsError",
+    "parse_duration",
+    "read_render_settings",
+    "read_schedule_settings",
+    "variables",
+]
 
 PREFIX = "MLSERVE_"
 LogFormat = Literal["json", "plain"]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 # A namespace name, or a glob of one (kopf's patterns: * and ?, ! to exclude).
 _NAMESPACE_PATTERN = re.compile(r"^!?[a-z0-9*?]([-a-z0-9*?]*[a-z0-9*?])?$")
 
+OPERATOR_VARIABLES = (
+    "MLSERVE_CLUSTER_NAME",
+    "MLSERVE_NAMESPACES",
+    "MLSERVE_SYNC_INTERVAL",
+    "MLSERVE_FULL_RESYNC_INTERVAL",
+    "MLSERVE_DRIFT_CHECK_INTERVAL",
+    "MLSERVE_DELETION_DB_TIMEOUT",
+    "MLSERVE_DB_TIMEOUT",
+    "MLSERVE_RETRY_DELAY",
+    "MLSERVE_RETRY_MAX_DELAY",
+    "MLSERVE_DEPLOY_USER",
+    "MLSERVE_FIELD_MANAGER",
+    "MLSERVE_LOG_FORMAT",
+    "MLSERVE_LOG_LEVEL",
+    "MLSERVE_LIVENESS_ENDPOINT",
+    "MLSERVE_PEERING_NAME",
+    "MLSERVE_PEERING_PRIORITY",
+    "MLSERVE_OPERATOR_NAMESPACE",
+    "MLSERVE_PENDING_CONFIGMAP",
+)
+"""The variables of :class:`OperatorSettings`' own fields."""
 
-class SettingsError(ValueError):
-    """A setting has a value the operator cannot use; names the variable and the fix."""
+RENDER_VARIABLES: dict[str, str] = {
+    "ingress_class": "MLSERVE_INGRESS_CLASS",
+    "security_groups_annotation": "MLSERVE_INGRESS_SECURITY_GROUPS_ANNOTATION",
+    "subnets_annotation": "MLSERVE_INGRESS_SUBNETS_ANNOTATION",
+    "ingress_annotations": "MLSERVE_INGRESS_ANNOTATIONS",
+    "capacity_type_label": "MLSERVE_CAPACITY_TYPE_LABEL",
+    "image_pull_policy": "MLSERVE_IMAGE_PULL_POLICY",
+    "hpa_cpu_utilization": "MLSERVE_HPA_CPU_UTILIZATION",
+    "hpa_memory_utilization": "MLSERVE_HPA_MEMORY_UTILIZATION",
+    "ray_cron_job": "MLSERVE_RAY_CRON_JOB",
+    "rayjob_ttl_seconds": "MLSERVE_RAYJOB_TTL_SECONDS",
+    "ray_version": "MLSERVE_RAY_VERSION",
+    "workflow_entrypoint": "MLSERVE_WORKFLOW_ENTRYPOINT",
+    "schedule_time_zone": "MLSERVE_SCHEDULE_TIME_ZONE",
+}
+"""The variable of each :class:`RenderSettings` field."""
 
-    def __init__(self, variable: str, message: str) -> None:
-        super().__init__(f"{variable}: {message}")
-        self.variable = variable
-
-
-def parse_duration(variable: str, raw: str) -> float:
-    """Seconds from ``30``, ``30s``, ``1.5m``, ``500ms`` or ``2h``."""
-    match = _DURATION.match(raw)
-    if match is None:
-        raise SettingsError(variable, f"{raw!r} is not a duration: write seconds (30), or 30s, 5m, 500ms, 1h")
-    seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds <= 0:
-        raise SettingsError(variable, f"{raw!r} must be more than zero")
-    return seconds
-
-
-def _get(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(PREFIX + name)
-    if value is None or not value.strip():
-        return None
-    return value.strip()
+SCHEDULE_VARIABLES = ("MLSERVE_SCHEDULE_HISTORY_LIMIT", "MLSERVE_SCHEDULE_STARTING_DEADLINE")
+"""The variables of :class:`ScheduleSettings`."""
 
 
-def _duration(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = _get(env, name)
-    return default if raw is None else parse_duration(PREFIX + name, raw)
+def variables() -> tuple[str, ...]:
+    """Every variable the operator's settings read, in the order of the README's tables."""
+    return (*OPERATOR_VARIABLES, *SCHEDULE_VARIABLES, *RENDER_VARIABLES.values(), *DATABASE_VARIABLES)
 
 
-def _int(env: Mapping[str, str], name: str) -> int | None:
-    raw = _get(env, name)
-    if raw is None:
-        return None
+# The render fields whose value ``none`` means "leave it out", the plain text ones, the numbers.
+_RENDER_OPTIONAL = (
+    "ingress_class",
+    "security_groups_annotation",
+    "subnets_annotation",
+    "capacity_type_label",
+    "ray_version",
+    "schedule_time_zone",
+)
+_RENDER_TEXT = ("image_pull_policy", "workflow_entrypoint")
+_RENDER_INTEGER = ("hpa_cpu_utilization", "hpa_memory_utilization", "rayjob_ttl_seconds")
+
+
+def _reader(env: Mapping[str, str] | EnvReader | None) -> EnvReader:
+    return env if isinstance(env, EnvReader) else EnvReader(env)
+
+
+def read_render_settings(env: Mapping[str, str] | EnvReader | None = None) -> RenderSettings:
+    """The renderers' settings from ``MLSERVE_*`` (``os.environ`` by default); unset or empty
+    keeps the default. ``mlserve render`` uses it alone; ``mlserve run`` through
+    :meth:`OperatorSettings.from_env`."""
+    reader = _reader(env)
+    values: dict[str, object] = {}
+    for name in _RENDER_OPTIONAL:
+        raw = reader.text(RENDER_VARIABLES[name])
+        if raw is not None:
+            values[name] = None if raw.lower() == "none" else raw
+    for name in _RENDER_TEXT:
+        raw = reader.text(RENDER_VARIABLES[name])
+        if raw is not None:
+            values[name] = raw
+    for name in _RENDER_INTEGER:
+        number = reader.integer(RENDER_VARIABLES[name])
+        if number is not None:
+            values[name] = number
+    cron_job = reader.boolean(RENDER_VARIABLES["ray_cron_job"])
+    if cron_job is not None:
+        values["ray_cron_job"] = cron_job
+    raw = reader.text(RENDER_VARIABLES["ingress_annotations"])
+    if raw is not None:
+        values["ingress_annotations"] = _annotations(RENDER_VARIABLES["ingress_annotations"], raw)
     try:
-        return int(raw)
+        return RenderSettings.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        variable = RENDER_VARIABLES.get(str(error["loc"][0]), PREFIX + str(error["loc"][0]).upper())
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise SettingsError(variable, message) from None
+
+
+def _annotations(variable: str, raw: str) -> tuple[tuple[str, str], ...]:
+    try:
+        parsed = json.loads(raw)
     except ValueError:
-        raise SettingsError(PREFIX + name, f"{raw!r} is not a whole number") from None
+        raise SettingsError(variable, 'is not JSON: write an object, e.g. {"key": "value"}') from None
+    if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
+        raise SettingsError(variable, "must be a JSON object of string values")
+    return tuple(sorted(parsed.items()))
 
 
-def _load_database_settings(env: Mapping[str, str]) -> Any:
-    from mlserve.models.settings import DatabaseSettings
+def read_schedule_settings(env: Mapping[str, str] | EnvReader | None = None) -> ScheduleSettings:
+    """The scheduler's settings from ``MLSERVE_SCHEDULE_*``; unset keeps the default.
 
-    return DatabaseSettings.from_env(env)
+    * ``MLSERVE_SCHEDULE_HISTORY_LIMIT``: finished RayJobs kept per MLServe (default 3).
+    * ``MLSERVE_SCHEDULE_STARTING_DEADLINE``: a duration (``600``, ``10m``, ``1h``), or
+      ``none`` to start a missed run however late (default 10m).
+    """
+    reader = _reader(env)
+    defaults = ScheduleSettings()
+    history_variable, deadline_variable = SCHEDULE_VARIABLES
+    history_limit = defaults.history_limit
+    raw = reader.text(history_variable)
+    if raw is not None:
+        if not raw.isdigit():
+            raise SettingsError(
+                history_variable,
+                f"{raw!r} is not a whole number: write how many finished RayJobs to keep, e.g. 3",
+            )
+        history_limit = int(raw)
+    deadline = defaults.starting_deadline
+    raw = reader.text(deadline_variable)
+    if raw is not None:
+        deadline = None if raw.lower() in {"none", "off"} else timedelta(seconds=parse_duration(deadline_variable, raw))
+    return ScheduleSettings(history_limit=history_limit, starting_deadline=deadline)
 
 
-def _load_render_settings(env: Mapping[str, str]) -> Any:
-    from mlserve.operator.render.settings import RenderSettings
+def _namespaces(raw: str | None) -> tuple[str, ...]:
+    """MLSERVE_NAMESPACES: names or kopf patterns, comma-separated; empty is the whole cluster."""
+    namespaces = tuple(n.strip() for n in (raw or "").split(",") if n.strip())
+    for namespace in namespaces:
+        if not _NAMESPACE_PATTERN.match(namespace) or len(namespace) > 64:
+            raise SettingsError(
+                PREFIX + "NAMESPACES",
+                f"{namespace!r} is not a namespace name or pattern: list namespaces separated "
+                "by commas (globs like team-* and exclusions like !kube-* allowed), or leave "
+                "it empty to watch the whole cluster",
+            )
+    return namespaces
 
-    return RenderSettings.from_env(env)
 
-
-def _load_schedule_settings(env: Mapping[str, str]) -> Any:
-    from mlserve.operator.reconcile.schedule import ScheduleSettings
-
-    return ScheduleSettings.from_env(env)
+def _liveness(raw: str | None, default: str | None) -> str | None:
+    """MLSERVE_LIVENESS_ENDPOINT: a URL, or ``off`` for none."""
+    liveness = raw or default
+    if liveness is not None and liveness.lower() in ("off", "none", "false", "0"):
+        return None
+    if liveness is not None and not re.match(r"^https?://[^/]+(/.*)?$", liveness):
+        raise SettingsError(
+            PREFIX + "LIVENESS_ENDPOINT",
+            f"{liveness!r} is not a URL: write e.g. http://0.0.0.0:8080/healthz, or off",
+        )
+    return liveness
 
 
 @dataclass(frozen=True)
@@ -124,7 +247,7 @@ class OperatorSettings:
     deploy_user: str = "admin"
     """MLSERVE_DEPLOY_USER: the ``users.username`` deploys recorded by the operator are made by."""
 
-    field_manager: str = "mlserve-operator"
+    field_manager: str = FIELD_MANAGER
     """MLSERVE_FIELD_MANAGER: the server-side apply field manager owning the children."""
 
     log_format: LogFormat = "plain"
@@ -138,7 +261,8 @@ class OperatorSettings:
 
     peering_name: str | None = None
     """MLSERVE_PEERING_NAME: the kopf peering object shared by the operator's replicas, so only
-    one acts at a time (needs crds/kopf-peering.yaml). Empty runs standalone (one replica)."""
+    one acts at a time (needs kopf's peering CRDs, in the Helm chart:
+    deploy/helm/mlserve-operator/crds/kopf.dev_peerings.yaml). Empty runs standalone (one replica)."""
 
     peering_priority: int | None = None
     """MLSERVE_PEERING_PRIORITY: this replica's kopf peering priority; the highest live one
@@ -152,15 +276,14 @@ class OperatorSettings:
     """MLSERVE_PENDING_CONFIGMAP: the ConfigMap (in MLSERVE_OPERATOR_NAMESPACE) that keeps the
     undeploys a deletion had to skip across restarts."""
 
-    database: Any = field(default=None, repr=False)
-    """The database settings (``mlserve.models.settings.DatabaseSettings``)."""
+    database: DatabaseSettings | None = field(default=None, repr=False)
+    """The database settings; None: read from the environment when connecting."""
 
-    render: Any = field(default=None, repr=False)
-    """The renderers' settings (``mlserve.operator.render.settings.RenderSettings``)."""
+    render: RenderSettings = field(default_factory=RenderSettings, repr=False)
+    """The renderers' settings (MLSERVE_INGRESS_*, MLSERVE_HPA_*, MLSERVE_RAY*, ...)."""
 
-    schedule: Any = field(default=None, repr=False)
-    """The scheduler's settings (``mlserve.operator.reconcile.schedule.ScheduleSettings``:
-    MLSERVE_SCHEDULE_HISTORY_LIMIT, MLSERVE_SCHEDULE_STARTING_DEADLINE); None: its defaults."""
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings, repr=False)
+    """The scheduler's settings (MLSERVE_SCHEDULE_HISTORY_LIMIT, MLSERVE_SCHEDULE_STARTING_DEADLINE)."""
 
     @property
     def clusterwide(self) -> bool:
@@ -169,13 +292,13 @@ class OperatorSettings:
     @classmethod
     def from_env(
         cls,
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | EnvReader | None = None,
         *,
         require_cluster_name: bool = True,
     ) -> OperatorSettings:
         """Read and validate every setting; raise :class:`SettingsError` on the first bad one."""
-        env = os.environ if env is None else env
-        cluster_name = _get(env, "CLUSTER_NAME") or ""
+        reader = _reader(env)
+        cluster_name = reader.text(PREFIX + "CLUSTER_NAME") or ""
         if require_cluster_name and not cluster_name:
             raise SettingsError(
                 PREFIX + "CLUSTER_NAME",
@@ -183,42 +306,24 @@ class OperatorSettings:
                 "cluster runs (e.g. MLSERVE_CLUSTER_NAME=local)",
             )
 
-        namespaces: tuple[str, ...] = ()
-        raw_namespaces = _get(env, "NAMESPACES")
-        if raw_namespaces:
-            namespaces = tuple(n.strip() for n in raw_namespaces.split(",") if n.strip())
-            for namespace in namespaces:
-                if not _NAMESPACE_PATTERN.match(namespace) or len(namespace) > 64:
-                    raise SettingsError(
-                        PREFIX + "NAMESPACES",
-                        f"{namespace!r} is not a namespace name or pattern: list namespaces separated "
-                        "by commas (globs like team-* and exclusions like !kube-* allowed), or leave "
-                        "it empty to watch the whole cluster",
-                    )
-
-        log_format = (_get(env, "LOG_FORMAT") or "plain").lower()
+        namespaces = _namespaces(reader.text(PREFIX + "NAMESPACES"))
+        log_format = (reader.text(PREFIX + "LOG_FORMAT") or "plain").lower()
         if log_format not in ("json", "plain"):
             raise SettingsError(PREFIX + "LOG_FORMAT", f"{log_format!r} must be json or plain")
-
-        log_level = (_get(env, "LOG_LEVEL") or "INFO").upper()
+        log_level = (reader.text(PREFIX + "LOG_LEVEL") or "INFO").upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError(PREFIX + "LOG_LEVEL", f"{log_level!r} must be DEBUG, INFO, WARNING or ERROR")
-
-        liveness: str | None = _get(env, "LIVENESS_ENDPOINT") or cls.liveness_endpoint
-        if liveness is not None and liveness.lower() in ("off", "none", "false", "0"):
-            liveness = None
-        if liveness is not None and not re.match(r"^https?://[^/]+(/.*)?$", liveness):
-            raise SettingsError(
-                PREFIX + "LIVENESS_ENDPOINT",
-                f"{liveness!r} is not a URL: write e.g. http://0.0.0.0:8080/healthz, or off",
-            )
-
-        field_manager = _get(env, "FIELD_MANAGER") or cls.field_manager
+        liveness = _liveness(reader.text(PREFIX + "LIVENESS_ENDPOINT"), cls.liveness_endpoint)
+        field_manager = reader.text(PREFIX + "FIELD_MANAGER") or cls.field_manager
         if len(field_manager) > 128:
             raise SettingsError(PREFIX + "FIELD_MANAGER", "must be at most 128 characters")
 
-        retry_delay = _duration(env, "RETRY_DELAY", cls.retry_delay)
-        retry_max_delay = _duration(env, "RETRY_MAX_DELAY", cls.retry_max_delay)
+        def duration(name: str, default: float) -> float:
+            seconds = reader.duration(PREFIX + name)
+            return default if seconds is None else seconds
+
+        retry_delay = duration("RETRY_DELAY", cls.retry_delay)
+        retry_max_delay = duration("RETRY_MAX_DELAY", cls.retry_max_delay)
         if retry_max_delay < retry_delay:
             raise SettingsError(
                 PREFIX + "RETRY_MAX_DELAY",
@@ -228,27 +333,27 @@ class OperatorSettings:
         return cls(
             cluster_name=cluster_name,
             namespaces=namespaces,
-            sync_interval=_duration(env, "SYNC_INTERVAL", cls.sync_interval),
-            full_resync_interval=_duration(env, "FULL_RESYNC_INTERVAL", cls.full_resync_interval),
-            drift_check_interval=_duration(env, "DRIFT_CHECK_INTERVAL", cls.drift_check_interval),
-            deletion_db_timeout=_duration(env, "DELETION_DB_TIMEOUT", cls.deletion_db_timeout),
-            db_timeout=_duration(env, "DB_TIMEOUT", cls.db_timeout),
+            sync_interval=duration("SYNC_INTERVAL", cls.sync_interval),
+            full_resync_interval=duration("FULL_RESYNC_INTERVAL", cls.full_resync_interval),
+            drift_check_interval=duration("DRIFT_CHECK_INTERVAL", cls.drift_check_interval),
+            deletion_db_timeout=duration("DELETION_DB_TIMEOUT", cls.deletion_db_timeout),
+            db_timeout=duration("DB_TIMEOUT", cls.db_timeout),
             retry_delay=retry_delay,
             retry_max_delay=retry_max_delay,
             field_manager=field_manager,
-            deploy_user=_get(env, "DEPLOY_USER") or cls.deploy_user,
-            log_format=log_format,  # type: ignore[arg-type]
+            deploy_user=reader.text(PREFIX + "DEPLOY_USER") or cls.deploy_user,
+            log_format="json" if log_format == "json" else "plain",
             log_level=log_level,
             liveness_endpoint=liveness,
-            peering_name=_get(env, "PEERING_NAME"),
-            peering_priority=_int(env, "PEERING_PRIORITY"),
-            operator_namespace=_get(env, "OPERATOR_NAMESPACE"),
-            pending_configmap=_get(env, "PENDING_CONFIGMAP") or cls.pending_configmap,
-            database=_load_database_settings(env),
-            render=_load_render_settings(env),
-            schedule=_load_schedule_settings(env),
+            peering_name=reader.text(PREFIX + "PEERING_NAME"),
+            peering_priority=reader.integer(PREFIX + "PEERING_PRIORITY"),
+            operator_namespace=reader.text(PREFIX + "OPERATOR_NAMESPACE"),
+            pending_configmap=reader.text(PREFIX + "PENDING_CONFIGMAP") or cls.pending_configmap,
+            database=DatabaseSettings.from_env(reader),
+            render=read_render_settings(reader),
+            schedule=read_schedule_settings(reader),
         )
 
     def backoff(self, retry: int) -> float:
         """The delay before retry number ``retry`` (0-based): doubling, capped."""
-        return min(self.retry_max_delay, self.retry_delay * (2 ** max(0, min(retry, 16))))
+        return min(self.retry_max_delay, self.retry_delay * float(2 ** max(0, min(retry, 16))))

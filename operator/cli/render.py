@@ -22,8 +22,11 @@ import click
 import yaml
 
 from mlserve.models.errors import InvalidConfig
-from mlserve.operator.render import RenderSettings, dump_yaml, render_children
+from mlserve.operator.render import dump_yaml, render_children
+from mlserve.operator.settings import SettingsError, read_render_settings
 from mlserve.operator.spec import MLServeSpec, ServeContext
+from mlserve.operator.spec.schedule import next_time
+from mlserve.operator.spec.times import parse_rfc3339
 
 __all__ = ["render"]
 
@@ -91,13 +94,10 @@ async def _context_from_database(serve_name: str, environment_name: str, version
 def _parse_time(value: str | None) -> datetime | None:
     if value is None:
         return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not an ISO time, e.g. 2025-01-02T03:00:00Z", param_hint="--at"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    parsed = parse_rfc3339(value)  # a time without a zone is UTC
+    if parsed is None:
+        raise click.BadParameter(f"{value!r} is not an ISO time, e.g. 2025-01-02T03:00:00Z", param_hint="--at")
+    return parsed
 
 
 def _next_run(ctx: ServeContext, spec: MLServeSpec) -> datetime | None:
@@ -105,9 +105,7 @@ def _next_run(ctx: ServeContext, spec: MLServeSpec) -> datetime | None:
     schedule = spec.schedule or ctx.schedule
     if not schedule:
         return None
-    from croniter import croniter
-
-    return croniter(schedule, datetime.now(UTC)).get_next(datetime)
+    return next_time(schedule, datetime.now(UTC))
 
 
 @click.command()
@@ -138,8 +136,8 @@ def render(
     if filename is not None and version is not None:
         raise click.UsageError("--version is for --serve/--env; with -f the MLServe's artifactVersion is used")
     try:
-        settings = RenderSettings.from_env()
-    except ValueError as exc:
+        settings = read_render_settings()
+    except SettingsError as exc:
         raise click.ClickException(f"invalid setting: {exc}") from None
     context_from_file = _read_context(context_file) if context_file is not None else None
     scheduled_time = _parse_time(at)
@@ -150,13 +148,13 @@ def render(
         for body in _read_mlserves(filename):
             namespace = (body.get("metadata") or {}).get("namespace")
             try:
-                spec = MLServeSpec.from_resource(body)
+                parsed = MLServeSpec.from_resource(body)
             except InvalidConfig as exc:
                 name = (body.get("metadata") or {}).get("name", "?")
                 raise click.ClickException(f"MLServe {name}: {exc}") from None
             if namespace:
                 namespaces[len(requests)] = namespace
-            requests.append((spec, spec.serve, spec.environment, spec.artifact_version))
+            requests.append((parsed, parsed.serve, parsed.environment, parsed.artifact_version))
     else:
         assert serve_name is not None and environment_name is not None
         requests.append((None, serve_name, environment_name, version))

@@ -3,7 +3,8 @@
 Settings come from ``MLSERVE_*`` (see :mod:`mlserve.operator.settings`) and are validated
 before anything connects: a bad value stops the command with the variable's name and the
 fix. With ``MLSERVE_PEERING_NAME`` set, replicas of the operator coordinate through kopf's
-peering object of that name (``crds/kopf-peering.yaml``) and only one of them acts;
+peering object of that name (its CRDs:
+``deploy/helm/mlserve-operator/crds/kopf.dev_peerings.yaml``) and only one of them acts;
 without it the operator runs standalone and must run as one replica.
 """
 
@@ -79,11 +80,11 @@ def configure_logging(log_format: str, level: str, secrets: Iterable[str] = ()) 
 @click.command("run")
 def run() -> None:
     """Run the operator in the foreground (settings from MLSERVE_* variables)."""
-    from mlserve.operator.settings import OperatorSettings
+    from mlserve.operator.settings import OperatorSettings, SettingsError
 
     try:
         settings = OperatorSettings.from_env()
-    except ValueError as exc:  # SettingsError, and the database's and renderers' own
+    except SettingsError as exc:
         raise click.ClickException(f"invalid setting: {exc}") from None
 
     configure_logging(settings.log_format, settings.log_level, _secrets_of(settings.database))

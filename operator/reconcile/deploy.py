@@ -26,7 +26,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tortoise import timezone
-from tortoise.exceptions import BaseORMException
+from tortoise.exceptions import (
+    BaseORMException,
+    FieldError,
+    IncompleteInstanceError,
+    IntegrityError,
+    NotExistOrMultiple,
+    NoValuesFetched,
+    ObjectDoesNotExistError,
+    ParamsError,
+    ValidationError,
+)
 from tortoise.transactions import in_transaction
 
 from mlserve.models import (
@@ -38,10 +48,12 @@ from mlserve.models import (
     EnvConfig,
     Environment,
     InvalidConfig,
+    ModelsError,
     Serve,
     User,
     activate,
 )
+from mlserve.models import errors as models_errors
 
 from .errors import DatabaseUnavailable, InvalidInput
 
@@ -313,12 +325,39 @@ async def end_deployment(serve_name: str, environment_name: str, deployment_id: 
         return ended
 
 
+# Errors of the data, not of the database: a missing or duplicate row, a broken constraint,
+# a value the column refuses. Retrying cannot help, so they are never "unavailable".
+_DATA_ERRORS: tuple[type[BaseException], ...] = (
+    NotExistOrMultiple,  # DoesNotExist, MultipleObjectsReturned
+    ObjectDoesNotExistError,
+    IntegrityError,
+    ValidationError,
+    FieldError,
+    ParamsError,
+    NoValuesFetched,
+    IncompleteInstanceError,
+    ModelsError,  # InvalidConfig, ActiveDeploymentConflict (DatabaseUnavailable is checked first)
+)
+# The drivers' (PEP 249) names of the same kind of error.
+_DRIVER_DATA_ERRORS = frozenset({"IntegrityError", "DataError", "ProgrammingError", "NotSupportedError"})
+_DRIVER_MODULES = ("asyncmy", "pymysql", "aiosqlite", "sqlite3")
+
+
 def is_database_error(exc: BaseException) -> bool:
-    """Errors that mean the database is unreachable, not that the data is wrong."""
+    """The database is unreachable (down, timed out, lost connection), not the data wrong.
+
+    A missing row, a duplicate or a broken constraint is a data error: False, so it is
+    reported as what it is instead of being retried as "database down".
+    """
+    if isinstance(exc, models_errors.DatabaseUnavailable):
+        return True
+    if isinstance(exc, _DATA_ERRORS):
+        return False
     if isinstance(exc, (ConnectionError, TimeoutError, OSError, BaseORMException)):
         return True
-    module = type(exc).__module__ or ""
-    return module.startswith(("asyncmy", "pymysql", "aiosqlite", "sqlite3"))
+    if (type(exc).__module__ or "").startswith(_DRIVER_MODULES):
+        return type(exc).__name__ not in _DRIVER_DATA_ERRORS
+    return False
 
 
 def as_unavailable(exc: BaseException) -> DatabaseUnavailable:

@@ -8,6 +8,8 @@ change. :class:`TemporaryFailure` is retried with backoff.
 
 from __future__ import annotations
 
+from mlserve.models import errors as models_errors
+
 __all__ = [
     "ClaimConflict",
     "DatabaseUnavailable",
@@ -57,8 +59,9 @@ class TemporaryFailure(ReconcileError):
     condition = "Synced"
 
 
-class DatabaseUnavailable(TemporaryFailure):
-    """The database did not answer (down, timed out, lost connection)."""
+class DatabaseUnavailable(TemporaryFailure, models_errors.DatabaseUnavailable):
+    """:class:`mlserve.models.errors.DatabaseUnavailable` as a reconcile failure: retried with
+    backoff, reported on the ``DatabaseSynced`` condition (not a second notion of "down")."""
 
     condition = "DatabaseSynced"
 

@@ -26,6 +26,7 @@ from mlserve.models import InvalidConfig, ServeType
 from mlserve.operator.render import names, render_children
 from mlserve.operator.settings import OperatorSettings
 from mlserve.operator.spec import MLServeSpec
+from mlserve.operator.spec.schedule import cron_job_status
 
 from . import deploy, schedule
 from .apply import ApplyResult, Owner, apply_children, list_children
@@ -401,7 +402,7 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
         ]
         obs.workload = _workload(spec, result.live)
         if obs.workload is not None and obs.workload.kind == "RayCronJob":
-            obs.schedule_status = schedule.cron_job_status(
+            obs.schedule_status = cron_job_status(
                 str(spec.schedule or context.schedule),
                 result.live.get(("RayCronJob", obs.workload.name)),
                 rt.clock(),
@@ -409,18 +410,16 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
             )
         if scheduled_per_run and not spec.paused:
             # One RayJob per cron time, created and trimmed by the scheduler (schedule.py).
-            run = await schedule.reconcile_schedule(
-                rt.client,
-                body,
-                str(spec.schedule or context.schedule),
-                lambda at: render_children(context, render_spec, settings.render, scheduled_time=at),
-                owner,
-                selector,
-                settings.schedule or schedule.ScheduleSettings(),
-                settings.field_manager,
-                rt.clock(),
-                rt.events,
+            request = schedule.ScheduleRequest(
+                body=body,
+                expression=str(spec.schedule or context.schedule),
+                render_run=lambda at: render_children(context, render_spec, settings.render, scheduled_time=at),
+                owner=owner,
+                selector=selector,
+                settings=settings.schedule,
+                field_manager=settings.field_manager,
             )
+            run = await schedule.reconcile_schedule(rt.client, request, rt.clock(), rt.events)
             obs.schedule_status = run.status
             report.requeue_after = run.requeue_after
             if run.newest_job is not None:

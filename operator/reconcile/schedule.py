@@ -1,390 +1,61 @@
-"""Cron schedules of workflow serves: one RayJob per scheduled time.
+"""Cron schedules of workflow serves, the I/O half: one RayJob per scheduled time.
 
-Two halves:
-
-* :func:`plan` is pure: given the cron expression, the clock, the last scheduled time
-  recorded in the MLServe's status and the RayJobs that exist, it decides what to do now.
-  No I/O, no clock of its own, so it is tested exhaustively.
-* :func:`reconcile_schedule` does what the plan says: creates the RayJob of the due
-  time (server-side apply, owned by the MLServe, deterministic name so a retry is
-  harmless), deletes RayJobs past the history limit and returns the status fields to
-  record (``lastScheduledTime``, ``nextScheduledTime``, ``activeRayJob``, ...).
-
-The rules, modelled on the Kubernetes CronJob controller with ``concurrencyPolicy:
-Forbid``:
-
-* Times are those of the cron expression in UTC, strictly after the last scheduled time
-  (or after the schedule took effect, for a new MLServe) and at or before now.
-* Only the latest due time is started: after downtime the runs missed in between are
-  counted and reported, not started in a burst.
-* With a starting deadline, a time older than ``now - deadline`` is never started.
-* Forbid: while a RayJob of the MLServe is still running, no new one starts. The due
-  time waits (it is not recorded as scheduled) and starts as soon as the running job
-  finishes, if it is still within the starting deadline; later times replace it.
-* History: the newest ``history_limit`` finished RayJobs are kept, older finished ones
-  are deleted; a running RayJob is never deleted.
-* A RayJob that exists for a time proves that time was scheduled even when the status
-  write that should have recorded it was lost, so a retry never starts a time twice.
+The rules and the pure planner are in :mod:`mlserve.operator.spec.schedule`.
+:func:`reconcile_schedule` does what the plan says: creates the RayJob of the due time
+(server-side apply through :func:`.kube.apply_object`, owned by the MLServe, deterministic
+name so a retry is harmless), deletes RayJobs past the history limit
+(:func:`.kube.delete_object`) and returns the status fields to record
+(``lastScheduledTime``, ``nextScheduledTime``, ``activeRayJob``, ...). A cluster that does
+not serve RayJobs gets the ``KindNotInstalled`` reason, as every other child does.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from croniter import croniter
 from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
-from lightkube.types import CascadeType, PatchType
 
-from mlserve.operator.render import names
+from mlserve.operator.spec.schedule import (
+    InvalidSchedule,
+    JobView,
+    Plan,
+    PlanReason,
+    Schedule,
+    ScheduleSettings,
+    job_view,
+    parse_schedule,
+    plan,
+)
+from mlserve.operator.spec.times import as_utc, format_rfc3339, parse_rfc3339
 
+from . import kube
 from .apply import Owner, list_children, stamp
-from .errors import InvalidInput, TemporaryFailure
+from .errors import InvalidInput
 from .events import EventSink
 from .kube import RayJob
 
-__all__ = [
-    "InvalidSchedule",
-    "JobView",
-    "Plan",
-    "PlanReason",
-    "Schedule",
-    "ScheduleOutcome",
-    "ScheduleSettings",
-    "cron_job_status",
-    "job_view",
-    "next_time",
-    "parse_schedule",
-    "plan",
-    "reconcile_schedule",
-]
-
-# Counting missed times walks the cron sequence; past this many the count is reported
-# as "at least" this number (the Kubernetes CronJob controller stops at 100 as well).
-MISSED_COUNT_CAP = 100
-
-_MACROS = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
-_ONE_MICROSECOND = timedelta(microseconds=1)
+__all__ = ["ScheduleOutcome", "ScheduleRequest", "reconcile_schedule"]
 
 
-class InvalidSchedule(ValueError):
-    """A cron expression the planner cannot use; the message says what to write instead."""
+@dataclass(frozen=True)
+class ScheduleRequest:
+    """One scheduled workflow MLServe, as the scheduler acts on it."""
 
-
-def parse_schedule(expression: str) -> str:
-    """Validate a five-field cron expression (or a macro such as ``@daily``).
-
-    Returns the normalised expression (single spaces). Seconds fields and other
-    extensions of the cron library are refused, so a schedule means the same thing here
-    as in a Kubernetes CronJob or a KubeRay RayCronJob.
-    """
-    text = " ".join(expression.split())
-    if not text:
-        raise InvalidSchedule("the schedule is empty: write five cron fields, e.g. '0 3 * * *'")
-    if text.startswith("@"):
-        if text not in _MACROS:
-            known = ", ".join(sorted(_MACROS))
-            raise InvalidSchedule(f"unknown cron macro {text!r}: use one of {known}")
-        return text
-    fields = text.split(" ")
-    if len(fields) != 5:
-        raise InvalidSchedule(
-            f"cron schedule {text!r} has {len(fields)} fields: write exactly five "
-            "(minute hour day-of-month month day-of-week), e.g. '*/15 * * * *'"
-        )
-    if not croniter.is_valid(text):
-        raise InvalidSchedule(
-            f"cron schedule {text!r} is not valid: check each field's range "
-            "(minute 0-59, hour 0-23, day 1-31, month 1-12, weekday 0-6)"
-        )
-    return text
-
-
-def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        raise ValueError(f"naive datetime {moment!r}: the planner works with aware UTC times")
-    return moment.astimezone(UTC)
-
-
-def _latest_at_or_before(expression: str, moment: datetime) -> datetime:
-    # croniter's get_prev is strictly before its start; one microsecond later makes it
-    # "at or before" (cron times are whole minutes, so nothing is skipped).
-    return _utc(croniter(expression, moment + _ONE_MICROSECOND).get_prev(datetime))
-
-
-def next_time(expression: str, after: datetime, time_zone: str | None = None) -> datetime:
-    """The first time of the schedule strictly after ``after``, as UTC; the expression is read
-    in ``time_zone`` (an IANA name, e.g. a RayCronJob's ``timeZone``) or else in UTC."""
-    start = _utc(after)
-    if time_zone:
-        start = start.astimezone(ZoneInfo(time_zone))
-    return _utc(croniter(expression, start).get_next(datetime))
-
-
-def cron_job_status(
-    expression: str, cron_job: Mapping[str, Any] | None, now: datetime, time_zone: str | None
-) -> dict[str, Any]:
-    """The schedule fields of the status of an MLServe run by a KubeRay RayCronJob."""
-    values: dict[str, Any] = {"schedule": expression}
-    with contextlib.suppress(ValueError, KeyError):  # a bad expression or zone: the apply reports it
-        values["nextScheduledTime"] = _rfc3339(next_time(expression, now, time_zone))
-    last = ((cron_job or {}).get("status") or {}).get("lastScheduleTime")
-    if last:
-        values["lastScheduledTime"] = last
-    return values
-
-
-def _count_between(expression: str, after: datetime, until: datetime, cap: int) -> int:
-    """How many schedule times t satisfy after < t <= until, counting at most ``cap``."""
-    count = 0
-    iterator = croniter(expression, after)
-    while count < cap:
-        moment = _utc(iterator.get_next(datetime))
-        if moment > until:
-            break
-        count += 1
-    return count
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    """A workflow serve's schedule as the planner sees it."""
-
+    body: Mapping[str, Any]
+    """The MLServe as read (its creationTimestamp and status.lastScheduledTime); Events go to it."""
     expression: str
-    """A five-field cron expression or macro, validated by :func:`parse_schedule`."""
-    start: datetime
-    """When the schedule took effect (the MLServe's creation); earlier times never run."""
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleSettings:
-    """The operator's settings that shape scheduling."""
-
-    history_limit: int = 3
-    """Finished RayJobs kept per MLServe; older finished ones are deleted."""
-    starting_deadline: timedelta | None = timedelta(minutes=10)
-    """A scheduled time not started within this long is skipped; None waits forever."""
-    busy_recheck: timedelta = timedelta(seconds=30)
-    """While a due run waits for a running RayJob, look again after at most this long."""
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ScheduleSettings:
-        """Read ``MLSERVE_SCHEDULE_*`` (``os.environ`` by default); unset keeps the default.
-
-        * ``MLSERVE_SCHEDULE_HISTORY_LIMIT``: finished RayJobs kept per MLServe (default 3).
-        * ``MLSERVE_SCHEDULE_STARTING_DEADLINE``: a duration (``600``, ``10m``, ``1h``), or
-          ``none`` to start a missed run however late (default 10m).
-        """
-        from mlserve.operator.settings import SettingsError, parse_duration
-
-        env = os.environ if env is None else env
-        values: dict[str, object] = {}
-        raw = (env.get("MLSERVE_SCHEDULE_HISTORY_LIMIT") or "").strip()
-        if raw:
-            if not raw.isdigit():
-                raise SettingsError(
-                    "MLSERVE_SCHEDULE_HISTORY_LIMIT",
-                    f"{raw!r} is not a whole number: write how many finished RayJobs to keep, e.g. 3",
-                )
-            values["history_limit"] = int(raw)
-        raw = (env.get("MLSERVE_SCHEDULE_STARTING_DEADLINE") or "").strip()
-        if raw:
-            values["starting_deadline"] = (
-                None
-                if raw.lower() in {"none", "off"}
-                else timedelta(seconds=parse_duration("MLSERVE_SCHEDULE_STARTING_DEADLINE", raw))
-            )
-        return cls(**values)  # type: ignore[arg-type]
-
-    def __post_init__(self) -> None:
-        if self.history_limit < 0:
-            raise ValueError("history_limit must be 0 or more")
-        if self.starting_deadline is not None and self.starting_deadline <= timedelta(0):
-            raise ValueError("starting_deadline must be positive (or None for no deadline)")
-        if self.busy_recheck <= timedelta(0):
-            raise ValueError("busy_recheck must be positive")
-
-
-@dataclass(frozen=True, slots=True)
-class JobView:
-    """What the planner needs to know of one scheduled RayJob of the MLServe."""
-
-    name: str
-    scheduled_time: datetime
-    finished: bool
-    """KubeRay reports a terminal state (Complete or Failed), or the job is being deleted."""
-
-
-class PlanReason(StrEnum):
-    """Why the plan is what it is, for logs, Events and tests."""
-
-    NOT_DUE = "NotDue"
-    """No schedule time has come since the last run."""
-    START = "Start"
-    """A time is due and nothing blocks it."""
-    CATCH_UP = "CatchUp"
-    """Several times passed unstarted (downtime); only the latest starts."""
-    BUSY = "Busy"
-    """A time is due but a RayJob is still running (Forbid): it waits."""
-    DEADLINE_MISSED = "DeadlineMissed"
-    """Times passed and all are older than the starting deadline: none starts."""
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """The planner's decision. Apply it, record ``last_scheduled``, come back by ``next_check``."""
-
-    reason: PlanReason
-    start: datetime | None = None
-    """Create the RayJob of this scheduled time."""
-    delete: tuple[str, ...] = ()
-    """Names of finished RayJobs past the history limit, oldest first."""
-    last_scheduled: datetime | None = None
-    """The value of ``status.lastScheduledTime`` after this plan is applied."""
-    next_time: datetime | None = None
-    """The next schedule time after the ones dealt with (``status.nextScheduledTime``)."""
-    next_check: datetime | None = None
-    """Call :func:`plan` again no later than this."""
-    missed: int = 0
-    """Schedule times that passed and will never start (capped at MISSED_COUNT_CAP)."""
-    running: tuple[str, ...] = field(default=())
-    """RayJobs still running (what a BUSY plan waits for)."""
-
-
-def _history(jobs: Sequence[JobView], limit: int) -> tuple[str, ...]:
-    finished = sorted(
-        (job for job in jobs if job.finished),
-        key=lambda job: (job.scheduled_time, job.name),
-    )
-    excess = len(finished) - limit
-    if excess <= 0:
-        return ()
-    return tuple(job.name for job in finished[:excess])
-
-
-def plan(
-    schedule: Schedule,
-    now: datetime,
-    last_scheduled: datetime | None,
-    existing_jobs: Sequence[JobView],
-    settings: ScheduleSettings,
-) -> Plan:
-    """Decide what the scheduler does at ``now``. Pure: same inputs, same plan."""
-    expression = parse_schedule(schedule.expression)
-    now = _utc(now)
-    jobs = [JobView(j.name, _utc(j.scheduled_time), j.finished) for j in existing_jobs]
-
-    # Everything at or before `earliest` has been dealt with: the recorded time, any
-    # RayJob that proves a later one (lost status write), or the schedule's start.
-    recorded = [_utc(last_scheduled)] if last_scheduled is not None else []
-    earliest = max([_utc(schedule.start), *recorded, *(j.scheduled_time for j in jobs)])
-    last = max([*recorded, *(j.scheduled_time for j in jobs)], default=None)
-
-    running = tuple(sorted(j.name for j in jobs if not j.finished))
-    deletions = _history(jobs, settings.history_limit)
-    due = _latest_at_or_before(expression, now)
-    upcoming = next_time(expression, max(now, earliest))
-
-    if due <= earliest:
-        # Nothing new since the last run (or the clock went back: wait for it).
-        return Plan(
-            reason=PlanReason.NOT_DUE,
-            delete=deletions,
-            last_scheduled=last,
-            next_time=upcoming,
-            next_check=upcoming,
-        )
-
-    window_start = earliest
-    if settings.starting_deadline is not None:
-        window_start = max(earliest, now - settings.starting_deadline)
-
-    if due <= window_start:
-        # Every time since the last run is older than the starting deadline. They are
-        # dropped for good: recorded as scheduled so they are not counted again.
-        missed = _count_between(expression, earliest, due, MISSED_COUNT_CAP)
-        return Plan(
-            reason=PlanReason.DEADLINE_MISSED,
-            delete=deletions,
-            last_scheduled=due,
-            next_time=upcoming,
-            next_check=upcoming,
-            missed=missed,
-        )
-
-    if running:
-        # Forbid: the due time waits for the running job, within its deadline.
-        recheck = min(upcoming, now + settings.busy_recheck)
-        if settings.starting_deadline is not None:
-            recheck = min(recheck, max(now, due + settings.starting_deadline))
-        return Plan(
-            reason=PlanReason.BUSY,
-            delete=deletions,
-            last_scheduled=last,
-            next_time=due,
-            next_check=recheck,
-            running=running,
-        )
-
-    # Only the latest due time starts; the ones before it since the last run are missed.
-    skipped = _count_between(expression, earliest, due, MISSED_COUNT_CAP) - 1
-    after_due = next_time(expression, due)
-    return Plan(
-        reason=PlanReason.CATCH_UP if skipped > 0 else PlanReason.START,
-        start=due,
-        delete=deletions,
-        last_scheduled=due,
-        next_time=after_due,
-        next_check=after_due,
-        missed=max(skipped, 0),
-    )
-
-
-# --- I/O: RayJobs of a scheduled workflow -------------------------------------------------------
-
-# KubeRay's terminal states: status.jobDeploymentStatus, and Ray's own status.jobStatus.
-_FINISHED_DEPLOYMENT_STATUSES = frozenset({"Complete", "Failed"})
-_FINISHED_JOB_STATUSES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def _as_dict(obj: Any) -> dict[str, Any]:
-    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
-
-
-def _rfc3339(moment: datetime | None) -> str | None:
-    return None if moment is None else _utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def job_view(obj: Mapping[str, Any]) -> JobView | None:
-    """The planner's view of a live RayJob; None when it is not a scheduled run."""
-    metadata = obj.get("metadata") or {}
-    scheduled = _parse_time((metadata.get("annotations") or {}).get(names.ANNOTATION_SCHEDULED_TIME))
-    if scheduled is None:
-        return None
-    status = obj.get("status") or {}
-    finished = (
-        bool(metadata.get("deletionTimestamp"))
-        or status.get("jobDeploymentStatus") in _FINISHED_DEPLOYMENT_STATUSES
-        or str(status.get("jobStatus") or "").upper() in _FINISHED_JOB_STATUSES
-    )
-    return JobView(str(metadata.get("name")), scheduled, finished)
+    """The cron schedule in force (the spec's, else the database's)."""
+    render_run: Callable[[datetime], Sequence[Mapping[str, Any]]]
+    """The manifests of the run at a time (the RayJob renderer with that scheduled time)."""
+    owner: Owner
+    """The MLServe, whose ownerReference every RayJob gets (deleting it deletes its runs)."""
+    selector: Mapping[str, str]
+    """The labels that find the MLServe's RayJobs."""
+    settings: ScheduleSettings
+    field_manager: str
 
 
 @dataclass
@@ -404,33 +75,27 @@ class ScheduleOutcome:
 
 async def reconcile_schedule(
     client: AsyncClient,
-    body: Mapping[str, Any],
-    expression: str,
-    render_run: Callable[[datetime], Sequence[Mapping[str, Any]]],
-    owner: Owner,
-    selector: Mapping[str, str],
-    settings: ScheduleSettings,
-    field_manager: str,
+    request: ScheduleRequest,
     now: datetime,
     events: EventSink | None = None,
 ) -> ScheduleOutcome:
     """Create the due RayJob, trim the history, and say what to record.
 
-    ``render_run(time)`` returns the manifests of the run at ``time`` (the RayJob renderer
-    with that scheduled time); ``owner`` is the MLServe (:class:`~.apply.Owner`), whose
-    ownerReference every RayJob gets so that deleting the MLServe deletes its runs.
-    Raises :class:`~.errors.InvalidInput` for a schedule that cannot be parsed.
+    Raises :class:`~.errors.InvalidInput` for a schedule that cannot be parsed and
+    :class:`~.errors.TemporaryFailure` when a write fails (``ScheduledRunFailed``,
+    ``HistoryCleanupFailed``, or ``KindNotInstalled`` when the cluster does not serve RayJobs).
     """
     try:
-        expression = parse_schedule(expression)
+        expression = parse_schedule(request.expression)
     except InvalidSchedule as exc:
         raise InvalidInput("InvalidSchedule", str(exc)) from None
-    metadata = body.get("metadata") or {}
-    status = body.get("status") or {}
-    start = _parse_time(metadata.get("creationTimestamp")) or _utc(now)
-    last = _parse_time(status.get("lastScheduledTime"))
+    owner, settings = request.owner, request.settings
+    metadata = request.body.get("metadata") or {}
+    status = request.body.get("status") or {}
+    start = parse_rfc3339(metadata.get("creationTimestamp")) or as_utc(now)
+    last = parse_rfc3339(status.get("lastScheduledTime"))
 
-    live = await list_children(client, (RayJob,), owner.namespace, selector)
+    live = await list_children(client, (RayJob,), owner.namespace, request.selector)
     jobs: dict[str, Mapping[str, Any]] = {}
     views: list[JobView] = []
     for obj in live.values():
@@ -441,62 +106,87 @@ async def reconcile_schedule(
 
     decision = plan(Schedule(expression, start), now, last, views, settings)
     outcome = ScheduleOutcome(plan=decision)
-
     if decision.start is not None:
-        for manifest in render_run(decision.start):
-            stamped = stamp(manifest, owner)
-            name = str(stamped["metadata"]["name"])
-            try:
-                created = await client.patch(
-                    RayJob,
-                    name,
-                    stamped,
-                    namespace=owner.namespace,
-                    patch_type=PatchType.APPLY,
-                    field_manager=field_manager,
-                    force=True,
-                )
-            except ApiError as exc:
-                raise TemporaryFailure(
-                    "ScheduledRunFailed",
-                    f"the RayJob of the run due at {_rfc3339(decision.start)} was refused: {exc.status.message}",
-                ) from exc
-            outcome.created = name
-            jobs[name] = _as_dict(created)
-            views.append(JobView(name, decision.start, finished=False))
-        if events is not None:
-            message = f"started RayJob {outcome.created} for the run due at {_rfc3339(decision.start)}"
-            if decision.missed:
-                message += f"; {decision.missed} earlier missed run(s) were not started (one run at a time)"
-            events.post(body, "Normal", "ScheduledRun", message)
-    elif decision.reason is PlanReason.DEADLINE_MISSED and events is not None:
-        deadline = settings.starting_deadline
-        events.post(
-            body,
-            "Warning",
-            "MissedSchedule",
-            f"{decision.missed} run(s) up to {_rfc3339(decision.last_scheduled)} were not started "
-            f"within the starting deadline ({deadline}): the next run is at "
-            f"{_rfc3339(decision.next_time)}; raise MLSERVE_SCHEDULE_STARTING_DEADLINE to catch up later",
-        )
+        await _start_run(client, request, decision.start, outcome, jobs, views)
+    if events is not None:
+        _announce(events, request, decision, outcome.created)
 
     for name in decision.delete:
-        try:
-            await client.delete(RayJob, name, namespace=owner.namespace, cascade=CascadeType.BACKGROUND)
-        except ApiError as exc:
-            if exc.status.code != 404:
-                raise TemporaryFailure(
-                    "HistoryCleanupFailed", f"deleting finished RayJob {name} failed: {exc.status.message}"
-                ) from exc
+        await kube.delete_object(
+            client,
+            RayJob,
+            name,
+            namespace=owner.namespace,
+            what=f"finished RayJob {name}",
+            failure_reason="HistoryCleanupFailed",
+        )
         outcome.deleted.append(name)
         jobs.pop(name, None)
 
+    outcome.status = _status(expression, decision, views, jobs, outcome)
+    if decision.next_check is not None:
+        outcome.requeue_after = max(1.0, (decision.next_check - as_utc(now)).total_seconds())
+    return outcome
+
+
+async def _start_run(
+    client: AsyncClient,
+    request: ScheduleRequest,
+    at: datetime,
+    outcome: ScheduleOutcome,
+    jobs: dict[str, Mapping[str, Any]],
+    views: list[JobView],
+) -> None:
+    """Apply the manifests of the run due at ``at``, and count them among the live jobs."""
+    for manifest in request.render_run(at):
+        stamped = stamp(manifest, request.owner)
+        name = str(stamped["metadata"]["name"])
+        created = await kube.apply_object(
+            client,
+            RayJob,
+            stamped,
+            namespace=request.owner.namespace,
+            field_manager=request.field_manager,
+            what=f"the RayJob of the run due at {format_rfc3339(at)}",
+            failure_reason="ScheduledRunFailed",
+        )
+        outcome.created = name
+        jobs[name] = created
+        views.append(JobView(name, at, finished=False))
+
+
+def _announce(events: EventSink, request: ScheduleRequest, decision: Plan, created: str | None) -> None:
+    """The Event of a started run, or of runs dropped past their starting deadline."""
+    if decision.start is not None:
+        message = f"started RayJob {created} for the run due at {format_rfc3339(decision.start)}"
+        if decision.missed:
+            message += f"; {decision.missed} earlier missed run(s) were not started (one run at a time)"
+        events.post(request.body, "Normal", "ScheduledRun", message)
+    elif decision.reason is PlanReason.DEADLINE_MISSED:
+        events.post(
+            request.body,
+            "Warning",
+            "MissedSchedule",
+            f"{decision.missed} run(s) up to {_time(decision.last_scheduled)} were not started "
+            f"within the starting deadline ({request.settings.starting_deadline}): the next run is at "
+            f"{_time(decision.next_time)}; raise MLSERVE_SCHEDULE_STARTING_DEADLINE to catch up later",
+        )
+
+
+def _status(
+    expression: str,
+    decision: Plan,
+    views: Sequence[JobView],
+    jobs: Mapping[str, Mapping[str, Any]],
+    outcome: ScheduleOutcome,
+) -> dict[str, Any]:
+    """The schedule's status fields; the newest remaining RayJob is the active one."""
     remaining = [v for v in views if v.name in jobs]
     newest = max(remaining, key=lambda v: (v.scheduled_time, v.name), default=None)
     values: dict[str, Any] = {
         "schedule": expression,
-        "lastScheduledTime": _rfc3339(decision.last_scheduled),
-        "nextScheduledTime": _rfc3339(decision.next_time),
+        "lastScheduledTime": _time(decision.last_scheduled),
+        "nextScheduledTime": _time(decision.next_time),
     }
     if newest is not None:
         outcome.newest_job = jobs[newest.name]
@@ -504,7 +194,8 @@ async def reconcile_schedule(
         job_status = (jobs[newest.name].get("status") or {}).get("jobStatus")
         if job_status:
             values["lastRunStatus"] = str(job_status)
-    outcome.status = {k: v for k, v in values.items() if v is not None}
-    if decision.next_check is not None:
-        outcome.requeue_after = max(1.0, (decision.next_check - _utc(now)).total_seconds())
-    return outcome
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _time(moment: datetime | None) -> str | None:
+    return None if moment is None else format_rfc3339(moment)

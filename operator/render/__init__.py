@@ -9,7 +9,7 @@ from __future__ import annotations
 from .api import render_api, render_deployment, render_hpa, render_ingress, render_pdb, render_service
 from .children import API_CHILD_KINDS, CHILD_KINDS, WORKFLOW_CHILD_KINDS, render_children
 from .output import dump_yaml
-from .settings import RenderSettings, RenderSettingsError
+from .settings import RenderSettings
 from .workflow import render_raycronjob, render_rayjob, render_rayjob_spec, render_workflow
 
 __all__ = [
@@ -17,7 +17,6 @@ __all__ = [
     "CHILD_KINDS",
     "WORKFLOW_CHILD_KINDS",
     "RenderSettings",
-    "RenderSettingsError",
     "dump_yaml",
     "render_api",
     "render_children",

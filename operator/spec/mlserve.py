@@ -11,12 +11,13 @@ import re
 from collections.abc import Mapping
 from typing import Any, Self
 
-from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlserve.models.configs import CapacityType, invalid_config_from
 from mlserve.models.enums import ServeType
 from mlserve.models.errors import InvalidConfig
+
+from .schedule import parse_schedule
 
 __all__ = [
     "Autoscaling",
@@ -210,11 +211,7 @@ class MLServeSpec(_SpecModel):
     def _schedule(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        if (len(value.split()) != 5 and not value.startswith("@")) or not croniter.is_valid(value):
-            raise ValueError(
-                f"{value!r} is not a cron schedule: use five fields (minute hour day-of-month "
-                "month day-of-week), e.g. '0 3 * * *', or a macro such as @daily"
-            )
+        parse_schedule(value)  # InvalidSchedule is a ValueError: its message says what to write
         return value
 
     @field_validator("worker_groups")

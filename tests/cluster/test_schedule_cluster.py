@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from lightkube import ApiError, AsyncClient, Client, codecs
+from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.types import PatchType
 from mlserve_testing import darwin
@@ -24,15 +25,18 @@ from mlserve.models.configs import WorkerNodeConfig
 from mlserve.models.db import close_db, init_db
 from mlserve.models.settings import DatabaseSettings
 from mlserve.operator.dev.cluster import ClusterHandle
+from mlserve.operator.reconcile import schedule
 from mlserve.operator.reconcile.apply import Owner
+from mlserve.operator.reconcile.errors import TemporaryFailure
 from mlserve.operator.reconcile.events import RecordingEvents
 from mlserve.operator.reconcile.kube import MLSERVE_API_VERSION, MLSERVE_KIND, MLServe, RayCronJob, RayJob
 from mlserve.operator.reconcile.mlserve import Runtime, reconcile
-from mlserve.operator.reconcile.schedule import PlanReason, ScheduleSettings, reconcile_schedule
+from mlserve.operator.reconcile.schedule import ScheduleRequest, reconcile_schedule
 from mlserve.operator.render import names, render_children
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.settings import OperatorSettings
 from mlserve.operator.spec import EnvironmentContext, MLServeSpec, ServeContext
+from mlserve.operator.spec.schedule import PlanReason, ScheduleSettings
 
 REPO = Path(__file__).resolve().parents[2]
 MANAGER = "mlserve-operator"
@@ -135,9 +139,8 @@ async def test_runs_are_created_owned_one_at_a_time_and_trimmed(aclient: AsyncCl
 
     async def tick(now: datetime, status: dict[str, Any]) -> Any:
         current = {**body, "status": status}
-        return await reconcile_schedule(
-            aclient, current, "*/5 * * * *", render_run, owner, selector, settings, MANAGER, now, events
-        )
+        request = ScheduleRequest(current, "*/5 * * * *", render_run, owner, selector, settings, MANAGER)
+        return await reconcile_schedule(aclient, request, now, events)
 
     first_time = (created_at + timedelta(minutes=5)).replace(second=0, microsecond=0)
     first_time -= timedelta(minutes=first_time.minute % 5)
@@ -196,21 +199,26 @@ async def workflow_db(tmp_path: Path) -> AsyncIterator[None]:
         await close_db()
 
 
-async def test_the_reconcile_starts_a_scheduled_workflows_run_when_it_is_due(
-    aclient: AsyncClient, namespace: str, workflow_db: None
-) -> None:
+async def _seed_workflow(namespace: str, expression: str) -> None:
+    """The workflow serve etl in environment dev, scheduled by ``expression`` in the database."""
     seeded = await darwin.seed_api_serve("etl", "dev", namespace, versions=("v1",), serve_type="workflow")
     await darwin.insert(
         "workflow_serve_configs",
         serve_id=seeded.serve,
         environment_id=seeded.environment,
-        schedule="*/5 * * * *",
+        schedule=expression,
         worker_node_config=[{"cores_per_pods": 1, "memory_per_pods": 1, "min_pods": 1, "max_pods": 1}],
         created_by_id=seeded.user,
         updated_by_id=seeded.user,
         created_at=darwin._now(),
         updated_at=darwin._now(),
     )
+
+
+async def test_the_reconcile_starts_a_scheduled_workflows_run_when_it_is_due(
+    aclient: AsyncClient, namespace: str, workflow_db: None
+) -> None:
+    await _seed_workflow(namespace, "*/5 * * * *")
     body = await _mlserve(aclient, namespace)
     created_at = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
     due = created_at.replace(second=0, microsecond=0) + timedelta(minutes=5 - created_at.minute % 5)
@@ -243,3 +251,57 @@ async def test_the_reconcile_starts_a_scheduled_workflows_run_when_it_is_due(
     third = await reconcile_now()
     assert third.pruned == []
     assert list(await _jobs(aclient, namespace)) == list(jobs)
+
+
+# --- a cluster that does not serve RayJobs (KubeRay's CRDs not installed) ------------------------
+
+# The session installs KubeRay's CRDs, cluster-wide, and removing them would delete every RayJob
+# (of any cluster the suite is pointed at). So the scheduler is pointed at a RayJob resource in
+# a group no API server serves: the real API server answers exactly as it does for ray.io/v1
+# RayJob without KubeRay's CRDs (a plain-text 404).
+UnservedRayJob = create_namespaced_resource("unserved.ray.io", "v1", "RayJob", "rayjobs")
+
+
+@pytest.fixture
+def no_rayjob_crd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(schedule, "RayJob", UnservedRayJob)
+
+
+async def test_a_due_run_without_the_rayjob_crd_says_kind_not_installed(
+    aclient: AsyncClient, namespace: str, no_rayjob_crd: None
+) -> None:
+    body = await _mlserve(aclient, namespace)
+    created_at = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+    owner = Owner(MLSERVE_API_VERSION, MLSERVE_KIND, "etl-dev", namespace, body["metadata"]["uid"])
+    selector = {**names.selector("etl", "dev"), names.LABEL_MANAGED_BY: names.MANAGED_BY}
+    ctx = _context(namespace)
+    spec = MLServeSpec.from_resource(body)
+
+    def render_run(at: datetime) -> list[dict[str, Any]]:
+        return render_children(ctx, spec, RenderSettings(), scheduled_time=at)
+
+    request = ScheduleRequest(body, "* * * * *", render_run, owner, selector, ScheduleSettings(), MANAGER)
+    events = RecordingEvents()
+    with pytest.raises(TemporaryFailure) as raised:
+        await reconcile_schedule(aclient, request, created_at + timedelta(minutes=1, seconds=5), events)
+    assert raised.value.reason == "KindNotInstalled", raised.value.message
+    assert "RayJob" in raised.value.message and "install KubeRay's CRDs" in raised.value.message
+    assert events.events == [], "no Event claims a run started"
+
+
+async def test_the_reconcile_reports_kind_not_installed_for_a_scheduled_workflow(
+    aclient: AsyncClient, namespace: str, workflow_db: None, no_rayjob_crd: None
+) -> None:
+    await _seed_workflow(namespace, "* * * * *")
+    body = await _mlserve(aclient, namespace)
+    created_at = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+    settings = OperatorSettings(cluster_name="local", render=RenderSettings(), database=None, deploy_user="admin")
+    due = created_at + timedelta(minutes=1, seconds=5)
+    runtime = Runtime(settings=settings, client=aclient, events=RecordingEvents(), clock=lambda: due)
+
+    report = await reconcile((await aclient.get(MLServe, "etl-dev", namespace=namespace)).to_dict(), runtime)
+    assert report.error is not None and report.error.reason == "KindNotInstalled", report.error
+    status = (await aclient.get(MLServe, "etl-dev", namespace=namespace)).to_dict()["status"]
+    synced = next(c for c in status["conditions"] if c["type"] == "Synced")
+    assert (synced["status"], synced["reason"]) == ("False", "KindNotInstalled")
+    assert "install KubeRay's CRDs" in synced["message"]

@@ -251,7 +251,7 @@ def test_settings_are_validated_with_the_variable_named() -> None:
 
 
 def test_schedule_settings_are_composed_into_the_operator_settings() -> None:
-    from mlserve.operator.reconcile.schedule import ScheduleSettings
+    from mlserve.operator.spec.schedule import ScheduleSettings
 
     env = {"MLSERVE_CLUSTER_NAME": "local", "MLSERVE_DB_URL": "sqlite://:memory:"}
     assert OperatorSettings.from_env(env).schedule == ScheduleSettings()
@@ -282,7 +282,7 @@ def test_a_workflow_without_a_schedule_or_child_is_still_deploying() -> None:
 
 
 def test_a_raycronjob_child_is_scheduled_with_its_next_run() -> None:
-    from mlserve.operator.reconcile.schedule import cron_job_status
+    from mlserve.operator.spec.schedule import cron_job_status
 
     cron_job = {"status": {"lastScheduleTime": "2026-01-02T02:00:00Z"}}
     schedule_status = cron_job_status("0 2 * * *", cron_job, NOW, "Etc/UTC")

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from mlserve.operator.reconcile.schedule import (
+from mlserve.operator.settings import SettingsError, read_schedule_settings
+from mlserve.operator.spec.schedule import (
     MISSED_COUNT_CAP,
     InvalidSchedule,
     JobView,
@@ -406,15 +407,13 @@ def test_next_time_is_strictly_after() -> None:
 
 
 def test_settings_from_the_environment() -> None:
-    assert ScheduleSettings.from_env({}) == ScheduleSettings()
-    read = ScheduleSettings.from_env(
-        {"MLSERVE_SCHEDULE_HISTORY_LIMIT": "5", "MLSERVE_SCHEDULE_STARTING_DEADLINE": "1h"}
-    )
+    assert read_schedule_settings({}) == ScheduleSettings()
+    read = read_schedule_settings({"MLSERVE_SCHEDULE_HISTORY_LIMIT": "5", "MLSERVE_SCHEDULE_STARTING_DEADLINE": "1h"})
     assert read.history_limit == 5
     assert read.starting_deadline == timedelta(hours=1)
-    assert ScheduleSettings.from_env({"MLSERVE_SCHEDULE_STARTING_DEADLINE": "none"}).starting_deadline is None
-    with pytest.raises(ValueError, match="MLSERVE_SCHEDULE_HISTORY_LIMIT"):
-        ScheduleSettings.from_env({"MLSERVE_SCHEDULE_HISTORY_LIMIT": "three"})
+    assert read_schedule_settings({"MLSERVE_SCHEDULE_STARTING_DEADLINE": "none"}).starting_deadline is None
+    with pytest.raises(SettingsError, match="MLSERVE_SCHEDULE_HISTORY_LIMIT"):
+        read_schedule_settings({"MLSERVE_SCHEDULE_HISTORY_LIMIT": "three"})
 
 
 # --- reading live RayJobs --------------------------------------------------------------------------

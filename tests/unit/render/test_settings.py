@@ -1,18 +1,19 @@
-"""RenderSettings read from MLSERVE_* by the caller."""
+"""RenderSettings read from MLSERVE_* by the one settings reader; the renderers never read it."""
 
 from __future__ import annotations
 
 import pytest
 
-from mlserve.operator.render import RenderSettings, RenderSettingsError
+from mlserve.operator.render import RenderSettings
+from mlserve.operator.settings import SettingsError, read_render_settings
 
 
 def test_defaults_without_variables() -> None:
-    assert RenderSettings.from_env({}) == RenderSettings()
+    assert read_render_settings({}) == RenderSettings()
 
 
 def test_every_variable_is_read() -> None:
-    settings = RenderSettings.from_env(
+    settings = read_render_settings(
         {
             "MLSERVE_INGRESS_CLASS": "nginx",
             "MLSERVE_INGRESS_SECURITY_GROUPS_ANNOTATION": "none",
@@ -58,6 +59,13 @@ def test_every_variable_is_read() -> None:
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str) -> None:
-    with pytest.raises(RenderSettingsError) as info:
-        RenderSettings.from_env({variable: value})
+    with pytest.raises(SettingsError) as info:
+        read_render_settings({variable: value})
     assert info.value.variable == variable
+
+
+def test_the_values_are_checked_when_built_directly_too() -> None:
+    with pytest.raises(ValueError, match="not an annotation or label key"):
+        RenderSettings(capacity_type_label="not a key!")
+    with pytest.raises(ValueError, match="not an annotation key"):
+        RenderSettings(ingress_annotations=(("bad key", "v"),))
