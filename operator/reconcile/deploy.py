@@ -7,9 +7,9 @@ environment's namespace, the serve's type is the one the MLServe says). Each fai
 written.
 
 :func:`sync_deployment` then compares the request with the database and applies
-"whoever wrote last wins": the MLServe's spec was last written at ``spec_changed_at`` (from
-its managedFields); the database's last deploy or undeploy of the pair at the newest
-``created_at`` / ``ended_at``. When the MLServe is newer and asks for another artifact,
+"whoever wrote last wins" (:func:`.identity.mlserve_is_newer`): the MLServe's spec was last
+written at ``spec_changed_at`` (from its managedFields); the database's last deploy or undeploy
+of the pair at the newest ``created_at`` / ``ended_at``. When the MLServe is newer and asks for another artifact,
 :func:`mlserve.models.activate` records the deploy in one transaction (idempotent: a retry
 after a crash finds the artifact active and writes nothing). When the database is newer,
 nothing is written here: the database → cluster sync updates the MLServe, so one change is
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from tortoise import timezone
 from tortoise.exceptions import BaseORMException
@@ -42,13 +42,16 @@ from mlserve.models import (
     User,
     activate,
 )
+from mlserve.operator.spec.times import as_utc
 
 from .errors import DatabaseUnavailable, InvalidInput
+from .identity import mlserve_is_newer
 
 __all__ = [
     "DeployOutcome",
     "Resolved",
     "end_deployment",
+    "mlserve_is_newer",
     "owns_pair",
     "resolve",
     "sync_deployment",
@@ -80,12 +83,6 @@ class DeployOutcome:
     previous_id: int | None
     recorded: bool = False
     db_changed_at: datetime | None = None
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 async def resolve(
@@ -160,7 +157,7 @@ async def _last_change(serve: Serve, environment: Environment) -> datetime | Non
     latest = await Deployment.filter(serve_id=serve.pk, environment_id=environment.pk).order_by("-id").first()
     if latest is None:
         return None
-    times = [t for t in (_utc(latest.created_at), _utc(latest.ended_at)) if t is not None]
+    times = [as_utc(t) for t in (latest.created_at, latest.ended_at) if t is not None]
     return max(times) if times else None
 
 
@@ -169,22 +166,6 @@ async def _pointer(serve: Serve, environment: Environment) -> ActiveDeployment |
     if len(rows) > 1:
         raise ActiveDeploymentConflict(serve.name, environment.name, [r.deployment_id for r in rows])
     return rows[0] if rows else None
-
-
-def mlserve_is_newer(spec_changed_at: datetime | None, db_changed_at: datetime | None) -> bool:
-    """Whether the MLServe's last spec write is at or after the database's last change.
-
-    Kubernetes records write times to the second, so the database's time is cut to the
-    second too; a tie goes to the MLServe (it was written in the same second or later).
-    ``spec_changed_at`` None (only the database sync ever wrote the spec) never wins.
-    """
-    if db_changed_at is None:
-        return True
-    if spec_changed_at is None:
-        return False
-    mlserve_time = spec_changed_at.replace(tzinfo=UTC) if spec_changed_at.tzinfo is None else spec_changed_at
-    db_time = db_changed_at.replace(tzinfo=UTC) if db_changed_at.tzinfo is None else db_changed_at
-    return mlserve_time >= db_time.replace(microsecond=0)
 
 
 async def sync_deployment(
@@ -271,7 +252,7 @@ async def sync_deployment(
         artifact,
         previous_id,
         recorded=True,
-        db_changed_at=_utc(new.created_at),
+        db_changed_at=as_utc(new.created_at),
     )
 
 

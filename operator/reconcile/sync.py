@@ -9,8 +9,8 @@ the marker annotation and the last-writer-wins comparison are written down in
   when the watermark moved, something is pending, or the full-resync interval passed.
 * An MLServe *reflects* a deployment when its ``mlserve.darwin.io/deployment-id``
   annotation or its ``status.deploymentId`` names it. The sync only writes when the
-  database changed after the MLServe's spec did (:func:`mlserve.operator.reconcile.deploy.
-  mlserve_is_newer`, the same test the MLServe's reconcile applies the other way round).
+  database changed after the MLServe's spec did (:func:`.identity.mlserve_is_newer`, the
+  same test the MLServe's reconcile applies the other way round).
 * Undeploys the finalizer could not write (database down) are retried first
   (:mod:`.pending`); until written, their pair is not re-created.
 
@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -41,14 +41,15 @@ from mlserve.models import (
 )
 from mlserve.operator.permissions import watches_namespace
 from mlserve.operator.render import names
+from mlserve.operator.spec.times import as_utc
 
 from . import pending
-from .deploy import end_deployment, is_database_error, mlserve_is_newer
+from .deploy import end_deployment, is_database_error
+from .identity import mlserve_is_newer, pair_of, spec_changed_at
 from .kube import MLSERVE_API_VERSION, MLSERVE_KIND, MLServe
 
 __all__ = [
     "ANNOTATION_DEPLOYMENT_ID",
-    "NEVER",
     "ActiveRow",
     "SyncResult",
     "SyncState",
@@ -56,7 +57,6 @@ __all__ = [
     "read_watermark",
     "reflected_deployment_ids",
     "run_sync_loop",
-    "spec_changed_at",
     "sync_once",
 ]
 
@@ -139,12 +139,6 @@ class ActiveRow:
         return self.serve, self.environment
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 async def _bound_environments(
     cluster_name: str, namespaces: Sequence[str] = (), unwatched: set[str] | None = None
 ) -> dict[int, BoundEnvironment]:
@@ -198,7 +192,7 @@ async def _active_rows(bound: Mapping[int, BoundEnvironment]) -> tuple[list[Acti
             namespace=environment.namespace,
             deployment_id=deployment.pk,
             artifact_version=deployment.artifact.version,
-            changed_at=_utc(deployment.created_at) or datetime.now(UTC),
+            changed_at=as_utc(deployment.created_at) if deployment.created_at else datetime.now(UTC),
         )
         by_pair.setdefault(row.pair, []).append(row)
     duplicates = {pair for pair, rows in by_pair.items() if len({r.deployment_id for r in rows}) > 1}
@@ -219,43 +213,6 @@ async def _active_rows(bound: Mapping[int, BoundEnvironment]) -> tuple[list[Acti
 # --- what the cluster holds --------------------------------------------------------------------
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return _utc(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
-    except ValueError:
-        return None
-
-
-NEVER = datetime.min.replace(tzinfo=UTC)
-
-
-def spec_changed_at(body: Mapping[str, Any], ignore_managers: Collection[str] = ()) -> datetime:
-    """When someone last wrote the MLServe's spec, from the API server's managedFields.
-
-    The newest time of a managedFields entry that owns a field under ``spec``; status writes
-    are a subresource and never count, and neither do the writes of ``ignore_managers`` (the
-    sync's own: a spec the sync wrote only mirrors the database, it is no newer than it).
-    :data:`NEVER` when only ignored managers wrote the spec. Without managedFields (an
-    object that never went through an API server), the creation time.
-    """
-    metadata = body.get("metadata") or {}
-    entries = metadata.get("managedFields")
-    if not entries:
-        return _parse_time(metadata.get("creationTimestamp")) or NEVER
-    times: list[datetime] = []
-    for entry in entries:
-        if entry.get("subresource") or entry.get("manager") in ignore_managers:
-            continue
-        if "f:spec" not in (entry.get("fieldsV1") or {}):
-            continue
-        moment = _parse_time(entry.get("time"))
-        if moment is not None:
-            times.append(moment)
-    return max(times, default=NEVER)
-
-
 def reflected_deployment_ids(body: Mapping[str, Any]) -> set[int]:
     """The deployment ids the MLServe says it reflects (marker annotation, status)."""
     ids: set[int] = set()
@@ -267,19 +224,6 @@ def reflected_deployment_ids(body: Mapping[str, Any]) -> set[int]:
     if isinstance(status_id, int):
         ids.add(status_id)
     return ids
-
-
-def _pair_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(serve, environment) of an MLServe: its labels, else its spec (serve defaults to the name)."""
-    metadata = body.get("metadata") or {}
-    labels = metadata.get("labels") or {}
-    spec = body.get("spec") or {}
-    serve = labels.get(names.LABEL_SERVE) or spec.get("serve") or metadata.get("name")
-    environment = labels.get(names.LABEL_ENVIRONMENT) or spec.get("environment")
-    if not serve or not environment:
-        return None
-    # A label value may be cut with a hash; the spec holds the full names.
-    return str(spec.get("serve") or serve), str(spec.get("environment") or environment)
 
 
 async def _list_mlserves(client: AsyncClient, namespace: str) -> list[dict[str, Any]]:
@@ -384,7 +328,8 @@ async def _ended_since(deployment_ids: Iterable[int]) -> dict[int, datetime | No
         if row is None:
             ended[deployment_id] = None
         elif str(row["status"]) != DeploymentStatus.ACTIVE.value:
-            ended[deployment_id] = _utc(row["ended_at"]) or _utc(row["created_at"])
+            moment = row["ended_at"] or row["created_at"]
+            ended[deployment_id] = as_utc(moment) if moment else None
     return ended
 
 
@@ -441,7 +386,7 @@ async def _full_pass(
             result.failed.append(f"list {namespace}: {exc.status.message}")
             continue
         for body in mlserves:
-            pair = _pair_of(body)
+            pair = pair_of(body, by_labels=True)
             env = bound_names.get(pair[1]) if pair else None
             if pair is None or env is None or env.namespace != namespace:
                 continue  # another cluster's environment, or in the wrong namespace: not ours

@@ -33,15 +33,14 @@ from mlserve.operator import permissions
 from mlserve.operator.devcluster import ClusterHandle
 from mlserve.operator.reconcile import pending, sync
 from mlserve.operator.reconcile.events import RecordingEvents
+from mlserve.operator.reconcile.identity import pair_of, spec_changed_at
 from mlserve.operator.reconcile.kube import MLServe, RayCronJob, RayJob, RequestCounter
 from mlserve.operator.reconcile.mlserve import Runtime, reconcile
 from mlserve.operator.reconcile.sync import (
     ANNOTATION_DEPLOYMENT_ID,
-    NEVER,
     SyncState,
     read_watermark,
     reflected_deployment_ids,
-    spec_changed_at,
 )
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.settings import OperatorSettings
@@ -383,7 +382,7 @@ def test_the_syncs_own_writes_are_not_changes_of_the_mlserve() -> None:
             "managedFields": [managed("mlserve-operator-sync", "2026-01-01T10:00:00Z")],
         }
     }
-    assert spec_changed_at(body, ("mlserve-operator-sync",)) == NEVER
+    assert spec_changed_at(body, ("mlserve-operator-sync",)) is None, "never newer than the database"
     body["metadata"]["managedFields"].append(managed("kubectl-edit", "2026-01-01T09:30:00Z"))
     assert spec_changed_at(body, ("mlserve-operator-sync",)) == datetime(2026, 1, 1, 9, 30, tzinfo=UTC)
 
@@ -419,7 +418,7 @@ def test_reflected_deployments_come_from_the_marker_and_the_status() -> None:
     ],
 )
 def test_an_mlserve_is_found_by_its_pair_not_its_name(body: dict[str, Any], pair: tuple[str, str] | None) -> None:
-    assert sync._pair_of(body) == pair
+    assert pair_of(body, by_labels=True) == pair
 
 
 def test_a_new_mlserve_is_named_by_the_rule_and_carries_the_marker() -> None:
