@@ -41,15 +41,15 @@ from mlserve.models import (
 )
 from mlserve.operator.permissions import watches_namespace
 from mlserve.operator.render import names
+from mlserve.operator.spec import api
 from mlserve.operator.spec.times import as_utc
 
 from . import pending
 from .deploy import end_deployment, is_database_error
 from .identity import mlserve_is_newer, pair_of, spec_changed_at
-from .kube import MLSERVE_API_VERSION, MLSERVE_KIND, MLServe
+from .kube import MLServe, as_dict
 
 __all__ = [
-    "ANNOTATION_DEPLOYMENT_ID",
     "ActiveRow",
     "SyncResult",
     "SyncState",
@@ -62,10 +62,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ANNOTATION_DEPLOYMENT_ID = "mlserve.darwin.io/deployment-id"
-"""On an MLServe: the id of the deployments row its spec.artifactVersion reflects."""
-
-SYNC_FIELD_MANAGER_SUFFIX = "-sync"
 WRITE_CONCURRENCY = 8
 """MLServes the sync creates or changes at the same time during one pass."""
 
@@ -217,7 +213,7 @@ def reflected_deployment_ids(body: Mapping[str, Any]) -> set[int]:
     """The deployment ids the MLServe says it reflects (marker annotation, status)."""
     ids: set[int] = set()
     annotations = (body.get("metadata") or {}).get("annotations") or {}
-    raw = annotations.get(ANNOTATION_DEPLOYMENT_ID)
+    raw = annotations.get(api.ANNOTATION_DEPLOYMENT_ID)
     if raw is not None and str(raw).isdigit():
         ids.add(int(raw))
     status_id = (body.get("status") or {}).get("deploymentId")
@@ -229,12 +225,8 @@ def reflected_deployment_ids(body: Mapping[str, Any]) -> set[int]:
 async def _list_mlserves(client: AsyncClient, namespace: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     async for item in client.list(MLServe, namespace=namespace):
-        found.append(_as_dict(item))
+        found.append(as_dict(item))
     return found
-
-
-def _as_dict(obj: Any) -> dict[str, Any]:
-    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
 
 
 # --- one tick ------------------------------------------------------------------------------------
@@ -278,17 +270,17 @@ def _ref(body: Mapping[str, Any]) -> str:
 
 def _new_mlserve(row: ActiveRow) -> dict[str, Any]:
     return {
-        "apiVersion": MLSERVE_API_VERSION,
-        "kind": MLSERVE_KIND,
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
         "metadata": {
             "name": names.mlserve_name(row.serve, row.environment),
             "namespace": row.namespace,
             "labels": {
-                names.LABEL_SERVE: names.label_value(row.serve),
-                names.LABEL_ENVIRONMENT: names.label_value(row.environment),
-                names.LABEL_MANAGED_BY: names.MANAGED_BY,
+                api.LABEL_SERVE: names.label_value(row.serve),
+                api.LABEL_ENVIRONMENT: names.label_value(row.environment),
+                api.LABEL_MANAGED_BY: api.MANAGED_BY,
             },
-            "annotations": {ANNOTATION_DEPLOYMENT_ID: str(row.deployment_id)},
+            "annotations": {api.ANNOTATION_DEPLOYMENT_ID: str(row.deployment_id)},
         },
         "spec": {
             "serve": row.serve,
@@ -346,11 +338,15 @@ async def _set_version(client: AsyncClient, body: Mapping[str, Any], row: Active
         {"op": "add", "path": "/spec/artifactVersion", "value": row.artifact_version},
     ]
     if metadata.get("annotations"):
-        key = ANNOTATION_DEPLOYMENT_ID.replace("~", "~0").replace("/", "~1")
+        key = api.ANNOTATION_DEPLOYMENT_ID.replace("~", "~0").replace("/", "~1")
         operations.append({"op": "add", "path": f"/metadata/annotations/{key}", "value": str(row.deployment_id)})
     else:
         operations.append(
-            {"op": "add", "path": "/metadata/annotations", "value": {ANNOTATION_DEPLOYMENT_ID: str(row.deployment_id)}}
+            {
+                "op": "add",
+                "path": "/metadata/annotations",
+                "value": {api.ANNOTATION_DEPLOYMENT_ID: str(row.deployment_id)},
+            }
         )
     await client.patch(
         MLServe,
@@ -494,7 +490,7 @@ async def sync_once(
     cluster_name: str,
     state: SyncState,
     *,
-    field_manager: str = "mlserve-operator" + SYNC_FIELD_MANAGER_SUFFIX,
+    field_manager: str = api.sync_field_manager(api.FIELD_MANAGER),
     full_resync_interval: float = 300.0,
     clock: Callable[[], float] = time.monotonic,
     force_full: bool = False,
@@ -543,7 +539,7 @@ async def run_sync_loop(
     the cluster, and it starts again with a full pass when it says yes.
     """
     state = SyncState()
-    field_manager = settings.field_manager + SYNC_FIELD_MANAGER_SUFFIX
+    field_manager = api.sync_field_manager(settings.field_manager)
     failures = 0
     waiting = False
     restored = False

@@ -37,13 +37,13 @@ from mlserve.operator.reconcile.identity import pair_of, spec_changed_at
 from mlserve.operator.reconcile.kube import MLServe, RayCronJob, RayJob, RequestCounter
 from mlserve.operator.reconcile.mlserve import Runtime, reconcile
 from mlserve.operator.reconcile.sync import (
-    ANNOTATION_DEPLOYMENT_ID,
     SyncState,
     read_watermark,
     reflected_deployment_ids,
 )
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.settings import OperatorSettings
+from mlserve.operator.spec.api import ANNOTATION_DEPLOYMENT_ID
 
 T0 = datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC)
 
