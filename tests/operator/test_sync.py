@@ -31,16 +31,14 @@ from mlserve.models.db import close_db, init_db
 from mlserve.models.settings import DatabaseSettings
 from mlserve.operator import permissions
 from mlserve.operator.devcluster import ClusterHandle
-from mlserve.operator.reconcile import pending, sync
+from mlserve.operator.reconcile import pending, sync, sync_reads
 from mlserve.operator.reconcile.events import RecordingEvents
 from mlserve.operator.reconcile.identity import pair_of, spec_changed_at
 from mlserve.operator.reconcile.kube import MLServe, RayCronJob, RayJob, RequestCounter
 from mlserve.operator.reconcile.mlserve import Runtime, reconcile
-from mlserve.operator.reconcile.sync import (
-    SyncState,
-    read_watermark,
-    reflected_deployment_ids,
-)
+from mlserve.operator.reconcile.sync import SyncState
+from mlserve.operator.reconcile.sync_plan import ActiveRow, new_mlserve, reflected_deployment_ids
+from mlserve.operator.reconcile.sync_reads import read_watermark
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.settings import OperatorSettings
 from mlserve.operator.spec.api import ANNOTATION_DEPLOYMENT_ID
@@ -243,7 +241,7 @@ async def test_an_idle_tick_is_one_query_and_no_api_call(sqlite_db: DarwinSQL, m
     for _ in range(5):
         result = await sync.sync_once(None, "local", state, clock=clock)  # type: ignore[arg-type]
         assert not result.full_pass
-    assert statements == [sync._WATERMARK_SQL] * 5
+    assert statements == [sync_reads._WATERMARK_SQL] * 5
     assert passes == ["full"]
 
     await db.execute("UPDATE environments SET updated_at = ? WHERE id = ?", db.tick(), env)
@@ -290,9 +288,9 @@ async def test_active_rows_of_the_bound_environments_only(sqlite_db: DarwinSQL) 
         await db.deploy(iris, env, v1, user)
     latest = await db.deploy(iris, stage, v2, user)
 
-    bound = await sync._bound_environments("local")
+    bound = await sync_reads.bound_environments("local")
     assert sorted(e.name for e in bound.values()) == ["dev", "stage"]
-    rows, duplicates = await sync._active_rows(bound)
+    rows, duplicates = await sync_reads.active_rows(bound)
     assert not duplicates
     by_env = {row.environment: row for row in rows}
     assert sorted(by_env) == ["dev", "stage"]
@@ -310,7 +308,7 @@ async def test_an_ended_deployment_whose_pointer_stayed_counts_as_undeployed(sql
     iris = await db.serve("iris", user)
     deployment = await db.deploy(iris, dev, await db.artifact(iris, "v1", user), user)
     await db.execute("UPDATE deployments SET status = 'ENDED', ended_at = ? WHERE id = ?", db.tick(), deployment)
-    rows, _ = await sync._active_rows(await sync._bound_environments("local"))
+    rows, _ = await sync_reads.active_rows(await sync_reads.bound_environments("local"))
     assert rows == []
 
 
@@ -342,7 +340,7 @@ async def test_two_active_pointers_for_one_pair_are_left_alone(sqlite_db: Darwin
         created_at=db.tick(),
         updated_at=db.tick(),
     )
-    rows, duplicates = await sync._active_rows(await sync._bound_environments("local"))
+    rows, duplicates = await sync_reads.active_rows(await sync_reads.bound_environments("local"))
     assert rows == []
     assert duplicates == {("iris", "dev")}
 
@@ -422,8 +420,8 @@ def test_an_mlserve_is_found_by_its_pair_not_its_name(body: dict[str, Any], pair
 
 
 def test_a_new_mlserve_is_named_by_the_rule_and_carries_the_marker() -> None:
-    row = sync.ActiveRow("iris", "api", "dev", "ml-dev", 12, "v3", T0)
-    body = sync._new_mlserve(row)
+    row = ActiveRow("iris", "api", "dev", "ml-dev", 12, "v3", T0)
+    body = new_mlserve(row)
     assert body["metadata"]["name"] == "iris-dev"
     assert body["metadata"]["namespace"] == "ml-dev"
     assert body["metadata"]["annotations"] == {ANNOTATION_DEPLOYMENT_ID: "12"}
@@ -717,7 +715,7 @@ async def test_environments_outside_the_watched_namespaces_are_left_alone(
     for env in envs:
         await file_db.deploy(ids["iris"], ids[env], ids["v1"], ids["user"])
     state = SyncState()
-    with caplog.at_level(logging.INFO, logger=sync.__name__):
+    with caplog.at_level(logging.INFO, logger=sync_reads.__name__):
         result = await sync.sync_once(client, "local", state, namespaces=(namespace,))
         assert result.created == [f"{namespace}/iris-dev"]
         assert result.failed == []
