@@ -44,6 +44,7 @@ from .kube import (
     RequestCounter,
     current_counter,
 )
+from .pending import PendingUndeploys
 from .rollback import pending_rollback, previous_artifact, rollback_patch
 from .status import Observation, Workload, compute_status, write_status
 
@@ -60,6 +61,8 @@ class Runtime:
     client: AsyncClient
     events: EventSink
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    pending: PendingUndeploys = field(default_factory=PendingUndeploys)
+    """Undeploys deletions had to skip (the finalizer adds, the sync loop retries)."""
 
 
 @dataclass

@@ -37,10 +37,11 @@ from lightkube.types import CascadeType, PatchType
 
 from mlserve.operator.spec import api
 
-from . import pending, sync_reads
+from . import sync_reads
 from .deploy import end_deployment, is_database_error
 from .identity import Pair
 from .kube import MLServe, as_dict
+from .pending import PendingUndeploys
 from .sync_plan import (
     Action,
     ActiveRow,
@@ -98,18 +99,18 @@ class SyncResult:
 # --- one pass: read, decide, write ---------------------------------------------------------------
 
 
-async def _retry_pending(result: SyncResult) -> set[Pair]:
+async def _retry_pending(pending: PendingUndeploys, result: SyncResult) -> set[Pair]:
     """Write the undeploys deletion had to skip; returns the pairs still held back.
 
     An MLServe whose pair is held back is not re-created: it was deleted, and its
     deployment is only still active because the database was down at the time.
     """
     await pending.flush()  # a write of the list that failed earlier
-    if not pending.pending_ends():
+    if not pending:
         return set()
-    done = await pending.retry_pending(end_deployment)
+    done = await pending.retry(end_deployment)
     result.pending_written.extend((entry.serve, entry.environment) for entry in done)
-    held = {(entry.serve, entry.environment) for entry in pending.pending_ends()}
+    held = {(entry.serve, entry.environment) for entry in pending.entries()}
     result.failed.extend(f"undeploy {serve}/{environment}" for serve, environment in sorted(held))
     return held
 
@@ -135,9 +136,10 @@ async def _full_pass(
     result: SyncResult,
     namespaces: Sequence[str] = (),
     unwatched: set[str] | None = None,
+    pending: PendingUndeploys | None = None,
 ) -> None:
     # Skipped undeploys first, so the rows read next already reflect them.
-    held = await _retry_pending(result)
+    held = await _retry_pending(pending, result) if pending is not None else set()
     bound = await sync_reads.bound_environments(cluster_name, namespaces, unwatched)
     rows, duplicates = await sync_reads.active_rows(bound)
     environments = {env.name: env.namespace for env in bound.values()}
@@ -269,11 +271,13 @@ async def sync_once(
     clock: Callable[[], float] = time.monotonic,
     force_full: bool = False,
     namespaces: Sequence[str] = (),
+    pending: PendingUndeploys | None = None,
 ) -> SyncResult:
     """One tick: read the watermark; when it moved (or a full pass is due) act on every pair.
 
     ``namespaces`` is ``MLSERVE_NAMESPACES`` (empty: the whole cluster): environments whose
-    namespace it does not match are left alone.
+    namespace it does not match are left alone. ``pending`` holds the undeploys deletions
+    had to skip (the operator's one list; None: nothing is pending).
 
     Database errors propagate (the loop logs them and tries again next tick); API errors on
     one MLServe are collected in ``result.failed`` and do not stop the others.
@@ -282,18 +286,20 @@ async def sync_once(
     watermark = await read_watermark()
     now = clock()
     full_due = state.last_full_pass is None or now - state.last_full_pass >= full_resync_interval
-    has_pending = bool(pending.pending_ends())
+    has_pending = bool(pending)
     if not (force_full or full_due or has_pending or watermark != state.watermark):
         return result
     result.full_pass = True
-    await _full_pass(client, cluster_name, field_manager, result, namespaces, state.unwatched)
+    await _full_pass(client, cluster_name, field_manager, result, namespaces, state.unwatched, pending)
     if not result.failed:
         state.watermark = watermark
         state.last_full_pass = now
     return result
 
 
-async def _tick(client: AsyncClient, settings: Any, state: SyncState, field_manager: str) -> SyncResult:
+async def _tick(
+    client: AsyncClient, settings: Any, state: SyncState, field_manager: str, pending: PendingUndeploys
+) -> SyncResult:
     """One tick of the loop, logged when it made a full pass."""
     result = await sync_once(
         client,
@@ -302,6 +308,7 @@ async def _tick(client: AsyncClient, settings: Any, state: SyncState, field_mana
         field_manager=field_manager,
         full_resync_interval=settings.full_resync_interval,
         namespaces=settings.namespaces,
+        pending=pending,
     )
     if result.full_pass:
         log.debug(
@@ -334,6 +341,7 @@ async def run_sync_loop(
     *,
     on_result: Callable[[SyncResult], None] | None = None,
     active: Callable[[], bool] | None = None,
+    pending: PendingUndeploys | None = None,
 ) -> None:
     """Tick every ``settings.sync_interval`` seconds until ``stop`` is set.
 
@@ -345,7 +353,11 @@ async def run_sync_loop(
     ``active`` (under kopf peering, :class:`mlserve.operator.peering.ActiveReplica`) is asked
     before every tick: while it says no, the loop neither reads the database nor writes to
     the cluster, and it starts again with a full pass when it says yes.
+
+    ``pending`` is the operator's list of undeploys deletions had to skip (the one the
+    finalizer adds to); without it, one in memory that only this loop sees.
     """
+    pending = pending if pending is not None else PendingUndeploys()
     state = SyncState()
     field_manager = api.sync_field_manager(settings.field_manager)
     failures = 0
@@ -375,7 +387,7 @@ async def run_sync_loop(
                 # re-create the MLServes that were deleted.
                 await pending.restore()
                 restored = True
-            result = await _tick(client, settings, state, field_manager)
+            result = await _tick(client, settings, state, field_manager, pending)
             if on_result is not None:
                 on_result(result)
             if failures:

@@ -31,11 +31,12 @@ from mlserve.models.db import close_db, init_db
 from mlserve.models.settings import DatabaseSettings
 from mlserve.operator import permissions
 from mlserve.operator.devcluster import ClusterHandle
-from mlserve.operator.reconcile import pending, sync, sync_reads
+from mlserve.operator.reconcile import sync, sync_reads
 from mlserve.operator.reconcile.events import RecordingEvents
 from mlserve.operator.reconcile.identity import pair_of, spec_changed_at
 from mlserve.operator.reconcile.kube import MLServe, RayCronJob, RayJob, RequestCounter
 from mlserve.operator.reconcile.mlserve import Runtime, reconcile
+from mlserve.operator.reconcile.pending import PendingEnd, PendingUndeploys
 from mlserve.operator.reconcile.sync import SyncState
 from mlserve.operator.reconcile.sync_plan import ActiveRow, new_mlserve, reflected_deployment_ids
 from mlserve.operator.reconcile.sync_reads import read_watermark
@@ -830,34 +831,32 @@ async def test_an_undeploy_deletion_had_to_skip_is_written_and_its_mlserve_not_r
     ids = await _seed(file_db, {"dev": ("local", namespace)})
     deployment = await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
     # the MLServe was deleted while the database was down: its finalizer left the end pending
-    pending.add_pending("iris", "dev", deployment, f"{namespace}/iris-dev")
-    try:
-        original = sync.end_deployment
+    undeploys = PendingUndeploys()
+    undeploys.add("iris", "dev", deployment, f"{namespace}/iris-dev")
+    original = sync.end_deployment
 
-        async def database_down(*args: Any, **kwargs: Any) -> int | None:
-            raise ConnectionError("database down")
+    async def database_down(*args: Any, **kwargs: Any) -> int | None:
+        raise ConnectionError("database down")
 
-        monkeypatch.setattr(sync, "end_deployment", database_down)
-        state = SyncState()
-        result = await sync.sync_once(client, "local", state)
-        assert result.created == [], "re-created the MLServe a user deleted"
-        assert result.failed == ["undeploy iris/dev"]
-        assert pending.is_pending("iris", "dev")
+    monkeypatch.setattr(sync, "end_deployment", database_down)
+    state = SyncState()
+    result = await sync.sync_once(client, "local", state, pending=undeploys)
+    assert result.created == [], "re-created the MLServe a user deleted"
+    assert result.failed == ["undeploy iris/dev"]
+    assert undeploys.is_pending("iris", "dev")
 
-        monkeypatch.setattr(sync, "end_deployment", original)  # the database is back
-        result = await sync.sync_once(client, "local", state)
-        assert result.pending_written == [("iris", "dev")]
-        assert result.created == []
-        assert not pending.is_pending("iris", "dev")
-        rows = await file_db.connection.execute_query_dict("SELECT status FROM deployments")
-        assert [r["status"] for r in rows] == ["ENDED"]
-        assert (await file_db.connection.execute_query_dict("SELECT COUNT(*) AS n FROM active_deployments"))[0][
-            "n"
-        ] == 0
-        await sync.sync_once(client, "local", state)  # the write moved the watermark: one more pass
-        assert not (await sync.sync_once(client, "local", state)).full_pass, "nothing pending: idle again"
-    finally:
-        pending.discard_pending("iris", "dev")
+    monkeypatch.setattr(sync, "end_deployment", original)  # the database is back
+    result = await sync.sync_once(client, "local", state, pending=undeploys)
+    assert result.pending_written == [("iris", "dev")]
+    assert result.created == []
+    assert not undeploys.is_pending("iris", "dev")
+    rows = await file_db.connection.execute_query_dict("SELECT status FROM deployments")
+    assert [r["status"] for r in rows] == ["ENDED"]
+    assert (await file_db.connection.execute_query_dict("SELECT COUNT(*) AS n FROM active_deployments"))[0]["n"] == 0
+    await sync.sync_once(client, "local", state, pending=undeploys)  # the write moved the watermark: one more pass
+    assert not (await sync.sync_once(client, "local", state, pending=undeploys)).full_pass, (
+        "nothing pending: idle again"
+    )
 
 
 async def test_the_loop_outlives_a_database_outage_and_stops_when_told(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -921,13 +920,13 @@ class MemoryStore:
     """A pending store that only remembers what was last saved (the ConfigMap's stand-in)."""
 
     def __init__(self) -> None:
-        self.saved: list[pending.PendingEnd] = []
+        self.saved: list[PendingEnd] = []
         self.fail = False
 
-    async def load(self) -> list[pending.PendingEnd]:
+    async def load(self) -> list[PendingEnd]:
         return list(self.saved)
 
-    async def save(self, entries: list[pending.PendingEnd]) -> None:
+    async def save(self, entries: list[PendingEnd]) -> None:
         if self.fail:
             raise ConnectionError("API server down")
         self.saved = list(entries)
@@ -935,30 +934,31 @@ class MemoryStore:
 
 async def test_pending_undeploys_are_written_through_and_read_back_after_a_restart() -> None:
     store = MemoryStore()
-    pending.use_store(store)
-    try:
-        pending.add_pending("iris", "dev", 7, "ns/iris-dev")
-        assert await pending.flush()
-        assert [(e.serve, e.environment, e.deployment_id) for e in store.saved] == [("iris", "dev", 7)]
-        pending.discard_pending("iris", "dev")  # a restart: the memory is gone ...
-        assert not pending.is_pending("iris", "dev")
-        assert await pending.restore() == 1  # ... and read back before the first tick
-        assert pending.is_pending("iris", "dev")
-        assert pending.pending_ends()[0] == store.saved[0], "the entry survives its JSON round trip"
+    undeploys = PendingUndeploys(store)
+    undeploys.add("iris", "dev", 7, "ns/iris-dev")
+    assert await undeploys.flush()
+    assert [(e.serve, e.environment, e.deployment_id) for e in store.saved] == [("iris", "dev", 7)]
+    undeploys = PendingUndeploys(store)  # a restart: the memory is gone ...
+    assert not undeploys.is_pending("iris", "dev")
+    assert await undeploys.restore() == 1  # ... and read back before the first tick
+    assert undeploys.is_pending("iris", "dev")
+    assert undeploys.entries()[0] == store.saved[0], "the entry survives its JSON round trip"
 
-        store.fail = True  # a failed write is retried by the next flush
-        ended: list[tuple[str, str, int | None]] = []
+    store.fail = True  # a failed write is retried by the next flush
+    ended: list[tuple[str, str, int | None]] = []
 
-        async def end(serve: str, environment: str, deployment_id: int | None) -> int | None:
-            ended.append((serve, environment, deployment_id))
-            return deployment_id
+    async def end(serve: str, environment: str, deployment_id: int | None) -> int | None:
+        ended.append((serve, environment, deployment_id))
+        return deployment_id
 
-        assert [e.serve for e in await pending.retry_pending(end)] == ["iris"]
-        assert ended == [("iris", "dev", 7)]
-        assert store.saved, "the write failed: the store still lists it"
-        store.fail = False
-        assert await pending.flush()
-        assert store.saved == []
-    finally:
-        pending.use_store(None)
-        pending.discard_pending("iris", "dev")
+    assert [e.serve for e in await undeploys.retry(end)] == ["iris"]
+    assert ended == [("iris", "dev", 7)]
+    assert store.saved, "the write failed: the store still lists it"
+    store.fail = False
+    assert await undeploys.flush()
+    assert store.saved == []
+
+
+def test_a_pending_undeploy_survives_its_json_round_trip() -> None:
+    entry = PendingEnd("iris", "dev", 7, "ns/iris-dev", datetime(2026, 1, 1, 10, 0, 0, 123456, tzinfo=UTC))
+    assert PendingEnd.from_json(json.loads(json.dumps(entry.to_json()))) == entry
