@@ -275,8 +275,8 @@ async def end_deployment(serve_name: str, environment_name: str, deployment_id: 
     deploy). Returns the id ended, or None when there was nothing to end. Idempotent.
     """
     async with in_transaction() as conn:
-        serve = await Serve.get_or_none(name=serve_name).using_db(conn)
-        environment = await Environment.get_or_none(name=environment_name).using_db(conn)
+        serve = await Serve.get_or_none(name=serve_name, using_db=conn)
+        environment = await Environment.get_or_none(name=environment_name, using_db=conn)
         if serve is None or environment is None:
             return None
         pointers = await ActiveDeployment.filter(serve_id=serve.pk, environment_id=environment.pk).using_db(conn)
