@@ -90,40 +90,34 @@ class Create:
 
 
 @dataclass(frozen=True)
-class SetVersion:
+class _OnMLServe:
+    mlserve: Mapping[str, Any]
+    """The MLServe as listed."""
+
+    @property
+    def ref(self) -> str:
+        return _ref(self.mlserve)
+
+
+@dataclass(frozen=True)
+class SetVersion(_OnMLServe):
     """The database deployed after the MLServe's spec last changed: set spec.artifactVersion
     and the marker, conditional on the generation read."""
 
     row: ActiveRow
-    mlserve: Mapping[str, Any]
-
-    @property
-    def ref(self) -> str:
-        return _ref(self.mlserve)
 
 
 @dataclass(frozen=True)
-class Delete:
+class Delete(_OnMLServe):
     """The pair was undeployed after the MLServe's spec last changed: delete the MLServe."""
 
-    mlserve: Mapping[str, Any]
     deployment_ids: tuple[int, ...]
     """The ended deployments it reflects."""
 
-    @property
-    def ref(self) -> str:
-        return _ref(self.mlserve)
-
 
 @dataclass(frozen=True)
-class LeaveToMLServe:
+class LeaveToMLServe(_OnMLServe):
     """The MLServe changed after the database did: its own reconcile records a deployment."""
-
-    mlserve: Mapping[str, Any]
-
-    @property
-    def ref(self) -> str:
-        return _ref(self.mlserve)
 
 
 @dataclass(frozen=True)
@@ -260,7 +254,7 @@ def _for_active(row: ActiveRow, snapshot: Snapshot, found: _Found, field_manager
         return []  # already asks for that artifact; its reconcile reports the deployment id
     if mlserve_is_newer(spec_changed_at(body, (field_manager,)), row.changed_at):
         return [LeaveToMLServe(body)]
-    return [SetVersion(row, body)]
+    return [SetVersion(body, row)]
 
 
 def _for_undeployed(

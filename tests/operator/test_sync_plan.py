@@ -205,7 +205,7 @@ def test_an_mlserve_of_an_environment_not_bound_here_is_ignored() -> None:
 def test_the_actions_carry_what_the_writes_need() -> None:
     body = mlserve(spec_written=-60)
     actions = decide(Snapshot(rows=[row()], environments=ENVIRONMENTS, mlserves=listed(body)), SYNC)
-    assert actions == [SetVersion(row(), body)]
+    assert actions == [SetVersion(body, row())]
     gone = mlserve(reflects=1)
     deletes = decide(Snapshot(environments=ENVIRONMENTS, mlserves=listed(gone), ended={1: at(0)}), SYNC)
     assert deletes == [Delete(gone, (1,))]
