@@ -108,6 +108,25 @@ async def resolve(
             f"{serve_type!r}: a serve's type does not change, so recreate the MLServe with "
             f"type {serve.type}",
         )
+    environment, config = await _bound_environment(environment_name, namespace, cluster_name)
+    artifact = await Artifact.get_or_none(serve_id=serve.pk, version=artifact_version)
+    if artifact is None:
+        raise InvalidInput(
+            "UnknownArtifact",
+            f"serve {serve_name!r} has no artifact version {artifact_version!r} "
+            "(artifacts.version): build it first, or fix spec.artifactVersion",
+        )
+    if not artifact.image_url:
+        raise InvalidInput(
+            "ArtifactNotBuilt",
+            f"artifact {artifact_version!r} of serve {serve_name!r} has no image yet "
+            "(artifacts.image_url is empty): wait for its build to succeed",
+        )
+    return Resolved(serve=serve, environment=environment, env_config=config, artifact=artifact)
+
+
+async def _bound_environment(environment_name: str, namespace: str, cluster_name: str) -> tuple[Environment, EnvConfig]:
+    """The environment and its config, if it is bound to this cluster and ``namespace``."""
     environment = await Environment.get_or_none(name=environment_name)
     if environment is None:
         raise InvalidInput(
@@ -136,20 +155,7 @@ async def resolve(
             f"(env_configs.namespace), but this MLServe is in {namespace!r}: create it in "
             f"{config.namespace!r}; nothing was changed",
         )
-    artifact = await Artifact.get_or_none(serve_id=serve.pk, version=artifact_version)
-    if artifact is None:
-        raise InvalidInput(
-            "UnknownArtifact",
-            f"serve {serve_name!r} has no artifact version {artifact_version!r} "
-            "(artifacts.version): build it first, or fix spec.artifactVersion",
-        )
-    if not artifact.image_url:
-        raise InvalidInput(
-            "ArtifactNotBuilt",
-            f"artifact {artifact_version!r} of serve {serve_name!r} has no image yet "
-            "(artifacts.image_url is empty): wait for its build to succeed",
-        )
-    return Resolved(serve=serve, environment=environment, env_config=config, artifact=artifact)
+    return environment, config
 
 
 async def _last_change(serve: Serve, environment: Environment) -> datetime | None:
@@ -224,6 +230,12 @@ async def sync_deployment(
             db_changed_at=db_changed_at,
         )
 
+    return await _record(resolved, active, deploy_user)
+
+
+async def _record(resolved: Resolved, active: Deployment | None, deploy_user: str) -> DeployOutcome:
+    """Record the MLServe's request as the pair's new deployment, as ``deploy_user``."""
+    serve, environment, artifact = resolved.serve, resolved.environment, resolved.artifact
     user = await User.get_or_none(username=deploy_user)
     if user is None:
         raise InvalidInput(

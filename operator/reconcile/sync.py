@@ -334,6 +334,26 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
+@dataclass
+class _Replica:
+    """Whether this replica acts (kopf peering; ``active`` None: always), logged when it
+    changes."""
+
+    active: Callable[[], bool] | None
+    waiting: bool = False
+
+    def acts(self) -> bool:
+        if self.active is not None and not self.active():
+            if not self.waiting:
+                log.info("database sync waits: this replica is not the active one (kopf peering)")
+                self.waiting = True
+            return False
+        if self.waiting:
+            log.info("database sync acts: this replica is the active one (kopf peering)")
+            self.waiting = False
+        return True
+
+
 async def run_sync_loop(
     settings: Any,
     client: AsyncClient,
@@ -347,8 +367,8 @@ async def run_sync_loop(
 
     ``settings`` is the operator's :class:`~mlserve.operator.settings.OperatorSettings`
     (``cluster_name``, ``namespaces``, ``field_manager``, ``sync_interval``,
-    ``full_resync_interval``).
-    Errors never end the loop: they are logged and the next tick starts from fresh state.
+    ``full_resync_interval``). Errors never end the loop: they are logged and the next tick
+    starts from fresh state.
 
     ``active`` (under kopf peering, :class:`mlserve.operator.peering.ActiveReplica`) is asked
     before every tick: while it says no, the loop neither reads the database nor writes to
@@ -358,10 +378,10 @@ async def run_sync_loop(
     finalizer adds to); without it, one in memory that only this loop sees.
     """
     pending = pending if pending is not None else PendingUndeploys()
+    replica = _Replica(active)
     state = SyncState()
     field_manager = api.sync_field_manager(settings.field_manager)
     failures = 0
-    waiting = False
     restored = False
     log.info(
         "database sync started for cluster %s: every %gs, full pass every %gs",
@@ -370,17 +390,11 @@ async def run_sync_loop(
         settings.full_resync_interval,
     )
     while not stop.is_set():
-        if active is not None and not active():
-            if not waiting:
-                log.info("database sync waits: this replica is not the active one (kopf peering)")
-                waiting = True
+        if not replica.acts():
             state = SyncState()  # when it acts again, a full pass: the active replica wrote meanwhile
             restored = False  # and the pending undeploys as the active replica left them
             await _sleep(stop, min(1.0, settings.sync_interval))
             continue
-        if waiting:
-            log.info("database sync acts: this replica is the active one (kopf peering)")
-            waiting = False
         try:
             if not restored:
                 # Undeploys a deletion skipped before a restart: without them, the pass would
