@@ -48,7 +48,7 @@ from .reconcile.events import KopfEvents
 from .reconcile.finalize import finalize
 from .reconcile.identity import Claim, claim_of
 from .reconcile.mlserve import Runtime, reconcile
-from .reconcile.pending import ConfigMapStore, pending_ends, retry_pending, use_store
+from .reconcile.pending import ConfigMapStore, PendingUndeploys
 from .reconcile.rollback import ROLLBACK_ANNOTATION
 
 log = logging.getLogger("mlserve.operator")
@@ -150,17 +150,14 @@ async def startup(
         # Retried by kopf with backoff; nothing is watched until the database answers.
         logger.warning("the database is not usable yet: %s", exc)
         raise kopf.TemporaryError(f"database not usable: {type(exc).__name__}", delay=ours.retry_delay) from None
-    state.runtime = Runtime(
-        settings=ours,
-        client=kube.make_client(ours.field_manager),
-        events=KopfEvents(),
-    )
+    client = kube.make_client(ours.field_manager)
+    store = None
     if ours.operator_namespace:
-        use_store(
-            ConfigMapStore(state.runtime.client, ours.operator_namespace, ours.pending_configmap, ours.field_manager)
-        )
+        store = ConfigMapStore(client, ours.operator_namespace, ours.pending_configmap, ours.field_manager)
     else:
         logger.info("MLSERVE_OPERATOR_NAMESPACE is not set: undeploys a deletion skips are kept in memory only")
+    # One list of skipped undeploys: the finalizer adds to it, the sync loop retries it.
+    state.runtime = Runtime(settings=ours, client=client, events=KopfEvents(), pending=PendingUndeploys(store))
     state.background.append(asyncio.create_task(_database_sync(state), name="database-sync"))
     logger.info(
         "mlserve operator started for cluster %s (%s)",
@@ -177,11 +174,13 @@ async def _database_sync(state: OperatorState) -> None:
     if importlib.util.find_spec("mlserve.operator.reconcile.sync") is not None:
         from .reconcile import sync
 
-        await sync.run_sync_loop(state.settings, state.runtime.client, state.stop, active=state.active)
+        await sync.run_sync_loop(
+            state.settings, state.runtime.client, state.stop, active=state.active, pending=state.runtime.pending
+        )
         return
     while not state.stop.is_set():
-        if pending_ends() and (state.active is None or state.active()):
-            await retry_pending()
+        if state.runtime.pending and (state.active is None or state.active()):
+            await state.runtime.pending.retry()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(state.stop.wait(), timeout=state.settings.sync_interval)
 
@@ -201,9 +200,10 @@ async def cleanup(*, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.probe(id="database-sync-pending")
-async def pending_probe(**_: Any) -> int:
+async def pending_probe(*, memo: kopf.Memo, **_: Any) -> int:
     """Shown on the liveness endpoint: how many deletions wait for the database."""
-    return len(pending_ends())
+    runtime = _state(memo).runtime
+    return len(runtime.pending) if runtime is not None else 0
 
 
 # --- the index of claims: who holds which (serve, environment) ----------------------------------

@@ -7,9 +7,9 @@ environment's namespace, the serve's type is the one the MLServe says). Each fai
 written.
 
 :func:`sync_deployment` then compares the request with the database and applies
-"whoever wrote last wins": the MLServe's spec was last written at ``spec_changed_at`` (from
-its managedFields); the database's last deploy or undeploy of the pair at the newest
-``created_at`` / ``ended_at``. When the MLServe is newer and asks for another artifact,
+"whoever wrote last wins" (:func:`.identity.mlserve_is_newer`): the MLServe's spec was last
+written at ``spec_changed_at`` (from its managedFields); the database's last deploy or undeploy
+of the pair at the newest ``created_at`` / ``ended_at``. When the MLServe is newer and asks for another artifact,
 :func:`mlserve.models.activate` records the deploy in one transaction (idempotent: a retry
 after a crash finds the artifact active and writes nothing). When the database is newer,
 nothing is written here: the database → cluster sync updates the MLServe, so one change is
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from tortoise import timezone
 from tortoise.exceptions import (
@@ -54,13 +54,16 @@ from mlserve.models import (
     activate,
 )
 from mlserve.models import errors as models_errors
+from mlserve.operator.spec.times import as_utc
 
 from .errors import DatabaseUnavailable, InvalidInput
+from .identity import mlserve_is_newer
 
 __all__ = [
     "DeployOutcome",
     "Resolved",
     "end_deployment",
+    "mlserve_is_newer",
     "owns_pair",
     "resolve",
     "sync_deployment",
@@ -94,12 +97,6 @@ class DeployOutcome:
     db_changed_at: datetime | None = None
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 async def resolve(
     *,
     serve_name: str,
@@ -123,6 +120,25 @@ async def resolve(
             f"{serve_type!r}: a serve's type does not change, so recreate the MLServe with "
             f"type {serve.type}",
         )
+    environment, config = await _bound_environment(environment_name, namespace, cluster_name)
+    artifact = await Artifact.get_or_none(serve_id=serve.pk, version=artifact_version)
+    if artifact is None:
+        raise InvalidInput(
+            "UnknownArtifact",
+            f"serve {serve_name!r} has no artifact version {artifact_version!r} "
+            "(artifacts.version): build it first, or fix spec.artifactVersion",
+        )
+    if not artifact.image_url:
+        raise InvalidInput(
+            "ArtifactNotBuilt",
+            f"artifact {artifact_version!r} of serve {serve_name!r} has no image yet "
+            "(artifacts.image_url is empty): wait for its build to succeed",
+        )
+    return Resolved(serve=serve, environment=environment, env_config=config, artifact=artifact)
+
+
+async def _bound_environment(environment_name: str, namespace: str, cluster_name: str) -> tuple[Environment, EnvConfig]:
+    """The environment and its config, if it is bound to this cluster and ``namespace``."""
     environment = await Environment.get_or_none(name=environment_name)
     if environment is None:
         raise InvalidInput(
@@ -151,20 +167,7 @@ async def resolve(
             f"(env_configs.namespace), but this MLServe is in {namespace!r}: create it in "
             f"{config.namespace!r}; nothing was changed",
         )
-    artifact = await Artifact.get_or_none(serve_id=serve.pk, version=artifact_version)
-    if artifact is None:
-        raise InvalidInput(
-            "UnknownArtifact",
-            f"serve {serve_name!r} has no artifact version {artifact_version!r} "
-            "(artifacts.version): build it first, or fix spec.artifactVersion",
-        )
-    if not artifact.image_url:
-        raise InvalidInput(
-            "ArtifactNotBuilt",
-            f"artifact {artifact_version!r} of serve {serve_name!r} has no image yet "
-            "(artifacts.image_url is empty): wait for its build to succeed",
-        )
-    return Resolved(serve=serve, environment=environment, env_config=config, artifact=artifact)
+    return environment, config
 
 
 async def _last_change(serve: Serve, environment: Environment) -> datetime | None:
@@ -172,7 +175,7 @@ async def _last_change(serve: Serve, environment: Environment) -> datetime | Non
     latest = await Deployment.filter(serve_id=serve.pk, environment_id=environment.pk).order_by("-id").first()
     if latest is None:
         return None
-    times = [t for t in (_utc(latest.created_at), _utc(latest.ended_at)) if t is not None]
+    times = [as_utc(t) for t in (latest.created_at, latest.ended_at) if t is not None]
     return max(times) if times else None
 
 
@@ -181,22 +184,6 @@ async def _pointer(serve: Serve, environment: Environment) -> ActiveDeployment |
     if len(rows) > 1:
         raise ActiveDeploymentConflict(serve.name, environment.name, [r.deployment_id for r in rows])
     return rows[0] if rows else None
-
-
-def mlserve_is_newer(spec_changed_at: datetime | None, db_changed_at: datetime | None) -> bool:
-    """Whether the MLServe's last spec write is at or after the database's last change.
-
-    Kubernetes records write times to the second, so the database's time is cut to the
-    second too; a tie goes to the MLServe (it was written in the same second or later).
-    ``spec_changed_at`` None (only the database sync ever wrote the spec) never wins.
-    """
-    if db_changed_at is None:
-        return True
-    if spec_changed_at is None:
-        return False
-    mlserve_time = spec_changed_at.replace(tzinfo=UTC) if spec_changed_at.tzinfo is None else spec_changed_at
-    db_time = db_changed_at.replace(tzinfo=UTC) if db_changed_at.tzinfo is None else db_changed_at
-    return mlserve_time >= db_time.replace(microsecond=0)
 
 
 async def sync_deployment(
@@ -255,6 +242,12 @@ async def sync_deployment(
             db_changed_at=db_changed_at,
         )
 
+    return await _record(resolved, active, deploy_user)
+
+
+async def _record(resolved: Resolved, active: Deployment | None, deploy_user: str) -> DeployOutcome:
+    """Record the MLServe's request as the pair's new deployment, as ``deploy_user``."""
+    serve, environment, artifact = resolved.serve, resolved.environment, resolved.artifact
     user = await User.get_or_none(username=deploy_user)
     if user is None:
         raise InvalidInput(
@@ -283,7 +276,7 @@ async def sync_deployment(
         artifact,
         previous_id,
         recorded=True,
-        db_changed_at=_utc(new.created_at),
+        db_changed_at=as_utc(new.created_at),
     )
 
 
@@ -306,8 +299,8 @@ async def end_deployment(serve_name: str, environment_name: str, deployment_id: 
     deploy). Returns the id ended, or None when there was nothing to end. Idempotent.
     """
     async with in_transaction() as conn:
-        serve = await Serve.get_or_none(name=serve_name).using_db(conn)
-        environment = await Environment.get_or_none(name=environment_name).using_db(conn)
+        serve = await Serve.get_or_none(name=serve_name, using_db=conn)
+        environment = await Environment.get_or_none(name=environment_name, using_db=conn)
         if serve is None or environment is None:
             return None
         pointers = await ActiveDeployment.filter(serve_id=serve.pk, environment_id=environment.pk).using_db(conn)

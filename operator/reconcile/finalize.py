@@ -19,7 +19,6 @@ from typing import Any
 from . import deploy
 from .identity import Claim, claim_of, holder
 from .mlserve import Runtime
-from .pending import add_pending, discard_pending, flush
 
 __all__ = ["FinalizeResult", "finalize"]
 
@@ -70,8 +69,8 @@ async def finalize(
         deployment_id = status.get("deploymentId")
         if status.get("phase") in ("Invalid", "Conflict") or deployment_id is None:
             return FinalizeResult(True, message="database unreachable, and no deployment was recorded")
-        add_pending(serve, environment, int(deployment_id), ref)
-        await flush()  # kept across a restart before the MLServe goes (best effort: never stuck)
+        rt.pending.add(serve, environment, int(deployment_id), ref)
+        await rt.pending.flush()  # kept across a restart before the MLServe goes (best effort: never stuck)
         rt.events.post(
             body,
             "Warning",
@@ -80,8 +79,8 @@ async def finalize(
             f"{settings.deletion_db_timeout:g}s): it is ended when the database answers",
         )
         return FinalizeResult(True, pending=True, message="database write left to the sync loop")
-    discard_pending(serve, environment)
-    await flush()
+    rt.pending.discard(serve, environment)
+    await rt.pending.flush()
     if ended is not None:
         log.info("%s deleted: ended deployment %s of %s in %s", ref, ended, serve, environment)
         rt.events.post(body, "Normal", "Undeployed", f"ended deployment {ended} of {serve} in {environment}")

@@ -26,6 +26,7 @@ from mlserve.models import InvalidConfig, ServeType
 from mlserve.operator.render import names, render_children
 from mlserve.operator.settings import OperatorSettings
 from mlserve.operator.spec import MLServeSpec
+from mlserve.operator.spec.api import ANNOTATION_DEPLOYMENT_ID, sync_field_manager
 from mlserve.operator.spec.schedule import cron_job_status
 
 from . import deploy, schedule
@@ -44,9 +45,9 @@ from .kube import (
     RequestCounter,
     current_counter,
 )
+from .pending import PendingUndeploys
 from .rollback import pending_rollback, previous_artifact, rollback_patch
 from .status import Observation, Workload, compute_status, write_status
-from .sync import ANNOTATION_DEPLOYMENT_ID, SYNC_FIELD_MANAGER_SUFFIX
 
 __all__ = ["Report", "Runtime", "reconcile"]
 
@@ -61,6 +62,8 @@ class Runtime:
     client: AsyncClient
     events: EventSink
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    pending: PendingUndeploys = field(default_factory=PendingUndeploys)
+    """Undeploys deletions had to skip (the finalizer adds, the sync loop retries)."""
 
 
 @dataclass
@@ -298,7 +301,7 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
                     generation = int(body["metadata"].get("generation") or generation)
                     obs.generation = generation
                     resolved = await resolve_request(spec)
-                changed_at = spec_changed_at(body, (settings.field_manager + SYNC_FIELD_MANAGER_SUFFIX,))
+                changed_at = spec_changed_at(body, (sync_field_manager(settings.field_manager),))
                 taking_over = _was_in_conflict(previous_status)
                 if taking_over:
                     # Its request waited for the pair; it counts from the moment it is free.

@@ -31,20 +31,18 @@ from mlserve.models.db import close_db, init_db
 from mlserve.models.settings import DatabaseSettings
 from mlserve.operator import permissions
 from mlserve.operator.dev.cluster import ClusterHandle
-from mlserve.operator.reconcile import pending, sync
+from mlserve.operator.reconcile import sync, sync_reads
 from mlserve.operator.reconcile.events import RecordingEvents
+from mlserve.operator.reconcile.identity import pair_of, spec_changed_at
 from mlserve.operator.reconcile.kube import MLServe, RayCronJob, RayJob, RequestCounter
 from mlserve.operator.reconcile.mlserve import Runtime, reconcile
-from mlserve.operator.reconcile.sync import (
-    ANNOTATION_DEPLOYMENT_ID,
-    NEVER,
-    SyncState,
-    read_watermark,
-    reflected_deployment_ids,
-    spec_changed_at,
-)
+from mlserve.operator.reconcile.pending import PendingEnd, PendingUndeploys
+from mlserve.operator.reconcile.sync import SyncState
+from mlserve.operator.reconcile.sync_plan import ActiveRow, new_mlserve, reflected_deployment_ids
+from mlserve.operator.reconcile.sync_reads import read_watermark
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.settings import OperatorSettings
+from mlserve.operator.spec.api import ANNOTATION_DEPLOYMENT_ID
 
 T0 = datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC)
 
@@ -244,7 +242,7 @@ async def test_an_idle_tick_is_one_query_and_no_api_call(sqlite_db: DarwinSQL, m
     for _ in range(5):
         result = await sync.sync_once(None, "local", state, clock=clock)  # type: ignore[arg-type]
         assert not result.full_pass
-    assert statements == [sync._WATERMARK_SQL] * 5
+    assert statements == [sync_reads._WATERMARK_SQL] * 5
     assert passes == ["full"]
 
     await db.execute("UPDATE environments SET updated_at = ? WHERE id = ?", db.tick(), env)
@@ -291,9 +289,9 @@ async def test_active_rows_of_the_bound_environments_only(sqlite_db: DarwinSQL) 
         await db.deploy(iris, env, v1, user)
     latest = await db.deploy(iris, stage, v2, user)
 
-    bound = await sync._bound_environments("local")
+    bound = await sync_reads.bound_environments("local")
     assert sorted(e.name for e in bound.values()) == ["dev", "stage"]
-    rows, duplicates = await sync._active_rows(bound)
+    rows, duplicates = await sync_reads.active_rows(bound)
     assert not duplicates
     by_env = {row.environment: row for row in rows}
     assert sorted(by_env) == ["dev", "stage"]
@@ -311,7 +309,7 @@ async def test_an_ended_deployment_whose_pointer_stayed_counts_as_undeployed(sql
     iris = await db.serve("iris", user)
     deployment = await db.deploy(iris, dev, await db.artifact(iris, "v1", user), user)
     await db.execute("UPDATE deployments SET status = 'ENDED', ended_at = ? WHERE id = ?", db.tick(), deployment)
-    rows, _ = await sync._active_rows(await sync._bound_environments("local"))
+    rows, _ = await sync_reads.active_rows(await sync_reads.bound_environments("local"))
     assert rows == []
 
 
@@ -343,7 +341,7 @@ async def test_two_active_pointers_for_one_pair_are_left_alone(sqlite_db: Darwin
         created_at=db.tick(),
         updated_at=db.tick(),
     )
-    rows, duplicates = await sync._active_rows(await sync._bound_environments("local"))
+    rows, duplicates = await sync_reads.active_rows(await sync_reads.bound_environments("local"))
     assert rows == []
     assert duplicates == {("iris", "dev")}
 
@@ -383,7 +381,7 @@ def test_the_syncs_own_writes_are_not_changes_of_the_mlserve() -> None:
             "managedFields": [managed("mlserve-operator-sync", "2026-01-01T10:00:00Z")],
         }
     }
-    assert spec_changed_at(body, ("mlserve-operator-sync",)) == NEVER
+    assert spec_changed_at(body, ("mlserve-operator-sync",)) is None, "never newer than the database"
     body["metadata"]["managedFields"].append(managed("kubectl-edit", "2026-01-01T09:30:00Z"))
     assert spec_changed_at(body, ("mlserve-operator-sync",)) == datetime(2026, 1, 1, 9, 30, tzinfo=UTC)
 
@@ -419,12 +417,12 @@ def test_reflected_deployments_come_from_the_marker_and_the_status() -> None:
     ],
 )
 def test_an_mlserve_is_found_by_its_pair_not_its_name(body: dict[str, Any], pair: tuple[str, str] | None) -> None:
-    assert sync._pair_of(body) == pair
+    assert pair_of(body, by_labels=True) == pair
 
 
 def test_a_new_mlserve_is_named_by_the_rule_and_carries_the_marker() -> None:
-    row = sync.ActiveRow("iris", "api", "dev", "ml-dev", 12, "v3", T0)
-    body = sync._new_mlserve(row)
+    row = ActiveRow("iris", "api", "dev", "ml-dev", 12, "v3", T0)
+    body = new_mlserve(row)
     assert body["metadata"]["name"] == "iris-dev"
     assert body["metadata"]["namespace"] == "ml-dev"
     assert body["metadata"]["annotations"] == {ANNOTATION_DEPLOYMENT_ID: "12"}
@@ -718,7 +716,7 @@ async def test_environments_outside_the_watched_namespaces_are_left_alone(
     for env in envs:
         await file_db.deploy(ids["iris"], ids[env], ids["v1"], ids["user"])
     state = SyncState()
-    with caplog.at_level(logging.INFO, logger=sync.__name__):
+    with caplog.at_level(logging.INFO, logger=sync_reads.__name__):
         result = await sync.sync_once(client, "local", state, namespaces=(namespace,))
         assert result.created == [f"{namespace}/iris-dev"]
         assert result.failed == []
@@ -833,34 +831,32 @@ async def test_an_undeploy_deletion_had_to_skip_is_written_and_its_mlserve_not_r
     ids = await _seed(file_db, {"dev": ("local", namespace)})
     deployment = await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
     # the MLServe was deleted while the database was down: its finalizer left the end pending
-    pending.add_pending("iris", "dev", deployment, f"{namespace}/iris-dev")
-    try:
-        original = sync.end_deployment
+    undeploys = PendingUndeploys()
+    undeploys.add("iris", "dev", deployment, f"{namespace}/iris-dev")
+    original = sync.end_deployment
 
-        async def database_down(*args: Any, **kwargs: Any) -> int | None:
-            raise ConnectionError("database down")
+    async def database_down(*args: Any, **kwargs: Any) -> int | None:
+        raise ConnectionError("database down")
 
-        monkeypatch.setattr(sync, "end_deployment", database_down)
-        state = SyncState()
-        result = await sync.sync_once(client, "local", state)
-        assert result.created == [], "re-created the MLServe a user deleted"
-        assert result.failed == ["undeploy iris/dev"]
-        assert pending.is_pending("iris", "dev")
+    monkeypatch.setattr(sync, "end_deployment", database_down)
+    state = SyncState()
+    result = await sync.sync_once(client, "local", state, pending=undeploys)
+    assert result.created == [], "re-created the MLServe a user deleted"
+    assert result.failed == ["undeploy iris/dev"]
+    assert undeploys.is_pending("iris", "dev")
 
-        monkeypatch.setattr(sync, "end_deployment", original)  # the database is back
-        result = await sync.sync_once(client, "local", state)
-        assert result.pending_written == [("iris", "dev")]
-        assert result.created == []
-        assert not pending.is_pending("iris", "dev")
-        rows = await file_db.connection.execute_query_dict("SELECT status FROM deployments")
-        assert [r["status"] for r in rows] == ["ENDED"]
-        assert (await file_db.connection.execute_query_dict("SELECT COUNT(*) AS n FROM active_deployments"))[0][
-            "n"
-        ] == 0
-        await sync.sync_once(client, "local", state)  # the write moved the watermark: one more pass
-        assert not (await sync.sync_once(client, "local", state)).full_pass, "nothing pending: idle again"
-    finally:
-        pending.discard_pending("iris", "dev")
+    monkeypatch.setattr(sync, "end_deployment", original)  # the database is back
+    result = await sync.sync_once(client, "local", state, pending=undeploys)
+    assert result.pending_written == [("iris", "dev")]
+    assert result.created == []
+    assert not undeploys.is_pending("iris", "dev")
+    rows = await file_db.connection.execute_query_dict("SELECT status FROM deployments")
+    assert [r["status"] for r in rows] == ["ENDED"]
+    assert (await file_db.connection.execute_query_dict("SELECT COUNT(*) AS n FROM active_deployments"))[0]["n"] == 0
+    await sync.sync_once(client, "local", state, pending=undeploys)  # the write moved the watermark: one more pass
+    assert not (await sync.sync_once(client, "local", state, pending=undeploys)).full_pass, (
+        "nothing pending: idle again"
+    )
 
 
 async def test_the_loop_outlives_a_database_outage_and_stops_when_told(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -924,13 +920,13 @@ class MemoryStore:
     """A pending store that only remembers what was last saved (the ConfigMap's stand-in)."""
 
     def __init__(self) -> None:
-        self.saved: list[pending.PendingEnd] = []
+        self.saved: list[PendingEnd] = []
         self.fail = False
 
-    async def load(self) -> list[pending.PendingEnd]:
+    async def load(self) -> list[PendingEnd]:
         return list(self.saved)
 
-    async def save(self, entries: list[pending.PendingEnd]) -> None:
+    async def save(self, entries: list[PendingEnd]) -> None:
         if self.fail:
             raise ConnectionError("API server down")
         self.saved = list(entries)
@@ -938,30 +934,31 @@ class MemoryStore:
 
 async def test_pending_undeploys_are_written_through_and_read_back_after_a_restart() -> None:
     store = MemoryStore()
-    pending.use_store(store)
-    try:
-        pending.add_pending("iris", "dev", 7, "ns/iris-dev")
-        assert await pending.flush()
-        assert [(e.serve, e.environment, e.deployment_id) for e in store.saved] == [("iris", "dev", 7)]
-        pending.discard_pending("iris", "dev")  # a restart: the memory is gone ...
-        assert not pending.is_pending("iris", "dev")
-        assert await pending.restore() == 1  # ... and read back before the first tick
-        assert pending.is_pending("iris", "dev")
-        assert pending.pending_ends()[0] == store.saved[0], "the entry survives its JSON round trip"
+    undeploys = PendingUndeploys(store)
+    undeploys.add("iris", "dev", 7, "ns/iris-dev")
+    assert await undeploys.flush()
+    assert [(e.serve, e.environment, e.deployment_id) for e in store.saved] == [("iris", "dev", 7)]
+    undeploys = PendingUndeploys(store)  # a restart: the memory is gone ...
+    assert not undeploys.is_pending("iris", "dev")
+    assert await undeploys.restore() == 1  # ... and read back before the first tick
+    assert undeploys.is_pending("iris", "dev")
+    assert undeploys.entries()[0] == store.saved[0], "the entry survives its JSON round trip"
 
-        store.fail = True  # a failed write is retried by the next flush
-        ended: list[tuple[str, str, int | None]] = []
+    store.fail = True  # a failed write is retried by the next flush
+    ended: list[tuple[str, str, int | None]] = []
 
-        async def end(serve: str, environment: str, deployment_id: int | None) -> int | None:
-            ended.append((serve, environment, deployment_id))
-            return deployment_id
+    async def end(serve: str, environment: str, deployment_id: int | None) -> int | None:
+        ended.append((serve, environment, deployment_id))
+        return deployment_id
 
-        assert [e.serve for e in await pending.retry_pending(end)] == ["iris"]
-        assert ended == [("iris", "dev", 7)]
-        assert store.saved, "the write failed: the store still lists it"
-        store.fail = False
-        assert await pending.flush()
-        assert store.saved == []
-    finally:
-        pending.use_store(None)
-        pending.discard_pending("iris", "dev")
+    assert [e.serve for e in await undeploys.retry(end)] == ["iris"]
+    assert ended == [("iris", "dev", 7)]
+    assert store.saved, "the write failed: the store still lists it"
+    store.fail = False
+    assert await undeploys.flush()
+    assert store.saved == []
+
+
+def test_a_pending_undeploy_survives_its_json_round_trip() -> None:
+    entry = PendingEnd("iris", "dev", 7, "ns/iris-dev", datetime(2026, 1, 1, 10, 0, 0, 123456, tzinfo=UTC))
+    assert PendingEnd.from_json(json.loads(json.dumps(entry.to_json()))) == entry

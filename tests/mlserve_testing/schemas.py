@@ -26,6 +26,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+
 from mlserve_testing.kuberay import kuberay_crd_dir, kuberay_release
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,8 +15,8 @@ from mlserve_testing.operator import OperatorProcess
 from mlserve_testing.wait import wait_for
 
 from mlserve.operator.reconcile.kube import MLServe, RayJob
-from mlserve.operator.reconcile.sync import ANNOTATION_DEPLOYMENT_ID
 from mlserve.operator.render import names
+from mlserve.operator.spec.api import ANNOTATION_DEPLOYMENT_ID
 
 pytestmark = [pytest.mark.cluster]
 

@@ -1,0 +1,178 @@
+"""The database reads of the database → cluster sync (``docs/sync.md``).
+
+:func:`read_watermark` is the one query of an idle tick; a full pass reads the bound
+environments (:func:`bound_environments`), their active deployments (:func:`active_rows`)
+and whether the deployments the MLServes of undeployed pairs reflect have ended
+(:func:`ended_since`). Nothing here writes, and nothing here talks to the API server.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from mlserve.models import (
+    ActiveDeployment,
+    Deployment,
+    DeploymentStatus,
+    Environment,
+    InvalidConfig,
+)
+from mlserve.operator.permissions import watches_namespace
+from mlserve.operator.spec.times import as_utc
+
+from .identity import Pair
+from .sync_plan import ActiveRow
+
+__all__ = [
+    "BoundEnvironment",
+    "Watermark",
+    "active_rows",
+    "bound_environments",
+    "ended_since",
+    "read_watermark",
+]
+
+log = logging.getLogger(__name__)
+
+# --- the watermark: one query per tick ---------------------------------------------------------
+
+_WATERMARK_SQL = (
+    "SELECT"
+    " (SELECT COUNT(*) FROM active_deployments) AS active_count,"
+    " (SELECT MAX(id) FROM active_deployments) AS active_max_id,"
+    " (SELECT MAX(updated_at) FROM active_deployments) AS active_updated,"
+    " (SELECT MAX(ended_at) FROM deployments) AS deployments_ended,"
+    " (SELECT MAX(updated_at) FROM environments) AS environments_updated"
+)
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """Aggregates that move whenever a deploy, an undeploy or an environment changes."""
+
+    active_count: int
+    active_max_id: int | None
+    active_updated: str | None
+    deployments_ended: str | None
+    environments_updated: str | None
+
+
+def _text(value: Any) -> str | None:
+    # Drivers return datetimes (MySQL) or strings (SQLite): compare their text.
+    return None if value is None else str(value)
+
+
+async def read_watermark() -> Watermark:
+    """The watermark, in one SELECT on the models' connection."""
+    connection = ActiveDeployment._meta.db
+    rows = await connection.execute_query_dict(_WATERMARK_SQL)
+    row = rows[0]
+    return Watermark(
+        active_count=int(row["active_count"] or 0),
+        active_max_id=None if row["active_max_id"] is None else int(row["active_max_id"]),
+        active_updated=_text(row["active_updated"]),
+        deployments_ended=_text(row["deployments_ended"]),
+        environments_updated=_text(row["environments_updated"]),
+    )
+
+
+# --- what the database asks for ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BoundEnvironment:
+    name: str
+    namespace: str
+
+
+async def bound_environments(
+    cluster_name: str, namespaces: Sequence[str] = (), unwatched: set[str] | None = None
+) -> dict[int, BoundEnvironment]:
+    """The environments of this cluster whose namespace this operator watches.
+
+    An environment in a namespace outside ``namespaces`` (``MLSERVE_NAMESPACES``) is skipped:
+    no worker of this operator would reconcile an MLServe there. It is logged once per
+    environment (``unwatched`` remembers which, across ticks).
+    """
+    bound: dict[int, BoundEnvironment] = {}
+    for environment in await Environment.all():
+        try:
+            config = environment.config
+        except InvalidConfig as exc:
+            log.warning("environment %s skipped by the database sync: %s", environment.name, exc)
+            continue
+        if config.cluster_name != cluster_name:
+            continue
+        if not watches_namespace(namespaces, config.namespace):
+            if unwatched is not None and environment.name not in unwatched:
+                unwatched.add(environment.name)
+                log.info(
+                    "environment %s skipped by the database sync: its namespace %s is not among "
+                    "the namespaces this operator watches (MLSERVE_NAMESPACES=%s)",
+                    environment.name,
+                    config.namespace,
+                    ",".join(namespaces),
+                )
+            continue
+        bound[environment.pk] = BoundEnvironment(environment.name, config.namespace)
+    return bound
+
+
+async def active_rows(bound: Mapping[int, BoundEnvironment]) -> tuple[list[ActiveRow], set[Pair]]:
+    """The active deployments of the bound environments, and the pairs with more than one."""
+    if not bound:
+        return [], set()
+    pointers = await ActiveDeployment.filter(environment_id__in=list(bound)).select_related(
+        "serve", "deployment", "deployment__artifact"
+    )
+    by_pair: dict[Pair, list[ActiveRow]] = {}
+    for pointer in pointers:
+        deployment = pointer.deployment
+        if deployment.status != DeploymentStatus.ACTIVE:
+            continue  # ended without its pointer removed: the pair is undeployed
+        environment = bound[pointer.environment_id]
+        row = ActiveRow(
+            serve=pointer.serve.name,
+            serve_type=str(pointer.serve.type),
+            environment=environment.name,
+            namespace=environment.namespace,
+            deployment_id=deployment.pk,
+            artifact_version=deployment.artifact.version,
+            changed_at=as_utc(deployment.created_at) if deployment.created_at else datetime.now(UTC),
+        )
+        by_pair.setdefault(row.pair, []).append(row)
+    duplicates = {pair for pair, rows in by_pair.items() if len({r.deployment_id for r in rows}) > 1}
+    for pair in sorted(duplicates):
+        ids = sorted({r.deployment_id for r in by_pair[pair]})
+        log.warning(
+            "serve %s has %d active deployments in %s (ids %s): the sync leaves the pair alone "
+            "until all but one are ended",
+            pair[0],
+            len(ids),
+            pair[1],
+            ids,
+        )
+    rows = [rows[0] for pair, rows in by_pair.items() if pair not in duplicates]
+    return rows, duplicates
+
+
+async def ended_since(deployment_ids: Iterable[int]) -> dict[int, datetime | None]:
+    """For each id that is not ACTIVE (or gone), when it ended (None when unknown or gone)."""
+    ids = sorted(set(deployment_ids))
+    if not ids:
+        return {}
+    rows = await Deployment.filter(id__in=ids).values("id", "status", "ended_at", "created_at")
+    found = {int(r["id"]): r for r in rows}
+    ended: dict[int, datetime | None] = {}
+    for deployment_id in ids:
+        row = found.get(deployment_id)
+        if row is None:
+            ended[deployment_id] = None
+        elif str(row["status"]) != DeploymentStatus.ACTIVE.value:
+            moment = row["ended_at"] or row["created_at"]
+            ended[deployment_id] = as_utc(moment) if moment else None
+    return ended
