@@ -36,6 +36,7 @@ import yaml
 from mlserve.operator.devcluster import ClusterHandle, LocalCluster, ensure_binaries
 from mlserve.operator.devcluster import names as devnames
 from mlserve.operator.render import names
+from mlserve.operator.spec.api import GROUP as MLSERVE_GROUP
 
 __all__ = ["DemoError", "DemoOptions", "DemoResult", "run_demo", "stop_kept_demo"]
 
@@ -44,7 +45,6 @@ ENV_KUBERAY_CRDS = "MLSERVE_KUBERAY_CRDS"
 ENV_MLSERVE_CRD = "MLSERVE_CRD_FILE"
 KUBERAY_CRD_FILES = ("ray.io_rayjobs.yaml", "ray.io_raycronjobs.yaml")
 OPERATOR_PID_FILE = "operator.pid"
-MLSERVE_GROUP = "mlserve.darwin.io"
 
 
 class DemoError(RuntimeError):

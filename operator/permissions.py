@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from .reconcile.kube import API_KINDS, WORKFLOW_KINDS
+from .spec import api
 
 __all__ = [
     "REFUSED_WHEN_NAMESPACED",
@@ -104,12 +104,8 @@ class Rule:
 
 
 def child_resources() -> list[tuple[str, str]]:
-    """(API group, plural) of every kind the renderers produce, from the reconcile's list."""
-    out = []
-    for resource in (*API_KINDS, *WORKFLOW_KINDS):
-        info = resource._api_info
-        out.append((info.resource.group, info.plural))
-    return out
+    """(API group, plural) of every kind the renderers produce, from the registry of child kinds."""
+    return [(child.group, child.plural) for child in api.CHILD_KINDS]
 
 
 _CHILD_VERBS = ("create", "delete", "list", "patch", "watch")
@@ -123,8 +119,8 @@ _CHILD_WHY = (
 
 RULES: tuple[Rule, ...] = (
     Rule(
-        "mlserve.darwin.io",
-        "mlserves",
+        api.GROUP,
+        api.PLURAL,
         ("create", "delete", "list", "patch", "watch"),
         "kopf watches MLServes (list + watch: the worker daemon, the claims index, the "
         "event handler) and patches its finalizer and annotations onto them; "
@@ -134,14 +130,14 @@ RULES: tuple[Rule, ...] = (
         "deployment ended",
     ),
     Rule(
-        "mlserve.darwin.io",
-        "mlserves/status",
+        api.GROUP,
+        f"{api.PLURAL}/status",
         ("patch",),
         "reconcile.status.write_status: merge patch of the status subresource, only when the computed status changed",
     ),
     Rule(
-        "mlserve.darwin.io",
-        "mlserves/finalizers",
+        api.GROUP,
+        f"{api.PLURAL}/finalizers",
         ("update",),
         "children carry an ownerReference with blockOwnerDeletion (reconcile.apply.Owner); "
         "clusters with the OwnerReferencesPermissionEnforcement admission plugin check this "

@@ -22,6 +22,8 @@ from lightkube.core.exceptions import ApiError
 from lightkube.core.resource import NamespacedResource
 from lightkube.types import CascadeType, PatchType
 
+from mlserve.operator.spec import api
+
 from .diff import manifest_hash, matches, mismatches
 from .errors import TemporaryFailure
 from .kube import api_version_kind, resource_for
@@ -30,7 +32,6 @@ __all__ = ["KIND_NOT_INSTALLED", "ApplyResult", "Owner", "apply_children", "list
 
 log = logging.getLogger(__name__)
 
-HASH_ANNOTATION = "mlserve.darwin.io/applied-hash"
 KIND_NOT_INSTALLED = "KindNotInstalled"
 
 
@@ -98,9 +99,9 @@ def stamp(manifest: Mapping[str, Any], owner: Owner) -> dict[str, Any]:
     metadata = out.setdefault("metadata", {})
     metadata["namespace"] = owner.namespace
     metadata["ownerReferences"] = [owner.reference()]
-    metadata.setdefault("annotations", {}).pop(HASH_ANNOTATION, None)
+    metadata.setdefault("annotations", {}).pop(api.ANNOTATION_APPLIED_HASH, None)
     digest = manifest_hash(out)
-    metadata["annotations"][HASH_ANNOTATION] = digest
+    metadata["annotations"][api.ANNOTATION_APPLIED_HASH] = digest
     return out
 
 
@@ -110,7 +111,7 @@ def _as_dict(obj: Any) -> dict[str, Any]:
 
 
 def _hash_of(obj: Mapping[str, Any]) -> str | None:
-    return ((obj.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(api.ANNOTATION_APPLIED_HASH)
 
 
 def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
@@ -174,7 +175,7 @@ async def apply_children(
     for manifest in desired:
         key = _key(manifest)
         current = live.get(key)
-        if matches(manifest, current, HASH_ANNOTATION):
+        if matches(manifest, current, api.ANNOTATION_APPLIED_HASH):
             result.unchanged.append(_label(*key))
             continue
         if current is not None and _hash_of(current) == _hash_of(manifest):

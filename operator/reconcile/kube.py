@@ -26,61 +26,61 @@ from lightkube.resources.networking_v1 import Ingress
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
 
+from mlserve.operator.spec import api
+
 from .errors import TemporaryFailure
 
 __all__ = [
     "API_KINDS",
     "KIND_NOT_INSTALLED",
-    "MLSERVE_GROUP",
-    "MLSERVE_PLURAL",
-    "MLSERVE_VERSION",
     "WORKFLOW_KINDS",
     "MLServe",
     "RayCronJob",
     "RayJob",
     "RequestCounter",
+    "api_version_kind",
+    "apply_object",
+    "as_dict",
+    "delete_object",
+    "install_hint",
+    "kind_not_served",
     "make_client",
+    "resource_class",
     "resource_for",
 ]
 
-MLSERVE_GROUP = "mlserve.darwin.io"
-MLSERVE_VERSION = "v1alpha1"
-MLSERVE_KIND = "MLServe"
-MLSERVE_PLURAL = "mlserves"
-MLSERVE_API_VERSION = f"{MLSERVE_GROUP}/{MLSERVE_VERSION}"
+MLServe = create_namespaced_resource(api.GROUP, api.VERSION, api.KIND, api.PLURAL)
+RayJob = create_namespaced_resource(api.RAYJOB.group, api.RAYJOB.version, api.RAYJOB.kind, api.RAYJOB.plural)
+RayCronJob = create_namespaced_resource(
+    api.RAYCRONJOB.group, api.RAYCRONJOB.version, api.RAYCRONJOB.kind, api.RAYCRONJOB.plural
+)
 
-MLServe = create_namespaced_resource(MLSERVE_GROUP, MLSERVE_VERSION, MLSERVE_KIND, MLSERVE_PLURAL)
-RayJob = create_namespaced_resource("ray.io", "v1", "RayJob", "rayjobs")
-RayCronJob = create_namespaced_resource("ray.io", "v1", "RayCronJob", "raycronjobs")
+# The lightkube class of every kind of the registry (spec/api.py): the core kinds' typed models,
+# generic resources for KubeRay's. tests/operator/test_reconcile_units.py checks that every kind
+# of the registry has its class here.
+_RESOURCES: dict[api.ChildKind, type[NamespacedResource]] = {
+    api.DEPLOYMENT: Deployment,
+    api.SERVICE: Service,
+    api.HORIZONTAL_POD_AUTOSCALER: HorizontalPodAutoscaler,
+    api.POD_DISRUPTION_BUDGET: PodDisruptionBudget,
+    api.INGRESS: Ingress,
+    api.RAYJOB: RayJob,
+    api.RAYCRONJOB: RayCronJob,
+}
 
 # The kinds each serve type may render, so pruning knows where to look.
-API_KINDS: tuple[type[NamespacedResource], ...] = (
-    Deployment,
-    Service,
-    HorizontalPodAutoscaler,
-    Ingress,
-    PodDisruptionBudget,
-)
-WORKFLOW_KINDS: tuple[type[NamespacedResource], ...] = (RayJob, RayCronJob)
+API_KINDS: tuple[type[NamespacedResource], ...] = tuple(_RESOURCES[kind] for kind in api.API_CHILD_KINDS)
+WORKFLOW_KINDS: tuple[type[NamespacedResource], ...] = tuple(_RESOURCES[kind] for kind in api.WORKFLOW_CHILD_KINDS)
 
-_BY_API_VERSION_KIND: dict[tuple[str, str], type[NamespacedResource]] = {
-    ("apps/v1", "Deployment"): Deployment,
-    ("v1", "Service"): Service,
-    ("autoscaling/v2", "HorizontalPodAutoscaler"): HorizontalPodAutoscaler,
-    ("networking.k8s.io/v1", "Ingress"): Ingress,
-    ("policy/v1", "PodDisruptionBudget"): PodDisruptionBudget,
-    ("ray.io/v1", "RayJob"): RayJob,
-    ("ray.io/v1", "RayCronJob"): RayCronJob,
-}
+
+def resource_class(kind: api.ChildKind) -> type[NamespacedResource]:
+    """The lightkube class of a kind of the registry."""
+    return _RESOURCES[kind]
 
 
 def resource_for(manifest: Mapping[str, Any]) -> type[NamespacedResource]:
     """The lightkube class of a rendered manifest; ValueError for a kind we never render."""
-    key = (str(manifest.get("apiVersion")), str(manifest.get("kind")))
-    try:
-        return _BY_API_VERSION_KIND[key]
-    except KeyError:
-        raise ValueError(f"no resource class for {key[0]} {key[1]}: add it to kube.py") from None
+    return _RESOURCES[api.child_kind(str(manifest.get("apiVersion")), str(manifest.get("kind")))]
 
 
 def api_version_kind(resource: type[NamespacedResource]) -> tuple[str, str]:

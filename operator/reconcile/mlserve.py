@@ -25,7 +25,7 @@ from lightkube.types import PatchType
 from mlserve.models import InvalidConfig, ServeType
 from mlserve.operator.render import names, render_children
 from mlserve.operator.settings import OperatorSettings
-from mlserve.operator.spec import MLServeSpec
+from mlserve.operator.spec import MLServeSpec, api
 
 from . import deploy, schedule
 from .apply import ApplyResult, Owner, apply_children, list_children
@@ -35,8 +35,6 @@ from .events import EventSink
 from .identity import Claim, claim_of, holder, spec_changed_at
 from .kube import (
     API_KINDS,
-    MLSERVE_API_VERSION,
-    MLSERVE_KIND,
     MLServe,
     RayCronJob,
     RayJob,
@@ -45,7 +43,6 @@ from .kube import (
 )
 from .rollback import pending_rollback, previous_artifact, rollback_patch
 from .status import Observation, Workload, compute_status, write_status
-from .sync import ANNOTATION_DEPLOYMENT_ID, SYNC_FIELD_MANAGER_SUFFIX
 
 __all__ = ["Report", "Runtime", "reconcile"]
 
@@ -86,14 +83,14 @@ class Report:
 def _workload(spec: MLServeSpec, live: Mapping[tuple[str, str], Mapping[str, Any]]) -> Workload | None:
     if spec.type is ServeType.API:
         name = names.child_name(spec.serve, spec.environment)
-        obj = live.get(("Deployment", name))
+        obj = live.get((api.DEPLOYMENT.kind, name))
         if obj is None:
-            return Workload("Deployment", name, exists=False)
+            return Workload(api.DEPLOYMENT.kind, name, exists=False)
         st = obj.get("status") or {}
         meta = obj.get("metadata") or {}
         desired = (obj.get("spec") or {}).get("replicas")
         desired = int(desired if desired is not None else st.get("replicas") or 0)
-        hpa = live.get(("HorizontalPodAutoscaler", name))
+        hpa = live.get((api.HORIZONTAL_POD_AUTOSCALER.kind, name))
         if hpa is not None:
             # The API server defaults a new Deployment to one replica before the HPA has
             # scaled it: the serve is not ready until the HPA's minimum is.
@@ -105,14 +102,14 @@ def _workload(spec: MLServeSpec, live: Mapping[tuple[str, str], Mapping[str, Any
             and int(st.get("replicas") or 0) <= desired
         )
         return Workload(
-            "Deployment",
+            api.DEPLOYMENT.kind,
             name,
             desired=desired,
             ready=int(st.get("readyReplicas") or 0),
             updated=updated,
             rolled_out=rolled_out,
         )
-    jobs = [obj for (kind, _), obj in live.items() if kind in ("RayJob", "RayCronJob")]
+    jobs = [obj for (kind, _), obj in live.items() if kind in (api.RAYJOB.kind, api.RAYCRONJOB.kind)]
     if not jobs:
         return None
     newest = max(jobs, key=lambda o: (o.get("metadata") or {}).get("creationTimestamp") or "")
@@ -155,10 +152,10 @@ async def _ensure_metadata(
     write for a deploy this reconcile recorded or found. One patch, only when something differs."""
     meta = body["metadata"]
     labels = {
-        names.LABEL_SERVE: names.label_value(spec.serve),
-        names.LABEL_ENVIRONMENT: names.label_value(spec.environment),
+        api.LABEL_SERVE: names.label_value(spec.serve),
+        api.LABEL_ENVIRONMENT: names.label_value(spec.environment),
     }
-    annotations = {ANNOTATION_DEPLOYMENT_ID: str(reflected)} if reflected is not None else {}
+    annotations = {api.ANNOTATION_DEPLOYMENT_ID: str(reflected)} if reflected is not None else {}
     current_labels = meta.get("labels") or {}
     current_annotations = meta.get("annotations") or {}
     patch: dict[str, Any] = {}
@@ -297,7 +294,7 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
                     generation = int(body["metadata"].get("generation") or generation)
                     obs.generation = generation
                     resolved = await resolve_request(spec)
-                changed_at = spec_changed_at(body, (settings.field_manager + SYNC_FIELD_MANAGER_SUFFIX,))
+                changed_at = spec_changed_at(body, (api.sync_field_manager(settings.field_manager),))
                 taking_over = _was_in_conflict(previous_status)
                 if taking_over:
                     # Its request waited for the pair; it counts from the moment it is free.
@@ -375,10 +372,10 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
                 tuple(spec.hosts) if spec.hosts is not None else context.additional_hosts,
             )
 
-        owner = Owner(MLSERVE_API_VERSION, MLSERVE_KIND, str(name), str(namespace), str(uid))
+        owner = Owner(api.API_VERSION, api.KIND, str(name), str(namespace), str(uid))
         selector = {
             **names.selector(spec.serve, spec.environment),
-            names.LABEL_MANAGED_BY: names.MANAGED_BY,
+            api.LABEL_MANAGED_BY: api.MANAGED_BY,
         }
         kinds = _kinds_for(spec, scheduled_per_run)
         if spec.paused:
@@ -400,10 +397,10 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
             for m in manifests
         ]
         obs.workload = _workload(spec, result.live)
-        if obs.workload is not None and obs.workload.kind == "RayCronJob":
+        if obs.workload is not None and obs.workload.kind == api.RAYCRONJOB.kind:
             obs.schedule_status = schedule.cron_job_status(
                 str(spec.schedule or context.schedule),
-                result.live.get(("RayCronJob", obs.workload.name)),
+                result.live.get((api.RAYCRONJOB.kind, obs.workload.name)),
                 rt.clock(),
                 settings.render.schedule_time_zone,
             )
@@ -426,7 +423,7 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
             if run.newest_job is not None:
                 newest = run.newest_job
                 obs.workload = Workload(
-                    "RayJob",
+                    api.RAYJOB.kind,
                     str(newest["metadata"]["name"]),
                     job_status=(newest.get("status") or {}).get("jobStatus"),
                 )

@@ -30,7 +30,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap
 
-from mlserve.operator.render import names
+from mlserve.operator.spec import api
 
 __all__ = [
     "ConfigMapStore",
@@ -239,7 +239,7 @@ class ConfigMapStore:
             metadata=ObjectMeta(
                 name=self.name,
                 namespace=self.namespace,
-                labels={names.LABEL_MANAGED_BY: names.MANAGED_BY},
+                labels={api.LABEL_MANAGED_BY: api.MANAGED_BY},
             ),
             data={self.KEY: json.dumps([e.to_json() for e in entries], sort_keys=True)},
         )

@@ -22,27 +22,23 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlserve.models import ActiveDeployment, Artifact, Deployment, Environment, Serve, User, activate
+from mlserve.operator.spec import api
 
 from .errors import InvalidInput
 
 __all__ = [
-    "ROLLBACK_ANNOTATION",
-    "ROLLBACK_HANDLED_ANNOTATION",
     "pending_rollback",
     "previous_artifact",
     "rollback_in_database",
     "rollback_patch",
 ]
 
-ROLLBACK_ANNOTATION = "mlserve.darwin.io/rollback"
-ROLLBACK_HANDLED_ANNOTATION = "mlserve.darwin.io/rollback-handled"
-
 
 def pending_rollback(body: Mapping[str, Any]) -> str | None:
     """The rollback token the MLServe asks for and the operator has not handled yet."""
     annotations = (body.get("metadata") or {}).get("annotations") or {}
-    token = annotations.get(ROLLBACK_ANNOTATION)
-    if not token or token == annotations.get(ROLLBACK_HANDLED_ANNOTATION):
+    token = annotations.get(api.ANNOTATION_ROLLBACK)
+    if not token or token == annotations.get(api.ANNOTATION_ROLLBACK_HANDLED):
         return None
     return str(token)
 
@@ -69,7 +65,7 @@ async def previous_artifact(serve: Serve, environment: Environment) -> tuple[Dep
 
 def rollback_patch(token: str, version: str | None) -> dict[str, Any]:
     """The merge patch that turns a rollback annotation into a request (or just marks it handled)."""
-    patch: dict[str, Any] = {"metadata": {"annotations": {ROLLBACK_HANDLED_ANNOTATION: token}}}
+    patch: dict[str, Any] = {"metadata": {"annotations": {api.ANNOTATION_ROLLBACK_HANDLED: token}}}
     if version is not None:
         patch["spec"] = {"artifactVersion": version}
     return patch

@@ -43,7 +43,7 @@ from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.types import CascadeType, PatchType
 
-from mlserve.operator.render import names
+from mlserve.operator.spec import api
 
 from .apply import Owner, list_children, stamp
 from .errors import InvalidInput, TemporaryFailure
@@ -375,7 +375,7 @@ def _rfc3339(moment: datetime | None) -> str | None:
 def job_view(obj: Mapping[str, Any]) -> JobView | None:
     """The planner's view of a live RayJob; None when it is not a scheduled run."""
     metadata = obj.get("metadata") or {}
-    scheduled = _parse_time((metadata.get("annotations") or {}).get(names.ANNOTATION_SCHEDULED_TIME))
+    scheduled = _parse_time((metadata.get("annotations") or {}).get(api.ANNOTATION_SCHEDULED_TIME))
     if scheduled is None:
         return None
     status = obj.get("status") or {}

@@ -27,6 +27,8 @@ from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.types import PatchType
 
+from mlserve.operator.spec import api
+
 from .errors import ClaimConflict, DatabaseUnavailable, InvalidInput, ReconcileError
 from .kube import MLServe
 
@@ -39,7 +41,7 @@ CONDITION_TYPES = ("Ready", "ArtifactResolved", "DatabaseSynced", "Synced", "Con
 class Workload:
     """What the child that runs the serve reports."""
 
-    kind: str  # "Deployment" or "RayJob"
+    kind: str  # Deployment, RayJob or RayCronJob
     name: str
     exists: bool = True
     desired: int = 0
@@ -122,7 +124,7 @@ def _workload_phase(
 
     ``next_run`` is the next scheduled time of a scheduled workflow (RFC 3339), if any.
     """
-    if workload is not None and workload.kind == "RayCronJob":
+    if workload is not None and workload.kind == api.RAYCRONJOB.kind:
         when = f"; next run at {next_run}" if next_run else ""
         return "Scheduled", True, "Scheduled", f"RayCronJob {workload.name} is in place{when}"
     if (workload is None or not workload.exists) and next_run:
@@ -130,7 +132,7 @@ def _workload_phase(
         return "Scheduled", True, "Scheduled", f"no run yet: the next run is at {next_run}"
     if workload is None or not workload.exists:
         return "Deploying", False, "ChildMissing", "the serving child is not created yet"
-    if workload.kind == "RayJob":
+    if workload.kind == api.RAYJOB.kind:
         job = (workload.job_status or "").upper()
         if job == "SUCCEEDED":
             return "Succeeded", True, "JobSucceeded", f"RayJob {workload.name} succeeded"
@@ -270,11 +272,11 @@ def compute_status(previous: Mapping[str, Any] | None, obs: Observation, now: da
         obs.workload, previous.get("phase"), obs.schedule_status.get("nextScheduledTime")
     )
     workload = obs.workload
-    if workload is not None and workload.kind == "Deployment":
+    if workload is not None and workload.kind == api.DEPLOYMENT.kind:
         status["replicas"] = workload.desired
         status["readyReplicas"] = workload.ready
         status["ready"] = f"{workload.ready}/{workload.desired}"
-    if workload is not None and workload.kind == "RayJob":
+    if workload is not None and workload.kind == api.RAYJOB.kind:
         status["activeRayJob"] = workload.name
         if workload.job_status:
             status["lastRunStatus"] = workload.job_status

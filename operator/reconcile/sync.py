@@ -41,10 +41,11 @@ from mlserve.models import (
 )
 from mlserve.operator.permissions import watches_namespace
 from mlserve.operator.render import names
+from mlserve.operator.spec import api
 
 from . import pending
 from .deploy import end_deployment, is_database_error, mlserve_is_newer
-from .kube import MLSERVE_API_VERSION, MLSERVE_KIND, MLServe
+from .kube import MLServe
 
 __all__ = [
     "ANNOTATION_DEPLOYMENT_ID",
@@ -274,8 +275,8 @@ def _pair_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
     metadata = body.get("metadata") or {}
     labels = metadata.get("labels") or {}
     spec = body.get("spec") or {}
-    serve = labels.get(names.LABEL_SERVE) or spec.get("serve") or metadata.get("name")
-    environment = labels.get(names.LABEL_ENVIRONMENT) or spec.get("environment")
+    serve = labels.get(api.LABEL_SERVE) or spec.get("serve") or metadata.get("name")
+    environment = labels.get(api.LABEL_ENVIRONMENT) or spec.get("environment")
     if not serve or not environment:
         return None
     # A label value may be cut with a hash; the spec holds the full names.
@@ -334,15 +335,15 @@ def _ref(body: Mapping[str, Any]) -> str:
 
 def _new_mlserve(row: ActiveRow) -> dict[str, Any]:
     return {
-        "apiVersion": MLSERVE_API_VERSION,
-        "kind": MLSERVE_KIND,
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
         "metadata": {
             "name": names.mlserve_name(row.serve, row.environment),
             "namespace": row.namespace,
             "labels": {
-                names.LABEL_SERVE: names.label_value(row.serve),
-                names.LABEL_ENVIRONMENT: names.label_value(row.environment),
-                names.LABEL_MANAGED_BY: names.MANAGED_BY,
+                api.LABEL_SERVE: names.label_value(row.serve),
+                api.LABEL_ENVIRONMENT: names.label_value(row.environment),
+                api.LABEL_MANAGED_BY: api.MANAGED_BY,
             },
             "annotations": {ANNOTATION_DEPLOYMENT_ID: str(row.deployment_id)},
         },

@@ -27,9 +27,12 @@ __all__ = [
     "API_VERSION",
     "CHILD_KINDS",
     "CRD_NAME",
+    "DEPLOYMENT",
     "FIELD_MANAGER",
     "FINALIZER",
     "GROUP",
+    "HORIZONTAL_POD_AUTOSCALER",
+    "INGRESS",
     "KIND",
     "KOPF_ANNOTATION_PREFIX",
     "LABEL_DEPLOYMENT_ID",
@@ -39,6 +42,10 @@ __all__ = [
     "LABEL_SERVE",
     "MANAGED_BY",
     "PLURAL",
+    "POD_DISRUPTION_BUDGET",
+    "RAYCRONJOB",
+    "RAYJOB",
+    "SERVICE",
     "SHORT_NAME",
     "SYNC_FIELD_MANAGER_SUFFIX",
     "VERSION",
@@ -141,17 +148,24 @@ class ChildKind:
         return f"{self.group}/{self.version}" if self.group else self.version
 
 
+DEPLOYMENT = ChildKind("apps", "v1", "Deployment", "deployments", ServeType.API)
+SERVICE = ChildKind("", "v1", "Service", "services", ServeType.API)
+HORIZONTAL_POD_AUTOSCALER = ChildKind(
+    "autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", ServeType.API
+)
+POD_DISRUPTION_BUDGET = ChildKind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", ServeType.API)
+INGRESS = ChildKind("networking.k8s.io", "v1", "Ingress", "ingresses", ServeType.API)
+RAYJOB = ChildKind("ray.io", "v1", "RayJob", "rayjobs", ServeType.WORKFLOW)
+RAYCRONJOB = ChildKind("ray.io", "v1", "RayCronJob", "raycronjobs", ServeType.WORKFLOW)
+
 API_CHILD_KINDS: tuple[ChildKind, ...] = (
-    ChildKind("apps", "v1", "Deployment", "deployments", ServeType.API),
-    ChildKind("", "v1", "Service", "services", ServeType.API),
-    ChildKind("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", ServeType.API),
-    ChildKind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", ServeType.API),
-    ChildKind("networking.k8s.io", "v1", "Ingress", "ingresses", ServeType.API),
+    DEPLOYMENT,
+    SERVICE,
+    HORIZONTAL_POD_AUTOSCALER,
+    POD_DISRUPTION_BUDGET,
+    INGRESS,
 )
-WORKFLOW_CHILD_KINDS: tuple[ChildKind, ...] = (
-    ChildKind("ray.io", "v1", "RayJob", "rayjobs", ServeType.WORKFLOW),
-    ChildKind("ray.io", "v1", "RayCronJob", "raycronjobs", ServeType.WORKFLOW),
-)
+WORKFLOW_CHILD_KINDS: tuple[ChildKind, ...] = (RAYJOB, RAYCRONJOB)
 CHILD_KINDS: tuple[ChildKind, ...] = API_CHILD_KINDS + WORKFLOW_CHILD_KINDS
 """Every kind the renderers may produce: what apply finds and prunes, what kopf watches,
 what the operator's RBAC grants."""
