@@ -23,16 +23,15 @@ from lightkube.core.resource import NamespacedResource
 from lightkube.types import CascadeType, PatchType
 
 from mlserve.operator.spec import api
+from mlserve.operator.spec.api import Reason
 
 from .diff import manifest_hash, matches, mismatches
 from .errors import TemporaryFailure
 from .kube import api_version_kind, resource_for
 
-__all__ = ["KIND_NOT_INSTALLED", "ApplyResult", "Owner", "apply_children", "list_children", "stamp"]
+__all__ = ["ApplyResult", "Owner", "apply_children", "list_children", "stamp"]
 
 log = logging.getLogger(__name__)
-
-KIND_NOT_INSTALLED = "KindNotInstalled"
 
 
 def _kind_not_served(exc: Exception) -> bool:
@@ -137,9 +136,11 @@ async def _list_kind(
             return {}  # the kind is not installed (e.g. no KubeRay CRDs): no children of it
         if not isinstance(exc, ApiError):
             raise TemporaryFailure(
-                "ListFailed", f"listing {kind} in {namespace} failed: HTTP {exc.response.status_code}"
+                Reason.LIST_FAILED, f"listing {kind} in {namespace} failed: HTTP {exc.response.status_code}"
             ) from exc
-        raise TemporaryFailure("ListFailed", f"listing {kind} in {namespace} failed: {exc.status.message}") from exc
+        raise TemporaryFailure(
+            Reason.LIST_FAILED, f"listing {kind} in {namespace} failed: {exc.status.message}"
+        ) from exc
     return found
 
 
@@ -199,17 +200,17 @@ async def apply_children(
             )
         except ApiError as exc:
             raise TemporaryFailure(
-                "ApplyFailed",
+                Reason.APPLY_FAILED,
                 f"server-side apply of {_label(*key)} was refused: {exc.status.message}",
             ) from exc
         except httpx2.HTTPStatusError as exc:
             if not _kind_not_served(exc):
                 raise TemporaryFailure(
-                    "ApplyFailed",
+                    Reason.APPLY_FAILED,
                     f"server-side apply of {_label(*key)} failed: HTTP {exc.response.status_code}",
                 ) from exc
             raise TemporaryFailure(
-                KIND_NOT_INSTALLED,
+                Reason.KIND_NOT_INSTALLED,
                 f"this cluster does not serve {api_version} {key[0]}, so {_label(*key)} cannot be "
                 f"created: {_install_hint(api_version, key[0])}; retried until it is served",
             ) from exc
@@ -226,7 +227,9 @@ async def apply_children(
             await client.delete(resource, key[1], namespace=owner.namespace, cascade=CascadeType.BACKGROUND)
         except ApiError as exc:
             if exc.status.code != 404:
-                raise TemporaryFailure("PruneFailed", f"deleting {_label(*key)} failed: {exc.status.message}") from exc
+                raise TemporaryFailure(
+                    Reason.PRUNE_FAILED, f"deleting {_label(*key)} failed: {exc.status.message}"
+                ) from exc
         result.live.pop(key, None)
         result.pruned.append(_label(*key))
     if result.changed:

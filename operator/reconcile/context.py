@@ -19,6 +19,7 @@ from mlserve.models import (
     WorkflowServeInfraConfig,
 )
 from mlserve.operator.spec import EnvironmentContext, ServeContext
+from mlserve.operator.spec.api import Reason
 
 from .errors import InvalidInput
 
@@ -68,7 +69,7 @@ async def load_context(
                 )
     except InvalidConfig as exc:
         raise InvalidInput(
-            "InvalidInfraConfig",
+            Reason.INVALID_INFRA_CONFIG,
             f"the database's config of serve {serve.name!r} in {environment.name!r} is invalid: {exc}",
         ) from None
     return ServeContext(

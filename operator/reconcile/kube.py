@@ -27,12 +27,12 @@ from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
 
 from mlserve.operator.spec import api
+from mlserve.operator.spec.api import Reason
 
 from .errors import TemporaryFailure
 
 __all__ = [
     "API_KINDS",
-    "KIND_NOT_INSTALLED",
     "WORKFLOW_KINDS",
     "MLServe",
     "RayCronJob",
@@ -141,9 +141,6 @@ def make_client(field_manager: str, counter: RequestCounter | None = None) -> As
 
 # --- writes: one server-side apply and one delete for every object the operator owns -----------
 
-KIND_NOT_INSTALLED = "KindNotInstalled"
-"""The reason of a write refused because the cluster does not serve the kind (no CRD)."""
-
 
 def as_dict(obj: Any) -> dict[str, Any]:
     """A lightkube object (typed model or generic resource) as a plain dict."""
@@ -176,7 +173,7 @@ async def apply_object(
     namespace: str,
     field_manager: str,
     what: str,
-    failure_reason: str = "ApplyFailed",
+    failure_reason: Reason = Reason.APPLY_FAILED,
 ) -> dict[str, Any]:
     """Server-side apply ``manifest`` (forcing conflicts: the operator owns these fields) and
     return the object as the server holds it.
@@ -204,7 +201,7 @@ async def apply_object(
     except httpx2.HTTPStatusError as exc:
         if kind_not_served(exc):
             raise TemporaryFailure(
-                KIND_NOT_INSTALLED,
+                Reason.KIND_NOT_INSTALLED,
                 f"this cluster does not serve {api_version} {kind}, so {what} cannot be "
                 f"created: {install_hint(api_version, kind)}; retried until it is served",
             ) from exc
@@ -223,7 +220,7 @@ async def delete_object(
     *,
     namespace: str,
     what: str,
-    failure_reason: str = "PruneFailed",
+    failure_reason: Reason = Reason.PRUNE_FAILED,
 ) -> bool:
     """Delete an object (dependents in the background); False when it was already gone or its
     kind is not served. Other failures become :class:`~.errors.TemporaryFailure` with

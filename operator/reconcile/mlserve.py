@@ -26,6 +26,7 @@ from mlserve.models import InvalidConfig, ServeType
 from mlserve.operator.render import names, render_children
 from mlserve.operator.settings import OperatorSettings
 from mlserve.operator.spec import MLServeSpec, api
+from mlserve.operator.spec.api import ConditionType, Reason
 
 from . import deploy, schedule
 from .apply import ApplyResult, Owner, apply_children, list_children
@@ -123,24 +124,29 @@ def _workload(spec: MLServeSpec, live: Mapping[tuple[str, str], Mapping[str, Any
 def _judged(status: Mapping[str, Any], generation: int) -> bool:
     """Whether this generation's request was already compared with the database."""
     for condition in status.get("conditions") or []:
-        if condition.get("type") == "DatabaseSynced":
+        if condition.get("type") == ConditionType.DATABASE_SYNCED:
             return condition.get("observedGeneration") == generation and condition.get("reason") in (
-                "InSync",
-                "DeploymentRecorded",
-                "DatabaseNewer",
-                "UndeployedInDatabase",
+                Reason.IN_SYNC,
+                Reason.DEPLOYMENT_RECORDED,
+                Reason.DATABASE_NEWER,
+                Reason.UNDEPLOYED_IN_DATABASE,
             )
     return False
 
 
 def _was_in_conflict(status: Mapping[str, Any]) -> bool:
-    return any(c.get("type") == "Conflict" and c.get("status") == "True" for c in status.get("conditions") or [])
+    return any(
+        c.get("type") == ConditionType.CONFLICT and c.get("status") == "True" for c in status.get("conditions") or []
+    )
 
 
-def _previous_reason(status: Mapping[str, Any], type_: str) -> str | None:
+def _previous_reason(status: Mapping[str, Any], type_: ConditionType) -> str | None:
     for condition in status.get("conditions") or []:
         if condition.get("type") == type_:
-            return condition.get("reason") if condition.get("status") != "True" or type_ == "Conflict" else None
+            if condition.get("status") == "True" and type_ is not ConditionType.CONFLICT:
+                return None
+            reason = condition.get("reason")
+            return None if reason is None else str(reason)
     return None
 
 
@@ -256,7 +262,7 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
         try:
             spec = MLServeSpec.from_resource(body)
         except InvalidConfig as exc:
-            raise InvalidInput("InvalidSpec", f"{exc}") from None
+            raise InvalidInput(Reason.INVALID_SPEC, f"{exc}") from None
         obs.serve = spec.serve
         obs.paused = spec.paused
 
@@ -333,11 +339,11 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
                 rt.events.post(
                     body,
                     "Normal",
-                    "RolledBack",
+                    Reason.ROLLED_BACK,
                     f"rolled back from {rollback_from}: {outcome.message}",
                 )
             else:
-                rt.events.post(body, "Normal", "Deployed", outcome.message)
+                rt.events.post(body, "Normal", Reason.DEPLOYED, outcome.message)
 
         if context is None:
             # Undeployed in the database: the sync loop removes this MLServe; leave the
@@ -357,7 +363,7 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
         try:
             manifests = render_children(context, render_spec, settings.render)
         except InvalidConfig as exc:
-            raise InvalidInput("InvalidInfraConfig", f"{exc}") from None
+            raise InvalidInput(Reason.INVALID_INFRA_CONFIG, f"{exc}") from None
         scheduled_per_run = (
             spec.type is ServeType.WORKFLOW
             and bool(spec.schedule or context.schedule)
@@ -389,7 +395,7 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
             rt.events.post(
                 body,
                 "Normal",
-                "DriftRepaired",
+                Reason.DRIFT_REPAIRED,
                 f"{child} was changed by hand ({', '.join(paths[:5])}): put back as rendered",
             )
         obs.children = [
@@ -428,7 +434,7 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
                     job_status=(newest.get("status") or {}).get("jobStatus"),
                 )
     except ApiError as exc:
-        obs.error = TemporaryFailure("ApiError", f"the API server refused a request: {exc.status.message}")
+        obs.error = TemporaryFailure(Reason.API_ERROR, f"the API server refused a request: {exc.status.message}")
     except ReconcileError as exc:
         obs.error = exc
     return await _finish(rt, body, previous_status, obs, report)
@@ -445,7 +451,7 @@ async def _finish(
     error = obs.error
     report.error = error
     if error is not None:
-        condition = "Conflict" if isinstance(error, ClaimConflict) else error.condition
+        condition = ConditionType.CONFLICT if isinstance(error, ClaimConflict) else error.condition
         if _previous_reason(previous_status, condition) != error.reason:
             rt.events.post(body, "Warning", error.reason, error.message)
             log.warning("%s/%s: %s: %s", meta.get("namespace"), meta.get("name"), error.reason, error.message)

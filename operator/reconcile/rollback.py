@@ -23,6 +23,7 @@ from typing import Any
 
 from mlserve.models import ActiveDeployment, Artifact, Deployment, Environment, Serve, User, activate
 from mlserve.operator.spec import api
+from mlserve.operator.spec.api import Reason
 
 from .errors import InvalidInput
 
@@ -48,12 +49,12 @@ async def previous_artifact(serve: Serve, environment: Environment) -> tuple[Dep
     pointer = await ActiveDeployment.filter(serve_id=serve.pk, environment_id=environment.pk).order_by("-id").first()
     if pointer is None:
         raise InvalidInput(
-            "NothingToRollBack",
+            Reason.NOTHING_TO_ROLL_BACK,
             f"serve {serve.name!r} has no active deployment in {environment.name!r}: nothing to roll back",
         )
     if pointer.previous_deployment_id is None:
         raise InvalidInput(
-            "NothingToRollBack",
+            Reason.NOTHING_TO_ROLL_BACK,
             f"deployment {pointer.deployment_id} of serve {serve.name!r} in {environment.name!r} has "
             "no previous deployment (active_deployments.previous_deployment is empty): nothing to roll back to",
         )
@@ -77,13 +78,13 @@ async def rollback_in_database(
     """Deploy the previous artifact as a new deployment; returns (new, rolled back from, artifact)."""
     serve = await Serve.get_or_none(name=serve_name)
     if serve is None:
-        raise InvalidInput("UnknownServe", f"serve {serve_name!r} is not in the database")
+        raise InvalidInput(Reason.UNKNOWN_SERVE, f"serve {serve_name!r} is not in the database")
     environment = await Environment.get_or_none(name=environment_name)
     if environment is None:
-        raise InvalidInput("UnknownEnvironment", f"environment {environment_name!r} is not in the database")
+        raise InvalidInput(Reason.UNKNOWN_ENVIRONMENT, f"environment {environment_name!r} is not in the database")
     user = await User.get_or_none(username=username)
     if user is None:
-        raise InvalidInput("UnknownUser", f"user {username!r} is not in the users table: pass --user")
+        raise InvalidInput(Reason.UNKNOWN_USER, f"user {username!r} is not in the users table: pass --user")
     active, artifact, _ = await previous_artifact(serve, environment)
     new = await activate(serve, environment, artifact, user)
     return new, active, artifact

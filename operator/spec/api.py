@@ -53,6 +53,7 @@ __all__ = [
     "ChildKind",
     "ConditionType",
     "Phase",
+    "Reason",
     "child_kind",
     "sync_field_manager",
 ]
@@ -111,6 +112,75 @@ class ConditionType(StrEnum):
     DATABASE_SYNCED = "DatabaseSynced"
     SYNCED = "Synced"
     CONFLICT = "Conflict"
+
+
+class Reason(StrEnum):
+    """Every reason the operator writes: on a condition of an MLServe's status, on an Event, or
+    both. CamelCase, as Kubernetes wants them; the member's value is what is stored."""
+
+    # The MLServe or the database rows it names cannot be used (permanent until they change).
+    INVALID_SPEC = "InvalidSpec"
+    UNKNOWN_SERVE = "UnknownServe"
+    UNKNOWN_ENVIRONMENT = "UnknownEnvironment"
+    UNKNOWN_ARTIFACT = "UnknownArtifact"
+    UNKNOWN_USER = "UnknownUser"
+    ARTIFACT_NOT_BUILT = "ArtifactNotBuilt"
+    SERVE_TYPE_MISMATCH = "ServeTypeMismatch"
+    INVALID_ENV_CONFIG = "InvalidEnvConfig"
+    INVALID_INFRA_CONFIG = "InvalidInfraConfig"
+    INVALID_SCHEDULE = "InvalidSchedule"
+    WRONG_NAMESPACE = "WrongNamespace"
+    FOREIGN_CLUSTER = "ForeignCluster"
+    DUPLICATE_ACTIVE_DEPLOYMENTS = "DuplicateActiveDeployments"
+    NOTHING_TO_ROLL_BACK = "NothingToRollBack"
+    RESOLVED = "Resolved"
+    """ArtifactResolved: serve, environment and artifact found and usable."""
+
+    # Conflict: who holds the (serve, environment) pair.
+    PAIR_CLAIMED = "PairClaimed"
+    NO_CONFLICT = "NoConflict"
+    CONFLICT = "Conflict"
+    """Ready is False because another MLServe holds the pair."""
+
+    # DatabaseSynced.
+    DATABASE_UNAVAILABLE = "DatabaseUnavailable"
+    IN_SYNC = "InSync"
+    DEPLOYMENT_RECORDED = "DeploymentRecorded"
+    DATABASE_NEWER = "DatabaseNewer"
+    UNDEPLOYED_IN_DATABASE = "UndeployedInDatabase"
+
+    # Synced: applying the children (temporary failures are retried).
+    APPLIED = "Applied"
+    PAUSED = "Paused"
+    API_ERROR = "ApiError"
+    APPLY_FAILED = "ApplyFailed"
+    LIST_FAILED = "ListFailed"
+    PRUNE_FAILED = "PruneFailed"
+    KIND_NOT_INSTALLED = "KindNotInstalled"
+    """A write refused because the cluster does not serve the kind (its CRD is not installed)."""
+    SCHEDULED_RUN_FAILED = "ScheduledRunFailed"
+    HISTORY_CLEANUP_FAILED = "HistoryCleanupFailed"
+    RECONCILE_ERROR = "ReconcileError"
+    """The reason of an error that names none (never written by the operator's own errors)."""
+
+    # Ready: what the serving child reports.
+    PODS_READY = "PodsReady"
+    PODS_NOT_READY = "PodsNotReady"
+    ROLLING_OUT = "RollingOut"
+    CHILD_MISSING = "ChildMissing"
+    JOB_SUBMITTED = "JobSubmitted"
+    JOB_RUNNING = "JobRunning"
+    JOB_SUCCEEDED = "JobSucceeded"
+    JOB_FAILED = "JobFailed"
+    SCHEDULED = "Scheduled"
+
+    # Events only.
+    DEPLOYED = "Deployed"
+    ROLLED_BACK = "RolledBack"
+    UNDEPLOYED = "Undeployed"
+    DRIFT_REPAIRED = "DriftRepaired"
+    SCHEDULED_RUN = "ScheduledRun"
+    MISSED_SCHEDULE = "MissedSchedule"
 
 
 class Phase(StrEnum):

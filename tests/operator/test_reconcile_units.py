@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -328,3 +330,16 @@ def test_every_child_kind_of_the_registry_has_its_resource_class(child: api.Chil
     assert resource._api_info.plural == child.plural
     assert (resource in kube.API_KINDS) is (child.serve_type is ServeType.API)
     assert (resource in kube.WORKFLOW_KINDS) is (child.serve_type is ServeType.WORKFLOW)
+
+
+def test_reasons_are_distinct_camel_case_words() -> None:
+    values = [reason.value for reason in api.Reason]
+    assert len(values) == len(set(values)) == len(api.Reason.__members__)
+    assert all(re.fullmatch(r"[A-Z][A-Za-z]+", value) for value in values)
+
+
+def test_the_status_stores_reasons_phases_and_types_as_their_plain_strings() -> None:
+    status = compute_status(None, Observation(generation=1, error=InvalidInput(api.Reason.UNKNOWN_SERVE, "no")), NOW)
+    text = json.dumps(status)
+    assert '"phase": "Invalid"' in text and '"reason": "UnknownServe"' in text and '"type": "Ready"' in text
+    assert json.loads(text) == status
