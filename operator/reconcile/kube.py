@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import collections
 import contextvars
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 from lightkube import AsyncClient
@@ -142,9 +142,12 @@ def make_client(field_manager: str, counter: RequestCounter | None = None) -> As
 # --- writes: one server-side apply and one delete for every object the operator owns -----------
 
 
-def as_dict(obj: Any) -> dict[str, Any]:
+def as_dict(obj: object) -> dict[str, Any]:
     """A lightkube object (typed model or generic resource) as a plain dict."""
-    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)  # type: ignore[no-any-return]
+    to_dict: Callable[[], dict[str, Any]] | None = getattr(obj, "to_dict", None)
+    if to_dict is not None:
+        return to_dict()
+    return dict(cast(Mapping[str, Any], obj))
 
 
 def kind_not_served(exc: Exception) -> bool:

@@ -40,6 +40,7 @@ from .kube import (
     RayCronJob,
     RayJob,
     RequestCounter,
+    as_dict,
     current_counter,
 )
 from .rollback import pending_rollback, previous_artifact, rollback_patch
@@ -179,7 +180,7 @@ async def _ensure_metadata(
         patch_type=PatchType.MERGE,
         field_manager=rt.settings.field_manager,
     )
-    return patched.to_dict() if hasattr(patched, "to_dict") else dict(patched)
+    return as_dict(patched)
 
 
 async def _take_rollback_request(
@@ -207,7 +208,7 @@ async def _take_rollback_request(
         patch_type=PatchType.MERGE,
         field_manager=rt.settings.field_manager,
     )
-    return (patched.to_dict() if hasattr(patched, "to_dict") else dict(patched)), rolled_back_from
+    return as_dict(patched), rolled_back_from
 
 
 def _kinds_for(spec: MLServeSpec, scheduled_per_run: bool) -> tuple[Any, ...]:
