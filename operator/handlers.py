@@ -34,17 +34,17 @@ import importlib.util
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
 from mlserve.operator.peering import ActiveReplica, KopfInternalsChanged, kopf_pause_toggles
-from mlserve.operator.permissions import Scope, scope_of
 from mlserve.operator.settings import OperatorSettings
 from mlserve.operator.spec import api
+from mlserve.operator.spec.namespaces import Scope, scope_of
 
 from .reconcile import kube
-from .reconcile.events import KopfEvents
+from .reconcile.events import EventType
 from .reconcile.finalize import finalize
 from .reconcile.identity import Claim, claim_of
 from .reconcile.mlserve import Runtime, reconcile
@@ -73,6 +73,14 @@ class OperatorState:
         event = self.wakeups.get(uid)
         if event is not None:
             event.set()
+
+
+class KopfEvents:
+    """The reconcile's :class:`~.reconcile.events.EventSink` in the operator: posts through kopf's
+    event queue (batched, as ``mlserve-operator``)."""
+
+    def post(self, body: Mapping[str, Any], type_: EventType, reason: str, message: str) -> None:
+        kopf.event(cast(Any, dict(body)), type=type_, reason=reason, message=message[:1024])
 
 
 def _state(memo: Any) -> OperatorState:

@@ -39,9 +39,9 @@ from mlserve.models import (
     Environment,
     InvalidConfig,
 )
-from mlserve.operator.permissions import watches_namespace
 from mlserve.operator.render import names
 from mlserve.operator.spec import api
+from mlserve.operator.spec.namespaces import watches_namespace
 
 from . import pending
 from .deploy import end_deployment, is_database_error, mlserve_is_newer

@@ -20,6 +20,7 @@ from mlserve.operator.reconcile.rollback import pending_rollback, rollback_patch
 from mlserve.operator.reconcile.status import Observation, Workload, compute_status, status_patch
 from mlserve.operator.settings import OperatorSettings, SettingsError, parse_duration
 from mlserve.operator.spec import MLServeSpec, api
+from mlserve.operator.spec.namespaces import Scope, matches_pattern, scope_of, watches_namespace
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 OWNER = Owner("mlserve.darwin.io/v1alpha1", "MLServe", "fraud", "team-a", "uid-1")
@@ -343,3 +344,32 @@ def test_the_status_stores_reasons_phases_and_types_as_their_plain_strings() -> 
     text = json.dumps(status)
     assert '"phase": "Invalid"' in text and '"reason": "UnknownServe"' in text and '"type": "Ready"' in text
     assert json.loads(text) == status
+
+
+NAMESPACE_PATTERNS = (
+    "team-a",
+    "team-*",
+    "!kube-*",
+    "team-?",
+    "team-*, !team-b",
+    "!*-pr-*, *pr-1",
+    "a*, !*-x, *-x-y",
+    "",
+)
+NAMESPACES = ("team-a", "team-b", "team-cd", "teams", "kube-system", "default", "app-pr-1", "app-pr-2", "a-x", "a-x-y")
+
+
+@pytest.mark.parametrize("pattern", NAMESPACE_PATTERNS)
+def test_a_namespace_pattern_selects_what_kopf_selects(pattern: str) -> None:
+    from kopf._cogs.structs.references import NamespaceName, match_namespace
+
+    for namespace in NAMESPACES:
+        kopf_says = match_namespace(NamespaceName(namespace), pattern)
+        assert matches_pattern(namespace, pattern) is kopf_says, (pattern, namespace)
+
+
+def test_the_watched_namespaces_and_the_scope() -> None:
+    assert watches_namespace((), "anything") and scope_of(()) is Scope.CLUSTER
+    assert watches_namespace(("team-a", "team-b"), "team-b") and not watches_namespace(("team-a",), "team-b")
+    assert scope_of(("team-a", "team-b")) is Scope.NAMESPACES and not Scope.NAMESPACES.cluster_role
+    assert scope_of(("team-a", "!kube-*")) is Scope.PATTERNS and Scope.PATTERNS.cluster_role
