@@ -84,7 +84,10 @@ class KopfEvents:
 
 
 def _state(memo: Any) -> OperatorState:
-    return memo.state  # type: ignore[no-any-return]
+    state = memo.state
+    if not isinstance(state, OperatorState):
+        raise TypeError("kopf's memo must hold the OperatorState (cli/run.py sets it)")
+    return state
 
 
 def _claims(index: Mapping[tuple[str, str], Any], body: Mapping[str, Any]) -> list[Claim]:
