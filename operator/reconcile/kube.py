@@ -162,8 +162,8 @@ def kind_not_served(exc: Exception) -> bool:
 
 def install_hint(api_version: str, kind: str) -> str:
     """What to install so that the cluster serves ``kind``."""
-    if api_version.startswith("ray.io/"):
-        extra = " (RayCronJob needs KubeRay 1.6 or later)" if kind == "RayCronJob" else ""
+    if api_version.startswith(f"{api.RAYJOB.group}/"):
+        extra = " (RayCronJob needs KubeRay 1.6 or later)" if kind == api.RAYCRONJOB.kind else ""
         return f"install KubeRay's CRDs{extra}"
     return f"install the CRD of {kind} ({api_version})"
 
