@@ -2,9 +2,9 @@
 
 The reconcile posts through an :class:`EventSink` so it runs the same in the operator
 (``handlers.KopfEvents``: kopf posts the Events, batched, as ``mlserve-operator``) and in
-tests (a list); this module does not import kopf. An error
-is posted when it first appears, not on every retry, so a waiting MLServe does not flood
-the namespace with Events or count as a write per reconcile.
+tests (a list); the reconcile does not import kopf. An error is posted when it first
+appears, not on every retry, so a waiting MLServe does not flood the namespace with Events
+or count as a write per reconcile.
 """
 
 from __future__ import annotations
