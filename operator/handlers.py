@@ -21,7 +21,7 @@ temporary failures (database down, API errors) are retried with doubling backoff
 equivalent of ``kopf.TemporaryError(delay=...)``). Neither crashes the operator, and kopf
 writes no progress annotations for them, so a converged operator writes nothing.
 
-Deletion uses kopf's finalizer (``mlserve.darwin.io/finalizer``) and retries with
+Deletion uses kopf's finalizer (:data:`~.spec.api.FINALIZER`) and retries with
 ``kopf.TemporaryError`` until the database answers or the deletion timeout passes.
 """
 
@@ -34,37 +34,26 @@ import importlib.util
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
 from mlserve.operator.peering import ActiveReplica, KopfInternalsChanged, kopf_pause_toggles
-from mlserve.operator.permissions import Scope, scope_of
-from mlserve.operator.render import names
 from mlserve.operator.settings import OperatorSettings
+from mlserve.operator.spec import api
+from mlserve.operator.spec.namespaces import Scope, scope_of
 
 from .reconcile import kube
-from .reconcile.events import KopfEvents
+from .reconcile.events import EventType
 from .reconcile.finalize import finalize
 from .reconcile.identity import Claim, claim_of
 from .reconcile.mlserve import Runtime, reconcile
 from .reconcile.pending import ConfigMapStore, PendingUndeploys
-from .reconcile.rollback import ROLLBACK_ANNOTATION
 
 log = logging.getLogger("mlserve.operator")
 
-MLSERVES = (kube.MLSERVE_GROUP, kube.MLSERVE_VERSION, kube.MLSERVE_PLURAL)
-FINALIZER = "mlserve.darwin.io/finalizer"
-CHILD_LABELS = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
-CHILD_RESOURCES = (
-    ("apps", "v1", "deployments"),
-    ("", "v1", "services"),
-    ("autoscaling", "v2", "horizontalpodautoscalers"),
-    ("networking.k8s.io", "v1", "ingresses"),
-    ("policy", "v1", "poddisruptionbudgets"),
-    ("ray.io", "v1", "rayjobs"),
-    ("ray.io", "v1", "raycronjobs"),
-)
+MLSERVES = (api.GROUP, api.VERSION, api.PLURAL)
+CHILD_LABELS = {api.LABEL_MANAGED_BY: api.MANAGED_BY}
 
 
 @dataclass
@@ -86,8 +75,19 @@ class OperatorState:
             event.set()
 
 
+class KopfEvents:
+    """The reconcile's :class:`~.reconcile.events.EventSink` in the operator: posts through kopf's
+    event queue (batched, as ``mlserve-operator``)."""
+
+    def post(self, body: Mapping[str, Any], type_: EventType, reason: str, message: str) -> None:
+        kopf.event(cast(Any, dict(body)), type=type_, reason=reason, message=message[:1024])
+
+
 def _state(memo: Any) -> OperatorState:
-    return memo.state  # type: ignore[no-any-return]
+    state = memo.state
+    if not isinstance(state, OperatorState):
+        raise TypeError("kopf's memo must hold the OperatorState (cli/run.py sets it)")
+    return state
 
 
 def _claims(index: Mapping[tuple[str, str], Any], body: Mapping[str, Any]) -> list[Claim]:
@@ -103,16 +103,18 @@ def _claims(index: Mapping[tuple[str, str], Any], body: Mapping[str, Any]) -> li
 def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
     """kopf's settings for this operator (called by the startup handler, before kopf starts
     watching: its observers and watchers wait for the startup handlers)."""
-    settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mlserve.darwin.io")
+    settings.persistence.finalizer = api.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.KOPF_ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="mlserve.darwin.io", key="last-handled-configuration"
+        prefix=api.KOPF_ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.posting.reporting_component = ours.field_manager
     settings.watching.server_timeout = 300
-    for group, version, plural in CHILD_RESOURCES:
+    for child in api.CHILD_KINDS:
         # Children are watched by label on the server: other Deployments never reach us.
-        settings.watching.label_selectors[group, version, plural] = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
+        settings.watching.label_selectors[child.group, child.version, child.plural] = (
+            f"{api.LABEL_MANAGED_BY}={api.MANAGED_BY}"
+        )
     settings.peering.stealth = True
     if ours.peering_name:
         settings.peering.name = ours.peering_name
@@ -298,7 +300,7 @@ async def mlserve_event(
     state = _state(memo)
     uid = str(meta.uid)
     annotations = meta.annotations or {}
-    fingerprint = (meta.get("generation"), annotations.get(ROLLBACK_ANNOTATION))
+    fingerprint = (meta.get("generation"), annotations.get(api.ANNOTATION_ROLLBACK))
     if state.fingerprints.get(uid) != fingerprint:
         state.fingerprints[uid] = fingerprint
         state.wake(uid)
@@ -310,19 +312,19 @@ async def mlserve_event(
 
 def _owner_uids(body: Mapping[str, Any]) -> list[str]:
     refs = (body.get("metadata") or {}).get("ownerReferences") or []
-    return [str(ref.get("uid")) for ref in refs if ref.get("kind") == kube.MLSERVE_KIND]
+    return [str(ref.get("uid")) for ref in refs if ref.get("kind") == api.KIND]
 
 
-def _register_child_watch(group: str, version: str, plural: str) -> None:
-    @kopf.on.event(group, version, plural, labels=CHILD_LABELS, id=f"child-{plural}")
+def _register_child_watch(child: api.ChildKind) -> None:
+    @kopf.on.event(child.group, child.version, child.plural, labels=CHILD_LABELS, id=f"child-{child.plural}")
     async def child_event(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         state = _state(memo)
         for uid in _owner_uids(body):
             state.wake(uid)
 
 
-for _group, _version, _plural in CHILD_RESOURCES:
-    _register_child_watch(_group, _version, _plural)
+for _child in api.CHILD_KINDS:
+    _register_child_watch(_child)
 
 
 # --- deletion -----------------------------------------------------------------------------------

@@ -8,10 +8,10 @@ When a code path starts or stops calling the API, change this table, then the ch
 
 A rule is (API group, resource, verbs). Which rules apply depends on two settings:
 
-- what ``MLSERVE_NAMESPACES`` says (:class:`Scope`): empty watches the whole cluster; exact
-  names watch those namespaces, whose rights a Role in each of them can grant; patterns
-  (``team-*``, ``!kube-*``) make kopf list and watch namespaces to match them, and the
-  matching namespaces are not known in advance, so their rights come from a ClusterRole;
+- what ``MLSERVE_NAMESPACES`` says (:class:`~.spec.namespaces.Scope`): empty watches the
+  whole cluster; exact names watch those namespaces, whose rights a Role in each of them can
+  grant; patterns (``team-*``, ``!kube-*``) make kopf list and watch namespaces to match them,
+  and the matching namespaces are not known in advance, so their rights come from a ClusterRole;
 - peering on (``MLSERVE_PEERING_NAME`` set) or off (standalone).
 """
 
@@ -19,60 +19,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from enum import Enum
 
-from .reconcile.kube import API_KINDS, WORKFLOW_KINDS
+from .spec import api
+from .spec.namespaces import Scope, scope_of
 
 __all__ = [
     "REFUSED_WHEN_NAMESPACED",
     "RULES",
     "Rule",
-    "Scope",
     "child_resources",
     "expand",
-    "is_pattern",
     "rules_for",
-    "scope_of",
-    "watches_namespace",
 ]
-
-
-class Scope(Enum):
-    """What the operator watches (``MLSERVE_NAMESPACES``)."""
-
-    CLUSTER = "the whole cluster"
-    NAMESPACES = "namespaces given by name"
-    PATTERNS = "namespaces matching patterns"
-
-    @property
-    def cluster_role(self) -> bool:
-        """Namespaced rights granted cluster-wide (a ClusterRole) rather than per namespace."""
-        return self is not Scope.NAMESPACES
-
-
-def is_pattern(namespace: str) -> bool:
-    """A kopf namespace pattern (glob or exclusion) rather than a name."""
-    return namespace.startswith("!") or any(c in namespace for c in "*?")
-
-
-def watches_namespace(namespaces: Sequence[str], namespace: str) -> bool:
-    """Whether an operator run with ``MLSERVE_NAMESPACES`` (as a list) serves ``namespace``.
-
-    kopf's own matcher, applied as kopf applies it to the patterns it is given: a namespace
-    is served when any pattern matches it (a name equals it; ``team-*`` globs; ``!kube-*``
-    matches every namespace but those). An empty list is the whole cluster.
-    """
-    if not namespaces:
-        return True
-    from kopf._cogs.structs.references import NamespaceName, match_namespace
-
-    return any(match_namespace(NamespaceName(namespace), pattern) for pattern in namespaces)
-
-
-def scope_of(namespaces: Sequence[str]) -> Scope:
-    if not namespaces:
-        return Scope.CLUSTER
-    return Scope.PATTERNS if any(is_pattern(n) for n in namespaces) else Scope.NAMESPACES
 
 
 ALL = frozenset(Scope)
@@ -104,12 +62,8 @@ class Rule:
 
 
 def child_resources() -> list[tuple[str, str]]:
-    """(API group, plural) of every kind the renderers produce, from the reconcile's list."""
-    out = []
-    for resource in (*API_KINDS, *WORKFLOW_KINDS):
-        info = resource._api_info
-        out.append((info.resource.group, info.plural))
-    return out
+    """(API group, plural) of every kind the renderers produce, from the registry of child kinds."""
+    return [(child.group, child.plural) for child in api.CHILD_KINDS]
 
 
 _CHILD_VERBS = ("create", "delete", "list", "patch", "watch")
@@ -123,8 +77,8 @@ _CHILD_WHY = (
 
 RULES: tuple[Rule, ...] = (
     Rule(
-        "mlserve.darwin.io",
-        "mlserves",
+        api.GROUP,
+        api.PLURAL,
         ("create", "delete", "list", "patch", "watch"),
         "kopf watches MLServes (list + watch: the worker daemon, the claims index, the "
         "event handler) and patches its finalizer and annotations onto them; "
@@ -134,14 +88,14 @@ RULES: tuple[Rule, ...] = (
         "deployment ended",
     ),
     Rule(
-        "mlserve.darwin.io",
-        "mlserves/status",
+        api.GROUP,
+        f"{api.PLURAL}/status",
         ("patch",),
         "reconcile.status.write_status: merge patch of the status subresource, only when the computed status changed",
     ),
     Rule(
-        "mlserve.darwin.io",
-        "mlserves/finalizers",
+        api.GROUP,
+        f"{api.PLURAL}/finalizers",
         ("update",),
         "children carry an ownerReference with blockOwnerDeletion (reconcile.apply.Owner); "
         "clusters with the OwnerReferencesPermissionEnforcement admission plugin check this "
@@ -153,7 +107,7 @@ RULES: tuple[Rule, ...] = (
         "",
         "events",
         ("create",),
-        "kopf's event poster: reconcile.events.KopfEvents (kopf.event) and kopf's own "
+        "kopf's event poster: handlers.KopfEvents (kopf.event) and kopf's own "
         "per-object log lines are POSTed as core v1 Events",
     ),
     Rule(

@@ -41,7 +41,10 @@ class _LazyGroup(click.Group):
             if exc.name == f"{__name__}.{module_name}":
                 return None  # command not built yet
             raise
-        return getattr(module, attribute)
+        command = getattr(module, attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{module.__name__}.{attribute} is not a click command")
+        return command
 
 
 @click.group(cls=_LazyGroup)

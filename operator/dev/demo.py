@@ -36,13 +36,13 @@ import yaml
 from mlserve.operator.dev.cluster import ClusterHandle, DevClusterError, LocalCluster, ensure_binaries, kuberay_crd_dir
 from mlserve.operator.dev.cluster import names as devnames
 from mlserve.operator.render import names
+from mlserve.operator.spec.api import GROUP as MLSERVE_GROUP
 
 __all__ = ["DemoError", "DemoOptions", "DemoResult", "run_demo", "stop_kept_demo"]
 
 CLUSTER_NAME = "local"
 ENV_MLSERVE_CRD = "MLSERVE_CRD_FILE"
 OPERATOR_PID_FILE = "operator.pid"
-MLSERVE_GROUP = "mlserve.darwin.io"
 
 
 class DemoError(RuntimeError):

@@ -20,35 +20,17 @@ import httpx2
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.core.resource import NamespacedResource
-from lightkube.types import CascadeType, PatchType
+
+from mlserve.operator.spec import api
+from mlserve.operator.spec.api import Reason
 
 from .diff import manifest_hash, matches, mismatches
 from .errors import TemporaryFailure
-from .kube import api_version_kind, resource_for
+from .kube import api_version_kind, apply_object, as_dict, delete_object, kind_not_served, resource_for
 
-__all__ = ["KIND_NOT_INSTALLED", "ApplyResult", "Owner", "apply_children", "list_children", "stamp"]
+__all__ = ["ApplyResult", "Owner", "apply_children", "list_children", "stamp"]
 
 log = logging.getLogger(__name__)
-
-HASH_ANNOTATION = "mlserve.darwin.io/applied-hash"
-KIND_NOT_INSTALLED = "KindNotInstalled"
-
-
-def _kind_not_served(exc: Exception) -> bool:
-    """The API server does not serve the kind at all (its CRD is not installed).
-
-    It then answers 404 with a plain-text body ("404 page not found"), which lightkube
-    raises as an ``httpx`` error rather than an :class:`ApiError`; a 404 of a served kind
-    (an object or a namespace not found) is a JSON ``Status`` and an :class:`ApiError`.
-    """
-    return isinstance(exc, httpx2.HTTPStatusError) and not isinstance(exc, ApiError) and exc.response.status_code == 404
-
-
-def _install_hint(api_version: str, kind: str) -> str:
-    if api_version.startswith("ray.io/"):
-        extra = " (RayCronJob needs KubeRay 1.6 or later)" if kind == "RayCronJob" else ""
-        return f"install KubeRay's CRDs{extra}"
-    return f"install the CRD of {kind} ({api_version})"
 
 
 @dataclass(frozen=True)
@@ -98,19 +80,14 @@ def stamp(manifest: Mapping[str, Any], owner: Owner) -> dict[str, Any]:
     metadata = out.setdefault("metadata", {})
     metadata["namespace"] = owner.namespace
     metadata["ownerReferences"] = [owner.reference()]
-    metadata.setdefault("annotations", {}).pop(HASH_ANNOTATION, None)
+    metadata.setdefault("annotations", {}).pop(api.ANNOTATION_APPLIED_HASH, None)
     digest = manifest_hash(out)
-    metadata["annotations"][HASH_ANNOTATION] = digest
+    metadata["annotations"][api.ANNOTATION_APPLIED_HASH] = digest
     return out
 
 
-def _as_dict(obj: Any) -> dict[str, Any]:
-    """A lightkube object (typed model or generic resource) as a plain dict."""
-    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
-
-
 def _hash_of(obj: Mapping[str, Any]) -> str | None:
-    return ((obj.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(api.ANNOTATION_APPLIED_HASH)
 
 
 def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
@@ -128,17 +105,19 @@ async def _list_kind(
     found: dict[tuple[str, str], dict[str, Any]] = {}
     try:
         async for item in client.list(resource, namespace=namespace, labels=dict(selector)):
-            obj = _as_dict(item)
+            obj = as_dict(item)
             obj.setdefault("kind", kind)
             found[(kind, obj["metadata"]["name"])] = obj
     except httpx2.HTTPStatusError as exc:
-        if _kind_not_served(exc) or (isinstance(exc, ApiError) and exc.status.code == 404):
+        if kind_not_served(exc) or (isinstance(exc, ApiError) and exc.status.code == 404):
             return {}  # the kind is not installed (e.g. no KubeRay CRDs): no children of it
         if not isinstance(exc, ApiError):
             raise TemporaryFailure(
-                "ListFailed", f"listing {kind} in {namespace} failed: HTTP {exc.response.status_code}"
+                Reason.LIST_FAILED, f"listing {kind} in {namespace} failed: HTTP {exc.response.status_code}"
             ) from exc
-        raise TemporaryFailure("ListFailed", f"listing {kind} in {namespace} failed: {exc.status.message}") from exc
+        raise TemporaryFailure(
+            Reason.LIST_FAILED, f"listing {kind} in {namespace} failed: {exc.status.message}"
+        ) from exc
     return found
 
 
@@ -174,7 +153,7 @@ async def apply_children(
     for manifest in desired:
         key = _key(manifest)
         current = live.get(key)
-        if matches(manifest, current, HASH_ANNOTATION):
+        if matches(manifest, current, api.ANNOTATION_APPLIED_HASH):
             result.unchanged.append(_label(*key))
             continue
         if current is not None and _hash_of(current) == _hash_of(manifest):
@@ -186,46 +165,16 @@ async def apply_children(
         resource = next((r for r in kinds if api_version_kind(r) == (api_version, key[0])), None) or resource_for(
             manifest
         )
-        try:
-            applied = await client.patch(
-                resource,
-                key[1],
-                manifest,
-                namespace=owner.namespace,
-                patch_type=PatchType.APPLY,
-                field_manager=field_manager,
-                force=True,
-            )
-        except ApiError as exc:
-            raise TemporaryFailure(
-                "ApplyFailed",
-                f"server-side apply of {_label(*key)} was refused: {exc.status.message}",
-            ) from exc
-        except httpx2.HTTPStatusError as exc:
-            if not _kind_not_served(exc):
-                raise TemporaryFailure(
-                    "ApplyFailed",
-                    f"server-side apply of {_label(*key)} failed: HTTP {exc.response.status_code}",
-                ) from exc
-            raise TemporaryFailure(
-                KIND_NOT_INSTALLED,
-                f"this cluster does not serve {api_version} {key[0]}, so {_label(*key)} cannot be "
-                f"created: {_install_hint(api_version, key[0])}; retried until it is served",
-            ) from exc
-        obj = _as_dict(applied)
-        obj.setdefault("kind", key[0])
-        result.live[key] = obj
+        result.live[key] = await apply_object(
+            client, resource, manifest, namespace=owner.namespace, field_manager=field_manager, what=_label(*key)
+        )
         result.applied.append(_label(*key))
 
     for key, obj in live.items():
         if key in wanted or not owner.owns(obj):
             continue
         resource = next(r for r in kinds if api_version_kind(r)[1] == key[0])
-        try:
-            await client.delete(resource, key[1], namespace=owner.namespace, cascade=CascadeType.BACKGROUND)
-        except ApiError as exc:
-            if exc.status.code != 404:
-                raise TemporaryFailure("PruneFailed", f"deleting {_label(*key)} failed: {exc.status.message}") from exc
+        await delete_object(client, resource, key[1], namespace=owner.namespace, what=_label(*key))
         result.live.pop(key, None)
         result.pruned.append(_label(*key))
     if result.changed:

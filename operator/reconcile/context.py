@@ -7,22 +7,41 @@ and the fix, before anything is rendered or applied.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from mlserve.models import (
     APIServeInfraConfig,
     AppLayerDeployment,
     Artifact,
+    BackendType,
     Deployment,
     Environment,
+    FastAPIConfig,
+    HeadNodeConfig,
     InvalidConfig,
     Serve,
     ServeType,
-    WorkflowServeInfraConfig,
 )
+from mlserve.models.configs import WorkerNodeConfig
+from mlserve.models.serve_configs import WorkflowServeInfraConfig
 from mlserve.operator.spec import EnvironmentContext, ServeContext
+from mlserve.operator.spec.api import Reason
 
 from .errors import InvalidInput
 
 __all__ = ["load_context"]
+
+
+class _InfraFields(TypedDict, total=False):
+    """The fields of :class:`ServeContext` that come from the serve's infra config rows."""
+
+    backend_type: BackendType
+    api_config: FastAPIConfig | None
+    additional_hosts: tuple[str, ...]
+    env_vars: dict[str, str]
+    schedule: str | None
+    head_config: HeadNodeConfig | None
+    worker_configs: tuple[WorkerNodeConfig, ...]
 
 
 async def load_context(
@@ -37,7 +56,7 @@ async def load_context(
         env_context = EnvironmentContext(
             name=environment.name, is_protected=bool(environment.is_protected), config=environment.config
         )
-        fields: dict[str, object] = {}
+        fields: _InfraFields = {}
         if serve.type == ServeType.API:
             row = (
                 await APIServeInfraConfig.filter(serve_id=serve.pk, environment_id=environment.pk)
@@ -45,11 +64,9 @@ async def load_context(
                 .first()
             )
             if row is not None:
-                fields.update(
-                    backend_type=row.backend_type,
-                    api_config=row.config if row.fast_api_config is not None else None,
-                    additional_hosts=row.hosts,
-                )
+                fields["backend_type"] = row.backend_type
+                fields["api_config"] = row.config if row.fast_api_config is not None else None
+                fields["additional_hosts"] = row.hosts
             if deployment is not None:
                 app_layer = await AppLayerDeployment.get_or_none(deployment_id=deployment.pk)
                 if app_layer is not None:
@@ -61,14 +78,12 @@ async def load_context(
                 .first()
             )
             if wf_row is not None:
-                fields.update(
-                    schedule=wf_row.schedule or None,
-                    head_config=wf_row.head,
-                    worker_configs=wf_row.workers,
-                )
+                fields["schedule"] = wf_row.schedule or None
+                fields["head_config"] = wf_row.head
+                fields["worker_configs"] = wf_row.workers
     except InvalidConfig as exc:
         raise InvalidInput(
-            "InvalidInfraConfig",
+            Reason.INVALID_INFRA_CONFIG,
             f"the database's config of serve {serve.name!r} in {environment.name!r} is invalid: {exc}",
         ) from None
     return ServeContext(
@@ -79,5 +94,5 @@ async def load_context(
         image=artifact.image_url or "",
         deployment_id=deployment.pk if deployment is not None else None,
         previous_deployment_id=previous_deployment_id,
-        **fields,  # type: ignore[arg-type]
+        **fields,
     )

@@ -53,7 +53,7 @@ def _scalar_equal(desired: Any, live: Any) -> bool:
     if desired == live and type(desired) is type(live):
         return True
     if isinstance(desired, bool) or isinstance(live, bool):
-        return desired == live
+        return bool(desired == live)
     # The server keeps quantities in canonical form ("0.5" reads back "500m", 1 as "1").
     if isinstance(desired, str | int | float) and isinstance(live, str | int | float):
         a, b = _quantity(desired), _quantity(live)

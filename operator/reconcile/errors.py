@@ -1,14 +1,15 @@
 """Why a reconcile could not finish: typed errors that become conditions and Events.
 
-Every error carries a CamelCase ``reason`` (a condition's reason and an Event's reason) and
-a ``message`` that says what to fix. :class:`InvalidInput` is permanent: retrying cannot help
-until the MLServe or the database rows change, so the operator reports it and waits for a
-change. :class:`TemporaryFailure` is retried with backoff.
+Every error carries a ``reason`` (a :class:`~mlserve.operator.spec.api.Reason`, the reason of
+a condition and of an Event) and a ``message`` that says what to fix. :class:`InvalidInput` is
+permanent: retrying cannot help until the MLServe or the database rows change, so the operator
+reports it and waits for a change. :class:`TemporaryFailure` is retried with backoff.
 """
 
 from __future__ import annotations
 
 from mlserve.models import errors as models_errors
+from mlserve.operator.spec.api import ConditionType, Reason
 
 __all__ = [
     "ClaimConflict",
@@ -22,11 +23,12 @@ __all__ = [
 class ReconcileError(Exception):
     """Base class: a reason for conditions and Events, and a message saying what to fix."""
 
-    reason: str = "ReconcileError"
-    condition: str = "Ready"
+    reason: str = Reason.RECONCILE_ERROR
+    condition: ConditionType = ConditionType.READY
     """The condition this error turns False (besides Ready)."""
 
     def __init__(self, reason: str, message: str) -> None:
+        """``reason``: a :class:`Reason` member (a plain string is accepted and stored as given)."""
         super().__init__(message)
         self.reason = reason
         self.message = message
@@ -35,35 +37,35 @@ class ReconcileError(Exception):
 class InvalidInput(ReconcileError):
     """The MLServe or the database rows it names cannot be used; nothing was written.
 
-    Reasons: InvalidSpec, UnknownServe, UnknownEnvironment, UnknownArtifact,
-    ArtifactNotBuilt, ServeTypeMismatch, InvalidEnvConfig, InvalidInfraConfig,
+    Reasons: InvalidSpec, UnknownServe, UnknownEnvironment, UnknownArtifact, UnknownUser,
+    ArtifactNotBuilt, ServeTypeMismatch, InvalidEnvConfig, InvalidInfraConfig, InvalidSchedule,
     WrongNamespace, ForeignCluster, DuplicateActiveDeployments, NothingToRollBack.
     """
 
-    condition = "ArtifactResolved"
+    condition = ConditionType.ARTIFACT_RESOLVED
 
 
 class ClaimConflict(ReconcileError):
     """Another MLServe holds this (serve, environment); this one changes nothing."""
 
-    condition = "Conflict"
+    condition = ConditionType.CONFLICT
 
     def __init__(self, message: str, holder: str) -> None:
-        super().__init__("PairClaimed", message)
+        super().__init__(Reason.PAIR_CLAIMED, message)
         self.holder = holder
 
 
 class TemporaryFailure(ReconcileError):
     """Something that should go away by itself (API error, a child not yet accepted)."""
 
-    condition = "Synced"
+    condition = ConditionType.SYNCED
 
 
 class DatabaseUnavailable(TemporaryFailure, models_errors.DatabaseUnavailable):
     """:class:`mlserve.models.errors.DatabaseUnavailable` as a reconcile failure: retried with
     backoff, reported on the ``DatabaseSynced`` condition (not a second notion of "down")."""
 
-    condition = "DatabaseSynced"
+    condition = ConditionType.DATABASE_SYNCED
 
     def __init__(self, message: str) -> None:
-        super().__init__("DatabaseUnavailable", message)
+        super().__init__(Reason.DATABASE_UNAVAILABLE, message)

@@ -1,33 +1,25 @@
 """Kubernetes Events about an MLServe: deploys, rollbacks, repairs and errors.
 
 The reconcile posts through an :class:`EventSink` so it runs the same in the operator
-(kopf posts the Events, batched, as ``mlserve-operator``) and in tests (a list). An error
-is posted when it first appears, not on every retry, so a waiting MLServe does not flood
-the namespace with Events or count as a write per reconcile.
+(``handlers.KopfEvents``: kopf posts the Events, batched, as ``mlserve-operator``) and in
+tests (a list); the reconcile does not import kopf. An error is posted when it first
+appears, not on every retry, so a waiting MLServe does not flood the namespace with Events
+or count as a write per reconcile.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol
 
-__all__ = ["EventSink", "KopfEvents", "RecordedEvent", "RecordingEvents"]
+__all__ = ["EventSink", "EventType", "RecordedEvent", "RecordingEvents"]
 
 EventType = Literal["Normal", "Warning"]
 
 
 class EventSink(Protocol):
     def post(self, body: Mapping[str, Any], type_: EventType, reason: str, message: str) -> None: ...
-
-
-class KopfEvents:
-    """Posts through kopf's event queue (needs a running kopf operator)."""
-
-    def post(self, body: Mapping[str, Any], type_: EventType, reason: str, message: str) -> None:
-        import kopf
-
-        kopf.event(cast(Any, dict(body)), type=type_, reason=reason, message=message[:1024])
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mlserve.operator.spec.api import Phase, Reason
+
 from . import deploy
 from .identity import Claim, claim_of, holder
 from .mlserve import Runtime
@@ -67,14 +69,14 @@ async def finalize(
                 message=f"the database did not answer ({type(exc).__name__}); retrying",
             )
         deployment_id = status.get("deploymentId")
-        if status.get("phase") in ("Invalid", "Conflict") or deployment_id is None:
+        if status.get("phase") in (Phase.INVALID, Phase.CONFLICT) or deployment_id is None:
             return FinalizeResult(True, message="database unreachable, and no deployment was recorded")
         rt.pending.add(serve, environment, int(deployment_id), ref)
         await rt.pending.flush()  # kept across a restart before the MLServe goes (best effort: never stuck)
         rt.events.post(
             body,
             "Warning",
-            "DatabaseUnavailable",
+            Reason.DATABASE_UNAVAILABLE,
             f"deleted without ending deployment {deployment_id} in the database (unreachable for "
             f"{settings.deletion_db_timeout:g}s): it is ended when the database answers",
         )
@@ -83,5 +85,5 @@ async def finalize(
     await rt.pending.flush()
     if ended is not None:
         log.info("%s deleted: ended deployment %s of %s in %s", ref, ended, serve, environment)
-        rt.events.post(body, "Normal", "Undeployed", f"ended deployment {ended} of {serve} in {environment}")
+        rt.events.post(body, "Normal", Reason.UNDEPLOYED, f"ended deployment {ended} of {serve} in {environment}")
     return FinalizeResult(True, ended_deployment=ended, message="deployment ended")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import collections
 import contextvars
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 from lightkube import AsyncClient
@@ -26,61 +26,61 @@ from lightkube.resources.networking_v1 import Ingress
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
 
+from mlserve.operator.spec import api
+from mlserve.operator.spec.api import Reason
+
 from .errors import TemporaryFailure
 
 __all__ = [
     "API_KINDS",
-    "KIND_NOT_INSTALLED",
-    "MLSERVE_GROUP",
-    "MLSERVE_PLURAL",
-    "MLSERVE_VERSION",
     "WORKFLOW_KINDS",
     "MLServe",
     "RayCronJob",
     "RayJob",
     "RequestCounter",
+    "api_version_kind",
+    "apply_object",
+    "as_dict",
+    "delete_object",
+    "install_hint",
+    "kind_not_served",
     "make_client",
+    "resource_class",
     "resource_for",
 ]
 
-MLSERVE_GROUP = "mlserve.darwin.io"
-MLSERVE_VERSION = "v1alpha1"
-MLSERVE_KIND = "MLServe"
-MLSERVE_PLURAL = "mlserves"
-MLSERVE_API_VERSION = f"{MLSERVE_GROUP}/{MLSERVE_VERSION}"
+MLServe = create_namespaced_resource(api.GROUP, api.VERSION, api.KIND, api.PLURAL)
+RayJob = create_namespaced_resource(api.RAYJOB.group, api.RAYJOB.version, api.RAYJOB.kind, api.RAYJOB.plural)
+RayCronJob = create_namespaced_resource(
+    api.RAYCRONJOB.group, api.RAYCRONJOB.version, api.RAYCRONJOB.kind, api.RAYCRONJOB.plural
+)
 
-MLServe = create_namespaced_resource(MLSERVE_GROUP, MLSERVE_VERSION, MLSERVE_KIND, MLSERVE_PLURAL)
-RayJob = create_namespaced_resource("ray.io", "v1", "RayJob", "rayjobs")
-RayCronJob = create_namespaced_resource("ray.io", "v1", "RayCronJob", "raycronjobs")
+# The lightkube class of every kind of the registry (spec/api.py): the core kinds' typed models,
+# generic resources for KubeRay's. tests/operator/test_reconcile_units.py checks that every kind
+# of the registry has its class here.
+_RESOURCES: dict[api.ChildKind, type[NamespacedResource]] = {
+    api.DEPLOYMENT: Deployment,
+    api.SERVICE: Service,
+    api.HORIZONTAL_POD_AUTOSCALER: HorizontalPodAutoscaler,
+    api.POD_DISRUPTION_BUDGET: PodDisruptionBudget,
+    api.INGRESS: Ingress,
+    api.RAYJOB: RayJob,
+    api.RAYCRONJOB: RayCronJob,
+}
 
 # The kinds each serve type may render, so pruning knows where to look.
-API_KINDS: tuple[type[NamespacedResource], ...] = (
-    Deployment,
-    Service,
-    HorizontalPodAutoscaler,
-    Ingress,
-    PodDisruptionBudget,
-)
-WORKFLOW_KINDS: tuple[type[NamespacedResource], ...] = (RayJob, RayCronJob)
+API_KINDS: tuple[type[NamespacedResource], ...] = tuple(_RESOURCES[kind] for kind in api.API_CHILD_KINDS)
+WORKFLOW_KINDS: tuple[type[NamespacedResource], ...] = tuple(_RESOURCES[kind] for kind in api.WORKFLOW_CHILD_KINDS)
 
-_BY_API_VERSION_KIND: dict[tuple[str, str], type[NamespacedResource]] = {
-    ("apps/v1", "Deployment"): Deployment,
-    ("v1", "Service"): Service,
-    ("autoscaling/v2", "HorizontalPodAutoscaler"): HorizontalPodAutoscaler,
-    ("networking.k8s.io/v1", "Ingress"): Ingress,
-    ("policy/v1", "PodDisruptionBudget"): PodDisruptionBudget,
-    ("ray.io/v1", "RayJob"): RayJob,
-    ("ray.io/v1", "RayCronJob"): RayCronJob,
-}
+
+def resource_class(kind: api.ChildKind) -> type[NamespacedResource]:
+    """The lightkube class of a kind of the registry."""
+    return _RESOURCES[kind]
 
 
 def resource_for(manifest: Mapping[str, Any]) -> type[NamespacedResource]:
     """The lightkube class of a rendered manifest; ValueError for a kind we never render."""
-    key = (str(manifest.get("apiVersion")), str(manifest.get("kind")))
-    try:
-        return _BY_API_VERSION_KIND[key]
-    except KeyError:
-        raise ValueError(f"no resource class for {key[0]} {key[1]}: add it to kube.py") from None
+    return _RESOURCES[api.child_kind(str(manifest.get("apiVersion")), str(manifest.get("kind")))]
 
 
 def api_version_kind(resource: type[NamespacedResource]) -> tuple[str, str]:
@@ -141,13 +141,13 @@ def make_client(field_manager: str, counter: RequestCounter | None = None) -> As
 
 # --- writes: one server-side apply and one delete for every object the operator owns -----------
 
-KIND_NOT_INSTALLED = "KindNotInstalled"
-"""The reason of a write refused because the cluster does not serve the kind (no CRD)."""
 
-
-def as_dict(obj: Any) -> dict[str, Any]:
+def as_dict(obj: object) -> dict[str, Any]:
     """A lightkube object (typed model or generic resource) as a plain dict."""
-    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)  # type: ignore[no-any-return]
+    to_dict: Callable[[], dict[str, Any]] | None = getattr(obj, "to_dict", None)
+    if to_dict is not None:
+        return to_dict()
+    return dict(cast(Mapping[str, Any], obj))
 
 
 def kind_not_served(exc: Exception) -> bool:
@@ -162,8 +162,8 @@ def kind_not_served(exc: Exception) -> bool:
 
 def install_hint(api_version: str, kind: str) -> str:
     """What to install so that the cluster serves ``kind``."""
-    if api_version.startswith("ray.io/"):
-        extra = " (RayCronJob needs KubeRay 1.6 or later)" if kind == "RayCronJob" else ""
+    if api_version.startswith(f"{api.RAYJOB.group}/"):
+        extra = " (RayCronJob needs KubeRay 1.6 or later)" if kind == api.RAYCRONJOB.kind else ""
         return f"install KubeRay's CRDs{extra}"
     return f"install the CRD of {kind} ({api_version})"
 
@@ -176,7 +176,7 @@ async def apply_object(
     namespace: str,
     field_manager: str,
     what: str,
-    failure_reason: str = "ApplyFailed",
+    failure_reason: Reason = Reason.APPLY_FAILED,
 ) -> dict[str, Any]:
     """Server-side apply ``manifest`` (forcing conflicts: the operator owns these fields) and
     return the object as the server holds it.
@@ -204,7 +204,7 @@ async def apply_object(
     except httpx2.HTTPStatusError as exc:
         if kind_not_served(exc):
             raise TemporaryFailure(
-                KIND_NOT_INSTALLED,
+                Reason.KIND_NOT_INSTALLED,
                 f"this cluster does not serve {api_version} {kind}, so {what} cannot be "
                 f"created: {install_hint(api_version, kind)}; retried until it is served",
             ) from exc
@@ -223,7 +223,7 @@ async def delete_object(
     *,
     namespace: str,
     what: str,
-    failure_reason: str = "PruneFailed",
+    failure_reason: Reason = Reason.PRUNE_FAILED,
 ) -> bool:
     """Delete an object (dependents in the background); False when it was already gone or its
     kind is not served. Other failures become :class:`~.errors.TemporaryFailure` with

@@ -25,8 +25,8 @@ from lightkube.types import PatchType
 from mlserve.models import InvalidConfig, ServeType
 from mlserve.operator.render import names, render_children
 from mlserve.operator.settings import OperatorSettings
-from mlserve.operator.spec import MLServeSpec
-from mlserve.operator.spec.api import ANNOTATION_DEPLOYMENT_ID, sync_field_manager
+from mlserve.operator.spec import MLServeSpec, api
+from mlserve.operator.spec.api import ConditionType, Reason
 from mlserve.operator.spec.schedule import cron_job_status
 
 from . import deploy, schedule
@@ -37,12 +37,11 @@ from .events import EventSink
 from .identity import Claim, claim_of, holder, spec_changed_at
 from .kube import (
     API_KINDS,
-    MLSERVE_API_VERSION,
-    MLSERVE_KIND,
     MLServe,
     RayCronJob,
     RayJob,
     RequestCounter,
+    as_dict,
     current_counter,
 )
 from .pending import PendingUndeploys
@@ -90,14 +89,14 @@ class Report:
 def _workload(spec: MLServeSpec, live: Mapping[tuple[str, str], Mapping[str, Any]]) -> Workload | None:
     if spec.type is ServeType.API:
         name = names.child_name(spec.serve, spec.environment)
-        obj = live.get(("Deployment", name))
+        obj = live.get((api.DEPLOYMENT.kind, name))
         if obj is None:
-            return Workload("Deployment", name, exists=False)
+            return Workload(api.DEPLOYMENT.kind, name, exists=False)
         st = obj.get("status") or {}
         meta = obj.get("metadata") or {}
         desired = (obj.get("spec") or {}).get("replicas")
         desired = int(desired if desired is not None else st.get("replicas") or 0)
-        hpa = live.get(("HorizontalPodAutoscaler", name))
+        hpa = live.get((api.HORIZONTAL_POD_AUTOSCALER.kind, name))
         if hpa is not None:
             # The API server defaults a new Deployment to one replica before the HPA has
             # scaled it: the serve is not ready until the HPA's minimum is.
@@ -109,14 +108,14 @@ def _workload(spec: MLServeSpec, live: Mapping[tuple[str, str], Mapping[str, Any
             and int(st.get("replicas") or 0) <= desired
         )
         return Workload(
-            "Deployment",
+            api.DEPLOYMENT.kind,
             name,
             desired=desired,
             ready=int(st.get("readyReplicas") or 0),
             updated=updated,
             rolled_out=rolled_out,
         )
-    jobs = [obj for (kind, _), obj in live.items() if kind in ("RayJob", "RayCronJob")]
+    jobs = [obj for (kind, _), obj in live.items() if kind in (api.RAYJOB.kind, api.RAYCRONJOB.kind)]
     if not jobs:
         return None
     newest = max(jobs, key=lambda o: (o.get("metadata") or {}).get("creationTimestamp") or "")
@@ -130,24 +129,29 @@ def _workload(spec: MLServeSpec, live: Mapping[tuple[str, str], Mapping[str, Any
 def _judged(status: Mapping[str, Any], generation: int) -> bool:
     """Whether this generation's request was already compared with the database."""
     for condition in status.get("conditions") or []:
-        if condition.get("type") == "DatabaseSynced":
+        if condition.get("type") == ConditionType.DATABASE_SYNCED:
             return condition.get("observedGeneration") == generation and condition.get("reason") in (
-                "InSync",
-                "DeploymentRecorded",
-                "DatabaseNewer",
-                "UndeployedInDatabase",
+                Reason.IN_SYNC,
+                Reason.DEPLOYMENT_RECORDED,
+                Reason.DATABASE_NEWER,
+                Reason.UNDEPLOYED_IN_DATABASE,
             )
     return False
 
 
 def _was_in_conflict(status: Mapping[str, Any]) -> bool:
-    return any(c.get("type") == "Conflict" and c.get("status") == "True" for c in status.get("conditions") or [])
+    return any(
+        c.get("type") == ConditionType.CONFLICT and c.get("status") == "True" for c in status.get("conditions") or []
+    )
 
 
-def _previous_reason(status: Mapping[str, Any], type_: str) -> str | None:
+def _previous_reason(status: Mapping[str, Any], type_: ConditionType) -> str | None:
     for condition in status.get("conditions") or []:
         if condition.get("type") == type_:
-            return condition.get("reason") if condition.get("status") != "True" or type_ == "Conflict" else None
+            if condition.get("status") == "True" and type_ is not ConditionType.CONFLICT:
+                return None
+            reason = condition.get("reason")
+            return None if reason is None else str(reason)
     return None
 
 
@@ -159,10 +163,10 @@ async def _ensure_metadata(
     write for a deploy this reconcile recorded or found. One patch, only when something differs."""
     meta = body["metadata"]
     labels = {
-        names.LABEL_SERVE: names.label_value(spec.serve),
-        names.LABEL_ENVIRONMENT: names.label_value(spec.environment),
+        api.LABEL_SERVE: names.label_value(spec.serve),
+        api.LABEL_ENVIRONMENT: names.label_value(spec.environment),
     }
-    annotations = {ANNOTATION_DEPLOYMENT_ID: str(reflected)} if reflected is not None else {}
+    annotations = {api.ANNOTATION_DEPLOYMENT_ID: str(reflected)} if reflected is not None else {}
     current_labels = meta.get("labels") or {}
     current_annotations = meta.get("annotations") or {}
     patch: dict[str, Any] = {}
@@ -180,7 +184,7 @@ async def _ensure_metadata(
         patch_type=PatchType.MERGE,
         field_manager=rt.settings.field_manager,
     )
-    return patched.to_dict() if hasattr(patched, "to_dict") else dict(patched)
+    return as_dict(patched)
 
 
 async def _take_rollback_request(
@@ -208,7 +212,7 @@ async def _take_rollback_request(
         patch_type=PatchType.MERGE,
         field_manager=rt.settings.field_manager,
     )
-    return (patched.to_dict() if hasattr(patched, "to_dict") else dict(patched)), rolled_back_from
+    return as_dict(patched), rolled_back_from
 
 
 def _kinds_for(spec: MLServeSpec, scheduled_per_run: bool) -> tuple[Any, ...]:
@@ -263,7 +267,7 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
         try:
             spec = MLServeSpec.from_resource(body)
         except InvalidConfig as exc:
-            raise InvalidInput("InvalidSpec", f"{exc}") from None
+            raise InvalidInput(Reason.INVALID_SPEC, f"{exc}") from None
         obs.serve = spec.serve
         obs.paused = spec.paused
 
@@ -301,7 +305,7 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
                     generation = int(body["metadata"].get("generation") or generation)
                     obs.generation = generation
                     resolved = await resolve_request(spec)
-                changed_at = spec_changed_at(body, (sync_field_manager(settings.field_manager),))
+                changed_at = spec_changed_at(body, (api.sync_field_manager(settings.field_manager),))
                 taking_over = _was_in_conflict(previous_status)
                 if taking_over:
                     # Its request waited for the pair; it counts from the moment it is free.
@@ -340,11 +344,11 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
                 rt.events.post(
                     body,
                     "Normal",
-                    "RolledBack",
+                    Reason.ROLLED_BACK,
                     f"rolled back from {rollback_from}: {outcome.message}",
                 )
             else:
-                rt.events.post(body, "Normal", "Deployed", outcome.message)
+                rt.events.post(body, "Normal", Reason.DEPLOYED, outcome.message)
 
         if context is None:
             # Undeployed in the database: the sync loop removes this MLServe; leave the
@@ -364,7 +368,7 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
         try:
             manifests = render_children(context, render_spec, settings.render)
         except InvalidConfig as exc:
-            raise InvalidInput("InvalidInfraConfig", f"{exc}") from None
+            raise InvalidInput(Reason.INVALID_INFRA_CONFIG, f"{exc}") from None
         scheduled_per_run = (
             spec.type is ServeType.WORKFLOW
             and bool(spec.schedule or context.schedule)
@@ -379,10 +383,10 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
                 tuple(spec.hosts) if spec.hosts is not None else context.additional_hosts,
             )
 
-        owner = Owner(MLSERVE_API_VERSION, MLSERVE_KIND, str(name), str(namespace), str(uid))
+        owner = Owner(api.API_VERSION, api.KIND, str(name), str(namespace), str(uid))
         selector = {
             **names.selector(spec.serve, spec.environment),
-            names.LABEL_MANAGED_BY: names.MANAGED_BY,
+            api.LABEL_MANAGED_BY: api.MANAGED_BY,
         }
         kinds = _kinds_for(spec, scheduled_per_run)
         if spec.paused:
@@ -396,7 +400,7 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
             rt.events.post(
                 body,
                 "Normal",
-                "DriftRepaired",
+                Reason.DRIFT_REPAIRED,
                 f"{child} was changed by hand ({', '.join(paths[:5])}): put back as rendered",
             )
         obs.children = [
@@ -404,10 +408,10 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
             for m in manifests
         ]
         obs.workload = _workload(spec, result.live)
-        if obs.workload is not None and obs.workload.kind == "RayCronJob":
+        if obs.workload is not None and obs.workload.kind == api.RAYCRONJOB.kind:
             obs.schedule_status = cron_job_status(
                 str(spec.schedule or context.schedule),
-                result.live.get(("RayCronJob", obs.workload.name)),
+                result.live.get((api.RAYCRONJOB.kind, obs.workload.name)),
                 rt.clock(),
                 settings.render.schedule_time_zone,
             )
@@ -428,12 +432,12 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
             if run.newest_job is not None:
                 newest = run.newest_job
                 obs.workload = Workload(
-                    "RayJob",
+                    api.RAYJOB.kind,
                     str(newest["metadata"]["name"]),
                     job_status=(newest.get("status") or {}).get("jobStatus"),
                 )
     except ApiError as exc:
-        obs.error = TemporaryFailure("ApiError", f"the API server refused a request: {exc.status.message}")
+        obs.error = TemporaryFailure(Reason.API_ERROR, f"the API server refused a request: {exc.status.message}")
     except ReconcileError as exc:
         obs.error = exc
     return await _finish(rt, body, previous_status, obs, report)
@@ -450,7 +454,7 @@ async def _finish(
     error = obs.error
     report.error = error
     if error is not None:
-        condition = "Conflict" if isinstance(error, ClaimConflict) else error.condition
+        condition = ConditionType.CONFLICT if isinstance(error, ClaimConflict) else error.condition
         if _previous_reason(previous_status, condition) != error.reason:
             rt.events.post(body, "Warning", error.reason, error.message)
             log.warning("%s/%s: %s: %s", meta.get("namespace"), meta.get("name"), error.reason, error.message)

@@ -22,27 +22,24 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlserve.models import ActiveDeployment, Artifact, Deployment, Environment, Serve, User, activate
+from mlserve.operator.spec import api
+from mlserve.operator.spec.api import Reason
 
 from .errors import InvalidInput
 
 __all__ = [
-    "ROLLBACK_ANNOTATION",
-    "ROLLBACK_HANDLED_ANNOTATION",
     "pending_rollback",
     "previous_artifact",
     "rollback_in_database",
     "rollback_patch",
 ]
 
-ROLLBACK_ANNOTATION = "mlserve.darwin.io/rollback"
-ROLLBACK_HANDLED_ANNOTATION = "mlserve.darwin.io/rollback-handled"
-
 
 def pending_rollback(body: Mapping[str, Any]) -> str | None:
     """The rollback token the MLServe asks for and the operator has not handled yet."""
     annotations = (body.get("metadata") or {}).get("annotations") or {}
-    token = annotations.get(ROLLBACK_ANNOTATION)
-    if not token or token == annotations.get(ROLLBACK_HANDLED_ANNOTATION):
+    token = annotations.get(api.ANNOTATION_ROLLBACK)
+    if not token or token == annotations.get(api.ANNOTATION_ROLLBACK_HANDLED):
         return None
     return str(token)
 
@@ -52,12 +49,12 @@ async def previous_artifact(serve: Serve, environment: Environment) -> tuple[Dep
     pointer = await ActiveDeployment.filter(serve_id=serve.pk, environment_id=environment.pk).order_by("-id").first()
     if pointer is None:
         raise InvalidInput(
-            "NothingToRollBack",
+            Reason.NOTHING_TO_ROLL_BACK,
             f"serve {serve.name!r} has no active deployment in {environment.name!r}: nothing to roll back",
         )
     if pointer.previous_deployment_id is None:
         raise InvalidInput(
-            "NothingToRollBack",
+            Reason.NOTHING_TO_ROLL_BACK,
             f"deployment {pointer.deployment_id} of serve {serve.name!r} in {environment.name!r} has "
             "no previous deployment (active_deployments.previous_deployment is empty): nothing to roll back to",
         )
@@ -69,7 +66,7 @@ async def previous_artifact(serve: Serve, environment: Environment) -> tuple[Dep
 
 def rollback_patch(token: str, version: str | None) -> dict[str, Any]:
     """The merge patch that turns a rollback annotation into a request (or just marks it handled)."""
-    patch: dict[str, Any] = {"metadata": {"annotations": {ROLLBACK_HANDLED_ANNOTATION: token}}}
+    patch: dict[str, Any] = {"metadata": {"annotations": {api.ANNOTATION_ROLLBACK_HANDLED: token}}}
     if version is not None:
         patch["spec"] = {"artifactVersion": version}
     return patch
@@ -81,13 +78,13 @@ async def rollback_in_database(
     """Deploy the previous artifact as a new deployment; returns (new, rolled back from, artifact)."""
     serve = await Serve.get_or_none(name=serve_name)
     if serve is None:
-        raise InvalidInput("UnknownServe", f"serve {serve_name!r} is not in the database")
+        raise InvalidInput(Reason.UNKNOWN_SERVE, f"serve {serve_name!r} is not in the database")
     environment = await Environment.get_or_none(name=environment_name)
     if environment is None:
-        raise InvalidInput("UnknownEnvironment", f"environment {environment_name!r} is not in the database")
+        raise InvalidInput(Reason.UNKNOWN_ENVIRONMENT, f"environment {environment_name!r} is not in the database")
     user = await User.get_or_none(username=username)
     if user is None:
-        raise InvalidInput("UnknownUser", f"user {username!r} is not in the users table: pass --user")
+        raise InvalidInput(Reason.UNKNOWN_USER, f"user {username!r} is not in the users table: pass --user")
     active, artifact, _ = await previous_artifact(serve, environment)
     new = await activate(serve, environment, artifact, user)
     return new, active, artifact

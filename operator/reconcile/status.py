@@ -27,19 +27,23 @@ from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.types import PatchType
 
+from mlserve.operator.spec import api
+from mlserve.operator.spec.api import ConditionType, Phase, Reason
+
 from .errors import ClaimConflict, DatabaseUnavailable, InvalidInput, ReconcileError
 from .kube import MLServe
 
 __all__ = ["Observation", "Workload", "compute_status", "status_patch", "write_status"]
 
-CONDITION_TYPES = ("Ready", "ArtifactResolved", "DatabaseSynced", "Synced", "Conflict")
+CONDITION_TYPES = tuple(ConditionType)
+"""In the order they are listed in the status."""
 
 
 @dataclass(frozen=True)
 class Workload:
     """What the child that runs the serve reports."""
 
-    kind: str  # "Deployment" or "RayJob"
+    kind: str  # Deployment, RayJob or RayCronJob
     name: str
     exists: bool = True
     desired: int = 0
@@ -88,7 +92,7 @@ def _time(value: datetime | None) -> str | None:
 
 def set_condition(
     conditions: list[dict[str, Any]],
-    type_: str,
+    type_: ConditionType,
     status: bool | None,
     reason: str,
     message: str,
@@ -117,42 +121,42 @@ def set_condition(
 
 def _workload_phase(
     workload: Workload | None, previous_phase: str | None, next_run: str | None = None
-) -> tuple[str, bool, str, str]:
+) -> tuple[Phase, bool, Reason, str]:
     """(phase, ready, reason, message) from the serving child.
 
     ``next_run`` is the next scheduled time of a scheduled workflow (RFC 3339), if any.
     """
-    if workload is not None and workload.kind == "RayCronJob":
+    if workload is not None and workload.kind == api.RAYCRONJOB.kind:
         when = f"; next run at {next_run}" if next_run else ""
-        return "Scheduled", True, "Scheduled", f"RayCronJob {workload.name} is in place{when}"
+        return Phase.SCHEDULED, True, Reason.SCHEDULED, f"RayCronJob {workload.name} is in place{when}"
     if (workload is None or not workload.exists) and next_run:
         # One RayJob per cron time, none created (or kept) yet: waiting is the normal state.
-        return "Scheduled", True, "Scheduled", f"no run yet: the next run is at {next_run}"
+        return Phase.SCHEDULED, True, Reason.SCHEDULED, f"no run yet: the next run is at {next_run}"
     if workload is None or not workload.exists:
-        return "Deploying", False, "ChildMissing", "the serving child is not created yet"
-    if workload.kind == "RayJob":
+        return Phase.DEPLOYING, False, Reason.CHILD_MISSING, "the serving child is not created yet"
+    if workload.kind == api.RAYJOB.kind:
         job = (workload.job_status or "").upper()
         if job == "SUCCEEDED":
-            return "Succeeded", True, "JobSucceeded", f"RayJob {workload.name} succeeded"
+            return Phase.SUCCEEDED, True, Reason.JOB_SUCCEEDED, f"RayJob {workload.name} succeeded"
         if job == "FAILED":
-            return "Failed", False, "JobFailed", f"RayJob {workload.name} failed: see its status and logs"
+            return Phase.FAILED, False, Reason.JOB_FAILED, f"RayJob {workload.name} failed: see its status and logs"
         if job in ("RUNNING", "STOPPED"):
-            return "Running", True, "JobRunning", f"RayJob {workload.name} is {job.lower()}"
-        return "Ready", True, "JobSubmitted", f"RayJob {workload.name} is submitted to KubeRay"
+            return Phase.RUNNING, True, Reason.JOB_RUNNING, f"RayJob {workload.name} is {job.lower()}"
+        return Phase.READY, True, Reason.JOB_SUBMITTED, f"RayJob {workload.name} is submitted to KubeRay"
     desired = max(workload.desired, 1)
     if workload.rolled_out and workload.ready >= desired:
-        return "Ready", True, "PodsReady", f"{workload.ready}/{desired} pods ready"
-    if workload.rolled_out and previous_phase in ("Ready", "Degraded"):
+        return Phase.READY, True, Reason.PODS_READY, f"{workload.ready}/{desired} pods ready"
+    if workload.rolled_out and previous_phase in (Phase.READY, Phase.DEGRADED):
         return (
-            "Degraded",
+            Phase.DEGRADED,
             False,
-            "PodsNotReady",
+            Reason.PODS_NOT_READY,
             f"{workload.ready}/{desired} pods ready: check the pods' events and logs",
         )
     return (
-        "Deploying",
+        Phase.DEPLOYING,
         False,
-        "RollingOut",
+        Reason.ROLLING_OUT,
         f"rolling out: {workload.updated} updated, {workload.ready}/{desired} pods ready",
     )
 
@@ -192,7 +196,7 @@ def compute_status(previous: Mapping[str, Any] | None, obs: Observation, now: da
     if obs.serve is not None:
         status["serve"] = obs.serve
 
-    def cond(type_: str, ok: bool | None, reason: str, message: str) -> None:
+    def cond(type_: ConditionType, ok: bool | None, reason: str, message: str) -> None:
         set_condition(conditions, type_, ok, reason, message, gen, now)
 
     # The generation is observed once the request was checked against the database; while
@@ -201,29 +205,29 @@ def compute_status(previous: Mapping[str, Any] | None, obs: Observation, now: da
         status["observedGeneration"] = gen
 
     if isinstance(error, ClaimConflict):
-        cond("Conflict", True, error.reason, error.message)
-        cond("Ready", False, "Conflict", error.message)
-        status.update(phase="Conflict", message=error.message)
+        cond(ConditionType.CONFLICT, True, error.reason, error.message)
+        cond(ConditionType.READY, False, Reason.CONFLICT, error.message)
+        status.update(phase=Phase.CONFLICT, message=error.message)
         return _finish(status, conditions)
-    cond("Conflict", False, "NoConflict", "this MLServe holds its serve and environment")
+    cond(ConditionType.CONFLICT, False, Reason.NO_CONFLICT, "this MLServe holds its serve and environment")
 
     if isinstance(error, InvalidInput):
-        cond("ArtifactResolved", False, error.reason, error.message)
-        cond("Ready", False, error.reason, error.message)
-        status.update(phase="Invalid", message=error.message)
+        cond(ConditionType.ARTIFACT_RESOLVED, False, error.reason, error.message)
+        cond(ConditionType.READY, False, error.reason, error.message)
+        status.update(phase=Phase.INVALID, message=error.message)
         return _finish(status, conditions)
 
     if isinstance(error, DatabaseUnavailable):
-        cond("DatabaseSynced", False, error.reason, error.message)
+        cond(ConditionType.DATABASE_SYNCED, False, error.reason, error.message)
         status["message"] = error.message
-        status.setdefault("phase", "Pending")
+        status.setdefault("phase", Phase.PENDING)
         return _finish(status, conditions)
 
     if obs.artifact_version is not None:
         cond(
-            "ArtifactResolved",
+            ConditionType.ARTIFACT_RESOLVED,
             True,
-            "Resolved",
+            Reason.RESOLVED,
             f"artifact {obs.artifact_version} of serve {obs.serve} resolved to image {obs.image}",
         )
     for key, value in (
@@ -246,44 +250,44 @@ def compute_status(previous: Mapping[str, Any] | None, obs: Observation, now: da
         status["children"] = obs.children
 
     db_reasons = {
-        "in_sync": (True, "InSync"),
-        "recorded": (True, "DeploymentRecorded"),
-        "db_newer": (False, "DatabaseNewer"),
-        "undeployed": (False, "UndeployedInDatabase"),
+        "in_sync": (True, Reason.IN_SYNC),
+        "recorded": (True, Reason.DEPLOYMENT_RECORDED),
+        "db_newer": (False, Reason.DATABASE_NEWER),
+        "undeployed": (False, Reason.UNDEPLOYED_IN_DATABASE),
     }
     if obs.db_state in db_reasons:
         ok, reason = db_reasons[obs.db_state]
-        cond("DatabaseSynced", ok, reason, obs.db_message)
+        cond(ConditionType.DATABASE_SYNCED, ok, reason, obs.db_message)
 
     if error is not None:  # a temporary failure while applying
-        cond("Synced", False, error.reason, error.message)
+        cond(ConditionType.SYNCED, False, error.reason, error.message)
         status["message"] = error.message
-        status.setdefault("phase", "Pending")
+        status.setdefault("phase", Phase.PENDING)
         return _finish(status, conditions)
 
     if obs.paused:
-        cond("Synced", False, "Paused", "spec.paused is true: children are left as they are")
+        cond(ConditionType.SYNCED, False, Reason.PAUSED, "spec.paused is true: children are left as they are")
     elif obs.applied:
-        cond("Synced", True, "Applied", "every child is applied as rendered")
+        cond(ConditionType.SYNCED, True, Reason.APPLIED, "every child is applied as rendered")
 
     phase, ready, reason, message = _workload_phase(
         obs.workload, previous.get("phase"), obs.schedule_status.get("nextScheduledTime")
     )
     workload = obs.workload
-    if workload is not None and workload.kind == "Deployment":
+    if workload is not None and workload.kind == api.DEPLOYMENT.kind:
         status["replicas"] = workload.desired
         status["readyReplicas"] = workload.ready
         status["ready"] = f"{workload.ready}/{workload.desired}"
-    if workload is not None and workload.kind == "RayJob":
+    if workload is not None and workload.kind == api.RAYJOB.kind:
         status["activeRayJob"] = workload.name
         if workload.job_status:
             status["lastRunStatus"] = workload.job_status
     status.update(obs.schedule_status)
     if obs.paused:
-        phase = "Paused"
-    if obs.db_state == "db_newer" and phase == "Ready":
+        phase = Phase.PAUSED
+    if obs.db_state == "db_newer" and phase == Phase.READY:
         message = f"{message}; {obs.db_message}"
-    cond("Ready", ready, reason, message)
+    cond(ConditionType.READY, ready, reason, message)
     status.update(phase=phase, message=message)
     return _finish(status, conditions)
 

@@ -21,7 +21,7 @@ from mlserve.models import (
     Environment,
     InvalidConfig,
 )
-from mlserve.operator.permissions import watches_namespace
+from mlserve.operator.spec.namespaces import watches_namespace
 from mlserve.operator.spec.times import as_utc
 
 from .identity import Pair

@@ -7,15 +7,12 @@ The operator calls :func:`render_children`; ``mlserve render`` prints what it re
 from __future__ import annotations
 
 from .api import render_api, render_deployment, render_hpa, render_ingress, render_pdb, render_service
-from .children import API_CHILD_KINDS, CHILD_KINDS, WORKFLOW_CHILD_KINDS, render_children
+from .children import render_children
 from .output import dump_yaml
 from .settings import RenderSettings
 from .workflow import render_raycronjob, render_rayjob, render_rayjob_spec, render_workflow
 
 __all__ = [
-    "API_CHILD_KINDS",
-    "CHILD_KINDS",
-    "WORKFLOW_CHILD_KINDS",
     "RenderSettings",
     "dump_yaml",
     "render_api",

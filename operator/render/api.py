@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from mlserve.models.errors import InvalidConfig
-from mlserve.operator.spec import ApiServe
+from mlserve.operator.spec import ApiServe, api
 
 from . import names
 from .pods import container_env, node_selector, resources
@@ -36,7 +36,7 @@ def _metadata(serve: ApiServe) -> dict[str, Any]:
         "name": names.child_name(serve.serve, serve.environment.name),
         "namespace": serve.namespace,
         "labels": names.labels(serve.serve, serve.environment.name, serve.deployment_id),
-        "annotations": {names.ANNOTATION_ARTIFACT_VERSION: serve.artifact_version},
+        "annotations": {api.ANNOTATION_ARTIFACT_VERSION: serve.artifact_version},
     }
 
 
@@ -85,14 +85,14 @@ def render_deployment(serve: ApiServe, settings: RenderSettings) -> dict[str, An
             },
         }
     )
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": spec}
+    return {"apiVersion": api.DEPLOYMENT.api_version, "kind": api.DEPLOYMENT.kind, "metadata": metadata, "spec": spec}
 
 
 def render_service(serve: ApiServe, settings: RenderSettings) -> dict[str, Any]:
     """A ClusterIP Service: port 80 to the container's 8000."""
     return {
-        "apiVersion": "v1",
-        "kind": "Service",
+        "apiVersion": api.SERVICE.api_version,
+        "kind": api.SERVICE.kind,
         "metadata": _metadata(serve),
         "spec": {
             "type": "ClusterIP",
@@ -116,13 +116,13 @@ def render_hpa(serve: ApiServe, settings: RenderSettings) -> dict[str, Any] | No
     cpu = serve.cpu_utilization or settings.hpa_cpu_utilization
     memory = serve.memory_utilization or settings.hpa_memory_utilization
     return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
+        "apiVersion": api.HORIZONTAL_POD_AUTOSCALER.api_version,
+        "kind": api.HORIZONTAL_POD_AUTOSCALER.kind,
         "metadata": _metadata(serve),
         "spec": {
             "scaleTargetRef": {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
+                "apiVersion": api.DEPLOYMENT.api_version,
+                "kind": api.DEPLOYMENT.kind,
                 "name": names.child_name(serve.serve, serve.environment.name),
             },
             "minReplicas": serve.config.min_replicas,
@@ -147,8 +147,8 @@ def render_pdb(serve: ApiServe, settings: RenderSettings) -> dict[str, Any] | No
     if serve.config.min_replicas < 2:
         return None
     return {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
+        "apiVersion": api.POD_DISRUPTION_BUDGET.api_version,
+        "kind": api.POD_DISRUPTION_BUDGET.kind,
         "metadata": _metadata(serve),
         "spec": {
             "maxUnavailable": 1,
@@ -197,7 +197,7 @@ def render_ingress(serve: ApiServe, settings: RenderSettings) -> dict[str, Any] 
     spec["rules"] = [
         {"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}} for host in hosts
     ]
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata, "spec": spec}
+    return {"apiVersion": api.INGRESS.api_version, "kind": api.INGRESS.kind, "metadata": metadata, "spec": spec}
 
 
 def render_api(serve: ApiServe, settings: RenderSettings) -> list[dict[str, Any]]:

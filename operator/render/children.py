@@ -1,4 +1,7 @@
-"""The renderers' entry point for the operator: every child of one MLServe."""
+"""The renderers' entry point for the operator: every child of one MLServe.
+
+The kinds they may produce are listed once, in :data:`mlserve.operator.spec.api.CHILD_KINDS`.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +15,7 @@ from .api import render_api
 from .settings import RenderSettings
 from .workflow import render_workflow
 
-__all__ = ["API_CHILD_KINDS", "CHILD_KINDS", "WORKFLOW_CHILD_KINDS", "render_children"]
-
-# (apiVersion, kind) of everything the renderers may produce, so the operator can find and
-# prune children it no longer renders (e.g. the HPA once min equals max).
-API_CHILD_KINDS: tuple[tuple[str, str], ...] = (
-    ("apps/v1", "Deployment"),
-    ("v1", "Service"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"),
-    ("policy/v1", "PodDisruptionBudget"),
-    ("networking.k8s.io/v1", "Ingress"),
-)
-WORKFLOW_CHILD_KINDS: tuple[tuple[str, str], ...] = (
-    ("ray.io/v1", "RayJob"),
-    ("ray.io/v1", "RayCronJob"),
-)
-CHILD_KINDS = API_CHILD_KINDS + WORKFLOW_CHILD_KINDS
+__all__ = ["render_children"]
 
 
 def render_children(

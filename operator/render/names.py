@@ -1,9 +1,9 @@
-"""Every child name, label key, label, selector and host name, in one place.
+"""Every child name, label, selector and host name, in one place.
 
 Names are deterministic functions of (serve, environment[, deployment id | scheduled time]):
 no clock, no randomness. A name that is too long, or that had to be changed to be valid, is
 cut and given a short stable hash of the full text, so two different inputs never share a
-name by being cut the same way.
+name by being cut the same way. The label keys are those of :mod:`mlserve.operator.spec.api`.
 
 Limits:
 
@@ -21,19 +21,20 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from mlserve.operator.spec.api import (
+    LABEL_DEPLOYMENT_ID,
+    LABEL_ENVIRONMENT,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    LABEL_SERVE,
+    MANAGED_BY,
+)
+
 __all__ = [
-    "ANNOTATION_ARTIFACT_VERSION",
-    "ANNOTATION_SCHEDULED_TIME",
     "CONTAINER_NAME",
     "CONTAINER_PORT",
     "HEALTH_PATH",
     "HTTP_PORT_NAME",
-    "LABEL_DEPLOYMENT_ID",
-    "LABEL_ENVIRONMENT",
-    "LABEL_MANAGED_BY",
-    "LABEL_NAME",
-    "LABEL_SERVE",
-    "MANAGED_BY",
     "MAX_NAME_LENGTH",
     "MAX_RAYCRONJOB_NAME_LENGTH",
     "MAX_RAYJOB_NAME_LENGTH",
@@ -53,17 +54,6 @@ __all__ = [
     "selector",
     "short_hash",
 ]
-
-# --- label and annotation keys (DESIGN.md) -------------------------------------------------
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_SERVE = "mlserve.darwin.io/serve"
-LABEL_ENVIRONMENT = "mlserve.darwin.io/environment"
-LABEL_DEPLOYMENT_ID = "mlserve.darwin.io/deployment-id"
-MANAGED_BY = "mlserve-operator"
-
-ANNOTATION_ARTIFACT_VERSION = "mlserve.darwin.io/artifact-version"
-ANNOTATION_SCHEDULED_TIME = "mlserve.darwin.io/scheduled-time"
 
 # --- containers and ports (Darwin's conventions) -------------------------------------------
 CONTAINER_NAME = "app"

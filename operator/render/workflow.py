@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from mlserve.models.configs import HeadNodeConfig
-from mlserve.operator.spec import WorkerGroup, WorkflowServe
+from mlserve.operator.spec import WorkerGroup, WorkflowServe, api
 
 from . import names
 from .pods import container_env, node_selector, resources
@@ -96,7 +96,7 @@ def _metadata(wf: WorkflowServe, name: str) -> dict[str, Any]:
         "name": name,
         "namespace": wf.namespace,
         "labels": names.labels(wf.serve, wf.environment.name, wf.deployment_id),
-        "annotations": {names.ANNOTATION_ARTIFACT_VERSION: wf.artifact_version},
+        "annotations": {api.ANNOTATION_ARTIFACT_VERSION: wf.artifact_version},
     }
 
 
@@ -113,10 +113,10 @@ def render_rayjob(
         name = names.scheduled_rayjob_name(wf.serve, wf.environment.name, scheduled_time)
         metadata = _metadata(wf, name)
         stamp = scheduled_time.astimezone(UTC).replace(second=0, microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
-        metadata["annotations"][names.ANNOTATION_SCHEDULED_TIME] = stamp
+        metadata["annotations"][api.ANNOTATION_SCHEDULED_TIME] = stamp
     return {
-        "apiVersion": "ray.io/v1",
-        "kind": "RayJob",
+        "apiVersion": api.RAYJOB.api_version,
+        "kind": api.RAYJOB.kind,
         "metadata": metadata,
         "spec": render_rayjob_spec(wf, settings),
     }
@@ -132,8 +132,8 @@ def render_raycronjob(wf: WorkflowServe, settings: RenderSettings) -> dict[str, 
     spec["suspend"] = wf.paused
     spec["jobTemplate"] = render_rayjob_spec(wf, settings)
     return {
-        "apiVersion": "ray.io/v1",
-        "kind": "RayCronJob",
+        "apiVersion": api.RAYCRONJOB.api_version,
+        "kind": api.RAYCRONJOB.kind,
         "metadata": _metadata(wf, names.raycronjob_name(wf.serve, wf.environment.name)),
         "spec": spec,
     }

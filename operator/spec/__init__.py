@@ -6,6 +6,11 @@ functions of :mod:`.effective` merge the spec's overrides over the database's in
 in one place, into :class:`ApiServe` or :class:`WorkflowServe`, the renderers' inputs.
 Every error is a :class:`mlserve.models.errors.InvalidConfig` whose ``field`` names the path
 (``spec.replicas.min``) and whose message says how to fix it.
+
+Two more pure modules live here because every layer above ``models`` reads them:
+:mod:`.api`, every name the operator shares with the cluster (group, kinds, label and
+annotation keys, reasons, the registry of child kinds), and :mod:`.namespaces`, which
+namespaces ``MLSERVE_NAMESPACES`` selects.
 """
 
 from __future__ import annotations

@@ -27,9 +27,12 @@ __all__ = [
     "API_VERSION",
     "CHILD_KINDS",
     "CRD_NAME",
+    "DEPLOYMENT",
     "FIELD_MANAGER",
     "FINALIZER",
     "GROUP",
+    "HORIZONTAL_POD_AUTOSCALER",
+    "INGRESS",
     "KIND",
     "KOPF_ANNOTATION_PREFIX",
     "LABEL_DEPLOYMENT_ID",
@@ -39,6 +42,10 @@ __all__ = [
     "LABEL_SERVE",
     "MANAGED_BY",
     "PLURAL",
+    "POD_DISRUPTION_BUDGET",
+    "RAYCRONJOB",
+    "RAYJOB",
+    "SERVICE",
     "SHORT_NAME",
     "SYNC_FIELD_MANAGER_SUFFIX",
     "VERSION",
@@ -46,6 +53,7 @@ __all__ = [
     "ChildKind",
     "ConditionType",
     "Phase",
+    "Reason",
     "child_kind",
     "sync_field_manager",
 ]
@@ -106,6 +114,75 @@ class ConditionType(StrEnum):
     CONFLICT = "Conflict"
 
 
+class Reason(StrEnum):
+    """Every reason the operator writes: on a condition of an MLServe's status, on an Event, or
+    both. CamelCase, as Kubernetes wants them; the member's value is what is stored."""
+
+    # The MLServe or the database rows it names cannot be used (permanent until they change).
+    INVALID_SPEC = "InvalidSpec"
+    UNKNOWN_SERVE = "UnknownServe"
+    UNKNOWN_ENVIRONMENT = "UnknownEnvironment"
+    UNKNOWN_ARTIFACT = "UnknownArtifact"
+    UNKNOWN_USER = "UnknownUser"
+    ARTIFACT_NOT_BUILT = "ArtifactNotBuilt"
+    SERVE_TYPE_MISMATCH = "ServeTypeMismatch"
+    INVALID_ENV_CONFIG = "InvalidEnvConfig"
+    INVALID_INFRA_CONFIG = "InvalidInfraConfig"
+    INVALID_SCHEDULE = "InvalidSchedule"
+    WRONG_NAMESPACE = "WrongNamespace"
+    FOREIGN_CLUSTER = "ForeignCluster"
+    DUPLICATE_ACTIVE_DEPLOYMENTS = "DuplicateActiveDeployments"
+    NOTHING_TO_ROLL_BACK = "NothingToRollBack"
+    RESOLVED = "Resolved"
+    """ArtifactResolved: serve, environment and artifact found and usable."""
+
+    # Conflict: who holds the (serve, environment) pair.
+    PAIR_CLAIMED = "PairClaimed"
+    NO_CONFLICT = "NoConflict"
+    CONFLICT = "Conflict"
+    """Ready is False because another MLServe holds the pair."""
+
+    # DatabaseSynced.
+    DATABASE_UNAVAILABLE = "DatabaseUnavailable"
+    IN_SYNC = "InSync"
+    DEPLOYMENT_RECORDED = "DeploymentRecorded"
+    DATABASE_NEWER = "DatabaseNewer"
+    UNDEPLOYED_IN_DATABASE = "UndeployedInDatabase"
+
+    # Synced: applying the children (temporary failures are retried).
+    APPLIED = "Applied"
+    PAUSED = "Paused"
+    API_ERROR = "ApiError"
+    APPLY_FAILED = "ApplyFailed"
+    LIST_FAILED = "ListFailed"
+    PRUNE_FAILED = "PruneFailed"
+    KIND_NOT_INSTALLED = "KindNotInstalled"
+    """A write refused because the cluster does not serve the kind (its CRD is not installed)."""
+    SCHEDULED_RUN_FAILED = "ScheduledRunFailed"
+    HISTORY_CLEANUP_FAILED = "HistoryCleanupFailed"
+    RECONCILE_ERROR = "ReconcileError"
+    """The reason of an error that names none (never written by the operator's own errors)."""
+
+    # Ready: what the serving child reports.
+    PODS_READY = "PodsReady"
+    PODS_NOT_READY = "PodsNotReady"
+    ROLLING_OUT = "RollingOut"
+    CHILD_MISSING = "ChildMissing"
+    JOB_SUBMITTED = "JobSubmitted"
+    JOB_RUNNING = "JobRunning"
+    JOB_SUCCEEDED = "JobSucceeded"
+    JOB_FAILED = "JobFailed"
+    SCHEDULED = "Scheduled"
+
+    # Events only.
+    DEPLOYED = "Deployed"
+    ROLLED_BACK = "RolledBack"
+    UNDEPLOYED = "Undeployed"
+    DRIFT_REPAIRED = "DriftRepaired"
+    SCHEDULED_RUN = "ScheduledRun"
+    MISSED_SCHEDULE = "MissedSchedule"
+
+
 class Phase(StrEnum):
     """``status.phase`` (the CRD's enum)."""
 
@@ -141,17 +218,24 @@ class ChildKind:
         return f"{self.group}/{self.version}" if self.group else self.version
 
 
+DEPLOYMENT = ChildKind("apps", "v1", "Deployment", "deployments", ServeType.API)
+SERVICE = ChildKind("", "v1", "Service", "services", ServeType.API)
+HORIZONTAL_POD_AUTOSCALER = ChildKind(
+    "autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", ServeType.API
+)
+POD_DISRUPTION_BUDGET = ChildKind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", ServeType.API)
+INGRESS = ChildKind("networking.k8s.io", "v1", "Ingress", "ingresses", ServeType.API)
+RAYJOB = ChildKind("ray.io", "v1", "RayJob", "rayjobs", ServeType.WORKFLOW)
+RAYCRONJOB = ChildKind("ray.io", "v1", "RayCronJob", "raycronjobs", ServeType.WORKFLOW)
+
 API_CHILD_KINDS: tuple[ChildKind, ...] = (
-    ChildKind("apps", "v1", "Deployment", "deployments", ServeType.API),
-    ChildKind("", "v1", "Service", "services", ServeType.API),
-    ChildKind("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", ServeType.API),
-    ChildKind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", ServeType.API),
-    ChildKind("networking.k8s.io", "v1", "Ingress", "ingresses", ServeType.API),
+    DEPLOYMENT,
+    SERVICE,
+    HORIZONTAL_POD_AUTOSCALER,
+    POD_DISRUPTION_BUDGET,
+    INGRESS,
 )
-WORKFLOW_CHILD_KINDS: tuple[ChildKind, ...] = (
-    ChildKind("ray.io", "v1", "RayJob", "rayjobs", ServeType.WORKFLOW),
-    ChildKind("ray.io", "v1", "RayCronJob", "raycronjobs", ServeType.WORKFLOW),
-)
+WORKFLOW_CHILD_KINDS: tuple[ChildKind, ...] = (RAYJOB, RAYCRONJOB)
 CHILD_KINDS: tuple[ChildKind, ...] = API_CHILD_KINDS + WORKFLOW_CHILD_KINDS
 """Every kind the renderers may produce: what apply finds and prunes, what kopf watches,
 what the operator's RBAC grants."""

@@ -29,13 +29,16 @@ from mlserve.operator.reconcile import schedule
 from mlserve.operator.reconcile.apply import Owner
 from mlserve.operator.reconcile.errors import TemporaryFailure
 from mlserve.operator.reconcile.events import RecordingEvents
-from mlserve.operator.reconcile.kube import MLSERVE_API_VERSION, MLSERVE_KIND, MLServe, RayCronJob, RayJob
+from mlserve.operator.reconcile.kube import MLServe, RayCronJob, RayJob
 from mlserve.operator.reconcile.mlserve import Runtime, reconcile
 from mlserve.operator.reconcile.schedule import ScheduleRequest, reconcile_schedule
 from mlserve.operator.render import names, render_children
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.settings import OperatorSettings
 from mlserve.operator.spec import EnvironmentContext, MLServeSpec, ServeContext
+from mlserve.operator.spec.api import ANNOTATION_SCHEDULED_TIME, LABEL_MANAGED_BY, MANAGED_BY
+from mlserve.operator.spec.api import API_VERSION as MLSERVE_API_VERSION
+from mlserve.operator.spec.api import KIND as MLSERVE_KIND
 from mlserve.operator.spec.schedule import PlanReason, ScheduleSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,7 +131,7 @@ async def test_runs_are_created_owned_one_at_a_time_and_trimmed(aclient: AsyncCl
     body = await _mlserve(aclient, namespace)
     created_at = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
     owner = Owner(MLSERVE_API_VERSION, MLSERVE_KIND, "etl-dev", namespace, body["metadata"]["uid"])
-    selector = {**names.selector("etl", "dev"), names.LABEL_MANAGED_BY: names.MANAGED_BY}
+    selector = {**names.selector("etl", "dev"), LABEL_MANAGED_BY: MANAGED_BY}
     ctx = _context(namespace)
     spec = MLServeSpec.from_resource(body)
     settings = ScheduleSettings(history_limit=1, starting_deadline=timedelta(minutes=10))
@@ -156,7 +159,7 @@ async def test_runs_are_created_owned_one_at_a_time_and_trimmed(aclient: AsyncCl
     assert list(jobs) == [first.created]
     job = jobs[first.created]
     assert job["metadata"]["ownerReferences"][0]["uid"] == body["metadata"]["uid"]
-    assert job["metadata"]["annotations"][names.ANNOTATION_SCHEDULED_TIME] == first_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert job["metadata"]["annotations"][ANNOTATION_SCHEDULED_TIME] == first_time.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert first.status["lastScheduledTime"] == first_time.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert first.status["activeRayJob"] == first.created
 
@@ -273,7 +276,7 @@ async def test_a_due_run_without_the_rayjob_crd_says_kind_not_installed(
     body = await _mlserve(aclient, namespace)
     created_at = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
     owner = Owner(MLSERVE_API_VERSION, MLSERVE_KIND, "etl-dev", namespace, body["metadata"]["uid"])
-    selector = {**names.selector("etl", "dev"), names.LABEL_MANAGED_BY: names.MANAGED_BY}
+    selector = {**names.selector("etl", "dev"), LABEL_MANAGED_BY: MANAGED_BY}
     ctx = _context(namespace)
     spec = MLServeSpec.from_resource(body)
 

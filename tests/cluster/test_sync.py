@@ -29,7 +29,6 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from mlserve.models.db import close_db, init_db
 from mlserve.models.settings import DatabaseSettings
-from mlserve.operator import permissions
 from mlserve.operator.dev.cluster import ClusterHandle
 from mlserve.operator.reconcile import sync, sync_reads
 from mlserve.operator.reconcile.events import RecordingEvents
@@ -43,6 +42,7 @@ from mlserve.operator.reconcile.sync_reads import read_watermark
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.settings import OperatorSettings
 from mlserve.operator.spec.api import ANNOTATION_DEPLOYMENT_ID
+from mlserve.operator.spec.namespaces import watches_namespace
 
 T0 = datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC)
 
@@ -749,7 +749,7 @@ async def test_environments_outside_the_watched_namespaces_are_left_alone(
 def test_the_watched_namespaces_match_as_kopf_matches_them(
     namespaces: tuple[str, ...], namespace: str, watched: bool
 ) -> None:
-    assert permissions.watches_namespace(namespaces, namespace) is watched
+    assert watches_namespace(namespaces, namespace) is watched
 
 
 async def test_an_idle_tick_costs_one_query_and_no_api_request(

@@ -14,6 +14,7 @@ from mlserve_testing.chart import RELEASE_NAMESPACE, VALUE_SETS, Helm, load_valu
 
 from mlserve.operator import permissions
 from mlserve.operator.reconcile.kube import API_KINDS, WORKFLOW_KINDS
+from mlserve.operator.spec.namespaces import scope_of
 
 # (namespace or None for cluster-wide, API group, resource, verb)
 Grant = tuple[str | None, str, str, str]
@@ -50,7 +51,7 @@ def granted(objects: list[dict[str, Any]], service_account: str) -> set[Grant]:
 def expected(values: dict[str, Any]) -> set[Grant]:
     namespaces = values["watchNamespaces"]
     rules = permissions.rules_for(namespaces=namespaces, peering=values["peering"]["enabled"])
-    per_namespace = not permissions.scope_of(namespaces).cluster_role
+    per_namespace = not scope_of(namespaces).cluster_role
     out: set[Grant] = set()
     for rule in rules:
         scopes: list[str | None] = list(namespaces) if per_namespace and not rule.cluster_scoped else [None]

@@ -16,7 +16,7 @@ from mlserve_testing.wait import wait_for
 
 from mlserve.operator.reconcile.kube import MLServe, RayJob
 from mlserve.operator.render import names
-from mlserve.operator.spec.api import ANNOTATION_DEPLOYMENT_ID
+from mlserve.operator.spec.api import ANNOTATION_DEPLOYMENT_ID, ANNOTATION_SCHEDULED_TIME
 
 pytestmark = [pytest.mark.cluster]
 
@@ -155,11 +155,11 @@ async def test_a_scheduled_workflow_gets_its_rayjob_at_the_cron_time(
 
     def scheduled_jobs() -> list[dict[str, object]]:
         jobs = [j.to_dict() for j in kube_client.list(RayJob, namespace=namespace)]
-        return [j for j in jobs if names.ANNOTATION_SCHEDULED_TIME in (j["metadata"].get("annotations") or {})]
+        return [j for j in jobs if ANNOTATION_SCHEDULED_TIME in (j["metadata"].get("annotations") or {})]
 
     jobs = wait_for(scheduled_jobs, timeout=100, what="the first scheduled RayJob (every minute)")
     assert len(jobs) == 1
-    stamp = jobs[0]["metadata"]["annotations"][names.ANNOTATION_SCHEDULED_TIME]
+    stamp = jobs[0]["metadata"]["annotations"][ANNOTATION_SCHEDULED_TIME]
     status = wait_for(
         lambda: (
             get(kube_client, name, namespace).get("status", {}).get("lastScheduledTime") == stamp

@@ -5,9 +5,10 @@ from __future__ import annotations
 import kopf
 import pytest
 
-from mlserve.operator.handlers import FINALIZER, configure_kopf
+from mlserve.operator.handlers import configure_kopf
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.settings import OperatorSettings
+from mlserve.operator.spec.api import FINALIZER
 
 
 def _configured(namespaces: tuple[str, ...], peering_name: str | None = None) -> kopf.OperatorSettings:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mlserve.operator.reconcile.apply import HASH_ANNOTATION, Owner, stamp
+from mlserve.models import ServeType
+from mlserve.operator.reconcile import kube
+from mlserve.operator.reconcile.apply import Owner, stamp
 from mlserve.operator.reconcile.deploy import mlserve_is_newer
 from mlserve.operator.reconcile.diff import matches, mismatches
 from mlserve.operator.reconcile.errors import ClaimConflict, DatabaseUnavailable, InvalidInput, TemporaryFailure
@@ -15,7 +19,8 @@ from mlserve.operator.reconcile.mlserve import _workload
 from mlserve.operator.reconcile.rollback import pending_rollback, rollback_patch
 from mlserve.operator.reconcile.status import Observation, Workload, compute_status, status_patch
 from mlserve.operator.settings import OperatorSettings, SettingsError, parse_duration
-from mlserve.operator.spec import MLServeSpec
+from mlserve.operator.spec import MLServeSpec, api
+from mlserve.operator.spec.namespaces import Scope, matches_pattern, scope_of, watches_namespace
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 OWNER = Owner("mlserve.darwin.io/v1alpha1", "MLServe", "fraud", "team-a", "uid-1")
@@ -57,14 +62,14 @@ def _live(desired: dict, **changes: object) -> dict:
 
 def test_a_live_object_with_server_defaults_matches() -> None:
     desired = stamp(_deployment(), OWNER)
-    assert matches(desired, _live(desired), HASH_ANNOTATION)
+    assert matches(desired, _live(desired), api.ANNOTATION_APPLIED_HASH)
 
 
 def test_quantities_in_canonical_form_match() -> None:
     desired = stamp(_deployment(cpu="0.5"), OWNER)
     live = _live(desired)
     live["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "500m"
-    assert matches(desired, live, HASH_ANNOTATION)
+    assert matches(desired, live, api.ANNOTATION_APPLIED_HASH)
 
 
 @pytest.mark.parametrize(
@@ -78,7 +83,7 @@ def test_quantities_in_canonical_form_match() -> None:
 def test_hand_edits_are_seen(edit: dict) -> None:
     desired = stamp(_deployment(), OWNER)
     live = _live(desired, **edit)
-    assert not matches(desired, live, HASH_ANNOTATION)
+    assert not matches(desired, live, api.ANNOTATION_APPLIED_HASH)
     assert mismatches({"spec": desired["spec"], "metadata": {"labels": desired["metadata"]["labels"]}}, live)
 
 
@@ -88,12 +93,12 @@ def test_a_field_the_rendering_drops_is_a_change() -> None:
     after = stamp(_deployment(replicas=None), OWNER)
     live = _live(before)
     assert not mismatches({"spec": after["spec"]}, live)
-    assert not matches(after, live, HASH_ANNOTATION)
+    assert not matches(after, live, api.ANNOTATION_APPLIED_HASH)
 
 
 def test_an_hpa_scaled_deployment_without_rendered_replicas_matches() -> None:
     desired = stamp(_deployment(replicas=None), OWNER)
-    assert matches(desired, _live(desired, **{"spec.replicas": 4}), HASH_ANNOTATION)
+    assert matches(desired, _live(desired, **{"spec.replicas": 4}), api.ANNOTATION_APPLIED_HASH)
 
 
 def test_stamp_sets_owner_and_namespace() -> None:
@@ -316,3 +321,55 @@ def test_a_new_deployment_under_an_hpa_is_not_ready_below_the_hpa_minimum() -> N
     under_hpa = _workload(spec, {("Deployment", name): deployment, ("HorizontalPodAutoscaler", name): hpa})
     assert alone is not None and alone.desired == 1
     assert under_hpa is not None and under_hpa.desired == 2
+
+
+@pytest.mark.parametrize("child", api.CHILD_KINDS, ids=lambda child: child.kind)
+def test_every_child_kind_of_the_registry_has_its_resource_class(child: api.ChildKind) -> None:
+    resource = kube.resource_class(child)
+    assert kube.api_version_kind(resource) == (child.api_version, child.kind)
+    assert kube.resource_for({"apiVersion": child.api_version, "kind": child.kind}) is resource
+    assert resource._api_info.plural == child.plural
+    assert (resource in kube.API_KINDS) is (child.serve_type is ServeType.API)
+    assert (resource in kube.WORKFLOW_KINDS) is (child.serve_type is ServeType.WORKFLOW)
+
+
+def test_reasons_are_distinct_camel_case_words() -> None:
+    values = [reason.value for reason in api.Reason]
+    assert len(values) == len(set(values)) == len(api.Reason.__members__)
+    assert all(re.fullmatch(r"[A-Z][A-Za-z]+", value) for value in values)
+
+
+def test_the_status_stores_reasons_phases_and_types_as_their_plain_strings() -> None:
+    status = compute_status(None, Observation(generation=1, error=InvalidInput(api.Reason.UNKNOWN_SERVE, "no")), NOW)
+    text = json.dumps(status)
+    assert '"phase": "Invalid"' in text and '"reason": "UnknownServe"' in text and '"type": "Ready"' in text
+    assert json.loads(text) == status
+
+
+NAMESPACE_PATTERNS = (
+    "team-a",
+    "team-*",
+    "!kube-*",
+    "team-?",
+    "team-*, !team-b",
+    "!*-pr-*, *pr-1",
+    "a*, !*-x, *-x-y",
+    "",
+)
+NAMESPACES = ("team-a", "team-b", "team-cd", "teams", "kube-system", "default", "app-pr-1", "app-pr-2", "a-x", "a-x-y")
+
+
+@pytest.mark.parametrize("pattern", NAMESPACE_PATTERNS)
+def test_a_namespace_pattern_selects_what_kopf_selects(pattern: str) -> None:
+    from kopf._cogs.structs.references import NamespaceName, match_namespace
+
+    for namespace in NAMESPACES:
+        kopf_says = match_namespace(NamespaceName(namespace), pattern)
+        assert matches_pattern(namespace, pattern) is kopf_says, (pattern, namespace)
+
+
+def test_the_watched_namespaces_and_the_scope() -> None:
+    assert watches_namespace((), "anything") and scope_of(()) is Scope.CLUSTER
+    assert watches_namespace(("team-a", "team-b"), "team-b") and not watches_namespace(("team-a",), "team-b")
+    assert scope_of(("team-a", "team-b")) is Scope.NAMESPACES and not Scope.NAMESPACES.cluster_role
+    assert scope_of(("team-a", "!kube-*")) is Scope.PATTERNS and Scope.PATTERNS.cluster_role

@@ -10,6 +10,7 @@ from mlserve_testing.render_cases import api_context, spec_for
 from mlserve_testing.schemas import DNS1035_LABEL, LABEL_VALUE
 
 from mlserve.operator.render import RenderSettings, names, render_children
+from mlserve.operator.spec import api
 
 # Names the CRD accepts: serve (<= 50) and environment (<= 63) are DNS-1123 labels.
 _label = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z", fullmatch=True)
@@ -63,7 +64,7 @@ def test_selector_selects_exactly_the_serves_pods(s1: str, e1: str, d1: int, s2:
     assert names.matches(own, names.labels(s1, e1, d2)), "pods of another deployment of the serve stay selected"
     if (s1, e1) != (s2, e2):
         assert not names.matches(own, names.labels(s2, e2, d2))
-    assert names.LABEL_DEPLOYMENT_ID not in own
+    assert api.LABEL_DEPLOYMENT_ID not in own
 
 
 @settings(max_examples=60, deadline=None)

@@ -1,0 +1,71 @@
+"""Which namespaces an operator serves, from ``MLSERVE_NAMESPACES`` (as a list). Pure functions.
+
+The list is what kopf is given, and it serves a namespace exactly when these functions say so:
+the database sync (which must not create MLServes the operator would never reconcile), the
+kopf settings (:func:`scope_of`) and the RBAC table (:mod:`mlserve.operator.permissions`)
+read them. ``tests/operator/test_reconcile_units.py`` checks them against kopf's own matcher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+from fnmatch import fnmatchcase
+
+__all__ = ["Scope", "is_pattern", "matches_pattern", "scope_of", "watches_namespace"]
+
+
+class Scope(Enum):
+    """What the operator watches (``MLSERVE_NAMESPACES``)."""
+
+    CLUSTER = "the whole cluster"
+    NAMESPACES = "namespaces given by name"
+    PATTERNS = "namespaces matching patterns"
+
+    @property
+    def cluster_role(self) -> bool:
+        """Namespaced rights granted cluster-wide (a ClusterRole) rather than per namespace."""
+        return self is not Scope.NAMESPACES
+
+
+def is_pattern(namespace: str) -> bool:
+    """A kopf namespace pattern (glob or exclusion) rather than a name."""
+    return namespace.startswith("!") or any(c in namespace for c in "*?")
+
+
+def scope_of(namespaces: Sequence[str]) -> Scope:
+    if not namespaces:
+        return Scope.CLUSTER
+    return Scope.PATTERNS if any(is_pattern(n) for n in namespaces) else Scope.NAMESPACES
+
+
+def matches_pattern(namespace: str, pattern: str) -> bool:
+    """Whether one entry of ``MLSERVE_NAMESPACES`` selects ``namespace``, by kopf's rules.
+
+    An entry is a comma-separated list of globs (``*`` and ``?``; spaces around them ignored);
+    a glob starting with ``!`` excludes. The first glob decides whether the namespace is a
+    candidate at all (an exclusion first stands for ``*, !...``); after it, the last glob that
+    matches the namespace decides: included by a plain glob, excluded by a ``!`` one.
+    """
+    globs = [glob.strip() for glob in pattern.split(",")]
+    if globs[0].startswith("!"):
+        globs.insert(0, "*")
+    first, *rest = globs
+    if not fnmatchcase(namespace, first):
+        return False
+    included = True
+    for glob in rest:
+        if fnmatchcase(namespace, glob.removeprefix("!")):
+            included = not glob.startswith("!")
+    return included
+
+
+def watches_namespace(namespaces: Sequence[str], namespace: str) -> bool:
+    """Whether an operator run with ``MLSERVE_NAMESPACES`` (as a list) serves ``namespace``.
+
+    A namespace is served when any entry selects it (a name equals it; ``team-*`` globs;
+    ``!kube-*`` selects every namespace but those). An empty list is the whole cluster.
+    """
+    if not namespaces:
+        return True
+    return any(matches_pattern(namespace, pattern) for pattern in namespaces)
