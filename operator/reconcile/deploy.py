@@ -54,9 +54,10 @@ from mlserve.models import (
     activate,
 )
 from mlserve.models import errors as models_errors
+from mlserve.operator.spec.api import ConditionType, Reason
 from mlserve.operator.spec.times import as_utc
 
-from .errors import DatabaseUnavailable, InvalidInput
+from .errors import InvalidInput, TemporaryFailure
 from .identity import mlserve_is_newer
 
 __all__ = [
@@ -110,12 +111,12 @@ async def resolve(
     serve = await Serve.get_or_none(name=serve_name)
     if serve is None:
         raise InvalidInput(
-            "UnknownServe",
+            Reason.UNKNOWN_SERVE,
             f"serve {serve_name!r} is not in the database (serves.name): create it in Darwin, or fix spec.serve",
         )
     if str(serve.type) != serve_type:
         raise InvalidInput(
-            "ServeTypeMismatch",
+            Reason.SERVE_TYPE_MISMATCH,
             f"serve {serve_name!r} is of type {serve.type} in the database, but spec.type is "
             f"{serve_type!r}: a serve's type does not change, so recreate the MLServe with "
             f"type {serve.type}",
@@ -124,13 +125,13 @@ async def resolve(
     artifact = await Artifact.get_or_none(serve_id=serve.pk, version=artifact_version)
     if artifact is None:
         raise InvalidInput(
-            "UnknownArtifact",
+            Reason.UNKNOWN_ARTIFACT,
             f"serve {serve_name!r} has no artifact version {artifact_version!r} "
             "(artifacts.version): build it first, or fix spec.artifactVersion",
         )
     if not artifact.image_url:
         raise InvalidInput(
-            "ArtifactNotBuilt",
+            Reason.ARTIFACT_NOT_BUILT,
             f"artifact {artifact_version!r} of serve {serve_name!r} has no image yet "
             "(artifacts.image_url is empty): wait for its build to succeed",
         )
@@ -142,7 +143,7 @@ async def _bound_environment(environment_name: str, namespace: str, cluster_name
     environment = await Environment.get_or_none(name=environment_name)
     if environment is None:
         raise InvalidInput(
-            "UnknownEnvironment",
+            Reason.UNKNOWN_ENVIRONMENT,
             f"environment {environment_name!r} is not in the database (environments.name): "
             "create it in Darwin, or fix spec.environment",
         )
@@ -150,19 +151,19 @@ async def _bound_environment(environment_name: str, namespace: str, cluster_name
         config = environment.config
     except InvalidConfig as exc:
         raise InvalidInput(
-            "InvalidEnvConfig",
+            Reason.INVALID_ENV_CONFIG,
             f"environment {environment_name!r} has invalid env_configs in the database: {exc}",
         ) from None
     if config.cluster_name != cluster_name:
         raise InvalidInput(
-            "ForeignCluster",
+            Reason.FOREIGN_CLUSTER,
             f"environment {environment_name!r} is bound to cluster {config.cluster_name!r} "
             f"(env_configs.cluster_name), and this operator runs cluster {cluster_name!r}: apply "
             "the MLServe in that cluster; nothing was changed",
         )
     if config.namespace != namespace:
         raise InvalidInput(
-            "WrongNamespace",
+            Reason.WRONG_NAMESPACE,
             f"environment {environment_name!r} deploys to namespace {config.namespace!r} "
             f"(env_configs.namespace), but this MLServe is in {namespace!r}: create it in "
             f"{config.namespace!r}; nothing was changed",
@@ -202,7 +203,7 @@ async def sync_deployment(
     try:
         pointer = await _pointer(serve, environment)
     except ActiveDeploymentConflict as exc:
-        raise InvalidInput("DuplicateActiveDeployments", str(exc)) from None
+        raise InvalidInput(Reason.DUPLICATE_ACTIVE_DEPLOYMENTS, str(exc)) from None
     active = await Deployment.get_or_none(id=pointer.deployment_id) if pointer else None
     if active is not None and active.status != DeploymentStatus.ACTIVE:
         active = None
@@ -251,14 +252,14 @@ async def _record(resolved: Resolved, active: Deployment | None, deploy_user: st
     user = await User.get_or_none(username=deploy_user)
     if user is None:
         raise InvalidInput(
-            "UnknownUser",
+            Reason.UNKNOWN_USER,
             f"user {deploy_user!r} (MLSERVE_DEPLOY_USER) is not in the users table: deploys are "
             "recorded as that user, so create it (mlserve db init does) or set the variable",
         )
     try:
         new = await activate(serve, environment, artifact, user)
     except ActiveDeploymentConflict as exc:
-        raise InvalidInput("DuplicateActiveDeployments", str(exc)) from None
+        raise InvalidInput(Reason.DUPLICATE_ACTIVE_DEPLOYMENTS, str(exc)) from None
     previous_id = active.pk if active is not None else None
     log.info(
         "recorded deployment %s: serve %s artifact %s in %s (previous %s)",
@@ -353,9 +354,12 @@ def is_database_error(exc: BaseException) -> bool:
     return False
 
 
-def as_unavailable(exc: BaseException) -> DatabaseUnavailable:
-    """A DatabaseUnavailable whose message never carries credentials."""
-    return DatabaseUnavailable(
+def as_unavailable(exc: BaseException) -> TemporaryFailure:
+    """The reconcile's failure for a database that did not answer: retried with backoff,
+    reported on the ``DatabaseSynced`` condition; its message never carries credentials."""
+    return TemporaryFailure(
+        Reason.DATABASE_UNAVAILABLE,
         f"the database did not answer ({type(exc).__name__}); the operator retries with backoff "
-        "and keeps the children as they are"
+        "and keeps the children as they are",
+        condition=ConditionType.DATABASE_SYNCED,
     )

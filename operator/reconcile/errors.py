@@ -8,12 +8,10 @@ reports it and waits for a change. :class:`TemporaryFailure` is retried with bac
 
 from __future__ import annotations
 
-from mlserve.models import errors as models_errors
 from mlserve.operator.spec.api import ConditionType, Reason
 
 __all__ = [
     "ClaimConflict",
-    "DatabaseUnavailable",
     "InvalidInput",
     "ReconcileError",
     "TemporaryFailure",
@@ -23,15 +21,16 @@ __all__ = [
 class ReconcileError(Exception):
     """Base class: a reason for conditions and Events, and a message saying what to fix."""
 
-    reason: str = Reason.RECONCILE_ERROR
+    reason: Reason = Reason.RECONCILE_ERROR
     condition: ConditionType = ConditionType.READY
     """The condition this error turns False (besides Ready)."""
 
-    def __init__(self, reason: str, message: str) -> None:
-        """``reason``: a :class:`Reason` member (a plain string is accepted and stored as given)."""
+    def __init__(self, reason: Reason, message: str, *, condition: ConditionType | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        if condition is not None:
+            self.condition = condition
 
 
 class InvalidInput(ReconcileError):
@@ -56,16 +55,11 @@ class ClaimConflict(ReconcileError):
 
 
 class TemporaryFailure(ReconcileError):
-    """Something that should go away by itself (API error, a child not yet accepted)."""
+    """Something that should go away by itself (API error, a child not yet accepted).
+
+    The database being down is one too: reason ``DatabaseUnavailable`` on the
+    ``DatabaseSynced`` condition (:func:`~.deploy.as_unavailable`); the one class that means
+    "the database did not answer" is :class:`mlserve.models.errors.DatabaseUnavailable`.
+    """
 
     condition = ConditionType.SYNCED
-
-
-class DatabaseUnavailable(TemporaryFailure, models_errors.DatabaseUnavailable):
-    """:class:`mlserve.models.errors.DatabaseUnavailable` as a reconcile failure: retried with
-    backoff, reported on the ``DatabaseSynced`` condition (not a second notion of "down")."""
-
-    condition = ConditionType.DATABASE_SYNCED
-
-    def __init__(self, message: str) -> None:
-        super().__init__(Reason.DATABASE_UNAVAILABLE, message)

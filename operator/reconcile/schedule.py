@@ -18,6 +18,7 @@ from typing import Any
 
 from lightkube import AsyncClient
 
+from mlserve.operator.spec.api import Reason
 from mlserve.operator.spec.schedule import (
     InvalidSchedule,
     JobView,
@@ -88,7 +89,7 @@ async def reconcile_schedule(
     try:
         expression = parse_schedule(request.expression)
     except InvalidSchedule as exc:
-        raise InvalidInput("InvalidSchedule", str(exc)) from None
+        raise InvalidInput(Reason.INVALID_SCHEDULE, str(exc)) from None
     owner, settings = request.owner, request.settings
     metadata = request.body.get("metadata") or {}
     status = request.body.get("status") or {}
@@ -118,7 +119,7 @@ async def reconcile_schedule(
             name,
             namespace=owner.namespace,
             what=f"finished RayJob {name}",
-            failure_reason="HistoryCleanupFailed",
+            failure_reason=Reason.HISTORY_CLEANUP_FAILED,
         )
         outcome.deleted.append(name)
         jobs.pop(name, None)
@@ -148,7 +149,7 @@ async def _start_run(
             namespace=request.owner.namespace,
             field_manager=request.field_manager,
             what=f"the RayJob of the run due at {format_rfc3339(at)}",
-            failure_reason="ScheduledRunFailed",
+            failure_reason=Reason.SCHEDULED_RUN_FAILED,
         )
         outcome.created = name
         jobs[name] = created
@@ -161,12 +162,12 @@ def _announce(events: EventSink, request: ScheduleRequest, decision: Plan, creat
         message = f"started RayJob {created} for the run due at {format_rfc3339(decision.start)}"
         if decision.missed:
             message += f"; {decision.missed} earlier missed run(s) were not started (one run at a time)"
-        events.post(request.body, "Normal", "ScheduledRun", message)
+        events.post(request.body, "Normal", Reason.SCHEDULED_RUN, message)
     elif decision.reason is PlanReason.DEADLINE_MISSED:
         events.post(
             request.body,
             "Warning",
-            "MissedSchedule",
+            Reason.MISSED_SCHEDULE,
             f"{decision.missed} run(s) up to {_time(decision.last_scheduled)} were not started "
             f"within the starting deadline ({request.settings.starting_deadline}): the next run is at "
             f"{_time(decision.next_time)}; raise MLSERVE_SCHEDULE_STARTING_DEADLINE to catch up later",

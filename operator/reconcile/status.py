@@ -30,7 +30,7 @@ from lightkube.types import PatchType
 from mlserve.operator.spec import api
 from mlserve.operator.spec.api import ConditionType, Phase, Reason
 
-from .errors import ClaimConflict, DatabaseUnavailable, InvalidInput, ReconcileError
+from .errors import ClaimConflict, InvalidInput, ReconcileError
 from .kube import MLServe
 
 __all__ = ["Observation", "Workload", "compute_status", "status_patch", "write_status"]
@@ -201,7 +201,8 @@ def compute_status(previous: Mapping[str, Any] | None, obs: Observation, now: da
 
     # The generation is observed once the request was checked against the database; while
     # the database is down it is not, so the change is still judged when it is back.
-    if not isinstance(error, DatabaseUnavailable):
+    database_down = error is not None and error.reason == Reason.DATABASE_UNAVAILABLE
+    if not database_down:
         status["observedGeneration"] = gen
 
     if isinstance(error, ClaimConflict):
@@ -217,7 +218,8 @@ def compute_status(previous: Mapping[str, Any] | None, obs: Observation, now: da
         status.update(phase=Phase.INVALID, message=error.message)
         return _finish(status, conditions)
 
-    if isinstance(error, DatabaseUnavailable):
+    if database_down:
+        assert error is not None
         cond(ConditionType.DATABASE_SYNCED, False, error.reason, error.message)
         status["message"] = error.message
         status.setdefault("phase", Phase.PENDING)

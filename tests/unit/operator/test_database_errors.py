@@ -31,7 +31,6 @@ from mlserve.operator.reconcile.deploy import as_unavailable, is_database_error
         TransactionManagementError("no connection"),
         sqlite3.OperationalError("database is locked"),
         models_errors.DatabaseUnavailable("cannot use the database mysql://u:***@db:3306/x"),
-        errors.DatabaseUnavailable("down"),
     ],
     ids=type,
 )
@@ -59,10 +58,8 @@ def test_data_errors_are_not_unavailable(exc: BaseException) -> None:
     assert not is_database_error(exc)
 
 
-def test_one_database_unavailable() -> None:
-    # The reconcile's error is the models' class as a retried failure of the DatabaseSynced condition.
+def test_the_database_down_is_a_retried_failure_of_the_database_synced_condition() -> None:
     error = as_unavailable(OSError("secret-host:3306 password=hunter2"))
-    assert isinstance(error, models_errors.DatabaseUnavailable)
     assert isinstance(error, errors.TemporaryFailure)
     assert (error.reason, error.condition) == ("DatabaseUnavailable", "DatabaseSynced")
     assert "hunter2" not in str(error) and "OSError" in str(error)

@@ -11,9 +11,9 @@ import pytest
 from mlserve.models import ServeType
 from mlserve.operator.reconcile import kube
 from mlserve.operator.reconcile.apply import Owner, stamp
-from mlserve.operator.reconcile.deploy import mlserve_is_newer
+from mlserve.operator.reconcile.deploy import as_unavailable, mlserve_is_newer
 from mlserve.operator.reconcile.diff import matches, mismatches
-from mlserve.operator.reconcile.errors import ClaimConflict, DatabaseUnavailable, InvalidInput, TemporaryFailure
+from mlserve.operator.reconcile.errors import ClaimConflict, InvalidInput, TemporaryFailure
 from mlserve.operator.reconcile.identity import Claim, holder, spec_changed_at
 from mlserve.operator.reconcile.mlserve import _workload
 from mlserve.operator.reconcile.rollback import pending_rollback, rollback_patch
@@ -183,7 +183,7 @@ def test_errors_become_conditions(error: Exception, phase: str, type_: str) -> N
 
 def test_database_down_keeps_the_generation_unobserved() -> None:
     previous = compute_status(None, _ready_obs(), NOW)
-    status = compute_status(previous, Observation(generation=4, error=DatabaseUnavailable("down")), NOW)
+    status = compute_status(previous, Observation(generation=4, error=as_unavailable(TimeoutError())), NOW)
     assert status["observedGeneration"] == 3
     assert _cond(status, "DatabaseSynced")["reason"] == "DatabaseUnavailable"
     assert status["phase"] == "Ready"  # the children still run
