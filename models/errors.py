@@ -66,7 +66,6 @@ class DatabaseUnavailable(ModelsError):
 
     A fault of the server or the network, never of the data (a missing row or a broken
     constraint is not "unavailable"). The message names the server in its masked form and
-    never holds the password. This is the one definition: the reconcile's error of the same
-    name (``mlserve.operator.reconcile.errors``) is this class as a retried reconcile
-    failure, so ``except DatabaseUnavailable`` with this class catches both.
+    never holds the password. This is the one definition; the reconcile reports it as a
+    retried failure with reason ``DatabaseUnavailable`` (``reconcile.deploy.as_unavailable``).
     """
