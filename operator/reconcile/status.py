@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from lightkube import AsyncClient
@@ -29,6 +29,7 @@ from lightkube.types import PatchType
 
 from mlserve.operator.spec import api
 from mlserve.operator.spec.api import ConditionType, Phase, Reason
+from mlserve.operator.spec.times import format_rfc3339
 
 from .errors import ClaimConflict, InvalidInput, ReconcileError
 from .kube import MLServe
@@ -82,12 +83,7 @@ class Observation:
 
 
 def _time(value: datetime | None) -> str | None:
-    """RFC 3339 in UTC, whole seconds (as Kubernetes writes times); naive means UTC."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if value is None else format_rfc3339(value)
 
 
 def set_condition(

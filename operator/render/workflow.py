@@ -13,13 +13,14 @@ Every RayJob shuts its cluster down when the job finishes and is deleted
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import yaml
 
 from mlserve.models.configs import HeadNodeConfig
 from mlserve.operator.spec import WorkerGroup, WorkflowServe, api
+from mlserve.operator.spec.times import format_rfc3339
 
 from . import names
 from .pods import container_env, node_selector, resources
@@ -112,8 +113,9 @@ def render_rayjob(
             raise ValueError("scheduled_time must be timezone-aware (UTC)")
         name = names.scheduled_rayjob_name(wf.serve, wf.environment.name, scheduled_time)
         metadata = _metadata(wf, name)
-        stamp = scheduled_time.astimezone(UTC).replace(second=0, microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
-        metadata["annotations"][api.ANNOTATION_SCHEDULED_TIME] = stamp
+        metadata["annotations"][api.ANNOTATION_SCHEDULED_TIME] = format_rfc3339(
+            scheduled_time.replace(second=0, microsecond=0)
+        )
     return {
         "apiVersion": api.RAYJOB.api_version,
         "kind": api.RAYJOB.kind,
