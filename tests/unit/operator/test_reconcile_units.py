@@ -15,7 +15,7 @@ from mlserve.operator.reconcile.deploy import as_unavailable, mlserve_is_newer
 from mlserve.operator.reconcile.diff import matches, mismatches
 from mlserve.operator.reconcile.errors import ClaimConflict, InvalidInput, TemporaryFailure
 from mlserve.operator.reconcile.identity import Claim, holder, spec_changed_at
-from mlserve.operator.reconcile.mlserve import _workload
+from mlserve.operator.reconcile.observe import workload_of as _workload
 from mlserve.operator.reconcile.rollback import pending_rollback, rollback_patch
 from mlserve.operator.reconcile.status import Observation, Workload, compute_status, status_patch
 from mlserve.operator.settings import OperatorSettings, SettingsError, parse_duration
