@@ -22,9 +22,8 @@ from . import schedule
 from .apply import ApplyResult, Owner, apply_children, list_children
 from .errors import InvalidInput
 from .kube import API_KINDS, RayCronJob, RayJob
-from .observe import workload_of
+from .observe import Observation, Workload, workload_of
 from .runtime import Runtime
-from .status import Observation, Workload
 
 __all__ = ["Rendered", "apply_step", "render_step", "schedule_step"]
 

@@ -31,10 +31,10 @@ from .context import load_context
 from .errors import ClaimConflict, InvalidInput, ReconcileError, TemporaryFailure
 from .identity import Claim, claim_of, holder, spec_changed_at
 from .kube import MLServe, RequestCounter, as_dict, current_counter
-from .observe import judged, previous_reason, was_in_conflict
+from .observe import Observation, judged, previous_reason, was_in_conflict
 from .rollback import pending_rollback, take_rollback_request
 from .runtime import Report, Runtime
-from .status import Observation, compute_status, write_status
+from .status import compute_status, write_status
 
 __all__ = ["Report", "Runtime", "reconcile"]
 

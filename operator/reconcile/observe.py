@@ -1,13 +1,15 @@
-"""What the reconcile reads back: the serving child's state, and the previous status's verdicts.
+"""What one reconcile learns (:class:`Observation`, the input of the status) and how it reads it.
 
-Pure functions over the live children and the MLServe's last status; the reconcile
-(:mod:`.mlserve`) feeds their answers into the :class:`~.status.Observation` and into the
-decision whether a request still has to be judged against the database.
+Pure functions over the live children and the MLServe's last status: the serving child's
+state (:func:`workload_of`), and the previous status's verdicts that decide whether a
+request still has to be judged against the database.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from mlserve.models import ServeType
@@ -15,9 +17,51 @@ from mlserve.operator.render import names
 from mlserve.operator.spec import MLServeSpec, api
 from mlserve.operator.spec.api import ConditionType, Reason
 
-from .status import Workload
+from .errors import ReconcileError
 
-__all__ = ["judged", "previous_reason", "was_in_conflict", "workload_of"]
+__all__ = ["Observation", "Workload", "judged", "previous_reason", "was_in_conflict", "workload_of"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the child that runs the serve reports."""
+
+    kind: str  # Deployment, RayJob or RayCronJob
+    name: str
+    exists: bool = True
+    desired: int = 0
+    ready: int = 0
+    updated: int = 0
+    rolled_out: bool = False
+    """The Deployment controller has seen the latest spec and updated every pod."""
+    job_status: str | None = None
+    """A RayJob's ``status.jobStatus``."""
+
+
+@dataclass
+class Observation:
+    """Everything one reconcile learned, the input of :func:`compute_status`."""
+
+    generation: int
+    serve: str | None = None
+    error: ReconcileError | None = None
+    paused: bool = False
+    db_state: str | None = None
+    """in_sync | recorded | db_newer | undeployed | None (not reached)."""
+    db_message: str = ""
+    deployment_id: int | None = None
+    previous_deployment_id: int | None = None
+    artifact_version: str | None = None
+    image: str | None = None
+    last_deployed_at: datetime | None = None
+    spec_changed_at: datetime | None = None
+    hosts: tuple[str, ...] | None = None
+    children: list[dict[str, str]] | None = None
+    applied: bool = False
+    """The children were applied (or already matched) in this reconcile."""
+    workload: Workload | None = None
+    schedule_status: dict[str, Any] = field(default_factory=dict)
+    """Fields owned by the workflow scheduler (lastScheduledTime, ...), passed through."""
 
 
 def workload_of(spec: MLServeSpec, live: Mapping[tuple[str, str], Mapping[str, Any]]) -> Workload | None:
