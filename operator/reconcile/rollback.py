@@ -21,17 +21,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from lightkube import AsyncClient
+from lightkube.types import PatchType
+
 from mlserve.models import ActiveDeployment, Artifact, Deployment, Environment, Serve, User, activate
 from mlserve.operator.spec import api
 from mlserve.operator.spec.api import Reason
 
+from .deploy import Resolved
 from .errors import InvalidInput
+from .events import EventSink
+from .kube import MLServe, as_dict
 
 __all__ = [
     "pending_rollback",
     "previous_artifact",
     "rollback_in_database",
     "rollback_patch",
+    "take_rollback_request",
 ]
 
 
@@ -70,6 +77,39 @@ def rollback_patch(token: str, version: str | None) -> dict[str, Any]:
     if version is not None:
         patch["spec"] = {"artifactVersion": version}
     return patch
+
+
+async def take_rollback_request(
+    client: AsyncClient,
+    events: EventSink,
+    field_manager: str,
+    body: Mapping[str, Any],
+    resolved: Resolved,
+    token: str,
+) -> tuple[dict[str, Any], str | None]:
+    """Turn a rollback annotation into a request: one patch setting spec.artifactVersion to the
+    previous deployment's artifact and marking the token handled (or only marking it, with a
+    Warning Event, when there is nothing to roll back to). Returns the patched MLServe and
+    the deployment rolled back from."""
+    meta = body["metadata"]
+    rolled_back_from: str | None = None
+    try:
+        active, artifact, _ = await previous_artifact(resolved.serve, resolved.environment)
+    except InvalidInput as exc:
+        events.post(body, "Warning", exc.reason, exc.message)
+        version = None
+    else:
+        version = artifact.version
+        rolled_back_from = f"deployment {active.pk}"
+    patched = await client.patch(
+        MLServe,
+        str(meta["name"]),
+        rollback_patch(token, version),
+        namespace=str(meta["namespace"]),
+        patch_type=PatchType.MERGE,
+        field_manager=field_manager,
+    )
+    return as_dict(patched), rolled_back_from
 
 
 async def rollback_in_database(
