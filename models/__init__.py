@@ -10,9 +10,12 @@ from .deployments import (
     ActiveDeployment,
     AppLayerDeployment,
     Deployment,
+    Proposal,
     ScheduledWorkflowDeployment,
     activate,
     current_deployment,
+    end_active,
+    propose,
 )
 from .enums import BackendType, DeploymentStatus, JobStatus, NodeCapacityType, ServeType
 from .errors import ActiveDeploymentConflict, DatabaseUnavailable, InvalidConfig, ModelsError
@@ -54,6 +57,7 @@ __all__ = [
     "JobStatus",
     "ModelsError",
     "NodeCapacityType",
+    "Proposal",
     "ScheduledWorkflowDeployment",
     "Serve",
     "ServeType",
@@ -61,4 +65,6 @@ __all__ = [
     "WorkerNodeConfig",
     "activate",
     "current_deployment",
+    "end_active",
+    "propose",
 ]

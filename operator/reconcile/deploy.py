@@ -25,7 +25,6 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from tortoise import timezone
 from tortoise.exceptions import (
     BaseORMException,
     FieldError,
@@ -37,7 +36,6 @@ from tortoise.exceptions import (
     ParamsError,
     ValidationError,
 )
-from tortoise.transactions import in_transaction
 
 from mlserve.models import (
     ActiveDeployment,
@@ -52,6 +50,7 @@ from mlserve.models import (
     Serve,
     User,
     activate,
+    end_active,
 )
 from mlserve.models import errors as models_errors
 from mlserve.operator.spec.api import ConditionType, Reason
@@ -294,29 +293,16 @@ async def owns_pair(serve_name: str, environment_name: str, namespace: str, clus
 
 
 async def end_deployment(serve_name: str, environment_name: str, deployment_id: int | None = None) -> int | None:
-    """End the pair's active deployment and remove its active row, in one transaction.
+    """End the pair's active deployment and remove its active row: :func:`mlserve.models.end_active` by names.
 
-    With ``deployment_id``, only that deployment is ended (a retry never ends a newer
-    deploy). Returns the id ended, or None when there was nothing to end. Idempotent.
+    With ``deployment_id``, only that deployment, while it is still the active one (a retry
+    never ends a newer deploy). Returns the id ended, or None when there was nothing to end.
     """
-    async with in_transaction() as conn:
-        serve = await Serve.get_or_none(name=serve_name, using_db=conn)
-        environment = await Environment.get_or_none(name=environment_name, using_db=conn)
-        if serve is None or environment is None:
-            return None
-        pointers = await ActiveDeployment.filter(serve_id=serve.pk, environment_id=environment.pk).using_db(conn)
-        ended: int | None = None
-        for pointer in pointers:
-            if deployment_id is not None and pointer.deployment_id != deployment_id:
-                continue
-            await (
-                Deployment.filter(id=pointer.deployment_id, status=DeploymentStatus.ACTIVE)
-                .using_db(conn)
-                .update(status=DeploymentStatus.ENDED, ended_at=timezone.now())
-            )
-            await ActiveDeployment.filter(id=pointer.pk).using_db(conn).delete()
-            ended = pointer.deployment_id
-        return ended
+    serve = await Serve.get_or_none(name=serve_name)
+    environment = await Environment.get_or_none(name=environment_name)
+    if serve is None or environment is None:
+        return None
+    return await end_active(serve, environment, deployment_id=deployment_id)
 
 
 # Errors of the data, not of the database: a missing or duplicate row, a broken constraint,

@@ -198,7 +198,10 @@ async def test_workflow_config_views(db: DatabaseSettings) -> None:
 async def test_app_layer_and_workflow_schedule_are_one_to_one(db: DatabaseSettings) -> None:
     owner = await f.user()
     serve, env = await f.serve(owner), await f.environment()
-    deployment = await activate(serve, env, await f.artifact(owner, serve), owner)
+    # A bare deployment row: activate() writes the side row itself, this test writes its own.
+    deployment = await Deployment.create(
+        serve=serve, artifact=await f.artifact(owner, serve), environment=env, created_by=owner
+    )
     layer = await AppLayerDeployment.create(
         deployment=deployment, deployment_strategy="rolling", environment_variables={"MODEL": "iris"}
     )
@@ -220,8 +223,8 @@ async def test_app_layer_and_workflow_schedule_are_one_to_one(db: DatabaseSettin
 async def test_deleting_a_serve_cascades(db: DatabaseSettings) -> None:
     owner = await f.user()
     serve, env = await f.serve(owner), await f.environment()
-    deployment = await activate(serve, env, await f.artifact(owner, serve), owner)
-    await AppLayerDeployment.create(deployment=deployment)
+    await activate(serve, env, await f.artifact(owner, serve), owner)  # with its app_layer_deployments row
+    assert await count("app_layer_deployments") == 1
     await f.api_config(owner, serve, env)
     await serve.delete()
     for table in (
