@@ -5,6 +5,16 @@ selector of the MLServe's identity), applies only the manifests whose live objec
 longer matches (:mod:`.diff`), and deletes the children that carry the MLServe's labels
 and ownerReference but are no longer rendered (the HPA when min = max, the PDB when one
 replica). A converged MLServe costs one list per kind and no write.
+
+Ownership: a name is only written when this MLServe controls the object or there is none.
+Before anything is written, every rendered child the list did not find is read by name
+(one GET each; a converged MLServe finds all of them in the list and sends none), and
+every child found is checked for its controller. An object of that name that another
+MLServe controls (``fraud-model``/``prod`` and ``fraud``/``model-prod`` render the same
+names) or that nobody controls but lacks our labels (made by hand) stops the apply with
+:class:`NameTaken`: nothing is written, and the reconcile retries with backoff until the
+name is free. A child carrying our labels and no controller is adopted, as before (e.g.
+left behind by an MLServe deleted with ``--cascade=orphan``).
 """
 
 from __future__ import annotations
@@ -26,9 +36,17 @@ from mlserve.operator.spec.api import Reason
 
 from .diff import manifest_hash, matches, mismatches
 from .errors import TemporaryFailure
-from .kube import api_version_kind, apply_object, as_dict, delete_object, kind_not_served, resource_for
+from .kube import (
+    api_version_kind,
+    apply_object,
+    as_dict,
+    delete_object,
+    get_object,
+    kind_not_served,
+    resource_for,
+)
 
-__all__ = ["ApplyResult", "Owner", "apply_children", "list_children", "stamp"]
+__all__ = ["ApplyResult", "NameTaken", "Owner", "apply_children", "list_children", "stamp"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +74,63 @@ class Owner:
     def owns(self, live: Mapping[str, Any]) -> bool:
         refs = (live.get("metadata") or {}).get("ownerReferences") or []
         return any(ref.get("uid") == self.uid for ref in refs)
+
+    def controls(self, live: Mapping[str, Any]) -> bool:
+        """``live`` names this MLServe as its controller."""
+        controller = controller_of(live)
+        return controller is not None and controller.get("uid") == self.uid
+
+
+def controller_of(live: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The ownerReference of ``live`` with ``controller: true`` (there is at most one)."""
+    refs = (live.get("metadata") or {}).get("ownerReferences") or []
+    return next((ref for ref in refs if ref.get("controller")), None)
+
+
+class NameTaken(TemporaryFailure):
+    """A rendered child's name is held by an object this MLServe does not control.
+
+    A :class:`TemporaryFailure` (condition ``Synced``, reason ``NameTaken``, a Warning Event,
+    retried with backoff): the name frees itself when the object or the other MLServe is
+    deleted, and the next retry then applies without anyone touching the MLServe.
+    ``taken`` lists the objects as ``Kind/name``.
+    """
+
+    def __init__(self, message: str, taken: Sequence[str]) -> None:
+        super().__init__(Reason.NAME_TAKEN, message)
+        self.taken = list(taken)
+
+
+def _taken_by(live: Mapping[str, Any], owner: Owner, *, labelled: bool) -> str | None:
+    """Why ``live`` may not be written by ``owner`` (None: it may).
+
+    ``labelled``: it carries the MLServe's labels (found by the list), so without any
+    controller it is ours to adopt; found only by name it must be controlled by us.
+    """
+    controller = controller_of(live)
+    if controller is None:
+        return None if labelled else "made by hand (it has no controller)"
+    if controller.get("uid") == owner.uid:
+        return None
+    kind, name = controller.get("kind"), controller.get("name")
+    if kind == owner.kind and controller.get("apiVersion") == owner.api_version:
+        return f"held by MLServe {owner.namespace}/{name}"
+    return f"controlled by {kind}/{name}"
+
+
+def _name_taken(owner: Owner, taken: Mapping[str, str]) -> NameTaken:
+    objects = "; ".join(f"{what} is {why}" for what, why in taken.items())
+    other = any(why.startswith("held by MLServe") for why in taken.values())
+    fix = (
+        "delete the other MLServe, or rename this one's serve or environment (their names render the same children)"
+        if other
+        else "delete it or rename it, or rename this MLServe's serve or environment"
+    )
+    return NameTaken(
+        f"the name of a child is taken in namespace {owner.namespace}: {objects}; nothing was written; "
+        f"to fix, {fix}; retried until the name is free",
+        list(taken),
+    )
 
 
 @dataclass
@@ -135,6 +210,11 @@ async def list_children(
     return found
 
 
+def _resource_of(manifest: Mapping[str, Any], kinds: Sequence[type[NamespacedResource]]) -> type[NamespacedResource]:
+    key = (str(manifest.get("apiVersion")), str(manifest.get("kind")))
+    return next((r for r in kinds if api_version_kind(r) == key), None) or resource_for(manifest)
+
+
 async def apply_children(
     client: AsyncClient,
     manifests: Sequence[Mapping[str, Any]],
@@ -150,6 +230,24 @@ async def apply_children(
     desired = [stamp(m, owner) for m in manifests]
     wanted = {_key(m) for m in desired}
 
+    resources = {_key(m): _resource_of(m, kinds) for m in desired}
+
+    # Every name is checked before anything is written: the children the list found by
+    # their controller, the others by one read each (none when the MLServe is converged).
+    unlisted = [key for key in resources if key not in live]
+    found = await asyncio.gather(
+        *(get_object(client, resources[key], key[1], namespace=owner.namespace, what=_label(*key)) for key in unlisted)
+    )
+    taken: dict[str, str] = {}
+    for key in resources:
+        labelled = key in live
+        current = live[key] if labelled else found[unlisted.index(key)]
+        why = None if current is None else _taken_by(current, owner, labelled=labelled)
+        if why is not None:
+            taken[_label(*key)] = why
+    if taken:
+        raise _name_taken(owner, taken)
+
     for manifest in desired:
         key = _key(manifest)
         current = live.get(key)
@@ -161,10 +259,7 @@ async def apply_children(
             body = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
             body["metadata"] = {k: v for k, v in manifest["metadata"].items() if k in ("labels", "annotations")}
             result.drift[_label(*key)] = mismatches(body, current) or ["metadata"]
-        api_version = str(manifest.get("apiVersion"))
-        resource = next((r for r in kinds if api_version_kind(r) == (api_version, key[0])), None) or resource_for(
-            manifest
-        )
+        resource = resources[key]
         result.live[key] = await apply_object(
             client, resource, manifest, namespace=owner.namespace, field_manager=field_manager, what=_label(*key)
         )
