@@ -247,17 +247,24 @@ async def test_two_mlserves_rendering_the_same_names_do_not_fight(
     assert first.error is None, first.error
     first_uid = (await client.get(MLServe, "first", namespace=namespace)).to_dict()["metadata"]["uid"]
 
-    async def children() -> dict[str, tuple[str, list[str]]]:
+    async def children() -> dict[str, tuple[Any, Any, list[str]]]:
+        """Kind/name -> (generation, when our field manager last wrote it, its owners): the
+        resourceVersion is no witness, the Deployment's status moves on as its pods start."""
         out = {}
         for kind in API_KINDS:
             async for obj in client.list(kind, namespace=namespace):
                 meta = obj.to_dict()["metadata"] if hasattr(obj, "to_dict") else obj["metadata"]
                 refs = [ref["uid"] for ref in meta.get("ownerReferences") or []]
-                out[f"{kind.__name__}/{meta['name']}"] = (meta["resourceVersion"], refs)
+                ours = [
+                    entry["time"]
+                    for entry in meta.get("managedFields") or []
+                    if entry.get("manager") == MANAGER and not entry.get("subresource")
+                ]
+                out[f"{kind.__name__}/{meta['name']}"] = (meta.get("generation"), ours, refs)
         return out
 
     held = await children()
-    assert held and all(refs == [first_uid] for _, refs in held.values()), held
+    assert held and all(refs == [first_uid] for _, _, refs in held.values()), held
     assert {name.split("/")[1] for name in held} == {"fraud-model-prod"}
 
     for _ in range(3):
