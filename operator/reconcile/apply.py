@@ -14,7 +14,9 @@ MLServe controls (``fraud-model``/``prod`` and ``fraud``/``model-prod`` render t
 names) or that nobody controls but lacks our labels (made by hand) stops the apply with
 :class:`NameTaken`: nothing is written, and the reconcile retries with backoff until the
 name is free. A child carrying our labels and no controller is adopted, as before (e.g.
-left behind by an MLServe deleted with ``--cascade=orphan``).
+left behind by an MLServe deleted with ``--cascade=orphan``). The read by name, the check
+and the writes that follow hold a lock per namespace, so two MLServes of one operator
+rendering the same new names cannot both find them free: the first holds them all.
 """
 
 from __future__ import annotations
@@ -231,39 +233,22 @@ async def apply_children(
     wanted = {_key(m) for m in desired}
 
     resources = {_key(m): _resource_of(m, kinds) for m in desired}
-
-    # Every name is checked before anything is written: the children the list found by
-    # their controller, the others by one read each (none when the MLServe is converged).
     unlisted = [key for key in resources if key not in live]
-    found = await asyncio.gather(
-        *(get_object(client, resources[key], key[1], namespace=owner.namespace, what=_label(*key)) for key in unlisted)
-    )
-    taken: dict[str, str] = {}
-    for key in resources:
-        labelled = key in live
-        current = live[key] if labelled else found[unlisted.index(key)]
-        why = None if current is None else _taken_by(current, owner, labelled=labelled)
-        if why is not None:
-            taken[_label(*key)] = why
-    if taken:
-        raise _name_taken(owner, taken)
-
-    for manifest in desired:
-        key = _key(manifest)
-        current = live.get(key)
-        if matches(manifest, current, api.ANNOTATION_APPLIED_HASH):
-            result.unchanged.append(_label(*key))
-            continue
-        if current is not None and _hash_of(current) == _hash_of(manifest):
-            # Same rendering as last applied, yet the live object differs: changed by hand.
-            body = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
-            body["metadata"] = {k: v for k, v in manifest["metadata"].items() if k in ("labels", "annotations")}
-            result.drift[_label(*key)] = mismatches(body, current) or ["metadata"]
-        resource = resources[key]
-        result.live[key] = await apply_object(
-            client, resource, manifest, namespace=owner.namespace, field_manager=field_manager, what=_label(*key)
-        )
-        result.applied.append(_label(*key))
+    if not unlisted:  # every rendered child is in the list: no read by name
+        _check_names(owner, resources, live, [])
+        await _write(client, desired, resources, live, owner, field_manager, result)
+    else:
+        # Read, check and write under the namespace's lock, so that of two MLServes of this
+        # process rendering the same new names, the first to take the lock holds them all.
+        async with _names_lock(owner.namespace):
+            found = await asyncio.gather(
+                *(
+                    get_object(client, resources[key], key[1], namespace=owner.namespace, what=_label(*key))
+                    for key in unlisted
+                )
+            )
+            _check_names(owner, resources, live, found)
+            await _write(client, desired, resources, live, owner, field_manager, result)
 
     for key, obj in live.items():
         if key in wanted or not owner.owns(obj):
@@ -281,3 +266,65 @@ async def apply_children(
             result.pruned or "nothing",
         )
     return result
+
+
+_NAME_LOCKS: dict[tuple[int, str], asyncio.Lock] = {}
+
+
+def _names_lock(namespace: str) -> asyncio.Lock:
+    """The lock of first writes in ``namespace`` (one per event loop: an asyncio lock
+    belongs to one)."""
+    key = (id(asyncio.get_running_loop()), namespace)
+    lock = _NAME_LOCKS.get(key)
+    if lock is None:
+        lock = _NAME_LOCKS[key] = asyncio.Lock()
+    return lock
+
+
+def _check_names(
+    owner: Owner,
+    resources: Mapping[tuple[str, str], type[NamespacedResource]],
+    live: Mapping[tuple[str, str], dict[str, Any]],
+    found: Sequence[dict[str, Any] | None],
+) -> None:
+    """Raise :class:`NameTaken` when a rendered child's name is held by an object ``owner``
+    may not write. The children the list found are judged by their controller; ``found``
+    holds the others as read by name, in the order of the rendered children missing from
+    ``live`` (None: absent)."""
+    unlisted = iter(found)
+    taken: dict[str, str] = {}
+    for key in resources:
+        labelled = key in live
+        current = live[key] if labelled else next(unlisted)
+        why = None if current is None else _taken_by(current, owner, labelled=labelled)
+        if why is not None:
+            taken[_label(*key)] = why
+    if taken:
+        raise _name_taken(owner, taken)
+
+
+async def _write(
+    client: AsyncClient,
+    desired: Sequence[dict[str, Any]],
+    resources: Mapping[tuple[str, str], type[NamespacedResource]],
+    live: Mapping[tuple[str, str], dict[str, Any]],
+    owner: Owner,
+    field_manager: str,
+    result: ApplyResult,
+) -> None:
+    """Apply every rendered child whose live object differs from the rendering."""
+    for manifest in desired:
+        key = _key(manifest)
+        current = live.get(key)
+        if matches(manifest, current, api.ANNOTATION_APPLIED_HASH):
+            result.unchanged.append(_label(*key))
+            continue
+        if current is not None and _hash_of(current) == _hash_of(manifest):
+            # Same rendering as last applied, yet the live object differs: changed by hand.
+            body = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
+            body["metadata"] = {k: v for k, v in manifest["metadata"].items() if k in ("labels", "annotations")}
+            result.drift[_label(*key)] = mismatches(body, current) or ["metadata"]
+        result.live[key] = await apply_object(
+            client, resources[key], manifest, namespace=owner.namespace, field_manager=field_manager, what=_label(*key)
+        )
+        result.applied.append(_label(*key))

@@ -13,7 +13,7 @@ from lightkube.models.core_v1 import ServicePort, ServiceSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Service
 from mlserve_testing import darwin
-from mlserve_testing.mlserves import apply, children, events, get, mlserve, unique, wait_condition
+from mlserve_testing.mlserves import apply, children, condition, events, get, mlserve, unique, wait_condition
 from mlserve_testing.operator import OperatorProcess
 from mlserve_testing.wait import wait_for
 
@@ -93,3 +93,28 @@ async def test_two_mlserves_rendering_the_same_names_keep_to_the_first(
     assert {key: _written(obj) for key, obj in now.items()} == held
     assert all([ref.uid for ref in obj.metadata.ownerReferences or []] == [first_uid] for obj in now.values())
     assert (get(kube_client, "first", namespace).get("status") or {}).get("phase") == "Ready"
+
+
+async def test_two_mlserves_created_at_once_end_with_one_holder(
+    operator_db: OperatorProcess, kube_client: Client, namespace: str
+) -> None:
+    stem, env = unique("fraud"), unique("prod")
+    await darwin.seed_api_serve(f"{stem}-model", env, namespace, min_replicas=1, max_replicas=1)
+    await darwin.seed_api_serve(stem, f"model-{env}", namespace, min_replicas=1, max_replicas=1)
+    apply(kube_client, mlserve("left", namespace, env, "v1", serve=f"{stem}-model"))
+    apply(kube_client, mlserve("right", namespace, f"model-{env}", "v1", serve=stem))
+
+    def settled() -> tuple[str, str] | None:
+        ready = [n for n in ("left", "right") if _synced(kube_client, n, namespace) == ("True", "Applied")]
+        taken = [n for n in ("left", "right") if _synced(kube_client, n, namespace) == ("False", "NameTaken")]
+        return (ready[0], taken[0]) if len(ready) == 1 and len(taken) == 1 else None
+
+    holder, _ = wait_for(settled, timeout=90, what="one MLServe holding the names, the other NameTaken")
+    uid = get(kube_client, holder, namespace)["metadata"]["uid"]
+    found = children(kube_client, namespace)
+    assert found and all([ref.uid for ref in obj.metadata.ownerReferences or []] == [uid] for obj in found.values())
+
+
+def _synced(client: Client, name: str, namespace: str) -> tuple[str, str] | None:
+    cond = condition(get(client, name, namespace), "Synced")
+    return (cond["status"], cond["reason"]) if cond else None

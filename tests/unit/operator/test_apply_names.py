@@ -3,6 +3,7 @@ in-memory API server (an httpx mock transport), its requests counted by method a
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -169,3 +170,22 @@ def test_name_taken_is_a_synced_condition_and_is_retried() -> None:
     synced = next(c for c in status["conditions"] if c["type"] == "Synced")
     assert (synced["status"], synced["reason"]) == ("False", "NameTaken")
     assert status["phase"] == "Pending", "not Invalid: nothing is wrong with the MLServe itself"
+
+
+async def test_two_owners_applying_the_same_new_names_at_once_end_with_one_holder(
+    server: FakeServer, counted: tuple[AsyncClient, RequestCounter]
+) -> None:
+    client, _ = counted
+    other_selector = {**SELECTOR, "mlserve.darwin.io/serve": "fraud-model"}
+    results = await asyncio.gather(
+        apply_children(client, _rendered(), OWNER, SELECTOR, KINDS, "mlserve-operator"),
+        apply_children(client, _rendered(), OTHER, other_selector, KINDS, "mlserve-operator"),
+        return_exceptions=True,
+    )
+    # Without the lock both would read "absent", and the later apply would take over the names.
+    winners = [owner for owner, r in zip((OWNER, OTHER), results, strict=True) if not isinstance(r, BaseException)]
+    losers = [r for r in results if isinstance(r, BaseException)]
+    assert len(winners) == 1 and len(losers) == 1, results
+    assert isinstance(losers[0], NameTaken), losers[0]
+    for obj in server.objects.values():
+        assert obj["metadata"]["ownerReferences"] == [winners[0].reference()]
