@@ -66,11 +66,12 @@ def child_resources() -> list[tuple[str, str]]:
     return [(child.group, child.plural) for child in api.CHILD_KINDS]
 
 
-_CHILD_VERBS = ("create", "delete", "list", "patch", "watch")
+_CHILD_VERBS = ("create", "delete", "get", "list", "patch", "watch")
 _CHILD_WHY = (
     "handlers._register_child_watch: kopf watches each kind (list + watch, by the "
     "managed-by label) to wake the owner's worker; reconcile.apply.apply_children: one "
-    "list per kind by the MLServe's labels, server-side apply (a PATCH; when the child does "
+    "list per kind by the MLServe's labels, a get by name of each rendered child the list "
+    "did not find (is the name taken?), server-side apply (a PATCH; when the child does "
     "not exist yet the API server also checks create), delete of children no longer "
     "rendered; reconcile.schedule: server-side apply and delete of scheduled RayJobs"
 )

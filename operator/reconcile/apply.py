@@ -5,6 +5,18 @@ selector of the MLServe's identity), applies only the manifests whose live objec
 longer matches (:mod:`.diff`), and deletes the children that carry the MLServe's labels
 and ownerReference but are no longer rendered (the HPA when min = max, the PDB when one
 replica). A converged MLServe costs one list per kind and no write.
+
+Ownership: a name is only written when this MLServe controls the object or there is none.
+Before anything is written, every rendered child the list did not find is read by name
+(one GET each; a converged MLServe finds all of them in the list and sends none), and
+every child found is checked for its controller. An object of that name that another
+MLServe controls (``fraud-model``/``prod`` and ``fraud``/``model-prod`` render the same
+names) or that nobody controls but lacks our labels (made by hand) stops the apply with
+:class:`NameTaken`: nothing is written, and the reconcile retries with backoff until the
+name is free. A child carrying our labels and no controller is adopted, as before (e.g.
+left behind by an MLServe deleted with ``--cascade=orphan``). The read by name, the check
+and the writes that follow hold a lock per namespace, so two MLServes of one operator
+rendering the same new names cannot both find them free: the first holds them all.
 """
 
 from __future__ import annotations
@@ -26,9 +38,17 @@ from mlserve.operator.spec.api import Reason
 
 from .diff import manifest_hash, matches, mismatches
 from .errors import TemporaryFailure
-from .kube import api_version_kind, apply_object, as_dict, delete_object, kind_not_served, resource_for
+from .kube import (
+    api_version_kind,
+    apply_object,
+    as_dict,
+    delete_object,
+    get_object,
+    kind_not_served,
+    resource_for,
+)
 
-__all__ = ["ApplyResult", "Owner", "apply_children", "list_children", "stamp"]
+__all__ = ["ApplyResult", "NameTaken", "Owner", "apply_children", "list_children", "stamp"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +76,63 @@ class Owner:
     def owns(self, live: Mapping[str, Any]) -> bool:
         refs = (live.get("metadata") or {}).get("ownerReferences") or []
         return any(ref.get("uid") == self.uid for ref in refs)
+
+    def controls(self, live: Mapping[str, Any]) -> bool:
+        """``live`` names this MLServe as its controller."""
+        controller = controller_of(live)
+        return controller is not None and controller.get("uid") == self.uid
+
+
+def controller_of(live: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The ownerReference of ``live`` with ``controller: true`` (there is at most one)."""
+    refs = (live.get("metadata") or {}).get("ownerReferences") or []
+    return next((ref for ref in refs if ref.get("controller")), None)
+
+
+class NameTaken(TemporaryFailure):
+    """A rendered child's name is held by an object this MLServe does not control.
+
+    A :class:`TemporaryFailure` (condition ``Synced``, reason ``NameTaken``, a Warning Event,
+    retried with backoff): the name frees itself when the object or the other MLServe is
+    deleted, and the next retry then applies without anyone touching the MLServe.
+    ``taken`` lists the objects as ``Kind/name``.
+    """
+
+    def __init__(self, message: str, taken: Sequence[str]) -> None:
+        super().__init__(Reason.NAME_TAKEN, message)
+        self.taken = list(taken)
+
+
+def _taken_by(live: Mapping[str, Any], owner: Owner, *, labelled: bool) -> str | None:
+    """Why ``live`` may not be written by ``owner`` (None: it may).
+
+    ``labelled``: it carries the MLServe's labels (found by the list), so without any
+    controller it is ours to adopt; found only by name it must be controlled by us.
+    """
+    controller = controller_of(live)
+    if controller is None:
+        return None if labelled else "made by hand (it has no controller)"
+    if controller.get("uid") == owner.uid:
+        return None
+    kind, name = controller.get("kind"), controller.get("name")
+    if kind == owner.kind and controller.get("apiVersion") == owner.api_version:
+        return f"held by MLServe {owner.namespace}/{name}"
+    return f"controlled by {kind}/{name}"
+
+
+def _name_taken(owner: Owner, taken: Mapping[str, str]) -> NameTaken:
+    objects = "; ".join(f"{what} is {why}" for what, why in taken.items())
+    other = any(why.startswith("held by MLServe") for why in taken.values())
+    fix = (
+        "delete the other MLServe, or rename this one's serve or environment (their names render the same children)"
+        if other
+        else "delete it or rename it, or rename this MLServe's serve or environment"
+    )
+    return NameTaken(
+        f"the name of a child is taken in namespace {owner.namespace}: {objects}; nothing was written; "
+        f"to fix, {fix}; retried until the name is free",
+        list(taken),
+    )
 
 
 @dataclass
@@ -135,6 +212,11 @@ async def list_children(
     return found
 
 
+def _resource_of(manifest: Mapping[str, Any], kinds: Sequence[type[NamespacedResource]]) -> type[NamespacedResource]:
+    key = (str(manifest.get("apiVersion")), str(manifest.get("kind")))
+    return next((r for r in kinds if api_version_kind(r) == key), None) or resource_for(manifest)
+
+
 async def apply_children(
     client: AsyncClient,
     manifests: Sequence[Mapping[str, Any]],
@@ -150,25 +232,23 @@ async def apply_children(
     desired = [stamp(m, owner) for m in manifests]
     wanted = {_key(m) for m in desired}
 
-    for manifest in desired:
-        key = _key(manifest)
-        current = live.get(key)
-        if matches(manifest, current, api.ANNOTATION_APPLIED_HASH):
-            result.unchanged.append(_label(*key))
-            continue
-        if current is not None and _hash_of(current) == _hash_of(manifest):
-            # Same rendering as last applied, yet the live object differs: changed by hand.
-            body = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
-            body["metadata"] = {k: v for k, v in manifest["metadata"].items() if k in ("labels", "annotations")}
-            result.drift[_label(*key)] = mismatches(body, current) or ["metadata"]
-        api_version = str(manifest.get("apiVersion"))
-        resource = next((r for r in kinds if api_version_kind(r) == (api_version, key[0])), None) or resource_for(
-            manifest
-        )
-        result.live[key] = await apply_object(
-            client, resource, manifest, namespace=owner.namespace, field_manager=field_manager, what=_label(*key)
-        )
-        result.applied.append(_label(*key))
+    resources = {_key(m): _resource_of(m, kinds) for m in desired}
+    unlisted = [key for key in resources if key not in live]
+    if not unlisted:  # every rendered child is in the list: no read by name
+        _check_names(owner, resources, live, [])
+        await _write(client, desired, resources, live, owner, field_manager, result)
+    else:
+        # Read, check and write under the namespace's lock, so that of two MLServes of this
+        # process rendering the same new names, the first to take the lock holds them all.
+        async with _names_lock(owner.namespace):
+            found = await asyncio.gather(
+                *(
+                    get_object(client, resources[key], key[1], namespace=owner.namespace, what=_label(*key))
+                    for key in unlisted
+                )
+            )
+            _check_names(owner, resources, live, found)
+            await _write(client, desired, resources, live, owner, field_manager, result)
 
     for key, obj in live.items():
         if key in wanted or not owner.owns(obj):
@@ -186,3 +266,65 @@ async def apply_children(
             result.pruned or "nothing",
         )
     return result
+
+
+_NAME_LOCKS: dict[tuple[int, str], asyncio.Lock] = {}
+
+
+def _names_lock(namespace: str) -> asyncio.Lock:
+    """The lock of first writes in ``namespace`` (one per event loop: an asyncio lock
+    belongs to one)."""
+    key = (id(asyncio.get_running_loop()), namespace)
+    lock = _NAME_LOCKS.get(key)
+    if lock is None:
+        lock = _NAME_LOCKS[key] = asyncio.Lock()
+    return lock
+
+
+def _check_names(
+    owner: Owner,
+    resources: Mapping[tuple[str, str], type[NamespacedResource]],
+    live: Mapping[tuple[str, str], dict[str, Any]],
+    found: Sequence[dict[str, Any] | None],
+) -> None:
+    """Raise :class:`NameTaken` when a rendered child's name is held by an object ``owner``
+    may not write. The children the list found are judged by their controller; ``found``
+    holds the others as read by name, in the order of the rendered children missing from
+    ``live`` (None: absent)."""
+    unlisted = iter(found)
+    taken: dict[str, str] = {}
+    for key in resources:
+        labelled = key in live
+        current = live[key] if labelled else next(unlisted)
+        why = None if current is None else _taken_by(current, owner, labelled=labelled)
+        if why is not None:
+            taken[_label(*key)] = why
+    if taken:
+        raise _name_taken(owner, taken)
+
+
+async def _write(
+    client: AsyncClient,
+    desired: Sequence[dict[str, Any]],
+    resources: Mapping[tuple[str, str], type[NamespacedResource]],
+    live: Mapping[tuple[str, str], dict[str, Any]],
+    owner: Owner,
+    field_manager: str,
+    result: ApplyResult,
+) -> None:
+    """Apply every rendered child whose live object differs from the rendering."""
+    for manifest in desired:
+        key = _key(manifest)
+        current = live.get(key)
+        if matches(manifest, current, api.ANNOTATION_APPLIED_HASH):
+            result.unchanged.append(_label(*key))
+            continue
+        if current is not None and _hash_of(current) == _hash_of(manifest):
+            # Same rendering as last applied, yet the live object differs: changed by hand.
+            body = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
+            body["metadata"] = {k: v for k, v in manifest["metadata"].items() if k in ("labels", "annotations")}
+            result.drift[_label(*key)] = mismatches(body, current) or ["metadata"]
+        result.live[key] = await apply_object(
+            client, resources[key], manifest, namespace=owner.namespace, field_manager=field_manager, what=_label(*key)
+        )
+        result.applied.append(_label(*key))

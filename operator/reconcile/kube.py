@@ -42,6 +42,7 @@ __all__ = [
     "apply_object",
     "as_dict",
     "delete_object",
+    "get_object",
     "install_hint",
     "kind_not_served",
     "make_client",
@@ -166,6 +167,33 @@ def install_hint(api_version: str, kind: str) -> str:
         extra = " (RayCronJob needs KubeRay 1.6 or later)" if kind == api.RAYCRONJOB.kind else ""
         return f"install KubeRay's CRDs{extra}"
     return f"install the CRD of {kind} ({api_version})"
+
+
+async def get_object(
+    client: AsyncClient,
+    resource: type[NamespacedResource],
+    name: str,
+    *,
+    namespace: str,
+    what: str,
+    failure_reason: Reason = Reason.API_ERROR,
+) -> dict[str, Any] | None:
+    """The object as the server holds it, or None when there is none (or its kind is not
+    served). Other failures become :class:`~.errors.TemporaryFailure` with ``failure_reason``."""
+    _, kind = api_version_kind(resource)
+    try:
+        found = await client.get(resource, name, namespace=namespace)
+    except ApiError as exc:
+        if exc.status.code == 404:
+            return None
+        raise TemporaryFailure(failure_reason, f"reading {what} failed: {exc.status.message}") from exc
+    except httpx2.HTTPStatusError as exc:
+        if kind_not_served(exc):
+            return None
+        raise TemporaryFailure(failure_reason, f"reading {what} failed: HTTP {exc.response.status_code}") from exc
+    obj = as_dict(found)
+    obj.setdefault("kind", kind)
+    return obj
 
 
 async def apply_object(

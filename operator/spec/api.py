@@ -158,6 +158,9 @@ class Reason(StrEnum):
     PRUNE_FAILED = "PruneFailed"
     KIND_NOT_INSTALLED = "KindNotInstalled"
     """A write refused because the cluster does not serve the kind (its CRD is not installed)."""
+    NAME_TAKEN = "NameTaken"
+    """A child's name is held by an object this MLServe does not control (made by hand, or
+    another MLServe's): nothing is written until it is gone."""
     SCHEDULED_RUN_FAILED = "ScheduledRunFailed"
     HISTORY_CLEANUP_FAILED = "HistoryCleanupFailed"
     RECONCILE_ERROR = "ReconcileError"

@@ -62,6 +62,7 @@ NOT_REACHED_END_TO_END: dict[tuple[str, str, str], str] = {
     ("ray.io", "raycronjobs", "create"): "RayCronJobs are rendered only with MLSERVE_RAY_CRON_JOB=true, "
     "which the end-to-end operator does not set",
     ("ray.io", "raycronjobs", "patch"): "as create",
+    ("ray.io", "raycronjobs", "get"): "as create (read by name before its first apply)",
 }
 
 
