@@ -82,11 +82,25 @@ def _by_name(counter: RequestCounter, namespace: str) -> list[tuple[str, str]]:
 # --- apply_children directly ---------------------------------------------------------------------
 
 
+async def _owner(client: AsyncClient, namespace: str, name: str) -> Owner:
+    """A real MLServe to own the children: with an owner that does not exist, the garbage
+    collector would delete them at any moment of the test."""
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"serve": "iris", "environment": name, "type": "api", "artifactVersion": "v1"},
+    }
+    created = (await client.create(MLServe.from_dict(body))).to_dict()
+    return Owner(API_VERSION, KIND, name, namespace, created["metadata"]["uid"])
+
+
 async def test_a_converged_apply_reads_no_child_by_name(
     counted: tuple[AsyncClient, RequestCounter], namespace: str
 ) -> None:
     client, counter = counted
-    owner = Owner(API_VERSION, KIND, "iris-dev", namespace, "uid-iris")
+    owner = await _owner(client, namespace, "iris-dev")
+    counter.reset()
     manifests = [_service("iris-dev"), _config_map("iris-dev")]
 
     first = await apply_children(client, manifests, owner, SELECTOR, (Service, ConfigMap), MANAGER)
@@ -118,7 +132,7 @@ async def test_a_hand_made_object_with_a_childs_name_is_left_alone(
             namespace=namespace,
         )
     ).to_dict()
-    owner = Owner(API_VERSION, KIND, "iris-dev", namespace, "uid-iris")
+    owner = await _owner(client, namespace, "iris-dev")
     counter.reset()
 
     with pytest.raises(NameTaken) as raised:
@@ -139,11 +153,11 @@ async def test_a_labelled_child_of_another_owner_is_not_overwritten(
     counted: tuple[AsyncClient, RequestCounter], namespace: str
 ) -> None:
     client, counter = counted
-    other = Owner(API_VERSION, KIND, "older", namespace, "uid-older")
+    other = await _owner(client, namespace, "older")
     await apply_children(client, [_service("iris-dev")], other, SELECTOR, (Service,), MANAGER)
     held = (await client.get(Service, "iris-dev", namespace=namespace)).to_dict()
 
-    owner = Owner(API_VERSION, KIND, "iris-dev", namespace, "uid-iris")
+    owner = await _owner(client, namespace, "iris-dev")
     counter.reset()
     with pytest.raises(NameTaken) as raised:
         await apply_children(client, [_service("iris-dev")], owner, SELECTOR, (Service,), MANAGER)
