@@ -10,9 +10,11 @@ from .deployments import (
     ActiveDeployment,
     AppLayerDeployment,
     Deployment,
+    Proposal,
     ScheduledWorkflowDeployment,
     activate,
     current_deployment,
+    propose,
 )
 from .enums import BackendType, DeploymentStatus, JobStatus, NodeCapacityType, ServeType
 from .errors import ActiveDeploymentConflict, DatabaseUnavailable, InvalidConfig, ModelsError
@@ -54,6 +56,7 @@ __all__ = [
     "JobStatus",
     "ModelsError",
     "NodeCapacityType",
+    "Proposal",
     "ScheduledWorkflowDeployment",
     "Serve",
     "ServeType",
@@ -61,4 +64,5 @@ __all__ = [
     "WorkerNodeConfig",
     "activate",
     "current_deployment",
+    "propose",
 ]

@@ -7,6 +7,7 @@ one it replaced. :func:`activate` is the only writer the operator uses for both.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tortoise import fields, timezone
@@ -165,6 +166,38 @@ async def current_deployment(
     return await Deployment.get(id=rows[0].deployment_id, using_db=using_db)
 
 
+@dataclass(frozen=True)
+class Proposal:
+    """What :func:`propose` found or wrote."""
+
+    recorded: bool
+    """True: ``active`` is the new deployment this call wrote."""
+    active: Deployment | None
+    """The pair's active deployment after the call (the new one, or the one that won)."""
+    previous_id: int | None
+    """The deployment that was active before (when recorded)."""
+
+
+_UNCHECKED: Any = object()
+
+
+async def propose(
+    serve: Serve,
+    environment: Environment,
+    artifact: Artifact,
+    user: User,
+    *,
+    reflects: int | None,
+    using_db: BaseDBAsyncClient | None = None,
+) -> Proposal:
+    """Record ``artifact`` as the pair's new deployment only if the pair's active deployment
+    is still ``reflects`` (None: the pair has none), decided under :func:`activate`'s locks.
+
+    When the active deployment is ``reflects`` and already runs ``artifact``, nothing is written.
+    """
+    return await _activate(serve, environment, artifact, user, using_db=using_db, reflects=reflects)
+
+
 async def activate(
     serve: Serve,
     environment: Environment,
@@ -183,6 +216,20 @@ async def activate(
     On MySQL the serve row and the pair's rows are locked (SELECT ... FOR UPDATE), so two
     concurrent calls for the same serve run one after the other.
     """
+    proposal = await _activate(serve, environment, artifact, user, using_db=using_db, reflects=_UNCHECKED)
+    assert proposal.active is not None
+    return proposal.active
+
+
+async def _activate(
+    serve: Serve,
+    environment: Environment,
+    artifact: Artifact,
+    user: User,
+    *,
+    using_db: BaseDBAsyncClient | None,
+    reflects: Any,
+) -> Proposal:
     if artifact.serve_id != serve.pk:
         raise InvalidConfig(
             "artifact",
@@ -212,13 +259,17 @@ async def activate(
         current: Deployment | None = None
         if pointer is not None:
             current = await Deployment.get(id=pointer.deployment_id, using_db=conn)
+        if reflects is not _UNCHECKED:
+            live = current if current is not None and current.status == DeploymentStatus.ACTIVE else None
+            if (live.pk if live is not None else None) != reflects:
+                return Proposal(False, live, None)  # the database moved first: it wins
         if (
             current is not None
             and current.status == DeploymentStatus.ACTIVE
             and current.artifact_id == artifact.pk
             and all(d.pk == current.pk for d in active)
         ):
-            return current
+            return Proposal(False, current, pointer.previous_deployment_id if pointer else None)
 
         new = await Deployment.create(
             serve_id=serve.pk,
@@ -247,4 +298,4 @@ async def activate(
             pointer.deployment_id = new.pk
             pointer.previous_deployment_id = current.pk if current is not None else None
             await pointer.save(using_db=conn)
-        return new
+        return Proposal(True, new, current.pk if current is not None else None)
