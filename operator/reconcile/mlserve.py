@@ -34,7 +34,7 @@ from .apply import ApplyResult, Owner, apply_children, list_children
 from .context import load_context
 from .errors import ClaimConflict, InvalidInput, ReconcileError, TemporaryFailure
 from .events import EventSink
-from .identity import Claim, claim_of, holder, spec_changed_at
+from .identity import Claim, claim_of, holder, reflected_id, rivals
 from .kube import (
     API_KINDS,
     MLServe,
@@ -47,6 +47,7 @@ from .kube import (
 from .pending import PendingUndeploys
 from .rollback import pending_rollback, previous_artifact, rollback_patch
 from .status import Observation, Workload, compute_status, write_status
+from .sync import set_to_deployment
 
 __all__ = ["Report", "Runtime", "reconcile"]
 
@@ -126,23 +127,34 @@ def _workload(spec: MLServeSpec, live: Mapping[tuple[str, str], Mapping[str, Any
     )
 
 
-def _judged(status: Mapping[str, Any], generation: int) -> bool:
-    """Whether this generation's request was already compared with the database."""
+def _kept_superseded(status: Mapping[str, Any], outcome: deploy.DeployOutcome) -> str | None:
+    """The message of a ``Superseded`` condition that still holds: the MLServe still
+    reflects the deployment that superseded its request (kept until the next request)."""
+    if outcome.state != "in_sync" or outcome.active is None or status.get("deploymentId") != outcome.active.pk:
+        return None
     for condition in status.get("conditions") or []:
-        if condition.get("type") == ConditionType.DATABASE_SYNCED:
-            return condition.get("observedGeneration") == generation and condition.get("reason") in (
-                Reason.IN_SYNC,
-                Reason.DEPLOYMENT_RECORDED,
-                Reason.DATABASE_NEWER,
-                Reason.UNDEPLOYED_IN_DATABASE,
-            )
-    return False
+        if condition.get("type") == ConditionType.DATABASE_SYNCED and condition.get("reason") == Reason.SUPERSEDED:
+            return str(condition.get("message") or "")
+    return None
 
 
-def _was_in_conflict(status: Mapping[str, Any]) -> bool:
-    return any(
-        c.get("type") == ConditionType.CONFLICT and c.get("status") == "True" for c in status.get("conditions") or []
+async def _answer_rollback(rt: Runtime, body: Mapping[str, Any], why: str) -> Mapping[str, Any]:
+    """A rollback token on an MLServe that does not hold its pair: marked handled with a
+    Warning Event, never kept for later (it would roll back whatever runs then)."""
+    token = pending_rollback(body)
+    if token is None:
+        return body
+    meta = body["metadata"]
+    patched = await rt.client.patch(
+        MLServe,
+        str(meta["name"]),
+        rollback_patch(token, None),
+        namespace=str(meta["namespace"]),
+        patch_type=PatchType.MERGE,
+        field_manager=rt.settings.field_manager,
     )
+    rt.events.post(body, "Warning", Reason.ROLLBACK_NOT_HELD, f"rollback {token!r} not done: {why}")
+    return as_dict(patched)
 
 
 def _previous_reason(status: Mapping[str, Any], type_: ConditionType) -> str | None:
@@ -271,17 +283,8 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
         obs.serve = spec.serve
         obs.paused = spec.paused
 
-        # Identity: the oldest MLServe claiming (serve, environment) holds it.
         mine = claim_of(body)
         assert mine is not None
-        rivals = [c for c in claims if c.uid != uid]
-        first = holder([*rivals, mine[1]])
-        if first is not None and first.uid != uid:
-            raise ClaimConflict(
-                f"MLServe {first.ref} already holds serve {spec.serve!r} in environment "
-                f"{spec.environment!r}: delete one of the two; this one changes nothing",
-                first.ref,
-            )
 
         # Database: resolve, handle a rollback request, record the deploy when asked.
         def resolve_request(request: MLServeSpec) -> Awaitable[deploy.Resolved]:
@@ -296,6 +299,20 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
 
         try:
             async with asyncio.timeout(settings.db_timeout):
+                # Identity: only an MLServe in its environment's namespace and cluster can hold
+                # the pair; among those of that namespace, the oldest holds it.
+                try:
+                    await deploy.check_binding(spec.environment, str(namespace), settings.cluster_name)
+                    first = holder([*rivals(claims, mine[1]), mine[1]])
+                    if first is not None and first.uid != uid:
+                        raise ClaimConflict(
+                            f"MLServe {first.ref} already holds serve {spec.serve!r} in environment "
+                            f"{spec.environment!r}: delete one of the two; this one changes nothing",
+                            first.ref,
+                        )
+                except ReconcileError as exc:
+                    report.body = body = await _answer_rollback(rt, body, exc.message)
+                    raise
                 resolved = await resolve_request(spec)
                 token = pending_rollback(body)
                 if token is not None:
@@ -305,19 +322,13 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
                     generation = int(body["metadata"].get("generation") or generation)
                     obs.generation = generation
                     resolved = await resolve_request(spec)
-                changed_at = spec_changed_at(body, (api.sync_field_manager(settings.field_manager),))
-                taking_over = _was_in_conflict(previous_status)
-                if taking_over:
-                    # Its request waited for the pair; it counts from the moment it is free.
-                    changed_at = rt.clock()
-                obs.spec_changed_at = changed_at
                 outcome = await deploy.sync_deployment(
-                    resolved,
-                    spec_changed_at=changed_at,
-                    spec_changed=not _judged(previous_status, generation) or token is not None or taking_over,
-                    deploy_user=settings.deploy_user,
+                    resolved, reflects=reflected_id(body), paused=spec.paused, deploy_user=settings.deploy_user
                 )
                 obs.db_state, obs.db_message = outcome.state, outcome.message
+                kept = _kept_superseded(previous_status, outcome)
+                if kept is not None:
+                    obs.db_state, obs.db_message = "superseded", kept
                 context = None
                 if outcome.active is not None and outcome.active_artifact is not None:
                     context = await load_context(
@@ -334,6 +345,14 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
                 raise deploy.as_unavailable(exc) from None
             raise
 
+        if outcome.moved and outcome.active is not None and outcome.active_artifact is not None:
+            # The database moved first and wins: the MLServe follows its deployment.
+            body = await set_to_deployment(
+                rt.client, body, outcome.active_artifact.version, outcome.active.pk, settings.field_manager
+            )
+            obs.generation = int(body["metadata"].get("generation") or obs.generation)
+            if outcome.state == "superseded":
+                rt.events.post(body, "Warning", Reason.SUPERSEDED, outcome.message)
         reflected = outcome.active.pk if outcome.state in ("in_sync", "recorded") and outcome.active else None
         body = await _ensure_metadata(rt, body, spec, reflected)
         report.body = body

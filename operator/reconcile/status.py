@@ -251,6 +251,9 @@ def compute_status(previous: Mapping[str, Any] | None, obs: Observation, now: da
         "in_sync": (True, Reason.IN_SYNC),
         "recorded": (True, Reason.DEPLOYMENT_RECORDED),
         "db_newer": (False, Reason.DATABASE_NEWER),
+        "superseded": (True, Reason.SUPERSEDED),
+        "followed": (True, Reason.IN_SYNC),
+        "paused": (False, Reason.PAUSED),
         "undeployed": (False, Reason.UNDEPLOYED_IN_DATABASE),
     }
     if obs.db_state in db_reasons:
