@@ -931,9 +931,21 @@ async def _deployment_count(db: DarwinSQL) -> int:
     return int(rows[0]["n"])
 
 
+async def _apply_by_hand(client: AsyncClient, namespace: str) -> None:
+    """A user's ``kubectl apply`` of a new MLServe: that field manager owns its spec."""
+    body = {
+        "apiVersion": "mlserve.darwin.io/v1alpha1",
+        "kind": "MLServe",
+        "metadata": {"name": "iris-dev", "namespace": namespace},
+        "spec": {"serve": "iris", "environment": "dev", "type": "api", "artifactVersion": "v1"},
+    }
+    await client.create(MLServe.from_dict(body), field_manager="kubectl-client-side-apply")
+
+
 async def _label_only_apply(client: AsyncClient, namespace: str, name: str) -> datetime:
     """What ``kubectl apply`` of a manifest whose labels alone changed sends: the spec as it
-    was, the labels new. Returns the time the API server recorded for that write."""
+    was, the labels new. Returns the time the API server recorded for that manager, whose
+    entry owns the spec (it created the MLServe)."""
     body = (await _mlserves(client, namespace))[name]
     patched = await client.patch(
         MLServe,
@@ -968,9 +980,10 @@ async def test_a_deploy_in_the_same_second_as_a_label_only_apply_converges_to_th
     with a clock a second behind, followed) Darwin's deploy, so each side waited on the other."""
     client, _ = kube
     ids = await _seed(file_db, {"dev": ("local", namespace)})
-    await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
+    await _apply_by_hand(client, namespace)
     state = SyncState()
-    await _settle(client, namespace, state)
+    reports = await _settle(client, namespace, state)
+    assert reports["iris-dev"].error is None and await _deployment_count(file_db) == 1
 
     applied_at = await _label_only_apply(client, namespace, "iris-dev")
     file_db.clock = applied_at - timedelta(seconds=2)  # Darwin's clock a second behind the API server's
@@ -1066,9 +1079,10 @@ async def test_an_undeploy_in_the_same_second_as_an_apply_deletes_the_mlserve(
     the MLServe look newer, and its reconcile never recorded it either."""
     client, _ = kube
     ids = await _seed(file_db, {"dev": ("local", namespace)})
-    await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
+    await _apply_by_hand(client, namespace)
     state = SyncState()
-    await _settle(client, namespace, state)
+    reports = await _settle(client, namespace, state)
+    assert reports["iris-dev"].error is None and await _deployment_count(file_db) == 1
 
     applied_at = await _label_only_apply(client, namespace, "iris-dev")
     file_db.clock = applied_at - timedelta(seconds=2)
