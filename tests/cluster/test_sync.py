@@ -43,7 +43,7 @@ from mlserve.operator.reconcile.sync_plan import ActiveRow, new_mlserve, reflect
 from mlserve.operator.reconcile.sync_reads import read_watermark
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.settings import OperatorSettings
-from mlserve.operator.spec.api import ANNOTATION_DEPLOYMENT_ID
+from mlserve.operator.spec.api import ANNOTATION_DEPLOYMENT_ID, ANNOTATION_ROLLBACK, ANNOTATION_ROLLBACK_HANDLED
 from mlserve.operator.spec.namespaces import watches_namespace
 
 T0 = datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC)
@@ -1161,3 +1161,74 @@ async def test_an_invalid_mlserve_deleted_while_the_database_is_down_is_not_resu
     rows = await file_db.connection.execute_query_dict("SELECT id, status FROM deployments")
     assert [(r["id"], r["status"]) for r in rows] == [(deployment, "ENDED")]
     assert (await sync.sync_once(client, "local", state, force_full=True, pending=runtime.pending)).created == []
+
+
+async def test_a_request_the_database_moved_past_is_superseded_and_said_so(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str
+) -> None:
+    """Compare-and-swap: Darwin deployed v2 before the MLServe's request for v3 was recorded.
+    The database wins; the MLServe follows it, and an Event and the condition say so."""
+    client, _ = kube
+    ids = await _seed(file_db, {"dev": ("local", namespace)})
+    await file_db.artifact(ids["iris"], "v3", ids["user"])
+    await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
+    state = SyncState()
+    await _settle(client, namespace, state)
+
+    second = await file_db.deploy(ids["iris"], ids["dev"], ids["v2"], ids["user"])
+    await client.patch(
+        MLServe,
+        "iris-dev",
+        {"spec": {"artifactVersion": "v3"}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+        field_manager="kubectl-client-side-apply",
+    )
+    runtime = _runtime(client)
+    body = (await _mlserves(client, namespace))["iris-dev"]
+    report = await reconcile(body, runtime)
+    assert report.error is None and report.recorded_deployment is None
+    assert [(e.type, e.reason) for e in runtime.events.events if e.reason == "Superseded"] == [
+        ("Warning", "Superseded")
+    ]  # type: ignore[attr-defined]
+    for _ in range(2):  # the next reconciles keep the condition until the next request
+        body = (await _mlserves(client, namespace))["iris-dev"]
+        assert body["spec"]["artifactVersion"] == "v2"
+        assert body["metadata"]["annotations"][ANNOTATION_DEPLOYMENT_ID] == str(second)
+        synced = _condition(body, "DatabaseSynced")
+        assert synced["reason"] == "Superseded" and f"deployment {second}" in synced["message"], synced
+        await reconcile(body, _runtime(client))
+    assert await _deployment_count(file_db) == 2, "only Darwin's two deploys"
+    assert (await sync.sync_once(client, "local", state, force_full=True)).writes == 0
+
+    # asked again, now against the deployment it reflects: recorded
+    await client.patch(
+        MLServe, "iris-dev", {"spec": {"artifactVersion": "v3"}}, namespace=namespace, patch_type=PatchType.MERGE
+    )
+    report = (await _reconcile_all(client, namespace))["iris-dev"]
+    assert report.recorded_deployment is not None
+    body = (await _mlserves(client, namespace))["iris-dev"]
+    assert _condition(body, "DatabaseSynced")["reason"] == "DeploymentRecorded"
+
+
+async def test_a_rollback_token_on_an_mlserve_that_does_not_hold_its_pair_is_answered(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str, second_namespace: str
+) -> None:
+    client, _ = kube
+    await _seed(file_db, {"dev": ("local", namespace)})
+    elsewhere = MLServe.from_dict(
+        {
+            "apiVersion": "mlserve.darwin.io/v1alpha1",
+            "kind": "MLServe",
+            "metadata": {"name": "iris-dev", "namespace": second_namespace, "annotations": {ANNOTATION_ROLLBACK: "t1"}},
+            "spec": {"serve": "iris", "environment": "dev", "type": "api", "artifactVersion": "v1"},
+        }
+    )
+    await client.create(elsewhere, field_manager="kubectl-client-side-apply")
+    runtime = _runtime(client)
+    report = await reconcile((await _mlserves(client, second_namespace))["iris-dev"], runtime)
+    assert report.error is not None and report.error.reason == "WrongNamespace"
+    body = (await _mlserves(client, second_namespace))["iris-dev"]
+    assert body["metadata"]["annotations"][ANNOTATION_ROLLBACK_HANDLED] == "t1", "kept for later"
+    assert "RollbackNotHeld" in [e.reason for e in runtime.events.events]  # type: ignore[attr-defined]
+    assert await _deployment_count(file_db) == 0
