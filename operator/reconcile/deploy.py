@@ -23,7 +23,9 @@ database's deployment. A paused MLServe records nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from tortoise import timezone
 from tortoise.exceptions import (
@@ -64,6 +66,7 @@ __all__ = [
     "Resolved",
     "check_binding",
     "end_deployment",
+    "kept_superseded",
     "owns_pair",
     "resolve",
     "sync_deployment",
@@ -103,6 +106,17 @@ class DeployOutcome:
     def moved(self) -> bool:
         """The MLServe must be set to the database's deployment."""
         return self.state in ("superseded", "followed")
+
+
+def kept_superseded(status: Mapping[str, Any], outcome: DeployOutcome) -> str | None:
+    """The message of a ``Superseded`` condition that still holds: the MLServe still
+    reflects the deployment that superseded its request (kept until the next request)."""
+    if outcome.state != "in_sync" or outcome.active is None or status.get("deploymentId") != outcome.active.pk:
+        return None
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == ConditionType.DATABASE_SYNCED and condition.get("reason") == Reason.SUPERSEDED:
+            return str(condition.get("message") or "")
+    return None
 
 
 async def resolve(

@@ -45,7 +45,7 @@ from .kube import (
     current_counter,
 )
 from .pending import PendingUndeploys
-from .rollback import pending_rollback, previous_artifact, rollback_patch
+from .rollback import answer_rollback, pending_rollback, previous_artifact, rollback_patch
 from .status import Observation, Workload, compute_status, write_status
 from .sync import set_to_deployment
 
@@ -125,36 +125,6 @@ def _workload(spec: MLServeSpec, live: Mapping[tuple[str, str], Mapping[str, Any
         newest["metadata"]["name"],
         job_status=(newest.get("status") or {}).get("jobStatus"),
     )
-
-
-def _kept_superseded(status: Mapping[str, Any], outcome: deploy.DeployOutcome) -> str | None:
-    """The message of a ``Superseded`` condition that still holds: the MLServe still
-    reflects the deployment that superseded its request (kept until the next request)."""
-    if outcome.state != "in_sync" or outcome.active is None or status.get("deploymentId") != outcome.active.pk:
-        return None
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == ConditionType.DATABASE_SYNCED and condition.get("reason") == Reason.SUPERSEDED:
-            return str(condition.get("message") or "")
-    return None
-
-
-async def _answer_rollback(rt: Runtime, body: Mapping[str, Any], why: str) -> Mapping[str, Any]:
-    """A rollback token on an MLServe that does not hold its pair: marked handled with a
-    Warning Event, never kept for later (it would roll back whatever runs then)."""
-    token = pending_rollback(body)
-    if token is None:
-        return body
-    meta = body["metadata"]
-    patched = await rt.client.patch(
-        MLServe,
-        str(meta["name"]),
-        rollback_patch(token, None),
-        namespace=str(meta["namespace"]),
-        patch_type=PatchType.MERGE,
-        field_manager=rt.settings.field_manager,
-    )
-    rt.events.post(body, "Warning", Reason.ROLLBACK_NOT_HELD, f"rollback {token!r} not done: {why}")
-    return as_dict(patched)
 
 
 def _previous_reason(status: Mapping[str, Any], type_: ConditionType) -> str | None:
@@ -311,7 +281,9 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
                             first.ref,
                         )
                 except ReconcileError as exc:
-                    report.body = body = await _answer_rollback(rt, body, exc.message)
+                    report.body = body = await answer_rollback(
+                        rt.client, rt.events, body, exc.message, settings.field_manager
+                    )
                     raise
                 resolved = await resolve_request(spec)
                 token = pending_rollback(body)
@@ -326,7 +298,7 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
                     resolved, reflects=reflected_id(body), paused=spec.paused, deploy_user=settings.deploy_user
                 )
                 obs.db_state, obs.db_message = outcome.state, outcome.message
-                kept = _kept_superseded(previous_status, outcome)
+                kept = deploy.kept_superseded(previous_status, outcome)
                 if kept is not None:
                     obs.db_state, obs.db_message = "superseded", kept
                 context = None
