@@ -281,7 +281,10 @@ def _for_active(row: ActiveRow, snapshot: Snapshot, found: _Found) -> Iterable[A
         return [Skip(row.pair, "its MLServe is being deleted")]
     bodies = found.by_pair.get(row.pair, [])
     if not bodies:
-        return [Create(row, mlserve_name_for(row, found.taken.get(row.namespace, {})))]
+        taken = found.taken.setdefault(row.namespace, {})
+        name = mlserve_name_for(row, taken)
+        taken[name] = row.pair  # two new pairs of one name in one pass: the second gets the hash
+        return [Create(row, name)]
     if len(bodies) > 1:
         # a Conflict the MLServes' reconcile reports; no side is picked here
         return [Skip(row.pair, f"{len(bodies)} MLServes claim it")]

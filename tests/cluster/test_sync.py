@@ -1232,3 +1232,29 @@ async def test_a_rollback_token_on_an_mlserve_that_does_not_hold_its_pair_is_ans
     assert body["metadata"]["annotations"][ANNOTATION_ROLLBACK_HANDLED] == "t1", "kept for later"
     assert "RollbackNotHeld" in [e.reason for e in runtime.events.events]  # type: ignore[attr-defined]
     assert await _deployment_count(file_db) == 0
+
+
+async def test_a_name_another_pair_has_is_not_fought_over(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str
+) -> None:
+    """``fraud-model``/``prod`` and ``fraud``/``model-prod`` share ``fraud-model-prod``: the second
+    pair's MLServe was refused (409) on every tick; now it gets the name with a hash of its pair."""
+    client, _ = kube
+    db = file_db
+    user = await db.user()
+    prod = await db.environment("prod", "local", namespace)
+    model_prod = await db.environment("model-prod", "local", namespace)
+    fraud_model = await db.serve("fraud-model", user)
+    fraud = await db.serve("fraud", user)
+    await db.deploy(fraud_model, prod, await db.artifact(fraud_model, "v1", user), user)
+    state = SyncState()
+    assert (await sync.sync_once(client, "local", state)).created == [f"{namespace}/fraud-model-prod"]
+    await db.deploy(fraud, model_prod, await db.artifact(fraud, "v1", user), user)
+    result = await sync.sync_once(client, "local", state)
+    assert result.failed == []
+    (created,) = result.created
+    assert created.startswith(f"{namespace}/fraud-model-prod-")
+    body = (await _mlserves(client, namespace))[created.split("/")[1]]
+    assert (body["spec"]["serve"], body["spec"]["environment"]) == ("fraud", "model-prod")
+    again = await sync.sync_once(client, "local", state, force_full=True)
+    assert again.writes == 0 and again.failed == []

@@ -233,5 +233,9 @@ def test_a_name_taken_by_another_pair_gets_a_hashed_name() -> None:
         assert again == [create], "the same name every pass"
         free = decide(Snapshot(rows=[other], environments=ENVIRONMENTS, mlserves=listed()))
         assert free == [Create(other, "fraud-model-prod")]
+        both = decide(Snapshot(rows=[mine, other], environments=ENVIRONMENTS, mlserves=listed()))
+        assert both[0] == Create(other, "fraud-model-prod"), "the pairs in order: fraud/model-prod first"
+        assert isinstance(both[1], Create) and both[1].row == mine
+        assert both[1].name.startswith("fraud-model-prod-"), "one pass, two names"
     finally:
         del ENVIRONMENTS["model-prod"]
