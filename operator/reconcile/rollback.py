@@ -9,12 +9,13 @@ Two ways in, one writer per fact:
 - ``mlserve rollback SERVE --env ENV`` writes the database (:func:`rollback_in_database`),
   as a deploy through Darwin would; the database → cluster sync then updates the MLServe.
   Until it does, the MLServe's children already run the database's deployment.
-- The annotation ``mlserve.darwin.io/rollback: <any new token>`` on an MLServe that holds its
-  pair changes the request (on one that does not, it is answered: :func:`answer_rollback`): the operator sets ``spec.artifactVersion`` to the previous artifact's version
-  and records the token as handled (``mlserve.darwin.io/rollback-handled``) in one patch;
-  the reconcile that follows records the deploy by compare-and-swap against the deployment
-  the MLServe reflects. A crash between the two steps is
-  harmless: the patch is atomic and recording a deploy is idempotent.
+- The annotation ``mlserve.darwin.io/rollback: <any new token>`` on an MLServe that holds
+  its pair changes the request: the operator sets ``spec.artifactVersion`` to the previous
+  artifact's version and records the token as handled (``mlserve.darwin.io/rollback-handled``)
+  in one patch; the reconcile that follows records the deploy by compare-and-swap against the
+  deployment the MLServe reflects. A crash between the two steps is harmless: the patch is
+  atomic and recording a deploy is idempotent. On an MLServe that does not hold its pair the
+  token is answered (:func:`answer_rollback`), never kept for later.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from mlserve.models import ActiveDeployment, Artifact, Deployment, Environment, 
 from mlserve.operator.spec import api
 from mlserve.operator.spec.api import Reason
 
+from .deploy import Resolved
 from .errors import InvalidInput
 from .events import EventSink
 from .kube import MLServe, as_dict
@@ -39,6 +41,7 @@ __all__ = [
     "previous_artifact",
     "rollback_in_database",
     "rollback_patch",
+    "take_rollback_request",
 ]
 
 
@@ -99,6 +102,39 @@ async def answer_rollback(
     )
     events.post(body, "Warning", Reason.ROLLBACK_NOT_HELD, f"rollback {token!r} not done: {why}")
     return as_dict(patched)
+
+
+async def take_rollback_request(
+    client: AsyncClient,
+    events: EventSink,
+    field_manager: str,
+    body: Mapping[str, Any],
+    resolved: Resolved,
+    token: str,
+) -> tuple[dict[str, Any], str | None]:
+    """Turn a rollback annotation into a request: one patch setting spec.artifactVersion to the
+    previous deployment's artifact and marking the token handled (or only marking it, with a
+    Warning Event, when there is nothing to roll back to). Returns the patched MLServe and
+    the deployment rolled back from."""
+    meta = body["metadata"]
+    rolled_back_from: str | None = None
+    try:
+        active, artifact, _ = await previous_artifact(resolved.serve, resolved.environment)
+    except InvalidInput as exc:
+        events.post(body, "Warning", exc.reason, exc.message)
+        version = None
+    else:
+        version = artifact.version
+        rolled_back_from = f"deployment {active.pk}"
+    patched = await client.patch(
+        MLServe,
+        str(meta["name"]),
+        rollback_patch(token, version),
+        namespace=str(meta["namespace"]),
+        patch_type=PatchType.MERGE,
+        field_manager=field_manager,
+    )
+    return as_dict(patched), rolled_back_from
 
 
 async def rollback_in_database(

@@ -19,7 +19,7 @@ Conditions (each with a reason and a message saying what to do):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -33,53 +33,12 @@ from mlserve.operator.spec.times import format_rfc3339
 
 from .errors import ClaimConflict, InvalidInput, ReconcileError
 from .kube import MLServe
+from .observe import Observation, Workload
 
 __all__ = ["Observation", "Workload", "compute_status", "status_patch", "write_status"]
 
 CONDITION_TYPES = tuple(ConditionType)
 """In the order they are listed in the status."""
-
-
-@dataclass(frozen=True)
-class Workload:
-    """What the child that runs the serve reports."""
-
-    kind: str  # Deployment, RayJob or RayCronJob
-    name: str
-    exists: bool = True
-    desired: int = 0
-    ready: int = 0
-    updated: int = 0
-    rolled_out: bool = False
-    """The Deployment controller has seen the latest spec and updated every pod."""
-    job_status: str | None = None
-    """A RayJob's ``status.jobStatus``."""
-
-
-@dataclass
-class Observation:
-    """Everything one reconcile learned, the input of :func:`compute_status`."""
-
-    generation: int
-    serve: str | None = None
-    error: ReconcileError | None = None
-    paused: bool = False
-    db_state: str | None = None
-    """in_sync | recorded | db_newer | undeployed | None (not reached)."""
-    db_message: str = ""
-    deployment_id: int | None = None
-    previous_deployment_id: int | None = None
-    artifact_version: str | None = None
-    image: str | None = None
-    last_deployed_at: datetime | None = None
-    spec_changed_at: datetime | None = None
-    hosts: tuple[str, ...] | None = None
-    children: list[dict[str, str]] | None = None
-    applied: bool = False
-    """The children were applied (or already matched) in this reconcile."""
-    workload: Workload | None = None
-    schedule_status: dict[str, Any] = field(default_factory=dict)
-    """Fields owned by the workflow scheduler (lastScheduledTime, ...), passed through."""
 
 
 def _time(value: datetime | None) -> str | None:
@@ -157,140 +116,234 @@ def _workload_phase(
     )
 
 
+_CARRIED_OVER = (
+    "observedGeneration",
+    "phase",
+    "message",
+    "ready",
+    "serve",
+    "deploymentId",
+    "previousDeploymentId",
+    "artifactVersion",
+    "image",
+    "replicas",
+    "readyReplicas",
+    "hosts",
+    "lastDeployedAt",
+    "specChangedAt",
+    "children",
+    "schedule",
+    "lastScheduledTime",
+    "nextScheduledTime",
+    "activeRayJob",
+    "lastRunStatus",
+)
+"""The status fields kept from the previous status until a reconcile says otherwise."""
+
+
+@dataclass(frozen=True)
+class _Condition:
+    """One condition to set: its type, status (None: Unknown), reason and message."""
+
+    type_: ConditionType
+    ok: bool | None
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """The conditions a decision sets and the phase and message it gives the MLServe."""
+
+    conditions: tuple[_Condition, ...]
+    phase: Phase
+    message: str
+    keeps_phase: bool = False
+    """Keep the previous phase if there is one (the children still run as before)."""
+
+
+_NO_CONFLICT = _Condition(
+    ConditionType.CONFLICT, False, Reason.NO_CONFLICT, "this MLServe holds its serve and environment"
+)
+
+_DB_REASONS = {
+    "in_sync": (True, Reason.IN_SYNC),
+    "recorded": (True, Reason.DEPLOYMENT_RECORDED),
+    "superseded": (True, Reason.SUPERSEDED),
+    "followed": (True, Reason.IN_SYNC),
+    "paused": (False, Reason.PAUSED),
+    "undeployed": (False, Reason.UNDEPLOYED_IN_DATABASE),
+}
+
+
 def compute_status(previous: Mapping[str, Any] | None, obs: Observation, now: datetime) -> dict[str, Any]:
     """The status an MLServe should have after this reconcile."""
     previous = dict(previous or {})
-    status: dict[str, Any] = {
-        key: previous[key]
-        for key in (
-            "observedGeneration",
-            "phase",
-            "message",
-            "ready",
-            "serve",
-            "deploymentId",
-            "previousDeploymentId",
-            "artifactVersion",
-            "image",
-            "replicas",
-            "readyReplicas",
-            "hosts",
-            "lastDeployedAt",
-            "specChangedAt",
-            "children",
-            "schedule",
-            "lastScheduledTime",
-            "nextScheduledTime",
-            "activeRayJob",
-            "lastRunStatus",
-        )
-        if key in previous
-    }
+    status: dict[str, Any] = {key: previous[key] for key in _CARRIED_OVER if key in previous}
     conditions = [dict(c) for c in previous.get("conditions") or [] if c.get("type") in CONDITION_TYPES]
-    gen = obs.generation
-    error = obs.error
+
+    def cond(condition: _Condition | None) -> None:
+        if condition is not None:
+            set_condition(
+                conditions, condition.type_, condition.ok, condition.reason, condition.message, obs.generation, now
+            )
+
+    def settle(verdict: _Verdict) -> dict[str, Any]:
+        for condition in verdict.conditions:
+            cond(condition)
+        if verdict.keeps_phase:
+            status["message"] = verdict.message
+            status.setdefault("phase", verdict.phase)
+        else:
+            status.update(phase=verdict.phase, message=verdict.message)
+        return _finish(status, conditions)
+
     if obs.serve is not None:
         status["serve"] = obs.serve
-
-    def cond(type_: ConditionType, ok: bool | None, reason: str, message: str) -> None:
-        set_condition(conditions, type_, ok, reason, message, gen, now)
-
     # The generation is observed once the request was checked against the database; while
     # the database is down it is not, so the change is still judged when it is back.
-    database_down = error is not None and error.reason == Reason.DATABASE_UNAVAILABLE
-    if not database_down:
-        status["observedGeneration"] = gen
+    if not _database_down(obs.error):
+        status["observedGeneration"] = obs.generation
+    if (conflict := _conflict(obs.error)) is not None:
+        return settle(conflict)
+    cond(_NO_CONFLICT)
+    if (stop := _invalid(obs.error) or _database_unavailable(obs.error)) is not None:
+        return settle(stop)
 
-    if isinstance(error, ClaimConflict):
-        cond(ConditionType.CONFLICT, True, error.reason, error.message)
-        cond(ConditionType.READY, False, Reason.CONFLICT, error.message)
-        status.update(phase=Phase.CONFLICT, message=error.message)
-        return _finish(status, conditions)
-    cond(ConditionType.CONFLICT, False, Reason.NO_CONFLICT, "this MLServe holds its serve and environment")
+    cond(_artifact_resolved(obs))
+    for key, value in _deployment_fields(obs):
+        if value is None:
+            status.pop(key, None)
+        else:
+            status[key] = value
+    cond(_database_synced(obs))
+    if (failed := _apply_failed(obs.error)) is not None:
+        return settle(failed)
+    cond(_synced(obs))
+    status.update(_workload_fields(obs.workload))
+    status.update(obs.schedule_status)
+    return settle(_ready(obs, previous.get("phase")))
 
-    if isinstance(error, InvalidInput):
-        cond(ConditionType.ARTIFACT_RESOLVED, False, error.reason, error.message)
-        cond(ConditionType.READY, False, error.reason, error.message)
-        status.update(phase=Phase.INVALID, message=error.message)
-        return _finish(status, conditions)
 
-    if database_down:
-        assert error is not None
-        cond(ConditionType.DATABASE_SYNCED, False, error.reason, error.message)
-        status["message"] = error.message
-        status.setdefault("phase", Phase.PENDING)
-        return _finish(status, conditions)
+def _database_down(error: ReconcileError | None) -> bool:
+    return error is not None and error.reason == Reason.DATABASE_UNAVAILABLE
 
-    if obs.artifact_version is not None:
-        cond(
-            ConditionType.ARTIFACT_RESOLVED,
-            True,
-            Reason.RESOLVED,
-            f"artifact {obs.artifact_version} of serve {obs.serve} resolved to image {obs.image}",
-        )
-    for key, value in (
+
+def _conflict(error: ReconcileError | None) -> _Verdict | None:
+    """Another MLServe holds the pair: this one changes nothing."""
+    if not isinstance(error, ClaimConflict):
+        return None
+    return _Verdict(
+        (
+            _Condition(ConditionType.CONFLICT, True, error.reason, error.message),
+            _Condition(ConditionType.READY, False, Reason.CONFLICT, error.message),
+        ),
+        Phase.CONFLICT,
+        error.message,
+    )
+
+
+def _invalid(error: ReconcileError | None) -> _Verdict | None:
+    """The request cannot be served as written (spec, database rows or infra config)."""
+    if not isinstance(error, InvalidInput):
+        return None
+    return _Verdict(
+        (
+            _Condition(ConditionType.ARTIFACT_RESOLVED, False, error.reason, error.message),
+            _Condition(ConditionType.READY, False, error.reason, error.message),
+        ),
+        Phase.INVALID,
+        error.message,
+    )
+
+
+def _database_unavailable(error: ReconcileError | None) -> _Verdict | None:
+    """The database could not be asked: everything else stays as the last reconcile left it."""
+    if error is None or not _database_down(error):
+        return None
+    condition = _Condition(ConditionType.DATABASE_SYNCED, False, error.reason, error.message)
+    return _Verdict((condition,), Phase.PENDING, error.message, keeps_phase=True)
+
+
+def _apply_failed(error: ReconcileError | None) -> _Verdict | None:
+    """A temporary failure after the database step (applying the children)."""
+    if error is None:
+        return None
+    condition = _Condition(ConditionType.SYNCED, False, error.reason, error.message)
+    return _Verdict((condition,), Phase.PENDING, error.message, keeps_phase=True)
+
+
+def _artifact_resolved(obs: Observation) -> _Condition | None:
+    if obs.artifact_version is None:
+        return None
+    return _Condition(
+        ConditionType.ARTIFACT_RESOLVED,
+        True,
+        Reason.RESOLVED,
+        f"artifact {obs.artifact_version} of serve {obs.serve} resolved to image {obs.image}",
+    )
+
+
+def _deployment_fields(obs: Observation) -> list[tuple[str, Any]]:
+    """The fields the database step found, in order; None removes the field."""
+    fields: list[tuple[str, Any]] = [
         ("deploymentId", obs.deployment_id),
         ("previousDeploymentId", obs.previous_deployment_id),
         ("artifactVersion", obs.artifact_version),
         ("image", obs.image),
         ("lastDeployedAt", _time(obs.last_deployed_at)),
         ("specChangedAt", _time(obs.spec_changed_at)),
-    ):
-        if value is None:
-            status.pop(key, None)
-        else:
-            status[key] = value
+    ]
     if obs.hosts is not None:
-        status["hosts"] = list(obs.hosts)
-        if not obs.hosts:
-            status.pop("hosts")
+        fields.append(("hosts", list(obs.hosts) or None))
     if obs.children is not None:
-        status["children"] = obs.children
+        fields.append(("children", obs.children))
+    return fields
 
-    db_reasons = {
-        "in_sync": (True, Reason.IN_SYNC),
-        "recorded": (True, Reason.DEPLOYMENT_RECORDED),
-        "db_newer": (False, Reason.DATABASE_NEWER),
-        "superseded": (True, Reason.SUPERSEDED),
-        "followed": (True, Reason.IN_SYNC),
-        "paused": (False, Reason.PAUSED),
-        "undeployed": (False, Reason.UNDEPLOYED_IN_DATABASE),
-    }
-    if obs.db_state in db_reasons:
-        ok, reason = db_reasons[obs.db_state]
-        cond(ConditionType.DATABASE_SYNCED, ok, reason, obs.db_message)
 
-    if error is not None:  # a temporary failure while applying
-        cond(ConditionType.SYNCED, False, error.reason, error.message)
-        status["message"] = error.message
-        status.setdefault("phase", Phase.PENDING)
-        return _finish(status, conditions)
+def _database_synced(obs: Observation) -> _Condition | None:
+    if obs.db_state not in _DB_REASONS:
+        return None
+    ok, reason = _DB_REASONS[obs.db_state]
+    return _Condition(ConditionType.DATABASE_SYNCED, ok, reason, obs.db_message)
 
+
+def _synced(obs: Observation) -> _Condition | None:
     if obs.paused:
-        cond(ConditionType.SYNCED, False, Reason.PAUSED, "spec.paused is true: children are left as they are")
-    elif obs.applied:
-        cond(ConditionType.SYNCED, True, Reason.APPLIED, "every child is applied as rendered")
+        return _Condition(
+            ConditionType.SYNCED, False, Reason.PAUSED, "spec.paused is true: children are left as they are"
+        )
+    if obs.applied:
+        return _Condition(ConditionType.SYNCED, True, Reason.APPLIED, "every child is applied as rendered")
+    return None
 
-    phase, ready, reason, message = _workload_phase(
-        obs.workload, previous.get("phase"), obs.schedule_status.get("nextScheduledTime")
-    )
-    workload = obs.workload
+
+def _workload_fields(workload: Workload | None) -> dict[str, Any]:
+    """What the serving child reports: replicas of a Deployment, the run of a RayJob."""
     if workload is not None and workload.kind == api.DEPLOYMENT.kind:
-        status["replicas"] = workload.desired
-        status["readyReplicas"] = workload.ready
-        status["ready"] = f"{workload.ready}/{workload.desired}"
+        return {
+            "replicas": workload.desired,
+            "readyReplicas": workload.ready,
+            "ready": f"{workload.ready}/{workload.desired}",
+        }
     if workload is not None and workload.kind == api.RAYJOB.kind:
-        status["activeRayJob"] = workload.name
+        fields: dict[str, Any] = {"activeRayJob": workload.name}
         if workload.job_status:
-            status["lastRunStatus"] = workload.job_status
-    status.update(obs.schedule_status)
+            fields["lastRunStatus"] = workload.job_status
+        return fields
+    return {}
+
+
+def _ready(obs: Observation, previous_phase: str | None) -> _Verdict:
+    """Ready and the phase from the serving child, paused or not."""
+    phase, ready, reason, message = _workload_phase(
+        obs.workload, previous_phase, obs.schedule_status.get("nextScheduledTime")
+    )
     if obs.paused:
         phase = Phase.PAUSED
-    if obs.db_state == "db_newer" and phase == Phase.READY:
+    if obs.db_state == "superseded" and phase == Phase.READY:
         message = f"{message}; {obs.db_message}"
-    cond(ConditionType.READY, ready, reason, message)
-    status.update(phase=phase, message=message)
-    return _finish(status, conditions)
+    return _Verdict((_Condition(ConditionType.READY, ready, reason, message),), phase, message)
 
 
 def _finish(status: dict[str, Any], conditions: list[dict[str, Any]]) -> dict[str, Any]:

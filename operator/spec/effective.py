@@ -249,19 +249,26 @@ def _named_groups_unique(groups: tuple[WorkerGroup, ...]) -> None:
         )
 
 
+def _common_fields(ctx: ServeContext, spec: MLServeSpec) -> dict[str, Any]:
+    """What every resolved serve takes from the context and the spec alike (``_Resolved``)."""
+    return {
+        "serve": ctx.serve,
+        "environment": ctx.environment,
+        "image": ctx.image,
+        "artifact_version": ctx.artifact_version,
+        "deployment_id": ctx.deployment_id,
+        "env": _merged_env(ctx, spec),
+        "paused": spec.paused,
+    }
+
+
 def resolve_api(ctx: ServeContext, spec: MLServeSpec) -> ApiServe:
     """The API renderers' input: the context and the spec merged (see the module's rules)."""
     check_identity(ctx, spec)
     if ctx.serve_type is not ServeType.API:
         raise InvalidConfig("spec.type", f"serve {ctx.serve!r} is not an API serve")
     return ApiServe(
-        serve=ctx.serve,
-        environment=ctx.environment,
-        image=ctx.image,
-        artifact_version=ctx.artifact_version,
-        deployment_id=ctx.deployment_id,
-        env=_merged_env(ctx, spec),
-        paused=spec.paused,
+        **_common_fields(ctx, spec),
         config=effective_api_config(ctx, spec),
         additional_hosts=spec.hosts if spec.hosts is not None else ctx.additional_hosts,
         cpu_utilization=spec.autoscaling.cpu_utilization if spec.autoscaling else None,
@@ -278,13 +285,7 @@ def resolve_workflow(ctx: ServeContext, spec: MLServeSpec) -> WorkflowServe:
     _named_groups_unique(workers)
     schedule = spec.schedule if spec.schedule is not None else ctx.schedule
     return WorkflowServe(
-        serve=ctx.serve,
-        environment=ctx.environment,
-        image=ctx.image,
-        artifact_version=ctx.artifact_version,
-        deployment_id=ctx.deployment_id,
-        env=_merged_env(ctx, spec),
-        paused=spec.paused,
+        **_common_fields(ctx, spec),
         schedule=(schedule or "").strip() or None,
         head=effective_head_config(ctx, spec),
         workers=workers,

@@ -15,7 +15,7 @@ from mlserve.operator.reconcile.deploy import as_unavailable
 from mlserve.operator.reconcile.diff import matches, mismatches
 from mlserve.operator.reconcile.errors import ClaimConflict, InvalidInput, TemporaryFailure
 from mlserve.operator.reconcile.identity import Claim, holder, reflected_id, rivals
-from mlserve.operator.reconcile.mlserve import _workload
+from mlserve.operator.reconcile.observe import workload_of as _workload
 from mlserve.operator.reconcile.rollback import pending_rollback, rollback_patch
 from mlserve.operator.reconcile.status import Observation, Workload, compute_status, status_patch
 from mlserve.operator.settings import OperatorSettings, SettingsError, parse_duration
@@ -188,6 +188,40 @@ def test_database_down_keeps_the_generation_unobserved() -> None:
     assert _cond(status, "DatabaseSynced")["reason"] == "DatabaseUnavailable"
     assert status["phase"] == "Ready"  # the children still run
     assert status["deploymentId"] == 7
+
+
+def test_a_paused_mlserve_is_paused_and_not_synced() -> None:
+    status = compute_status(None, _ready_obs(paused=True, applied=False), NOW)
+    assert status["phase"] == "Paused"
+    synced = _cond(status, "Synced")
+    assert (synced["status"], synced["reason"]) == ("False", "Paused")
+    assert _cond(status, "Ready")["status"] == "True"  # the pods still serve
+
+
+def test_a_superseded_request_is_said_in_the_ready_message() -> None:
+    obs = _ready_obs(db_state="superseded", db_message="superseded by deployment 8")
+    status = compute_status(None, obs, NOW)
+    assert status["phase"] == "Ready"
+    assert status["message"] == "2/2 pods ready; superseded by deployment 8" == _cond(status, "Ready")["message"]
+    synced = _cond(status, "DatabaseSynced")
+    assert (synced["status"], synced["reason"]) == ("True", "Superseded"), "in step with the database that won"
+
+
+def test_undeployed_in_the_database_drops_what_it_no_longer_knows() -> None:
+    first = compute_status(None, _ready_obs(hosts=("fraud.example",), previous_deployment_id=6), NOW)
+    assert first["hosts"] == ["fraud.example"] and first["previousDeploymentId"] == 6
+    obs = _ready_obs(db_state="undeployed", db_message="undeployed", deployment_id=None, hosts=(), applied=False)
+    status = compute_status(first, obs, NOW)
+    assert "hosts" not in status and "deploymentId" not in status and "previousDeploymentId" not in status
+    assert _cond(status, "DatabaseSynced")["reason"] == "UndeployedInDatabase"
+    assert _cond(status, "Synced")["reason"] == "Applied"  # kept from the last apply
+
+
+def test_a_rayjob_child_reports_its_run() -> None:
+    obs = _ready_obs(workload=Workload("RayJob", "etl-dev-1", job_status="FAILED"))
+    status = compute_status(None, obs, NOW)
+    assert (status["phase"], status["activeRayJob"], status["lastRunStatus"]) == ("Failed", "etl-dev-1", "FAILED")
+    assert "replicas" not in status and _cond(status, "Ready")["reason"] == "JobFailed"
 
 
 def test_holder_is_the_oldest_claim() -> None:

@@ -1,0 +1,116 @@
+"""What one reconcile learns (:class:`Observation`, the input of the status) and how it reads it.
+
+Pure functions over the live children and the MLServe's last status: the serving child's
+state (:func:`workload_of`), and the previous status's verdicts that decide whether a
+request still has to be judged against the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from mlserve.models import ServeType
+from mlserve.operator.render import names
+from mlserve.operator.spec import MLServeSpec, api
+from mlserve.operator.spec.api import ConditionType
+
+from .errors import ReconcileError
+
+__all__ = ["Observation", "Workload", "previous_reason", "workload_of"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the child that runs the serve reports."""
+
+    kind: str  # Deployment, RayJob or RayCronJob
+    name: str
+    exists: bool = True
+    desired: int = 0
+    ready: int = 0
+    updated: int = 0
+    rolled_out: bool = False
+    """The Deployment controller has seen the latest spec and updated every pod."""
+    job_status: str | None = None
+    """A RayJob's ``status.jobStatus``."""
+
+
+@dataclass
+class Observation:
+    """Everything one reconcile learned, the input of :func:`compute_status`."""
+
+    generation: int
+    serve: str | None = None
+    error: ReconcileError | None = None
+    paused: bool = False
+    db_state: str | None = None
+    """in_sync | recorded | superseded | followed | paused | undeployed | None (not reached)."""
+    db_message: str = ""
+    deployment_id: int | None = None
+    previous_deployment_id: int | None = None
+    artifact_version: str | None = None
+    image: str | None = None
+    last_deployed_at: datetime | None = None
+    spec_changed_at: datetime | None = None
+    hosts: tuple[str, ...] | None = None
+    children: list[dict[str, str]] | None = None
+    applied: bool = False
+    """The children were applied (or already matched) in this reconcile."""
+    workload: Workload | None = None
+    schedule_status: dict[str, Any] = field(default_factory=dict)
+    """Fields owned by the workflow scheduler (lastScheduledTime, ...), passed through."""
+
+
+def workload_of(spec: MLServeSpec, live: Mapping[tuple[str, str], Mapping[str, Any]]) -> Workload | None:
+    """The child that runs the serve, as found among the live children (None: no workflow child)."""
+    if spec.type is ServeType.API:
+        name = names.child_name(spec.serve, spec.environment)
+        obj = live.get((api.DEPLOYMENT.kind, name))
+        if obj is None:
+            return Workload(api.DEPLOYMENT.kind, name, exists=False)
+        st = obj.get("status") or {}
+        meta = obj.get("metadata") or {}
+        desired = (obj.get("spec") or {}).get("replicas")
+        desired = int(desired if desired is not None else st.get("replicas") or 0)
+        hpa = live.get((api.HORIZONTAL_POD_AUTOSCALER.kind, name))
+        if hpa is not None:
+            # The API server defaults a new Deployment to one replica before the HPA has
+            # scaled it: the serve is not ready until the HPA's minimum is.
+            desired = max(desired, int((hpa.get("spec") or {}).get("minReplicas") or 1))
+        updated = int(st.get("updatedReplicas") or 0)
+        rolled_out = (
+            int(st.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+            and updated >= desired
+            and int(st.get("replicas") or 0) <= desired
+        )
+        return Workload(
+            api.DEPLOYMENT.kind,
+            name,
+            desired=desired,
+            ready=int(st.get("readyReplicas") or 0),
+            updated=updated,
+            rolled_out=rolled_out,
+        )
+    jobs = [obj for (kind, _), obj in live.items() if kind in (api.RAYJOB.kind, api.RAYCRONJOB.kind)]
+    if not jobs:
+        return None
+    newest = max(jobs, key=lambda o: (o.get("metadata") or {}).get("creationTimestamp") or "")
+    return Workload(
+        str(newest.get("kind")),
+        newest["metadata"]["name"],
+        job_status=(newest.get("status") or {}).get("jobStatus"),
+    )
+
+
+def previous_reason(status: Mapping[str, Any], type_: ConditionType) -> str | None:
+    """The reason the previous status gave for a failing condition (None: it did not fail)."""
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == type_:
+            if condition.get("status") == "True" and type_ is not ConditionType.CONFLICT:
+                return None
+            reason = condition.get("reason")
+            return None if reason is None else str(reason)
+    return None

@@ -1,0 +1,52 @@
+"""What a reconcile of an MLServe runs with (:class:`Runtime`) and reports (:class:`Report`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from lightkube import AsyncClient
+
+from mlserve.operator.settings import OperatorSettings
+
+from .errors import ReconcileError
+from .events import EventSink
+from .kube import RequestCounter
+from .pending import PendingUndeploys
+
+__all__ = ["Report", "Runtime"]
+
+
+@dataclass
+class Runtime:
+    """What a reconcile needs from its surroundings."""
+
+    settings: OperatorSettings
+    client: AsyncClient
+    events: EventSink
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    pending: PendingUndeploys = field(default_factory=PendingUndeploys)
+    """Undeploys deletions had to skip (the finalizer adds, the sync loop retries)."""
+
+
+@dataclass
+class Report:
+    """What one reconcile did and what should happen next."""
+
+    status_written: bool = False
+    recorded_deployment: int | None = None
+    applied: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    error: ReconcileError | None = None
+    retry_after: float | None = None
+    """Seconds until the next attempt (temporary failures); None: wait for a change."""
+    body: Mapping[str, Any] | None = None
+    """The MLServe as last seen (after any patch this reconcile made)."""
+    new_status: dict[str, Any] | None = None
+    """The status as this reconcile left it (written or already equal)."""
+    requests: RequestCounter = field(default_factory=RequestCounter)
+    """The API requests this reconcile sent."""
+    requeue_after: float | None = None
+    """Seconds until the reconcile must run again although nothing changed (a scheduled run)."""
