@@ -1,19 +1,20 @@
-"""MLServe → database (DESIGN.md data flow 1): resolve the rows, record a deploy when asked.
+"""MLServe → database (DESIGN.md data flow 1): resolve the rows, record a request (``docs/sync.md``).
 
-:func:`resolve` finds the serve, the environment and the requested artifact, and checks the
-identity rules (the environment is bound to this cluster, the MLServe lives in the
-environment's namespace, the serve's type is the one the MLServe says). Each failure is an
-:class:`~.errors.InvalidInput` with a reason and a message, raised before anything is
-written.
+:func:`check_binding` and :func:`resolve` find the environment, the serve and the requested
+artifact, and check the identity rules (the environment is bound to this cluster, the
+MLServe lives in the environment's namespace, the serve's type is the one the MLServe says).
+Each failure is an :class:`~.errors.InvalidInput` with a reason and a message, raised before
+anything is written.
 
-:func:`sync_deployment` then compares the request with the database and applies
-"whoever wrote last wins" (:func:`.identity.mlserve_is_newer`): the MLServe's spec was last
-written at ``spec_changed_at`` (from its managedFields); the database's last deploy or undeploy
-of the pair at the newest ``created_at`` / ``ended_at``. When the MLServe is newer and asks for another artifact,
-:func:`mlserve.models.activate` records the deploy in one transaction (idempotent: a retry
-after a crash finds the artifact active and writes nothing). When the database is newer,
-nothing is written here: the database → cluster sync updates the MLServe, so one change is
-never recorded twice (no ping-pong).
+:func:`sync_deployment` then applies the protocol; no clock decides anything. An MLServe
+*reflects* the deployment its ``mlserve.darwin.io/deployment-id`` annotation names. Its
+request (``spec.artifactVersion``) is new when it differs from the artifact of the pair's
+active deployment while that deployment is the reflected one (or when it reflects nothing
+and the pair has none). A new request is recorded by compare-and-swap
+(:func:`mlserve.models.propose`): only if the pair's active deployment is still the reflected
+one, checked under the database lock. Otherwise the database moved first and wins: the
+outcome says so (``superseded``, or ``undeployed``) and the caller sets the MLServe to the
+database's deployment. A paused MLServe records nothing.
 
 :func:`end_deployment` is the deletion's write: the pair's deployment ENDED and its
 ``active_deployments`` row removed, in one transaction.
@@ -22,8 +23,9 @@ never recorded twice (no ping-pong).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from typing import Any
 
 from tortoise.exceptions import (
     BaseORMException,
@@ -47,23 +49,23 @@ from mlserve.models import (
     Environment,
     InvalidConfig,
     ModelsError,
+    Proposal,
     Serve,
     User,
-    activate,
     end_active,
+    propose,
 )
 from mlserve.models import errors as models_errors
 from mlserve.operator.spec.api import ConditionType, Reason
-from mlserve.operator.spec.times import as_utc
 
 from .errors import InvalidInput, TemporaryFailure
-from .identity import mlserve_is_newer
 
 __all__ = [
     "DeployOutcome",
     "Resolved",
+    "check_binding",
     "end_deployment",
-    "mlserve_is_newer",
+    "kept_superseded",
     "owns_pair",
     "resolve",
     "sync_deployment",
@@ -87,14 +89,33 @@ class DeployOutcome:
     """Where the database stands after :func:`sync_deployment`."""
 
     state: str
-    """in_sync | recorded | db_newer | undeployed"""
+    """in_sync | recorded | superseded | followed | paused | undeployed
+
+    ``superseded``: the MLServe asked for another artifact, but the database moved first;
+    ``followed``: the database moved and the MLServe asked for nothing new. In both the
+    caller sets the MLServe's spec to ``active``."""
     message: str
     active: Deployment | None
     """The pair's active deployment (None when undeployed in the database)."""
     active_artifact: Artifact | None
     previous_id: int | None
     recorded: bool = False
-    db_changed_at: datetime | None = None
+
+    @property
+    def moved(self) -> bool:
+        """The MLServe must be set to the database's deployment."""
+        return self.state in ("superseded", "followed")
+
+
+def kept_superseded(status: Mapping[str, Any], outcome: DeployOutcome) -> str | None:
+    """The message of a ``Superseded`` condition that still holds: the MLServe still
+    reflects the deployment that superseded its request (kept until the next request)."""
+    if outcome.state != "in_sync" or outcome.active is None or status.get("deploymentId") != outcome.active.pk:
+        return None
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == ConditionType.DATABASE_SYNCED and condition.get("reason") == Reason.SUPERSEDED:
+            return str(condition.get("message") or "")
+    return None
 
 
 async def resolve(
@@ -120,7 +141,7 @@ async def resolve(
             f"{serve_type!r}: a serve's type does not change, so recreate the MLServe with "
             f"type {serve.type}",
         )
-    environment, config = await _bound_environment(environment_name, namespace, cluster_name)
+    environment, config = await check_binding(environment_name, namespace, cluster_name)
     artifact = await Artifact.get_or_none(serve_id=serve.pk, version=artifact_version)
     if artifact is None:
         raise InvalidInput(
@@ -137,8 +158,10 @@ async def resolve(
     return Resolved(serve=serve, environment=environment, env_config=config, artifact=artifact)
 
 
-async def _bound_environment(environment_name: str, namespace: str, cluster_name: str) -> tuple[Environment, EnvConfig]:
-    """The environment and its config, if it is bound to this cluster and ``namespace``."""
+async def check_binding(environment_name: str, namespace: str, cluster_name: str) -> tuple[Environment, EnvConfig]:
+    """The environment and its config, if it is bound to this cluster and ``namespace``: only
+    an MLServe there can hold its pair (InvalidInput ``WrongNamespace`` / ``ForeignCluster``
+    otherwise)."""
     environment = await Environment.get_or_none(name=environment_name)
     if environment is None:
         raise InvalidInput(
@@ -170,15 +193,6 @@ async def _bound_environment(environment_name: str, namespace: str, cluster_name
     return environment, config
 
 
-async def _last_change(serve: Serve, environment: Environment) -> datetime | None:
-    """When the database last deployed or undeployed the pair."""
-    latest = await Deployment.filter(serve_id=serve.pk, environment_id=environment.pk).order_by("-id").first()
-    if latest is None:
-        return None
-    times = [as_utc(t) for t in (latest.created_at, latest.ended_at) if t is not None]
-    return max(times) if times else None
-
-
 async def _pointer(serve: Serve, environment: Environment) -> ActiveDeployment | None:
     rows = await ActiveDeployment.filter(serve_id=serve.pk, environment_id=environment.pk).order_by("id")
     if len(rows) > 1:
@@ -189,65 +203,87 @@ async def _pointer(serve: Serve, environment: Environment) -> ActiveDeployment |
 async def sync_deployment(
     resolved: Resolved,
     *,
-    spec_changed_at: datetime | None,
-    spec_changed: bool,
+    reflects: int | None,
+    paused: bool = False,
     deploy_user: str,
 ) -> DeployOutcome:
-    """Record a deployment when the MLServe asks for another artifact and changed last.
-
-    ``spec_changed`` is False when this generation of the MLServe was already judged (its
-    request is not new), so only the database can have moved since.
-    """
+    """Apply the protocol to an MLServe that reflects deployment ``reflects`` and asks for
+    ``resolved.artifact``: record its request by compare-and-swap, or say how the database
+    moved first."""
     serve, environment, artifact = resolved.serve, resolved.environment, resolved.artifact
+    active, previous_id = await _active(serve, environment)
+    active_id = active.pk if active is not None else None
+    if active is not None and active.artifact_id == artifact.pk:
+        # Asks for what runs: in step (an MLServe that reflected nothing or an older
+        # deployment now reflects this one).
+        return DeployOutcome(
+            "in_sync", f"deployment {active.pk} runs artifact {artifact.version}", active, artifact, previous_id
+        )
+    if active_id == reflects:
+        if paused:
+            return DeployOutcome(
+                "paused",
+                f"spec.paused is true: the request for artifact {artifact.version} is recorded when "
+                "the MLServe is resumed",
+                active,
+                await Artifact.get(id=active.artifact_id) if active is not None else None,
+                previous_id,
+            )
+        proposal = await _propose(resolved, reflects, deploy_user)
+        if proposal.recorded and proposal.active is not None:
+            return _recorded(resolved, proposal.active, proposal.previous_id)
+        active, previous_id = await _active(serve, environment)  # the database moved meanwhile
+        if active is not None and active.artifact_id == artifact.pk:
+            return DeployOutcome(
+                "in_sync", f"deployment {active.pk} runs artifact {artifact.version}", active, artifact, previous_id
+            )
+        asked = True
+    else:
+        asked = reflects is None or await _reflected_version(reflects) != artifact.version
+    if active is None:
+        return DeployOutcome(
+            "undeployed",
+            f"serve {serve.name} is undeployed from {environment.name} in the database (the "
+            f"deployment this MLServe reflects, {reflects}, ended): the database sync removes this MLServe",
+            None,
+            None,
+            None,
+        )
+    active_artifact = await Artifact.get(id=active.artifact_id)
+    if asked:
+        message = (
+            f"the request for artifact {artifact.version} was superseded by deployment {active.pk} "
+            f"(artifact {active_artifact.version}), which the database recorded first: "
+            "spec.artifactVersion follows it; apply again to ask for another version"
+        )
+        return DeployOutcome("superseded", message, active, active_artifact, previous_id)
+    message = f"deployment {active.pk} (artifact {active_artifact.version}) was made in the database: following it"
+    return DeployOutcome("followed", message, active, active_artifact, previous_id)
+
+
+async def _active(serve: Serve, environment: Environment) -> tuple[Deployment | None, int | None]:
+    """The pair's active deployment (via its pointer) and the one it replaced."""
     try:
         pointer = await _pointer(serve, environment)
     except ActiveDeploymentConflict as exc:
         raise InvalidInput(Reason.DUPLICATE_ACTIVE_DEPLOYMENTS, str(exc)) from None
     active = await Deployment.get_or_none(id=pointer.deployment_id) if pointer else None
-    if active is not None and active.status != DeploymentStatus.ACTIVE:
-        active = None
-    db_changed_at = await _last_change(serve, environment)
-
-    if active is not None and active.artifact_id == artifact.pk:
-        return DeployOutcome(
-            "in_sync",
-            f"deployment {active.pk} runs artifact {artifact.version}",
-            active,
-            artifact,
-            pointer.previous_deployment_id if pointer else None,
-            db_changed_at=db_changed_at,
-        )
-
-    newer = spec_changed and mlserve_is_newer(spec_changed_at, db_changed_at)
-    if not newer:
-        if active is None:
-            return DeployOutcome(
-                "undeployed",
-                f"serve {serve.name} was undeployed from {environment.name} in the database after "
-                "this MLServe last changed: the database sync removes this MLServe",
-                None,
-                None,
-                None,
-                db_changed_at=db_changed_at,
-            )
-        active_artifact = await Artifact.get(id=active.artifact_id)
-        return DeployOutcome(
-            "db_newer",
-            f"the database deployed artifact {active_artifact.version} (deployment {active.pk}) "
-            f"after this MLServe asked for {artifact.version}: the database sync updates "
-            "spec.artifactVersion; the children run the database's deployment",
-            active,
-            active_artifact,
-            pointer.previous_deployment_id if pointer else None,
-            db_changed_at=db_changed_at,
-        )
-
-    return await _record(resolved, active, deploy_user)
+    if active is None or active.status != DeploymentStatus.ACTIVE:
+        return None, None
+    return active, pointer.previous_deployment_id if pointer else None
 
 
-async def _record(resolved: Resolved, active: Deployment | None, deploy_user: str) -> DeployOutcome:
-    """Record the MLServe's request as the pair's new deployment, as ``deploy_user``."""
-    serve, environment, artifact = resolved.serve, resolved.environment, resolved.artifact
+async def _reflected_version(deployment_id: int) -> str | None:
+    """The artifact version of the deployment an MLServe reflects (None: the row is gone)."""
+    reflected = await Deployment.get_or_none(id=deployment_id)
+    if reflected is None:
+        return None
+    artifact = await Artifact.get_or_none(id=reflected.artifact_id)
+    return artifact.version if artifact is not None else None
+
+
+async def _propose(resolved: Resolved, reflects: int | None, deploy_user: str) -> Proposal:
+    """Record the MLServe's request as ``deploy_user``, if the pair still is at ``reflects``."""
     user = await User.get_or_none(username=deploy_user)
     if user is None:
         raise InvalidInput(
@@ -256,10 +292,13 @@ async def _record(resolved: Resolved, active: Deployment | None, deploy_user: st
             "recorded as that user, so create it (mlserve db init does) or set the variable",
         )
     try:
-        new = await activate(serve, environment, artifact, user)
+        return await propose(resolved.serve, resolved.environment, resolved.artifact, user, reflects=reflects)
     except ActiveDeploymentConflict as exc:
         raise InvalidInput(Reason.DUPLICATE_ACTIVE_DEPLOYMENTS, str(exc)) from None
-    previous_id = active.pk if active is not None else None
+
+
+def _recorded(resolved: Resolved, new: Deployment, previous_id: int | None) -> DeployOutcome:
+    serve, environment, artifact = resolved.serve, resolved.environment, resolved.artifact
     log.info(
         "recorded deployment %s: serve %s artifact %s in %s (previous %s)",
         new.pk,
@@ -276,7 +315,6 @@ async def _record(resolved: Resolved, active: Deployment | None, deploy_user: st
         artifact,
         previous_id,
         recorded=True,
-        db_changed_at=as_utc(new.created_at),
     )
 
 

@@ -1,7 +1,10 @@
 """Deletion (DESIGN.md data flow 4): end the deployment in the database, then let go.
 
 The children go by garbage collection (their ownerReferences); the finalizer only ends the
-pair's deployment (ENDED, ``ended_at``) and removes its ``active_deployments`` row. When the
+deployment the MLServe reflects (its annotation), if that is still the pair's active one
+(ENDED, ``ended_at``, its ``active_deployments`` row removed): a deploy the database made
+since is never ended. An MLServe that did not hold its pair (another namespace or cluster,
+or a younger rival in its namespace) ends nothing. Its phase does not matter. When the
 database does not answer, the caller retries until ``MLSERVE_DELETION_DB_TIMEOUT`` has passed
 since the deletion started; then the MLServe is released anyway and the skipped write is
 recorded in :mod:`.pending` for the sync loop (and written to its store, so a restart keeps
@@ -16,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlserve.operator.spec.api import Phase, Reason
+from mlserve.operator.spec.api import Reason
 
 from . import deploy
-from .identity import Claim, claim_of, holder
+from .identity import Claim, claim_of, holder, reflected_id, rivals
 from .mlserve import Runtime
 
 __all__ = ["FinalizeResult", "finalize"]
@@ -48,17 +51,19 @@ async def finalize(
     if mine is None:
         return FinalizeResult(True, message="the MLServe names no serve and environment")
     (serve, environment), claim = mine
-    first = holder([*(c for c in claims if c.uid != claim.uid), claim])
+    first = holder([*rivals(claims, claim), claim])
     if first is not None and first.uid != claim.uid:
         return FinalizeResult(True, message=f"{first.ref} holds the pair: nothing to end")
-    status = body.get("status") or {}
+    deployment_id = reflected_id(body)
+    if deployment_id is None:
+        return FinalizeResult(True, message="the MLServe reflects no deployment: nothing to end")
     settings = rt.settings
     budget = max(0.5, min(settings.db_timeout, settings.deletion_db_timeout - waited))
     try:
         async with asyncio.timeout(budget):
             if not await deploy.owns_pair(serve, environment, str(meta.get("namespace")), settings.cluster_name):
                 return FinalizeResult(True, message="the MLServe was not bound to its pair: nothing to end")
-            ended = await deploy.end_deployment(serve, environment)
+            ended = await deploy.end_deployment(serve, environment, deployment_id)
     except Exception as exc:
         if not (isinstance(exc, TimeoutError) or deploy.is_database_error(exc)):
             raise
@@ -68,10 +73,9 @@ async def finalize(
                 retry_after=min(settings.backoff(retry), settings.deletion_db_timeout - waited),
                 message=f"the database did not answer ({type(exc).__name__}); retrying",
             )
-        deployment_id = status.get("deploymentId")
-        if status.get("phase") in (Phase.INVALID, Phase.CONFLICT) or deployment_id is None:
-            return FinalizeResult(True, message="database unreachable, and no deployment was recorded")
-        rt.pending.add(serve, environment, int(deployment_id), ref)
+        if _known_unbound(body):
+            return FinalizeResult(True, message="database unreachable, and the MLServe was not bound to its pair")
+        rt.pending.add(serve, environment, deployment_id, ref)
         await rt.pending.flush()  # kept across a restart before the MLServe goes (best effort: never stuck)
         rt.events.post(
             body,
@@ -87,3 +91,15 @@ async def finalize(
         log.info("%s deleted: ended deployment %s of %s in %s", ref, ended, serve, environment)
         rt.events.post(body, "Normal", Reason.UNDEPLOYED, f"ended deployment {ended} of {serve} in {environment}")
     return FinalizeResult(True, ended_deployment=ended, message="deployment ended")
+
+
+def _known_unbound(body: Mapping[str, Any]) -> bool:
+    """Whether the MLServe's last status says it was outside its environment's namespace or
+    cluster (it held nothing, so it has nothing to end even with the database away)."""
+    for condition in (body.get("status") or {}).get("conditions") or []:
+        if condition.get("reason") in (
+            Reason.WRONG_NAMESPACE,
+            Reason.FOREIGN_CLUSTER,
+        ):
+            return True
+    return False

@@ -29,12 +29,13 @@ from . import deploy
 from .children import apply_step, render_step, schedule_step
 from .context import load_context
 from .errors import ClaimConflict, InvalidInput, ReconcileError, TemporaryFailure
-from .identity import Claim, claim_of, holder, spec_changed_at
+from .identity import Claim, claim_of, holder, reflected_id, rivals
 from .kube import MLServe, RequestCounter, as_dict, current_counter
-from .observe import Observation, judged, previous_reason, was_in_conflict
-from .rollback import pending_rollback, take_rollback_request
+from .observe import Observation, previous_reason
+from .rollback import answer_rollback, pending_rollback, take_rollback_request
 from .runtime import Report, Runtime
 from .status import compute_status, write_status
+from .sync import set_to_deployment
 
 __all__ = ["Report", "Runtime", "reconcile"]
 
@@ -107,9 +108,8 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
     report = Report(body=body)
     try:
         spec = _parse(body, obs)
-        _check_identity(body, spec, claims)
-        db = await _database(rt, body, spec, previous_status, obs, report)
-        await _record_metadata(rt, db, report)
+        db = await _database(rt, body, spec, claims, previous_status, obs, report)
+        await _record_metadata(rt, db, obs, report)
         if db.context is None:
             # Undeployed in the database: the sync loop removes this MLServe; leave the
             # children until it does.
@@ -146,19 +146,28 @@ def _parse(body: Mapping[str, Any], obs: Observation) -> MLServeSpec:
     return spec
 
 
-def _check_identity(body: Mapping[str, Any], spec: MLServeSpec, claims: Sequence[Claim]) -> None:
-    """The oldest MLServe claiming (serve, environment) holds it; any other raises ClaimConflict."""
-    uid = (body.get("metadata") or {}).get("uid")
+async def _check_identity(
+    rt: Runtime, body: Mapping[str, Any], spec: MLServeSpec, claims: Sequence[Claim], report: Report
+) -> None:
+    """Only an MLServe in its environment's namespace and cluster can hold the pair (InvalidInput
+    otherwise); among those of that namespace the oldest holds it, any other raises
+    ClaimConflict. Before either is raised, a rollback token is answered, not kept."""
+    meta = body.get("metadata") or {}
+    uid = meta.get("uid")
     mine = claim_of(body)
     assert mine is not None
-    rivals = [c for c in claims if c.uid != uid]
-    first = holder([*rivals, mine[1]])
-    if first is not None and first.uid != uid:
-        raise ClaimConflict(
-            f"MLServe {first.ref} already holds serve {spec.serve!r} in environment "
-            f"{spec.environment!r}: delete one of the two; this one changes nothing",
-            first.ref,
-        )
+    try:
+        await deploy.check_binding(spec.environment, str(meta.get("namespace")), rt.settings.cluster_name)
+        first = holder([*rivals(claims, mine[1]), mine[1]])
+        if first is not None and first.uid != uid:
+            raise ClaimConflict(
+                f"MLServe {first.ref} already holds serve {spec.serve!r} in environment "
+                f"{spec.environment!r}: delete one of the two; this one changes nothing",
+                first.ref,
+            )
+    except ReconcileError as exc:
+        report.body = await answer_rollback(rt.client, rt.events, body, exc.message, rt.settings.field_manager)
+        raise
 
 
 @dataclass(frozen=True)
@@ -179,14 +188,17 @@ async def _database(
     rt: Runtime,
     body: Mapping[str, Any],
     spec: MLServeSpec,
+    claims: Sequence[Claim],
     previous_status: Mapping[str, Any],
     obs: Observation,
     report: Report,
 ) -> DatabaseStep:
-    """Resolve the request, take a rollback request, record the deploy when asked, all within
-    the database timeout; a database failure or the timeout becomes DatabaseUnavailable."""
+    """Check the identity, resolve the request, take a rollback request, record the deploy when
+    asked, all within the database timeout; a database failure or the timeout becomes
+    DatabaseUnavailable."""
     try:
         async with asyncio.timeout(rt.settings.db_timeout):
+            await _check_identity(rt, body, spec, claims, report)
             return await _resolve_and_record(rt, body, spec, previous_status, obs, report)
     except (ReconcileError, ApiError):
         raise
@@ -227,19 +239,13 @@ async def _resolve_and_record(
         spec = MLServeSpec.from_resource(body)
         obs.generation = int(body["metadata"].get("generation") or obs.generation)
         resolved = await _resolve(rt, spec, namespace)
-    changed_at = spec_changed_at(body, (api.sync_field_manager(rt.settings.field_manager),))
-    taking_over = was_in_conflict(previous_status)
-    if taking_over:
-        # Its request waited for the pair; it counts from the moment it is free.
-        changed_at = rt.clock()
-    obs.spec_changed_at = changed_at
     outcome = await deploy.sync_deployment(
-        resolved,
-        spec_changed_at=changed_at,
-        spec_changed=not judged(previous_status, obs.generation) or token is not None or taking_over,
-        deploy_user=rt.settings.deploy_user,
+        resolved, reflects=reflected_id(body), paused=spec.paused, deploy_user=rt.settings.deploy_user
     )
     obs.db_state, obs.db_message = outcome.state, outcome.message
+    kept = deploy.kept_superseded(previous_status, outcome)
+    if kept is not None:
+        obs.db_state, obs.db_message = "superseded", kept
     context = None
     if outcome.active is not None and outcome.active_artifact is not None:
         context = await load_context(
@@ -248,9 +254,17 @@ async def _resolve_and_record(
     return DatabaseStep(spec, resolved, outcome, context, rollback_from)
 
 
-async def _record_metadata(rt: Runtime, db: DatabaseStep, report: Report) -> None:
-    """Mark the MLServe with what the database step found, and announce a recorded deploy."""
+async def _record_metadata(rt: Runtime, db: DatabaseStep, obs: Observation, report: Report) -> None:
+    """Mark the MLServe with what the database step found (set it to the database's deployment
+    when the database moved first), and announce a recorded deploy or a superseded request."""
     outcome = db.outcome
+    if outcome.moved and outcome.active is not None and outcome.active_artifact is not None:
+        report.body = await set_to_deployment(
+            rt.client, _current(report), outcome.active_artifact.version, outcome.active.pk, rt.settings.field_manager
+        )
+        obs.generation = int(report.body["metadata"].get("generation") or obs.generation)
+        if outcome.state == "superseded":
+            rt.events.post(report.body, "Warning", Reason.SUPERSEDED, outcome.message)
     reflected = outcome.active.pk if outcome.state in ("in_sync", "recorded") and outcome.active else None
     body = report.body = await _ensure_metadata(rt, _current(report), db.spec, reflected)
     if outcome.recorded and outcome.active is not None:

@@ -15,11 +15,11 @@ from typing import Any
 from mlserve.models import ServeType
 from mlserve.operator.render import names
 from mlserve.operator.spec import MLServeSpec, api
-from mlserve.operator.spec.api import ConditionType, Reason
+from mlserve.operator.spec.api import ConditionType
 
 from .errors import ReconcileError
 
-__all__ = ["Observation", "Workload", "judged", "previous_reason", "was_in_conflict", "workload_of"]
+__all__ = ["Observation", "Workload", "previous_reason", "workload_of"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Observation:
     error: ReconcileError | None = None
     paused: bool = False
     db_state: str | None = None
-    """in_sync | recorded | db_newer | undeployed | None (not reached)."""
+    """in_sync | recorded | superseded | followed | paused | undeployed | None (not reached)."""
     db_message: str = ""
     deployment_id: int | None = None
     previous_deployment_id: int | None = None
@@ -102,26 +102,6 @@ def workload_of(spec: MLServeSpec, live: Mapping[tuple[str, str], Mapping[str, A
         str(newest.get("kind")),
         newest["metadata"]["name"],
         job_status=(newest.get("status") or {}).get("jobStatus"),
-    )
-
-
-def judged(status: Mapping[str, Any], generation: int) -> bool:
-    """Whether this generation's request was already compared with the database."""
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == ConditionType.DATABASE_SYNCED:
-            return condition.get("observedGeneration") == generation and condition.get("reason") in (
-                Reason.IN_SYNC,
-                Reason.DEPLOYMENT_RECORDED,
-                Reason.DATABASE_NEWER,
-                Reason.UNDEPLOYED_IN_DATABASE,
-            )
-    return False
-
-
-def was_in_conflict(status: Mapping[str, Any]) -> bool:
-    """Whether the previous status says another MLServe held the pair."""
-    return any(
-        c.get("type") == ConditionType.CONFLICT and c.get("status") == "True" for c in status.get("conditions") or []
     )
 
 

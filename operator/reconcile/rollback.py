@@ -9,11 +9,13 @@ Two ways in, one writer per fact:
 - ``mlserve rollback SERVE --env ENV`` writes the database (:func:`rollback_in_database`),
   as a deploy through Darwin would; the database → cluster sync then updates the MLServe.
   Until it does, the MLServe's children already run the database's deployment.
-- The annotation ``mlserve.darwin.io/rollback: <any new token>`` on an MLServe changes the
-  request: the operator sets ``spec.artifactVersion`` to the previous artifact's version
-  and records the token as handled (``mlserve.darwin.io/rollback-handled``) in one patch;
-  the reconcile that follows records the deploy. A crash between the two steps is
-  harmless: the patch is atomic and recording a deploy is idempotent.
+- The annotation ``mlserve.darwin.io/rollback: <any new token>`` on an MLServe that holds
+  its pair changes the request: the operator sets ``spec.artifactVersion`` to the previous
+  artifact's version and records the token as handled (``mlserve.darwin.io/rollback-handled``)
+  in one patch; the reconcile that follows records the deploy by compare-and-swap against the
+  deployment the MLServe reflects. A crash between the two steps is harmless: the patch is
+  atomic and recording a deploy is idempotent. On an MLServe that does not hold its pair the
+  token is answered (:func:`answer_rollback`), never kept for later.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from .events import EventSink
 from .kube import MLServe, as_dict
 
 __all__ = [
+    "answer_rollback",
     "pending_rollback",
     "previous_artifact",
     "rollback_in_database",
@@ -77,6 +80,28 @@ def rollback_patch(token: str, version: str | None) -> dict[str, Any]:
     if version is not None:
         patch["spec"] = {"artifactVersion": version}
     return patch
+
+
+async def answer_rollback(
+    client: AsyncClient, events: EventSink, body: Mapping[str, Any], why: str, field_manager: str
+) -> Mapping[str, Any]:
+    """A rollback token on an MLServe that does not hold its pair: marked handled with a
+    Warning Event (``why`` says what is wrong), never kept for later, where it would roll
+    back whatever runs then. Returns the MLServe as patched (as given without a token)."""
+    token = pending_rollback(body)
+    if token is None:
+        return body
+    meta = body["metadata"]
+    patched = await client.patch(
+        MLServe,
+        str(meta["name"]),
+        rollback_patch(token, None),
+        namespace=str(meta["namespace"]),
+        patch_type=PatchType.MERGE,
+        field_manager=field_manager,
+    )
+    events.post(body, "Warning", Reason.ROLLBACK_NOT_HELD, f"rollback {token!r} not done: {why}")
+    return as_dict(patched)
 
 
 async def take_rollback_request(

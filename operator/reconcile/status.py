@@ -169,7 +169,9 @@ _NO_CONFLICT = _Condition(
 _DB_REASONS = {
     "in_sync": (True, Reason.IN_SYNC),
     "recorded": (True, Reason.DEPLOYMENT_RECORDED),
-    "db_newer": (False, Reason.DATABASE_NEWER),
+    "superseded": (True, Reason.SUPERSEDED),
+    "followed": (True, Reason.IN_SYNC),
+    "paused": (False, Reason.PAUSED),
     "undeployed": (False, Reason.UNDEPLOYED_IN_DATABASE),
 }
 
@@ -339,7 +341,7 @@ def _ready(obs: Observation, previous_phase: str | None) -> _Verdict:
     )
     if obs.paused:
         phase = Phase.PAUSED
-    if obs.db_state == "db_newer" and phase == Phase.READY:
+    if obs.db_state == "superseded" and phase == Phase.READY:
         message = f"{message}; {obs.db_message}"
     return _Verdict((_Condition(ConditionType.READY, ready, reason, message),), phase, message)
 

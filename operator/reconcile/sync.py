@@ -1,17 +1,20 @@
 """Database → cluster (DESIGN.md data flow 2): MLServes follow the active deployments.
 
 For every environment bound to this operator's cluster (``env_configs.cluster_name``), the
-sync creates, updates or deletes MLServes so they match ``active_deployments``. The rules,
-the marker annotation and the last-writer-wins comparison are written down in
-``docs/sync.md``; in short:
+sync creates, updates or deletes MLServes so they match ``active_deployments``. The
+protocol is written down in ``docs/sync.md``; in short:
 
 * A tick costs one query when nothing changed (:func:`.sync_reads.read_watermark`); a full
   pass runs when the watermark moved, something is pending, or the full-resync interval
   passed.
-* An MLServe *reflects* a deployment when its ``mlserve.darwin.io/deployment-id``
-  annotation or its ``status.deploymentId`` names it. The sync only writes when the
-  database changed after the MLServe's spec did (:func:`.identity.mlserve_is_newer`, the
-  same test the MLServe's reconcile applies the other way round).
+* An MLServe *reflects* the deployment its ``mlserve.darwin.io/deployment-id`` annotation
+  names. When the pair's active deployment is another one, the sync sets the MLServe to it
+  (spec.artifactVersion and the annotation, guarded by the generation read); when the pair
+  has none and the MLServe reflects one that ended, the sync deletes the MLServe. An MLServe
+  that reflects the active deployment but asks for another version has a request pending:
+  its own reconcile records it. No clock is compared.
+* A namespace whose MLServes could not be listed is skipped for the pass (nothing is
+  created there).
 * Undeploys the finalizer could not write (database down) are retried first
   (:mod:`.pending`); until written, their pair is not re-created.
 
@@ -54,10 +57,11 @@ from .sync_plan import (
     decide,
     deployments_to_check,
     new_mlserve,
+    set_version_operations,
 )
 from .sync_reads import Watermark, read_watermark
 
-__all__ = ["SyncResult", "SyncState", "run_sync_loop", "sync_once"]
+__all__ = ["SyncResult", "SyncState", "run_sync_loop", "set_to_deployment", "sync_once"]
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +89,7 @@ class SyncResult:
     updated: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     left_to_mlserve: list[str] = field(default_factory=list)
-    """The MLServe changed after the database: its own reconcile records a deployment."""
+    """The MLServe has a request pending: its own reconcile records it."""
     pending_written: list[Pair] = field(default_factory=list)
     """Undeploys that deletion had to skip, written now."""
     failed: list[str] = field(default_factory=list)
@@ -151,8 +155,8 @@ async def _full_pass(
         held=held,
     )
     # Deployments the MLServes of undeployed pairs reflect: are they ended?
-    ended = await sync_reads.ended_since(deployments_to_check(snapshot))
-    actions = decide(dataclasses.replace(snapshot, ended=ended), field_manager)
+    ended = await sync_reads.ended_deployments(deployments_to_check(snapshot))
+    actions = decide(dataclasses.replace(snapshot, ended=ended))
     await _execute(client, actions, field_manager, result)
 
 
@@ -186,11 +190,11 @@ async def _write(client: AsyncClient, action: Create | SetVersion, field_manager
     row = action.row
     try:
         if isinstance(action, Create):
-            await client.create(MLServe.from_dict(new_mlserve(row)), field_manager=field_manager)
-            result.created.append(row.ref)
+            await client.create(MLServe.from_dict(new_mlserve(row, action.name or None)), field_manager=field_manager)
+            result.created.append(action.ref)
             log.info(
                 "created MLServe %s for deployment %s (%s %s in %s)",
-                row.ref,
+                action.ref,
                 row.deployment_id,
                 row.serve,
                 row.artifact_version,
@@ -208,41 +212,34 @@ async def _write(client: AsyncClient, action: Create | SetVersion, field_manager
             )
     except ApiError as exc:
         code = exc.status.code
-        result.failed.append(f"{row.ref}: {code} {exc.status.message}")
+        result.failed.append(f"{action.ref}: {code} {exc.status.message}")
         if code in (409, 422):  # changed meanwhile: the next tick decides again
-            log.info("MLServe %s changed while the sync read it; deciding again next tick", row.ref)
+            log.info("MLServe %s changed while the sync read it; deciding again next tick", action.ref)
         else:
-            log.warning("database sync could not write MLServe %s: %s", row.ref, exc.status.message)
+            log.warning("database sync could not write MLServe %s: %s", action.ref, exc.status.message)
 
 
 async def _set_version(client: AsyncClient, body: Mapping[str, Any], row: ActiveRow, field_manager: str) -> None:
-    """Set spec.artifactVersion and the marker, only if the spec is still the one read.
+    await set_to_deployment(client, body, row.artifact_version, row.deployment_id, field_manager)
 
-    A JSON Patch ``test`` of ``metadata.generation`` makes the write conditional on the spec
-    alone (the generation moves with spec changes only): a status or label write in between
-    does not refuse it, a spec change does (422), and the next tick decides again.
-    """
+
+async def set_to_deployment(
+    client: AsyncClient, body: Mapping[str, Any], artifact_version: str, deployment_id: int, field_manager: str
+) -> dict[str, Any]:
+    """Set spec.artifactVersion and the annotation to a deployment of the database, only if
+    the spec is still the one read (:func:`.sync_plan.set_version_operations`; 422 when it
+    changed). The sync and the MLServe's reconcile (when the database moved first) both
+    write this way. Returns the patched MLServe."""
     metadata = body["metadata"]
-    marker = str(row.deployment_id)
-    operations: list[dict[str, Any]] = [
-        {"op": "test", "path": "/metadata/generation", "value": metadata["generation"]},
-        {"op": "add", "path": "/spec/artifactVersion", "value": row.artifact_version},
-    ]
-    if metadata.get("annotations"):
-        key = api.ANNOTATION_DEPLOYMENT_ID.replace("~", "~0").replace("/", "~1")
-        operations.append({"op": "add", "path": f"/metadata/annotations/{key}", "value": marker})
-    else:
-        operations.append(
-            {"op": "add", "path": "/metadata/annotations", "value": {api.ANNOTATION_DEPLOYMENT_ID: marker}}
-        )
-    await client.patch(
+    patched = await client.patch(
         MLServe,
         metadata["name"],
-        operations,
+        set_version_operations(body, artifact_version, deployment_id),
         namespace=metadata["namespace"],
         patch_type=PatchType.JSON,
         field_manager=field_manager,
     )
+    return as_dict(patched)
 
 
 async def _delete(client: AsyncClient, action: Delete, result: SyncResult) -> None:

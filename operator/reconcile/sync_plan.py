@@ -1,24 +1,24 @@
 """What the database → cluster sync does in one pass, decided without I/O (``docs/sync.md``).
 
 :func:`decide` takes what the pass read (the active deployments of the bound environments,
-the MLServes listed in their namespaces, the pairs held by a pending undeploy, the ended
-deployments the MLServes of undeployed pairs reflect) and returns typed actions:
-:class:`Create`, :class:`SetVersion`, :class:`Delete`, :class:`LeaveToMLServe` and
-:class:`Skip`. The caller (:mod:`.sync`) reads, decides, then writes. No clock is read here:
-every time comes in with the rows and the MLServes.
+the MLServes listed in their namespaces, the pairs held by a pending undeploy, the
+deployments that ended or vanished among those the MLServes of undeployed pairs reflect) and
+returns typed actions: :class:`Create`, :class:`SetVersion`, :class:`Delete`,
+:class:`LeaveToMLServe` and :class:`Skip`. The caller (:mod:`.sync`) reads, decides, then
+writes. No clock is read or compared here: an MLServe is judged by the deployment it
+reflects (its annotation) against the pair's active deployment.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from mlserve.operator.render import names
 from mlserve.operator.spec import api
 
-from .identity import Pair, mlserve_is_newer, pair_of, spec_changed_at
+from .identity import Pair, pair_of, reflected_id
 
 __all__ = [
     "Action",
@@ -33,6 +33,7 @@ __all__ = [
     "deployments_to_check",
     "new_mlserve",
     "reflected_deployment_ids",
+    "set_version_operations",
 ]
 
 
@@ -46,8 +47,6 @@ class ActiveRow:
     namespace: str
     deployment_id: int
     artifact_version: str
-    changed_at: datetime
-    """When the database last changed the pair (the deployment's created_at)."""
 
     @property
     def pair(self) -> Pair:
@@ -70,12 +69,13 @@ class Snapshot:
     environments: Mapping[str, str] = field(default_factory=dict)
     """The bound environments: name -> ``env_configs.namespace``."""
     mlserves: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
-    """The MLServes listed, by namespace (a namespace that could not be listed is absent)."""
+    """The MLServes listed, by namespace (a namespace that could not be listed is absent,
+    and nothing is created in it during the pass)."""
     held: Collection[Pair] = frozenset()
     """Pairs whose MLServe was deleted while the database was down (pending undeploys)."""
-    ended: Mapping[int, datetime | None] = field(default_factory=dict)
-    """Deployments that are not ACTIVE: when they ended (None: unknown, or the row is gone).
-    Read for the ids :func:`deployments_to_check` names."""
+    ended: Collection[int] = frozenset()
+    """Deployments that are not ACTIVE any more (ENDED, or the row is gone). Read for the
+    ids :func:`deployments_to_check` names."""
 
 
 @dataclass(frozen=True)
@@ -83,10 +83,13 @@ class Create:
     """No MLServe stands for the pair: create one for its active deployment."""
 
     row: ActiveRow
+    name: str = ""
+    """The MLServe's name: ``<serve>-<environment>``, or with a hash of the pair when an
+    MLServe of another pair has that name (``fraud-model/prod`` and ``fraud/model-prod``)."""
 
     @property
     def ref(self) -> str:
-        return self.row.ref
+        return f"{self.row.namespace}/{self.name or names.mlserve_name(self.row.serve, self.row.environment)}"
 
 
 @dataclass(frozen=True)
@@ -101,23 +104,25 @@ class _OnMLServe:
 
 @dataclass(frozen=True)
 class SetVersion(_OnMLServe):
-    """The database deployed after the MLServe's spec last changed: set spec.artifactVersion
-    and the marker, conditional on the generation read."""
+    """The pair's active deployment is not the one the MLServe reflects: set
+    spec.artifactVersion and the annotation, conditional on the generation read."""
 
     row: ActiveRow
 
 
 @dataclass(frozen=True)
 class Delete(_OnMLServe):
-    """The pair was undeployed after the MLServe's spec last changed: delete the MLServe."""
+    """The pair has no active deployment and the MLServe reflects one that ended (or
+    vanished): delete the MLServe."""
 
     deployment_ids: tuple[int, ...]
-    """The ended deployments it reflects."""
+    """The ended deployment it reflects."""
 
 
 @dataclass(frozen=True)
 class LeaveToMLServe(_OnMLServe):
-    """The MLServe changed after the database did: its own reconcile records a deployment."""
+    """The MLServe reflects the active deployment but asks for another version: a pending
+    request, which its own reconcile records (or finds superseded)."""
 
 
 @dataclass(frozen=True)
@@ -141,26 +146,31 @@ def _ref(body: Mapping[str, Any]) -> str:
 
 
 def reflected_deployment_ids(body: Mapping[str, Any]) -> set[int]:
-    """The deployment ids the MLServe says it reflects (marker annotation, status)."""
-    ids: set[int] = set()
-    annotations = (body.get("metadata") or {}).get("annotations") or {}
-    raw = annotations.get(api.ANNOTATION_DEPLOYMENT_ID)
-    if raw is not None and str(raw).isdigit():
-        ids.add(int(raw))
-    status_id = (body.get("status") or {}).get("deploymentId")
-    if isinstance(status_id, int):
-        ids.add(status_id)
-    return ids
+    """The deployment the MLServe reflects (its annotation), as a set (empty: none)."""
+    reflected = reflected_id(body)
+    return set() if reflected is None else {reflected}
 
 
-def new_mlserve(row: ActiveRow) -> dict[str, Any]:
+def mlserve_name_for(row: ActiveRow, taken: Mapping[str, Pair | None]) -> str:
+    """The name of the MLServe the sync creates for ``row``: ``<serve>-<environment>``, or,
+    when an MLServe of another pair already has that name in the namespace (``taken``: name
+    -> its pair), the same with a short hash of the pair (stable, so found again by labels)."""
+    name = names.mlserve_name(row.serve, row.environment)
+    if name not in taken or taken[name] == row.pair:
+        return name
+    return names.fit_name(
+        f"{row.serve}-{row.environment}", suffix=f"-{names.short_hash(row.serve + '/' + row.environment)}"
+    )
+
+
+def new_mlserve(row: ActiveRow, name: str | None = None) -> dict[str, Any]:
     """The MLServe the sync creates for a pair: labelled, marked, the four spec fields only
     (overrides stay the user's)."""
     return {
         "apiVersion": api.API_VERSION,
         "kind": api.KIND,
         "metadata": {
-            "name": names.mlserve_name(row.serve, row.environment),
+            "name": name or names.mlserve_name(row.serve, row.environment),
             "namespace": row.namespace,
             "labels": {
                 api.LABEL_SERVE: names.label_value(row.serve),
@@ -178,10 +188,36 @@ def new_mlserve(row: ActiveRow) -> dict[str, Any]:
     }
 
 
+def set_version_operations(body: Mapping[str, Any], artifact_version: str, deployment_id: int) -> list[dict[str, Any]]:
+    """The JSON Patch that sets ``spec.artifactVersion`` and the annotation to a deployment,
+    only if the spec is still the one read.
+
+    A ``test`` of ``metadata.generation`` makes the write conditional on the spec alone (the
+    generation moves with spec changes only): a status or label write in between does not
+    refuse it, a spec change does (422), and the writer decides again.
+    """
+    metadata = body["metadata"]
+    marker = str(deployment_id)
+    operations: list[dict[str, Any]] = [
+        {"op": "test", "path": "/metadata/generation", "value": metadata["generation"]},
+        {"op": "add", "path": "/spec/artifactVersion", "value": artifact_version},
+    ]
+    if metadata.get("annotations"):
+        key = api.ANNOTATION_DEPLOYMENT_ID.replace("~", "~0").replace("/", "~1")
+        operations.append({"op": "add", "path": f"/metadata/annotations/{key}", "value": marker})
+    else:
+        operations.append(
+            {"op": "add", "path": "/metadata/annotations", "value": {api.ANNOTATION_DEPLOYMENT_ID: marker}}
+        )
+    return operations
+
+
 @dataclass
 class _Found:
     by_pair: dict[Pair, list[Mapping[str, Any]]] = field(default_factory=dict)
     terminating: set[Pair] = field(default_factory=set)
+    taken: dict[str, dict[str, Pair | None]] = field(default_factory=dict)
+    """namespace -> name -> the pair of the MLServe of that name (every one listed)."""
 
 
 def _found(snapshot: Snapshot) -> _Found:
@@ -192,8 +228,10 @@ def _found(snapshot: Snapshot) -> _Found:
     """
     found = _Found()
     for namespace in sorted(snapshot.mlserves):
+        taken = found.taken.setdefault(namespace, {})
         for body in snapshot.mlserves[namespace]:
             pair = pair_of(body, by_labels=True)
+            taken[str((body.get("metadata") or {}).get("name"))] = pair
             if pair is None or snapshot.environments.get(pair[1]) != namespace:
                 continue
             if (body.get("metadata") or {}).get("deletionTimestamp"):
@@ -219,61 +257,55 @@ def deployments_to_check(snapshot: Snapshot) -> set[int]:
     return {i for bodies in undeployed.values() for body in bodies for i in reflected_deployment_ids(body)}
 
 
-def decide(snapshot: Snapshot, field_manager: str) -> list[Action]:
-    """Every action of one pass: the active pairs in order, then the undeployed ones.
-
-    ``field_manager`` is the sync's own: its writes are not changes of the MLServe.
-    """
+def decide(snapshot: Snapshot) -> list[Action]:
+    """Every action of one pass: the active pairs in order, then the undeployed ones."""
     found = _found(snapshot)
     actions: list[Action] = [Skip(pair, "several active deployments") for pair in sorted(snapshot.duplicates)]
     for row in sorted(snapshot.rows, key=lambda r: r.pair):
-        actions.extend(_for_active(row, snapshot, found, field_manager))
+        actions.extend(_for_active(row, snapshot, found))
     for pair, bodies in sorted(_undeployed(snapshot, found).items()):
-        actions.extend(_for_undeployed(pair, bodies, snapshot.ended, field_manager))
+        actions.extend(_for_undeployed(pair, bodies, snapshot.ended))
     return actions
 
 
-def _for_active(row: ActiveRow, snapshot: Snapshot, found: _Found, field_manager: str) -> Iterable[Action]:
+def _for_active(row: ActiveRow, snapshot: Snapshot, found: _Found) -> Iterable[Action]:
     """A pair with an active deployment: create its MLServe, or bring it in line."""
     if row.pair in snapshot.held:
         # deleted while the database was down: its deployment is only still active because
         # the undeploy could not be written yet
         return [Skip(row.pair, "its undeploy is pending")]
+    if row.namespace not in snapshot.mlserves:
+        # not listed: an MLServe of the pair may be there; creating one could duplicate it
+        return [Skip(row.pair, f"namespace {row.namespace} could not be listed")]
     if row.pair in found.terminating:
         return [Skip(row.pair, "its MLServe is being deleted")]
     bodies = found.by_pair.get(row.pair, [])
     if not bodies:
-        return [Create(row)]
+        taken = found.taken.setdefault(row.namespace, {})
+        name = mlserve_name_for(row, taken)
+        taken[name] = row.pair  # two new pairs of one name in one pass: the second gets the hash
+        return [Create(row, name)]
     if len(bodies) > 1:
         # a Conflict the MLServes' reconcile reports; no side is picked here
         return [Skip(row.pair, f"{len(bodies)} MLServes claim it")]
     body = bodies[0]
-    if row.deployment_id in reflected_deployment_ids(body):
-        return []  # in step, or the MLServe changed since and its reconcile records it
-    if (body.get("spec") or {}).get("artifactVersion") == row.artifact_version:
-        return []  # already asks for that artifact; its reconcile reports the deployment id
-    if mlserve_is_newer(spec_changed_at(body, (field_manager,)), row.changed_at):
-        return [LeaveToMLServe(body)]
-    return [SetVersion(body, row)]
+    if reflected_id(body) != row.deployment_id:
+        return [SetVersion(body, row)]  # the database moved: the MLServe follows it
+    if (body.get("spec") or {}).get("artifactVersion") != row.artifact_version:
+        return [LeaveToMLServe(body)]  # a pending request: its reconcile records it
+    return []  # in step
 
 
-def _for_undeployed(
-    pair: Pair, bodies: Iterable[Mapping[str, Any]], ended: Mapping[int, datetime | None], field_manager: str
-) -> Iterable[Action]:
-    """MLServes of a pair without an active deployment: delete those whose deployment ended
-    after their spec last changed."""
+def _for_undeployed(pair: Pair, bodies: Iterable[Mapping[str, Any]], ended: Collection[int]) -> Iterable[Action]:
+    """MLServes of a pair without an active deployment: delete those that reflect a
+    deployment that ended (or vanished); one that reflects nothing has a request pending."""
     actions: list[Action] = []
     for body in bodies:
-        ids = reflected_deployment_ids(body)
-        if not ids:
+        reflected = reflected_id(body)
+        if reflected is None:
             actions.append(Skip(pair, f"{_ref(body)} reflects no deployment yet"))
-            continue
-        if not all(i in ended for i in ids):
+        elif reflected not in ended:
             actions.append(Skip(pair, f"{_ref(body)} reflects a deployment still active"))
-            continue
-        ended_at = max((t for t in (ended[i] for i in ids) if t is not None), default=None)
-        if ended_at is not None and mlserve_is_newer(spec_changed_at(body, (field_manager,)), ended_at):
-            actions.append(LeaveToMLServe(body))  # re-applied after the undeploy: it wins
-            continue
-        actions.append(Delete(body, tuple(sorted(ids))))
+        else:
+            actions.append(Delete(body, (reflected,)))
     return actions

@@ -3,7 +3,7 @@
 :func:`read_watermark` is the one query of an idle tick; a full pass reads the bound
 environments (:func:`bound_environments`), their active deployments (:func:`active_rows`)
 and whether the deployments the MLServes of undeployed pairs reflect have ended
-(:func:`ended_since`). Nothing here writes, and nothing here talks to the API server.
+(:func:`ended_deployments`). Nothing here writes, and nothing here talks to the API server.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from mlserve.models import (
@@ -22,7 +21,6 @@ from mlserve.models import (
     InvalidConfig,
 )
 from mlserve.operator.spec.namespaces import watches_namespace
-from mlserve.operator.spec.times import as_utc
 
 from .identity import Pair
 from .sync_plan import ActiveRow
@@ -32,7 +30,7 @@ __all__ = [
     "Watermark",
     "active_rows",
     "bound_environments",
-    "ended_since",
+    "ended_deployments",
     "read_watermark",
 ]
 
@@ -142,7 +140,6 @@ async def active_rows(bound: Mapping[int, BoundEnvironment]) -> tuple[list[Activ
             namespace=environment.namespace,
             deployment_id=deployment.pk,
             artifact_version=deployment.artifact.version,
-            changed_at=as_utc(deployment.created_at) if deployment.created_at else datetime.now(UTC),
         )
         by_pair.setdefault(row.pair, []).append(row)
     duplicates = {pair for pair, rows in by_pair.items() if len({r.deployment_id for r in rows}) > 1}
@@ -160,19 +157,10 @@ async def active_rows(bound: Mapping[int, BoundEnvironment]) -> tuple[list[Activ
     return rows, duplicates
 
 
-async def ended_since(deployment_ids: Iterable[int]) -> dict[int, datetime | None]:
-    """For each id that is not ACTIVE (or gone), when it ended (None when unknown or gone)."""
+async def ended_deployments(deployment_ids: Iterable[int]) -> set[int]:
+    """The ids among ``deployment_ids`` that are not ACTIVE any more (ENDED, or the row is gone)."""
     ids = sorted(set(deployment_ids))
     if not ids:
-        return {}
-    rows = await Deployment.filter(id__in=ids).values("id", "status", "ended_at", "created_at")
-    found = {int(r["id"]): r for r in rows}
-    ended: dict[int, datetime | None] = {}
-    for deployment_id in ids:
-        row = found.get(deployment_id)
-        if row is None:
-            ended[deployment_id] = None
-        elif str(row["status"]) != DeploymentStatus.ACTIVE.value:
-            moment = row["ended_at"] or row["created_at"]
-            ended[deployment_id] = as_utc(moment) if moment else None
-    return ended
+        return set()
+    active = await Deployment.filter(id__in=ids, status=DeploymentStatus.ACTIVE).values("id")
+    return set(ids) - {int(row["id"]) for row in active}

@@ -147,6 +147,10 @@ class Reason(StrEnum):
     IN_SYNC = "InSync"
     DEPLOYMENT_RECORDED = "DeploymentRecorded"
     DATABASE_NEWER = "DatabaseNewer"
+    SUPERSEDED = "Superseded"
+    """The MLServe's request lost to a deployment the database recorded first (an Event too)."""
+    ROLLBACK_NOT_HELD = "RollbackNotHeld"
+    """A rollback token on an MLServe that does not hold its pair: answered, not kept."""
     UNDEPLOYED_IN_DATABASE = "UndeployedInDatabase"
 
     # Synced: applying the children (temporary failures are retried).

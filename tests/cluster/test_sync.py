@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 import pytest
 from lightkube import ApiError, AsyncClient, Client, codecs
 from lightkube.models.meta_v1 import ObjectMeta
@@ -30,9 +31,10 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from mlserve.models.db import close_db, init_db
 from mlserve.models.settings import DatabaseSettings
 from mlserve.operator.dev.cluster import ClusterHandle
-from mlserve.operator.reconcile import sync, sync_reads
+from mlserve.operator.reconcile import deploy, sync, sync_reads
 from mlserve.operator.reconcile.events import RecordingEvents
-from mlserve.operator.reconcile.identity import pair_of, spec_changed_at
+from mlserve.operator.reconcile.finalize import finalize
+from mlserve.operator.reconcile.identity import claim_of, pair_of
 from mlserve.operator.reconcile.kube import MLServe, RayCronJob, RayJob, RequestCounter
 from mlserve.operator.reconcile.mlserve import Runtime, reconcile
 from mlserve.operator.reconcile.pending import PendingEnd, PendingUndeploys
@@ -41,7 +43,7 @@ from mlserve.operator.reconcile.sync_plan import ActiveRow, new_mlserve, reflect
 from mlserve.operator.reconcile.sync_reads import read_watermark
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.settings import OperatorSettings
-from mlserve.operator.spec.api import ANNOTATION_DEPLOYMENT_ID
+from mlserve.operator.spec.api import ANNOTATION_DEPLOYMENT_ID, ANNOTATION_ROLLBACK, ANNOTATION_ROLLBACK_HANDLED
 from mlserve.operator.spec.namespaces import watches_namespace
 
 T0 = datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC)
@@ -299,7 +301,6 @@ async def test_active_rows_of_the_bound_environments_only(sqlite_db: DarwinSQL) 
     assert by_env["stage"].artifact_version == "v2"
     assert by_env["stage"].namespace == "ml-stage"
     assert by_env["dev"].serve_type == "api"
-    assert by_env["dev"].changed_at.tzinfo is not None
 
 
 async def test_an_ended_deployment_whose_pointer_stayed_counts_as_undeployed(sqlite_db: DarwinSQL) -> None:
@@ -349,52 +350,10 @@ async def test_two_active_pointers_for_one_pair_are_left_alone(sqlite_db: Darwin
 # --- the pure rules --------------------------------------------------------------------------------
 
 
-def managed(manager: str, time: str, *, spec: bool = True, subresource: str | None = None) -> dict[str, Any]:
-    fields: dict[str, Any] = {"f:metadata": {"f:labels": {}}}
-    if spec:
-        fields["f:spec"] = {"f:artifactVersion": {}}
-    entry: dict[str, Any] = {"manager": manager, "operation": "Update", "time": time, "fieldsV1": fields}
-    if subresource:
-        entry["subresource"] = subresource
-    return entry
-
-
-def test_spec_changed_at_is_the_newest_spec_write() -> None:
-    body = {
-        "metadata": {
-            "creationTimestamp": "2026-01-01T09:00:00Z",
-            "managedFields": [
-                managed("kubectl-client-side-apply", "2026-01-01T10:00:00Z"),
-                managed("kopf", "2026-01-01T12:00:00Z", spec=False),  # annotations only
-                managed("mlserve-operator", "2026-01-01T13:00:00Z", subresource="status"),
-                managed("kubectl-edit", "2026-01-01T11:00:00Z"),
-            ],
-        }
-    }
-    assert spec_changed_at(body) == datetime(2026, 1, 1, 11, tzinfo=UTC)
-
-
-def test_the_syncs_own_writes_are_not_changes_of_the_mlserve() -> None:
-    body = {
-        "metadata": {
-            "creationTimestamp": "2026-01-01T09:00:00Z",
-            "managedFields": [managed("mlserve-operator-sync", "2026-01-01T10:00:00Z")],
-        }
-    }
-    assert spec_changed_at(body, ("mlserve-operator-sync",)) is None, "never newer than the database"
-    body["metadata"]["managedFields"].append(managed("kubectl-edit", "2026-01-01T09:30:00Z"))
-    assert spec_changed_at(body, ("mlserve-operator-sync",)) == datetime(2026, 1, 1, 9, 30, tzinfo=UTC)
-
-
-def test_without_managed_fields_the_creation_time_counts() -> None:
-    body = {"metadata": {"creationTimestamp": "2026-01-01T09:00:00Z"}}
-    assert spec_changed_at(body) == datetime(2026, 1, 1, 9, tzinfo=UTC)
-
-
-def test_reflected_deployments_come_from_the_marker_and_the_status() -> None:
+def test_an_mlserve_reflects_its_annotation_only() -> None:
     assert reflected_deployment_ids({}) == set()
     body = {"metadata": {"annotations": {ANNOTATION_DEPLOYMENT_ID: "7"}}, "status": {"deploymentId": 9}}
-    assert reflected_deployment_ids(body) == {7, 9}
+    assert reflected_deployment_ids(body) == {7}, "status.deploymentId is a report, not an input"
     assert reflected_deployment_ids({"metadata": {"annotations": {ANNOTATION_DEPLOYMENT_ID: "x"}}}) == set()
 
 
@@ -421,7 +380,7 @@ def test_an_mlserve_is_found_by_its_pair_not_its_name(body: dict[str, Any], pair
 
 
 def test_a_new_mlserve_is_named_by_the_rule_and_carries_the_marker() -> None:
-    row = ActiveRow("iris", "api", "dev", "ml-dev", 12, "v3", T0)
+    row = ActiveRow("iris", "api", "dev", "ml-dev", 12, "v3")
     body = new_mlserve(row)
     assert body["metadata"]["name"] == "iris-dev"
     assert body["metadata"]["namespace"] == "ml-dev"
@@ -962,3 +921,340 @@ async def test_pending_undeploys_are_written_through_and_read_back_after_a_resta
 def test_a_pending_undeploy_survives_its_json_round_trip() -> None:
     entry = PendingEnd("iris", "dev", 7, "ns/iris-dev", datetime(2026, 1, 1, 10, 0, 0, 123456, tzinfo=UTC))
     assert PendingEnd.from_json(json.loads(json.dumps(entry.to_json()))) == entry
+
+
+# --- the protocol (docs/sync.md): no clock decides, the database wins when it moved first ----------
+
+
+async def _deployment_count(db: DarwinSQL) -> int:
+    rows = await db.connection.execute_query_dict("SELECT COUNT(*) AS n FROM deployments")
+    return int(rows[0]["n"])
+
+
+async def _apply_by_hand(client: AsyncClient, namespace: str) -> None:
+    """A user's ``kubectl apply`` of a new MLServe: that field manager owns its spec."""
+    body = {
+        "apiVersion": "mlserve.darwin.io/v1alpha1",
+        "kind": "MLServe",
+        "metadata": {"name": "iris-dev", "namespace": namespace},
+        "spec": {"serve": "iris", "environment": "dev", "type": "api", "artifactVersion": "v1"},
+    }
+    await client.create(MLServe.from_dict(body), field_manager="kubectl-client-side-apply")
+
+
+async def _label_only_apply(client: AsyncClient, namespace: str, name: str) -> datetime:
+    """What ``kubectl apply`` of a manifest whose labels alone changed sends: the spec as it
+    was, the labels new. Returns the time the API server recorded for that manager, whose
+    entry owns the spec (it created the MLServe)."""
+    body = (await _mlserves(client, namespace))[name]
+    patched = await client.patch(
+        MLServe,
+        name,
+        {"metadata": {"labels": {"team": "fraud"}}, "spec": {"artifactVersion": body["spec"]["artifactVersion"]}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+        field_manager="kubectl-client-side-apply",
+    )
+    entries = patched.to_dict()["metadata"]["managedFields"]
+    times = [e["time"] for e in entries if e["manager"] == "kubectl-client-side-apply"]
+    return datetime.strptime(times[0], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+async def _settle(client: AsyncClient, namespace: str, state: SyncState) -> dict[str, Any]:
+    """Sync and reconcile a few rounds, as the operator's loop and workers would."""
+    reports: dict[str, Any] = {}
+    for _ in range(3):
+        await sync.sync_once(client, "local", state, force_full=True)
+        reports = await _reconcile_all(client, namespace)
+    return reports
+
+
+def _condition(body: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in body["status"]["conditions"] if c["type"] == type_)
+
+
+async def test_a_deploy_in_the_same_second_as_a_label_only_apply_converges_to_the_database(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str
+) -> None:
+    """Was stuck for good (``DatabaseNewer``): the apply's managedFields time tied with (or,
+    with a clock a second behind, followed) Darwin's deploy, so each side waited on the other."""
+    client, _ = kube
+    ids = await _seed(file_db, {"dev": ("local", namespace)})
+    await _apply_by_hand(client, namespace)
+    state = SyncState()
+    reports = await _settle(client, namespace, state)
+    assert reports["iris-dev"].error is None and await _deployment_count(file_db) == 1
+
+    applied_at = await _label_only_apply(client, namespace, "iris-dev")
+    file_db.clock = applied_at - timedelta(seconds=2)  # Darwin's clock a second behind the API server's
+    second = await file_db.deploy(ids["iris"], ids["dev"], ids["v2"], ids["user"])
+
+    reports = await _settle(client, namespace, state)
+    assert reports["iris-dev"].error is None, reports["iris-dev"].error
+    body = (await _mlserves(client, namespace))["iris-dev"]
+    assert body["spec"]["artifactVersion"] == "v2"
+    assert body["metadata"]["annotations"][ANNOTATION_DEPLOYMENT_ID] == str(second)
+    assert body["status"]["deploymentId"] == second
+    assert _condition(body, "DatabaseSynced")["status"] == "True"
+    assert await _deployment_count(file_db) == 2, "nothing but Darwin's two deploys is recorded"
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [{"replicas": {"min": 2, "max": 2}}, {"paused": True}, {"env": {"LOG_LEVEL": "debug"}}],
+    ids=["replicas", "paused", "env"],
+)
+async def test_editing_other_fields_after_a_darwin_deploy_records_nothing(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str, edit: dict[str, Any]
+) -> None:
+    """Was a silent revert (v2 -> v1 ACTIVE again): a spec edit made after Darwin's deploy of v2,
+    before the sync updated the MLServe, recorded the old artifactVersion as a new deploy."""
+    client, _ = kube
+    ids = await _seed(file_db, {"dev": ("local", namespace)})
+    await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
+    state = SyncState()
+    await _settle(client, namespace, state)
+
+    second = await file_db.deploy(ids["iris"], ids["dev"], ids["v2"], ids["user"])
+    await client.patch(
+        MLServe,
+        "iris-dev",
+        {"spec": edit},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+        field_manager="kubectl-edit",
+    )
+    report = (await _reconcile_all(client, namespace))["iris-dev"]  # before the sync saw the deploy
+    assert report.error is None, report.error
+    assert report.recorded_deployment is None, "an edit of another field recorded a deployment"
+    assert await _deployment_count(file_db) == 2
+    body = (await _mlserves(client, namespace))["iris-dev"]
+    assert body["spec"]["artifactVersion"] == "v2", "the MLServe follows the database's deploy"
+    assert body["metadata"]["annotations"][ANNOTATION_DEPLOYMENT_ID] == str(second)
+    for key, value in edit.items():
+        assert body["spec"][key] == value, "the user's edit is kept"
+    await _settle(client, namespace, state)
+    assert await _deployment_count(file_db) == 2
+
+
+async def test_an_mlserve_of_the_pair_in_another_namespace_blocks_nothing(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str, second_namespace: str
+) -> None:
+    """Was squatting: the oldest MLServe of the pair anywhere held it, so the sync-created one
+    stayed ``PairClaimed`` for good."""
+    client, _ = kube
+    ids = await _seed(file_db, {"dev": ("local", namespace)})
+    squatter = MLServe.from_dict(
+        {
+            "apiVersion": "mlserve.darwin.io/v1alpha1",
+            "kind": "MLServe",
+            "metadata": {"name": "iris-dev", "namespace": second_namespace},
+            "spec": {"serve": "iris", "environment": "dev", "type": "api", "artifactVersion": "v2"},
+        }
+    )
+    await client.create(squatter, field_manager="kubectl-client-side-apply")
+    first = await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
+    assert (await sync.sync_once(client, "local", SyncState())).created == [f"{namespace}/iris-dev"]
+
+    bodies = [*(await _mlserves(client, namespace)).values(), *(await _mlserves(client, second_namespace)).values()]
+    claims = [got[1] for got in map(claim_of, bodies) if got is not None]
+    for body in bodies:
+        report = await reconcile(body, _runtime(client), claims)
+        if body["metadata"]["namespace"] == namespace:
+            assert report.error is None, report.error
+        else:
+            assert report.error is not None and report.error.reason == "WrongNamespace"
+            assert report.recorded_deployment is None
+    real = (await _mlserves(client, namespace))["iris-dev"]
+    assert real["status"]["deploymentId"] == first
+    assert _condition(real, "Conflict")["status"] == "False"
+    assert await _deployment_count(file_db) == 1, "the squatter wrote to the database"
+    assert [d.metadata.name async for d in client.list(K8sDeployment, namespace=second_namespace)] == []
+
+
+async def test_an_undeploy_in_the_same_second_as_an_apply_deletes_the_mlserve(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str
+) -> None:
+    """Was an ENDED serve left running: an apply in the same second as Darwin's undeploy made
+    the MLServe look newer, and its reconcile never recorded it either."""
+    client, _ = kube
+    ids = await _seed(file_db, {"dev": ("local", namespace)})
+    await _apply_by_hand(client, namespace)
+    state = SyncState()
+    reports = await _settle(client, namespace, state)
+    assert reports["iris-dev"].error is None and await _deployment_count(file_db) == 1
+
+    applied_at = await _label_only_apply(client, namespace, "iris-dev")
+    file_db.clock = applied_at - timedelta(seconds=2)
+    await file_db.undeploy(ids["iris"], ids["dev"])
+    report = (await _reconcile_all(client, namespace))["iris-dev"]
+    assert report.recorded_deployment is None
+    body = (await _mlserves(client, namespace))["iris-dev"]
+    assert _condition(body, "DatabaseSynced")["reason"] == "UndeployedInDatabase"
+    result = await sync.sync_once(client, "local", state, force_full=True)
+    assert result.deleted == [f"{namespace}/iris-dev"]
+    assert await _deployment_count(file_db) == 1
+    assert (await file_db.connection.execute_query_dict("SELECT COUNT(*) AS n FROM active_deployments"))[0]["n"] == 0
+
+
+class _ListFails:
+    """An API client whose list of MLServes in one namespace fails (RBAC, a timeout)."""
+
+    def __init__(self, client: AsyncClient, namespace: str) -> None:
+        self._client, self._namespace = client, namespace
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def list(self, resource: Any, *, namespace: str | None = None, **kw: Any) -> Any:
+        if namespace == self._namespace:
+            request = httpx.Request("GET", f"https://api/namespaces/{namespace}/mlserves")
+            status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 503}
+            raise ApiError(request=request, response=httpx.Response(503, json={**status, "message": "unavailable"}))
+        return self._client.list(resource, namespace=namespace, **kw)
+
+
+async def test_a_namespace_that_could_not_be_listed_is_skipped_for_the_pass(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str, second_namespace: str
+) -> None:
+    """Was duplicates: a failed list looked like "no MLServe there", so the sync created
+    ``<serve>-<env>`` next to the MLServe that already stood for the pair."""
+    client, _ = kube
+    ids = await _seed(file_db, {"dev": ("local", namespace), "prod": ("local", second_namespace)})
+    for env in ("dev", "prod"):
+        await file_db.deploy(ids["iris"], ids[env], ids["v1"], ids["user"])
+    state = SyncState()
+    result = await sync.sync_once(_ListFails(client, second_namespace), "local", state)  # type: ignore[arg-type]
+    assert result.created == [f"{namespace}/iris-dev"]
+    assert any(second_namespace in failure for failure in result.failed)
+    assert await _mlserves(client, second_namespace) == {}, "created in a namespace it could not list"
+    result = await sync.sync_once(client, "local", state)  # the list works again: the pass is repeated
+    assert result.created == [f"{second_namespace}/iris-prod"]
+
+
+async def test_an_invalid_mlserve_deleted_while_the_database_is_down_is_not_resurrected(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was resurrection: the finalizer skipped the pending end when the phase was Invalid (or
+    Conflict), so the sync re-created the MLServe a user had deleted."""
+    client, _ = kube
+    ids = await _seed(file_db, {"dev": ("local", namespace)})
+    deployment = await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
+    state = SyncState()
+    await _settle(client, namespace, state)
+    body = (await _mlserves(client, namespace))["iris-dev"]
+    body["status"]["phase"] = "Invalid"  # e.g. an artifact version that does not exist, applied last
+
+    async def database_down(*args: Any, **kwargs: Any) -> bool:
+        raise ConnectionError("database down")
+
+    runtime = _runtime(client)
+    monkeypatch.setattr(deploy, "owns_pair", database_down)
+    result = await finalize(body, runtime, [], waited=runtime.settings.deletion_db_timeout)
+    monkeypatch.undo()
+    assert result.done and result.pending, result.message
+    await client.delete(MLServe, "iris-dev", namespace=namespace)
+
+    passed = await sync.sync_once(client, "local", state, force_full=True, pending=runtime.pending)
+    assert passed.created == [], "re-created the MLServe a user deleted"
+    assert passed.pending_written == [("iris", "dev")]
+    rows = await file_db.connection.execute_query_dict("SELECT id, status FROM deployments")
+    assert [(r["id"], r["status"]) for r in rows] == [(deployment, "ENDED")]
+    assert (await sync.sync_once(client, "local", state, force_full=True, pending=runtime.pending)).created == []
+
+
+async def test_a_request_the_database_moved_past_is_superseded_and_said_so(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str
+) -> None:
+    """Compare-and-swap: Darwin deployed v2 before the MLServe's request for v3 was recorded.
+    The database wins; the MLServe follows it, and an Event and the condition say so."""
+    client, _ = kube
+    ids = await _seed(file_db, {"dev": ("local", namespace)})
+    await file_db.artifact(ids["iris"], "v3", ids["user"])
+    await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
+    state = SyncState()
+    await _settle(client, namespace, state)
+
+    second = await file_db.deploy(ids["iris"], ids["dev"], ids["v2"], ids["user"])
+    await client.patch(
+        MLServe,
+        "iris-dev",
+        {"spec": {"artifactVersion": "v3"}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+        field_manager="kubectl-client-side-apply",
+    )
+    runtime = _runtime(client)
+    body = (await _mlserves(client, namespace))["iris-dev"]
+    report = await reconcile(body, runtime)
+    assert report.error is None and report.recorded_deployment is None
+    assert [(e.type, e.reason) for e in runtime.events.events if e.reason == "Superseded"] == [
+        ("Warning", "Superseded")
+    ]  # type: ignore[attr-defined]
+    for _ in range(2):  # the next reconciles keep the condition until the next request
+        body = (await _mlserves(client, namespace))["iris-dev"]
+        assert body["spec"]["artifactVersion"] == "v2"
+        assert body["metadata"]["annotations"][ANNOTATION_DEPLOYMENT_ID] == str(second)
+        synced = _condition(body, "DatabaseSynced")
+        assert synced["reason"] == "Superseded" and f"deployment {second}" in synced["message"], synced
+        await reconcile(body, _runtime(client))
+    assert await _deployment_count(file_db) == 2, "only Darwin's two deploys"
+    assert (await sync.sync_once(client, "local", state, force_full=True)).writes == 0
+
+    # asked again, now against the deployment it reflects: recorded
+    await client.patch(
+        MLServe, "iris-dev", {"spec": {"artifactVersion": "v3"}}, namespace=namespace, patch_type=PatchType.MERGE
+    )
+    report = (await _reconcile_all(client, namespace))["iris-dev"]
+    assert report.recorded_deployment is not None
+    body = (await _mlserves(client, namespace))["iris-dev"]
+    assert _condition(body, "DatabaseSynced")["reason"] == "DeploymentRecorded"
+
+
+async def test_a_rollback_token_on_an_mlserve_that_does_not_hold_its_pair_is_answered(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str, second_namespace: str
+) -> None:
+    client, _ = kube
+    await _seed(file_db, {"dev": ("local", namespace)})
+    elsewhere = MLServe.from_dict(
+        {
+            "apiVersion": "mlserve.darwin.io/v1alpha1",
+            "kind": "MLServe",
+            "metadata": {"name": "iris-dev", "namespace": second_namespace, "annotations": {ANNOTATION_ROLLBACK: "t1"}},
+            "spec": {"serve": "iris", "environment": "dev", "type": "api", "artifactVersion": "v1"},
+        }
+    )
+    await client.create(elsewhere, field_manager="kubectl-client-side-apply")
+    runtime = _runtime(client)
+    report = await reconcile((await _mlserves(client, second_namespace))["iris-dev"], runtime)
+    assert report.error is not None and report.error.reason == "WrongNamespace"
+    body = (await _mlserves(client, second_namespace))["iris-dev"]
+    assert body["metadata"]["annotations"][ANNOTATION_ROLLBACK_HANDLED] == "t1", "kept for later"
+    assert "RollbackNotHeld" in [e.reason for e in runtime.events.events]  # type: ignore[attr-defined]
+    assert await _deployment_count(file_db) == 0
+
+
+async def test_a_name_another_pair_has_is_not_fought_over(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str
+) -> None:
+    """``fraud-model``/``prod`` and ``fraud``/``model-prod`` share ``fraud-model-prod``: the second
+    pair's MLServe was refused (409) on every tick; now it gets the name with a hash of its pair."""
+    client, _ = kube
+    db = file_db
+    user = await db.user()
+    prod = await db.environment("prod", "local", namespace)
+    model_prod = await db.environment("model-prod", "local", namespace)
+    fraud_model = await db.serve("fraud-model", user)
+    fraud = await db.serve("fraud", user)
+    await db.deploy(fraud_model, prod, await db.artifact(fraud_model, "v1", user), user)
+    state = SyncState()
+    assert (await sync.sync_once(client, "local", state)).created == [f"{namespace}/fraud-model-prod"]
+    await db.deploy(fraud, model_prod, await db.artifact(fraud, "v1", user), user)
+    result = await sync.sync_once(client, "local", state)
+    assert result.failed == []
+    (created,) = result.created
+    assert created.startswith(f"{namespace}/fraud-model-prod-")
+    body = (await _mlserves(client, namespace))[created.split("/")[1]]
+    assert (body["spec"]["serve"], body["spec"]["environment"]) == ("fraud", "model-prod")
+    again = await sync.sync_once(client, "local", state, force_full=True)
+    assert again.writes == 0 and again.failed == []

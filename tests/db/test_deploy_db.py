@@ -5,8 +5,6 @@ Runs on SQLite (always) and on MariaDB (``-m mariadb``, the server the suite sta
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 from mlserve_testing import darwin
 
@@ -57,19 +55,60 @@ async def test_invalid_env_configs_are_reported_not_raised(darwin_db: None) -> N
     assert "namespace" in caught.value.message
 
 
+async def _sync(version: str = "v1", *, reflects: int | None, paused: bool = False) -> deploy.DeployOutcome:
+    return await deploy.sync_deployment(
+        await _resolve(version=version), reflects=reflects, paused=paused, deploy_user="admin"
+    )
+
+
+async def _darwin_deploy(seed: darwin.Seed, version: str) -> int:
+    """A deploy Darwin writes (plain SQL, not the operator's code): the new ACTIVE row, the old
+    one ENDED, the pointer moved."""
+    now = darwin._now()
+    pointers = await darwin.active_rows(seed.serve, seed.environment)
+    new = await darwin.insert(
+        "deployments",
+        serve_id=seed.serve,
+        artifact_id=seed.artifacts[version],
+        environment_id=seed.environment,
+        created_by_id=seed.user,
+        created_at=now,
+        status="ACTIVE",
+    )
+    if pointers:
+        old = int(pointers[0]["deployment_id"])
+        await darwin.query("UPDATE deployments SET status = 'ENDED', ended_at = ? WHERE id = ?", now, old)
+        await darwin.query(
+            "UPDATE active_deployments SET deployment_id = ?, previous_deployment_id = ?, updated_at = ? "
+            "WHERE serve_id = ? AND environment_id = ?",
+            new,
+            old,
+            now,
+            seed.serve,
+            seed.environment,
+        )
+    else:
+        await darwin.insert(
+            "active_deployments",
+            deployment_id=new,
+            environment_id=seed.environment,
+            serve_id=seed.serve,
+            created_at=now,
+            updated_at=now,
+        )
+    return new
+
+
 async def test_first_deploy_then_new_version_replaces_the_old(darwin_db: None) -> None:
     seed = await darwin.seed_api_serve("fraud", "prod", NS)
-    now = datetime.now(UTC) + timedelta(seconds=1)
 
-    first = await deploy.sync_deployment(await _resolve(), spec_changed_at=now, spec_changed=True, deploy_user="admin")
+    first = await _sync(reflects=None)
     assert first.state == "recorded" and first.active is not None
 
-    again = await deploy.sync_deployment(await _resolve(), spec_changed_at=now, spec_changed=True, deploy_user="admin")
+    again = await _sync(reflects=first.active.pk)
     assert again.state == "in_sync" and again.active is not None and again.active.pk == first.active.pk
 
-    second = await deploy.sync_deployment(
-        await _resolve(version="v2"), spec_changed_at=now + timedelta(seconds=5), spec_changed=True, deploy_user="admin"
-    )
+    second = await _sync("v2", reflects=first.active.pk)
     assert second.state == "recorded" and second.previous_id == first.active.pk
     rows = await darwin.deployments(seed.serve, seed.environment)
     assert [r["status"] for r in rows] == ["ENDED", "ACTIVE"]
@@ -79,56 +118,61 @@ async def test_first_deploy_then_new_version_replaces_the_old(darwin_db: None) -
     ]
 
 
-async def test_a_database_deploy_after_the_mlserve_changed_is_not_reverted(darwin_db: None) -> None:
-    seed = await darwin.seed_api_serve("fraud", "prod", NS)
-    long_ago = datetime.now(UTC) - timedelta(hours=1)
-    await darwin.insert(
-        "deployments",
-        serve_id=seed.serve,
-        artifact_id=seed.artifacts["v2"],
-        environment_id=seed.environment,
-        created_by_id=seed.user,
-        status="ACTIVE",
-        created_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),
-    )
-    rows = await darwin.deployments(seed.serve, seed.environment)
-    await darwin.insert(
-        "active_deployments",
-        deployment_id=rows[0]["id"],
-        environment_id=seed.environment,
-        serve_id=seed.serve,
-        created_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),
-        updated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),
-    )
-    # The MLServe still asks for v1, written an hour before the database's deploy of v2.
-    outcome = await deploy.sync_deployment(
-        await _resolve(version="v1"), spec_changed_at=long_ago, spec_changed=True, deploy_user="admin"
-    )
-    assert outcome.state == "db_newer"
+async def test_a_request_the_database_moved_past_is_superseded_not_recorded(darwin_db: None) -> None:
+    """Compare-and-swap: the MLServe reflects deployment 1 and asks for v3; Darwin deployed v2
+    first. Nothing is written and the outcome names the deployment that won, whatever the times."""
+    seed = await darwin.seed_api_serve("fraud", "prod", NS, versions=("v1", "v2", "v3"))
+    first = await _sync(reflects=None)
+    assert first.active is not None
+    darwin_id = await _darwin_deploy(seed, "v2")
+    outcome = await _sync("v3", reflects=first.active.pk)
+    assert outcome.state == "superseded" and outcome.moved
+    assert outcome.active is not None and outcome.active.pk == darwin_id
     assert outcome.active_artifact is not None and outcome.active_artifact.version == "v2"
+    assert "superseded by deployment" in outcome.message
+    assert len(await darwin.deployments(seed.serve, seed.environment)) == 2
+    # Asking for nothing new (still the reflected v1): the MLServe just follows.
+    followed = await _sync("v1", reflects=first.active.pk)
+    assert followed.state == "followed" and followed.active is not None and followed.active.pk == darwin_id
+
+
+async def test_an_mlserve_that_reflects_nothing_does_not_replace_a_database_deploy(darwin_db: None) -> None:
+    seed = await darwin.seed_api_serve("fraud", "prod", NS)
+    darwin_id = await _darwin_deploy(seed, "v2")
+    # A fresh MLServe (no annotation) asks for v1: the pair already has a deployment.
+    outcome = await _sync("v1", reflects=None)
+    assert outcome.state == "superseded" and outcome.active is not None and outcome.active.pk == darwin_id
     assert len(await darwin.deployments(seed.serve, seed.environment)) == 1
+    adopted = await _sync("v2", reflects=None)
+    assert adopted.state == "in_sync" and adopted.active is not None and adopted.active.pk == darwin_id
+
+
+async def test_a_paused_mlserve_records_nothing(darwin_db: None) -> None:
+    seed = await darwin.seed_api_serve("fraud", "prod", NS)
+    first = await _sync(reflects=None)
+    assert first.active is not None
+    outcome = await _sync("v2", reflects=first.active.pk, paused=True)
+    assert outcome.state == "paused" and outcome.active is not None and outcome.active.pk == first.active.pk
+    assert len(await darwin.deployments(seed.serve, seed.environment)) == 1
+    assert (await _sync("v2", reflects=first.active.pk)).state == "recorded"
 
 
 async def test_an_undeploy_in_the_database_is_not_redeployed(darwin_db: None) -> None:
     seed = await darwin.seed_api_serve("fraud", "prod", NS)
-    t0 = datetime.now(UTC) + timedelta(seconds=1)
-    first = await deploy.sync_deployment(await _resolve(), spec_changed_at=t0, spec_changed=True, deploy_user="admin")
+    first = await _sync(reflects=None)
     assert first.active is not None
     assert await deploy.end_deployment("fraud", "prod") == first.active.pk
-    outcome = await deploy.sync_deployment(
-        await _resolve(), spec_changed_at=t0 - timedelta(minutes=5), spec_changed=True, deploy_user="admin"
-    )
-    assert outcome.state == "undeployed"
+    for version in ("v1", "v2"):  # as it was, or with a request pending: the undeploy wins
+        outcome = await _sync(version, reflects=first.active.pk)
+        assert outcome.state == "undeployed"
     assert [r["status"] for r in await darwin.deployments(seed.serve, seed.environment)] == ["ENDED"]
 
 
 async def test_end_deployment_is_idempotent_and_spares_newer_deploys(darwin_db: None) -> None:
     seed = await darwin.seed_api_serve("fraud", "prod", NS)
-    t0 = datetime.now(UTC) + timedelta(seconds=1)
-    first = await deploy.sync_deployment(await _resolve(), spec_changed_at=t0, spec_changed=True, deploy_user="admin")
-    second = await deploy.sync_deployment(
-        await _resolve(version="v2"), spec_changed_at=t0 + timedelta(seconds=2), spec_changed=True, deploy_user="admin"
-    )
+    first = await _sync(reflects=None)
+    assert first.active is not None
+    second = await _sync("v2", reflects=first.active.pk)
     assert first.active and second.active
     # A pending end for the first deployment must not end the second.
     assert await deploy.end_deployment("fraud", "prod", first.active.pk) is None
@@ -139,11 +183,9 @@ async def test_end_deployment_is_idempotent_and_spares_newer_deploys(darwin_db: 
 
 async def test_rollback_in_database_is_a_new_deployment(darwin_db: None) -> None:
     seed = await darwin.seed_api_serve("fraud", "prod", NS)
-    t0 = datetime.now(UTC) + timedelta(seconds=1)
-    v1 = await deploy.sync_deployment(await _resolve(), spec_changed_at=t0, spec_changed=True, deploy_user="admin")
-    v2 = await deploy.sync_deployment(
-        await _resolve(version="v2"), spec_changed_at=t0 + timedelta(seconds=2), spec_changed=True, deploy_user="admin"
-    )
+    v1 = await _sync(reflects=None)
+    assert v1.active is not None
+    v2 = await _sync("v2", reflects=v1.active.pk)
     new, rolled_from, artifact = await rollback.rollback_in_database("fraud", "prod", "admin")
     assert artifact.version == "v1" and rolled_from.pk == v2.active.pk  # type: ignore[union-attr]
     assert new.pk not in (v1.active.pk, v2.active.pk)  # type: ignore[union-attr]

@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 from lightkube import Client
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.core_v1 import Namespace
 from mlserve_testing import darwin
 from mlserve_testing.mlserves import apply, children, get, gone, mlserve, unique, wait_condition
 from mlserve_testing.operator import OperatorProcess
@@ -132,6 +134,33 @@ async def test_a_kubectl_apply_is_not_undone_by_the_sync(
     wait_for(lambda: (datetime.now(UTC) - first_seen).total_seconds() > 6 or None, timeout=10, what="three sync ticks")
     assert get(kube_client, name, namespace)["spec"]["artifactVersion"] == "v2"
     assert len(await darwin.deployments(seed.serve, seed.environment)) == 2
+
+
+async def test_an_mlserve_of_the_pair_in_another_namespace_does_not_block_the_syncs(
+    operator_db: OperatorProcess, kube_client: Client, namespace: str
+) -> None:
+    """Squatting, as a new user met it: an MLServe for the pair left in a scratch namespace
+    (older, so it won the claim anywhere) kept the one the sync created ``PairClaimed``."""
+    serve, env = unique("churn"), unique("dev")
+    scratch = f"{namespace[:50]}-scratch"
+    kube_client.create(Namespace(metadata=ObjectMeta(name=scratch)))
+    try:
+        seed = await darwin.seed_api_serve(serve, env, namespace, min_replicas=1, max_replicas=1)
+        apply(kube_client, mlserve(serve, scratch, env, "v2"))
+        wait_condition(kube_client, serve, scratch, "ArtifactResolved", "False", reason="WrongNamespace")
+        first = await _deploy(seed, "v1")
+        name = names.mlserve_name(serve, env)
+        body = wait_condition(kube_client, name, namespace, "Ready", timeout=90)
+        assert body["status"]["deploymentId"] == first
+        rows = await darwin.deployments(seed.serve, seed.environment)
+        assert [(r["artifact_id"], r["status"]) for r in rows] == [(seed.artifacts["v1"], "ACTIVE")]
+        assert children(kube_client, scratch) == {}
+        kube_client.delete(MLServe, serve, namespace=scratch)
+        wait_for(lambda: gone(kube_client, MLServe, serve, scratch), timeout=60, what="the scratch MLServe deleted")
+        rows = await darwin.deployments(seed.serve, seed.environment)
+        assert [r["status"] for r in rows] == ["ACTIVE"], "deleting the squatter undeployed the pair"
+    finally:
+        kube_client.delete(Namespace, scratch)
 
 
 async def test_a_scheduled_workflow_gets_its_rayjob_at_the_cron_time(

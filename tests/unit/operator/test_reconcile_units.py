@@ -11,10 +11,10 @@ import pytest
 from mlserve.models import ServeType
 from mlserve.operator.reconcile import kube
 from mlserve.operator.reconcile.apply import Owner, stamp
-from mlserve.operator.reconcile.deploy import as_unavailable, mlserve_is_newer
+from mlserve.operator.reconcile.deploy import as_unavailable
 from mlserve.operator.reconcile.diff import matches, mismatches
 from mlserve.operator.reconcile.errors import ClaimConflict, InvalidInput, TemporaryFailure
-from mlserve.operator.reconcile.identity import Claim, holder, spec_changed_at
+from mlserve.operator.reconcile.identity import Claim, holder, reflected_id, rivals
 from mlserve.operator.reconcile.observe import workload_of as _workload
 from mlserve.operator.reconcile.rollback import pending_rollback, rollback_patch
 from mlserve.operator.reconcile.status import Observation, Workload, compute_status, status_patch
@@ -198,12 +198,13 @@ def test_a_paused_mlserve_is_paused_and_not_synced() -> None:
     assert _cond(status, "Ready")["status"] == "True"  # the pods still serve
 
 
-def test_a_newer_database_deployment_is_said_in_the_ready_message() -> None:
-    status = compute_status(None, _ready_obs(db_state="db_newer", db_message="deployment 8 is newer"), NOW)
+def test_a_superseded_request_is_said_in_the_ready_message() -> None:
+    obs = _ready_obs(db_state="superseded", db_message="superseded by deployment 8")
+    status = compute_status(None, obs, NOW)
     assert status["phase"] == "Ready"
-    assert status["message"] == "2/2 pods ready; deployment 8 is newer" == _cond(status, "Ready")["message"]
+    assert status["message"] == "2/2 pods ready; superseded by deployment 8" == _cond(status, "Ready")["message"]
     synced = _cond(status, "DatabaseSynced")
-    assert (synced["status"], synced["reason"]) == ("False", "DatabaseNewer")
+    assert (synced["status"], synced["reason"]) == ("True", "Superseded"), "in step with the database that won"
 
 
 def test_undeployed_in_the_database_drops_what_it_no_longer_knows() -> None:
@@ -231,35 +232,20 @@ def test_holder_is_the_oldest_claim() -> None:
     assert holder([a, b, c]) == c
 
 
-def _with_fields(*entries: tuple[str, str, bool]) -> dict:
-    return {
-        "metadata": {
-            "creationTimestamp": "2026-01-01T00:00:00Z",
-            "managedFields": [
-                {"manager": m, "time": t, "fieldsV1": {"f:spec": {}} if spec else {"f:metadata": {}}}
-                for m, t, spec in entries
-            ],
-        }
-    }
+def test_an_mlserve_reflects_the_deployment_of_its_annotation_only() -> None:
+    annotated = {"metadata": {"annotations": {api.ANNOTATION_DEPLOYMENT_ID: "7"}}, "status": {"deploymentId": 9}}
+    assert reflected_id(annotated) == 7, "status.deploymentId is a report, not an input"
+    assert reflected_id({"status": {"deploymentId": 9}}) is None
+    assert reflected_id({"metadata": {"annotations": {api.ANNOTATION_DEPLOYMENT_ID: "x"}}}) is None
 
 
-def test_spec_changed_at_ignores_the_sync_and_metadata_writes() -> None:
-    body = _with_fields(
-        ("kubectl", "2026-01-01T00:00:05Z", True),
-        ("mlserve-operator-sync", "2026-01-01T00:09:00Z", True),
-        ("someone", "2026-01-01T00:10:00Z", False),
-    )
-    assert spec_changed_at(body, ("mlserve-operator-sync",)) == datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC)
-    only_sync = _with_fields(("mlserve-operator-sync", "2026-01-01T00:09:00Z", True))
-    assert spec_changed_at(only_sync, ("mlserve-operator-sync",)) is None
-
-
-def test_last_writer_wins_to_the_second() -> None:
-    db = datetime(2026, 1, 1, 0, 0, 5, 700000, tzinfo=UTC)
-    assert mlserve_is_newer(datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC), db)  # same second: MLServe
-    assert not mlserve_is_newer(datetime(2026, 1, 1, 0, 0, 4, tzinfo=UTC), db)
-    assert not mlserve_is_newer(None, db)
-    assert mlserve_is_newer(None, None)
+def test_rivals_in_other_namespaces_never_count() -> None:
+    mine = Claim("2026-01-01T00:00:05Z", "ml-prod", "iris-prod", "u-mine")
+    squatter = Claim("2026-01-01T00:00:00Z", "scratch", "iris-prod", "u-old")
+    younger = Claim("2026-01-01T00:00:09Z", "ml-prod", "iris-copy", "u-young")
+    older = Claim("2026-01-01T00:00:01Z", "ml-prod", "iris-first", "u-first")
+    assert holder([*rivals([squatter, younger, mine], mine), mine]) == mine
+    assert holder([*rivals([squatter, older, mine], mine), mine]) == older
 
 
 def test_rollback_token_is_handled_once() -> None:
