@@ -42,7 +42,9 @@ _WATERMARK_SQL = (
     "SELECT"
     " (SELECT COUNT(*) FROM active_deployments) AS active_count,"
     " (SELECT MAX(id) FROM active_deployments) AS active_max_id,"
+    " (SELECT COALESCE(SUM(deployment_id), 0) FROM active_deployments) AS active_sum,"
     " (SELECT MAX(updated_at) FROM active_deployments) AS active_updated,"
+    " (SELECT COUNT(*) FROM deployments WHERE status = 'ACTIVE') AS deployments_active,"
     " (SELECT MAX(ended_at) FROM deployments) AS deployments_ended,"
     " (SELECT MAX(updated_at) FROM environments) AS environments_updated"
 )
@@ -50,11 +52,22 @@ _WATERMARK_SQL = (
 
 @dataclass(frozen=True)
 class Watermark:
-    """Aggregates that move whenever a deploy, an undeploy or an environment changes."""
+    """Aggregates that move whenever a deploy, an undeploy or an environment changes.
+
+    No clock is needed to see a deploy or an undeploy: a pointer created or deleted changes
+    the count, a pointer moved (to a newer deployment, or back to an older one) changes the sum
+    of the deployments it points at, and a deployment ended without its pointer changes the
+    count of ACTIVE rows; a row written with an older timestamp (another writer's skewed clock,
+    a replayed script) is seen as soon as it commits. The times are kept for what has no such
+    count: an edit of an environment's configuration (and a full pass runs every
+    MLSERVE_FULL_RESYNC_INTERVAL whatever the watermark says).
+    """
 
     active_count: int
     active_max_id: int | None
+    active_sum: int
     active_updated: str | None
+    deployments_active: int
     deployments_ended: str | None
     environments_updated: str | None
 
@@ -72,7 +85,9 @@ async def read_watermark() -> Watermark:
     return Watermark(
         active_count=int(row["active_count"] or 0),
         active_max_id=None if row["active_max_id"] is None else int(row["active_max_id"]),
+        active_sum=int(row["active_sum"] or 0),
         active_updated=_text(row["active_updated"]),
+        deployments_active=int(row["deployments_active"] or 0),
         deployments_ended=_text(row["deployments_ended"]),
         environments_updated=_text(row["environments_updated"]),
     )

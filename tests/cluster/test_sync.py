@@ -215,6 +215,32 @@ async def test_watermark_moves_on_deploy_redeploy_undeploy_and_environment_chang
     assert await read_watermark() == seen[-1], "an idle database keeps its watermark"
 
 
+async def test_watermark_moves_on_writes_stamped_with_an_older_clock(sqlite_db: DarwinSQL) -> None:
+    """No clock decides: a pointer moved back, or a deployment ended, by a writer whose clock is
+    behind (every timestamp older than the ones already there) still moves the watermark."""
+    db = sqlite_db
+    user = await db.user()
+    env = await db.environment("dev", "local", "ml-dev")
+    serve = await db.serve("iris", user)
+    v1 = await db.artifact(serve, "v1", user)
+    v2 = await db.artifact(serve, "v2", user)
+    first = await db.deploy(serve, env, v1, user)
+    second = await db.deploy(serve, env, v2, user)
+    seen = [await read_watermark()]
+
+    past = "2000-01-01 00:00:00"
+    await db.execute("UPDATE deployments SET status = 'ENDED', ended_at = ? WHERE id = ?", past, second)
+    await db.execute("UPDATE deployments SET status = 'ACTIVE', ended_at = NULL WHERE id = ?", first)
+    await db.execute(
+        "UPDATE active_deployments SET deployment_id = ?, updated_at = ? WHERE deployment_id = ?", first, past, second
+    )
+    seen.append(await read_watermark())  # a rollback by pointer, stamped in the past
+    await db.execute("UPDATE deployments SET status = 'ENDED', ended_at = ? WHERE id = ?", past, first)
+    seen.append(await read_watermark())  # ended, pointer left in place, stamped in the past
+
+    assert len(set(seen)) == len(seen), seen
+
+
 async def test_an_idle_tick_is_one_query_and_no_api_call(sqlite_db: DarwinSQL, monkeypatch: pytest.MonkeyPatch) -> None:
     db = sqlite_db
     user = await db.user()
