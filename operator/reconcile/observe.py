@@ -54,7 +54,6 @@ class Observation:
     artifact_version: str | None = None
     image: str | None = None
     last_deployed_at: datetime | None = None
-    spec_changed_at: datetime | None = None
     hosts: tuple[str, ...] | None = None
     children: list[dict[str, str]] | None = None
     applied: bool = False

@@ -130,7 +130,6 @@ _CARRIED_OVER = (
     "readyReplicas",
     "hosts",
     "lastDeployedAt",
-    "specChangedAt",
     "children",
     "schedule",
     "lastScheduledTime",
@@ -292,7 +291,6 @@ def _deployment_fields(obs: Observation) -> list[tuple[str, Any]]:
         ("artifactVersion", obs.artifact_version),
         ("image", obs.image),
         ("lastDeployedAt", _time(obs.last_deployed_at)),
-        ("specChangedAt", _time(obs.spec_changed_at)),
     ]
     if obs.hosts is not None:
         fields.append(("hosts", list(obs.hosts) or None))

@@ -146,7 +146,6 @@ class Reason(StrEnum):
     DATABASE_UNAVAILABLE = "DatabaseUnavailable"
     IN_SYNC = "InSync"
     DEPLOYMENT_RECORDED = "DeploymentRecorded"
-    DATABASE_NEWER = "DatabaseNewer"
     SUPERSEDED = "Superseded"
     """The MLServe's request lost to a deployment the database recorded first (an Event too)."""
     ROLLBACK_NOT_HELD = "RollbackNotHeld"

@@ -29,7 +29,7 @@ SCHEMA = VERSION["schema"]["openAPIV3Schema"]
 STATUS_FIELDS = {
     "observedGeneration", "phase", "message", "conditions", "deploymentId", "previousDeploymentId",
     "artifactVersion", "image", "replicas", "readyReplicas", "ready", "serve", "hosts",
-    "lastDeployedAt", "specChangedAt", "schedule", "lastScheduledTime", "nextScheduledTime",
+    "lastDeployedAt", "schedule", "lastScheduledTime", "nextScheduledTime",
     "activeRayJob", "lastRunStatus", "children",
 }  # fmt: skip
 _ALLOWED_KEYS = {
