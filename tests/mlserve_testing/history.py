@@ -736,6 +736,12 @@ class Schedule:
         pointers = await self._pointer_rows()
         mlserves = await self._mlserves((self.namespace,))
         artifacts = {i: v for p in self.pairs for v, i in p.versions.items()}
+        for body in await self._mlserves():
+            if body["metadata"].get("deletionTimestamp"):
+                self._violate(
+                    "stuck-deleting",
+                    f"{body['metadata']['namespace']}/{body['metadata']['name']} still has its finalizer",
+                )
         for pair in self.pairs:
             mine = [
                 r
@@ -757,10 +763,13 @@ class Schedule:
                 self._violate("pointer-mismatch", f"{pair.serve}: pointer to {pointed}, ACTIVE {active}")
             held = [b for b in mlserves if pair_of(b) == pair.key]
             if not ptrs:
-                if held:
+                # A paused MLServe's request waits for its user (it records nothing): not checked.
+                running = [b for b in held if not (b.get("spec") or {}).get("paused")]
+                if running:
                     self._violate(
                         "undeployed-still-served",
-                        f"{pair.serve}: no active deployment, MLServes {[b['metadata']['name'] for b in held]}",
+                        f"{pair.serve}: no active deployment, MLServes {[b['metadata']['name'] for b in running]} "
+                        f"(annotation {[(b['metadata'].get('annotations') or {}).get(api.ANNOTATION_DEPLOYMENT_ID) for b in running]})",
                     )
                 continue
             active_row = next((r for r in mine if int(r["id"]) == int(ptrs[0]["deployment_id"])), None)
