@@ -84,7 +84,7 @@ async def _run(clients: Clients, seeds: list[tuple[int, int]]) -> list[ScheduleR
     )
     errors = sum(len(r.operator_errors) for r in results)
     if errors:
-        print(f"history: {errors} exceptions escaped the operator's functions (listed with their schedules)")
+        print(f"history: {errors} steps raised (listed with their schedules)")
     for result in results if VERBOSE else failed:
         print(result.replay())
     return results

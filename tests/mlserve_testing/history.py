@@ -45,7 +45,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment as K8sDeployment
 from lightkube.resources.core_v1 import Namespace
 from lightkube.types import PatchType
-from tortoise import Tortoise
+from tortoise import Tortoise, connections
 from tortoise.transactions import in_transaction
 
 from mlserve.models.db import close_db, init_db
@@ -236,7 +236,7 @@ class Schedule:
             db_timeout=10.0,
             deletion_db_timeout=30.0,
         )
-        await self.restart(reason="start")
+        await self.restart()
 
     async def teardown(self) -> None:
         """Undeploy what is left (Darwin-style) and let the namespaces go: finalizers removed."""
@@ -253,7 +253,7 @@ class Schedule:
 
     # --- the operator's wiring (handlers.py) ------------------------------------------------
 
-    async def restart(self, reason: str = "restart") -> None:
+    async def restart(self) -> None:
         """Everything the operator keeps in memory starts again; the pending undeploys are read
         back from their ConfigMap (the sync loop's restore before its first tick)."""
         store = ConfigMapStore(
@@ -613,11 +613,21 @@ class Schedule:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
             outcome = "killed"
-        # A killed process loses its connections: the database rolls back what was open.
-        await close_db()
-        await init_db(self.database, create_schema=False)
+        await self._drop_connections()
         await self.restart()
         return f"{what} after {delay:.3f}s: {outcome}"
+
+    async def _drop_connections(self) -> None:
+        """A killed process's connections are gone (the server rolls back what they had open):
+        every pooled connection is closed at once, in use or not, and new ones are opened. A
+        plain close would wait for a connection the cancelled task held when it was cut off."""
+        for conn in connections.all():
+            pool = getattr(conn, "_pool", None)
+            if pool is not None:
+                pool.terminate()
+        async with asyncio.timeout(10):
+            await close_db()
+        await init_db(self.database, create_schema=False)
 
     # --- observing, settling, checking ------------------------------------------------------
 
@@ -706,8 +716,13 @@ class Schedule:
             self.operator_errors.append(f"{label} sync: {type(exc).__name__}: {exc}")
             return False
         await self.observe_rows()
-        index = await self._mlserves()
-        for body in index:
+        for listed in await self._mlserves():
+            # As the watch delivers it: the MLServe as it is now, after this round's writes.
+            index = await self._mlserves()
+            meta = listed["metadata"]
+            body = next((b for b in index if b["metadata"]["uid"] == meta["uid"]), None)
+            if body is None:
+                continue
             try:
                 done = await self.operate_on(body, index)
             except ApiError as exc:
