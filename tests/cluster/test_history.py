@@ -11,6 +11,7 @@ is printed with its seed and its steps; a seed that once failed is kept in
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections import Counter
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 import pytest
 from lightkube import AsyncClient, Client
-from mlserve_testing.history import ScheduleResult, WriteCounter, install_mlserve_crd, run_schedule
+from mlserve_testing.history import ScheduleResult, Violation, WriteCounter, install_mlserve_crd, run_schedule
 
 from mlserve.models.db import close_db, init_db
 from mlserve.models.settings import DatabaseSettings
@@ -28,6 +29,8 @@ from mlserve.operator.dev.cluster import ClusterHandle
 SCHEDULES = int(os.environ.get("MLSERVE_HISTORY_SCHEDULES", "20"))
 STEPS = int(os.environ.get("MLSERVE_HISTORY_STEPS", "30"))
 FIRST_SEED = int(os.environ.get("MLSERVE_HISTORY_SEED", "1"))
+SCHEDULE_TIMEOUT = 120.0
+"""Seconds one schedule may take (about 5 s is usual): a schedule that hangs fails alone."""
 VERBOSE = os.environ.get("MLSERVE_HISTORY_VERBOSE") == "1"
 """Print every schedule's steps, not only the failing ones'."""
 
@@ -72,9 +75,16 @@ async def _run(clients: Clients, seeds: list[tuple[int, int]]) -> list[ScheduleR
     started = time.monotonic()
     results = []
     for seed, steps in seeds:
-        results.append(
-            await run_schedule(seed, steps, clients.operator, clients.user, clients.counter, clients.database)
-        )
+        try:
+            async with asyncio.timeout(SCHEDULE_TIMEOUT):
+                result = await run_schedule(
+                    seed, steps, clients.operator, clients.user, clients.counter, clients.database
+                )
+        except TimeoutError:
+            result = ScheduleResult(
+                seed, [], [Violation("hung", f"not done in {SCHEDULE_TIMEOUT:g} s")], [], 0, SCHEDULE_TIMEOUT, 0
+            )
+        results.append(result)
     failed = [r for r in results if r.violations]
     kinds = Counter(v.kind for r in results for v in r.violations)
     print(
