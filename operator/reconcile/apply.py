@@ -116,6 +116,12 @@ def _taken_by(live: Mapping[str, Any], owner: Owner, *, labelled: bool) -> str |
         return None
     kind, name = controller.get("kind"), controller.get("name")
     if kind == owner.kind and controller.get("apiVersion") == owner.api_version:
+        if name == owner.name:
+            # A deleted MLServe of the same name: its children wait for the garbage collector.
+            return (
+                f"still held by a deleted MLServe of the same name (uid {controller.get('uid')}) "
+                "until the garbage collector removes it"
+            )
         return f"held by MLServe {owner.namespace}/{name}"
     return f"controlled by {kind}/{name}"
 
@@ -123,11 +129,14 @@ def _taken_by(live: Mapping[str, Any], owner: Owner, *, labelled: bool) -> str |
 def _name_taken(owner: Owner, taken: Mapping[str, str]) -> NameTaken:
     objects = "; ".join(f"{what} is {why}" for what, why in taken.items())
     other = any(why.startswith("held by MLServe") for why in taken.values())
-    fix = (
-        "delete the other MLServe, or rename this one's serve or environment (their names render the same children)"
-        if other
-        else "delete it or rename it, or rename this MLServe's serve or environment"
-    )
+    if other:
+        fix = (
+            "delete the other MLServe, or rename this one's serve or environment (their names render the same children)"
+        )
+    elif all(why.startswith("still held by a deleted MLServe") for why in taken.values()):
+        fix = "nothing: once the garbage collector has removed them, this MLServe takes the names"
+    else:
+        fix = "delete it or rename it, or rename this MLServe's serve or environment"
     return NameTaken(
         f"the name of a child is taken in namespace {owner.namespace}: {objects}; nothing was written; "
         f"to fix, {fix}; retried until the name is free",

@@ -84,7 +84,7 @@ MAX_SETTLE_ROUNDS = 8
 KILL_DELAY = (0.0, 0.15)
 """Seconds a reconcile or a sync tick runs before the SIGKILL (uniform)."""
 
-CLUSTER_GRACE = 10.0
+CLUSTER_GRACE = 30.0
 """Seconds the cluster may take after settling to show what the database says (garbage
 collection of a deleted MLServe's children, the Deployment of a re-created one)."""
 CLUSTER_KINDS = frozenset({"mlserve-count", "cluster-version", "cluster-image", "undeployed-still-served"})

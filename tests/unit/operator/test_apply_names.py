@@ -150,6 +150,21 @@ async def test_another_mlserves_child_is_never_overwritten_nor_pruned(
     assert result.pruned == [] and counter.writes == 0
 
 
+async def test_a_deleted_mlserve_of_the_same_name_holds_its_children_until_collected(
+    server: FakeServer, counted: tuple[AsyncClient, RequestCounter]
+) -> None:
+    client, counter = counted
+    # Deleted and created again (the sync re-creates an MLServe by name): a new uid, and the
+    # old one's children not yet removed by the garbage collector.
+    earlier = Owner(OWNER.api_version, OWNER.kind, OWNER.name, NS, "uid-deleted")
+    server.put("services", _controlled_by(earlier, dict(SELECTOR)))
+    with pytest.raises(NameTaken) as raised:
+        await apply_children(client, _rendered(), OWNER, SELECTOR, KINDS, "mlserve-operator")
+    assert "deleted MLServe of the same name (uid uid-deleted)" in raised.value.message
+    assert "garbage collector" in raised.value.message and "delete the other MLServe" not in raised.value.message
+    assert counter.writes == 0
+
+
 async def test_our_own_child_and_a_labelled_orphan_are_written(
     server: FakeServer, counted: tuple[AsyncClient, RequestCounter]
 ) -> None:
