@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import collections
 import contextvars
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import httpx2
 from lightkube import AsyncClient
@@ -30,6 +30,8 @@ from mlserve.operator.spec import api
 from mlserve.operator.spec.api import Reason
 
 from .errors import TemporaryFailure
+
+T = TypeVar("T")
 
 __all__ = [
     "API_KINDS",
@@ -169,6 +171,21 @@ def install_hint(api_version: str, kind: str) -> str:
     return f"install the CRD of {kind} ({api_version})"
 
 
+async def _unless_absent(request: Awaitable[T], doing: str, failure_reason: Reason) -> T | None:
+    """The request's answer; None when the object is not there or its kind is not served.
+    Any other failure becomes :class:`~.errors.TemporaryFailure` (``doing`` says what failed)."""
+    try:
+        return await request
+    except ApiError as exc:
+        if exc.status.code == 404:
+            return None
+        raise TemporaryFailure(failure_reason, f"{doing} failed: {exc.status.message}") from exc
+    except httpx2.HTTPStatusError as exc:
+        if kind_not_served(exc):
+            return None
+        raise TemporaryFailure(failure_reason, f"{doing} failed: HTTP {exc.response.status_code}") from exc
+
+
 async def get_object(
     client: AsyncClient,
     resource: type[NamespacedResource],
@@ -181,16 +198,9 @@ async def get_object(
     """The object as the server holds it, or None when there is none (or its kind is not
     served). Other failures become :class:`~.errors.TemporaryFailure` with ``failure_reason``."""
     _, kind = api_version_kind(resource)
-    try:
-        found = await client.get(resource, name, namespace=namespace)
-    except ApiError as exc:
-        if exc.status.code == 404:
-            return None
-        raise TemporaryFailure(failure_reason, f"reading {what} failed: {exc.status.message}") from exc
-    except httpx2.HTTPStatusError as exc:
-        if kind_not_served(exc):
-            return None
-        raise TemporaryFailure(failure_reason, f"reading {what} failed: HTTP {exc.response.status_code}") from exc
+    found = await _unless_absent(client.get(resource, name, namespace=namespace), f"reading {what}", failure_reason)
+    if found is None:
+        return None
     obj = as_dict(found)
     obj.setdefault("kind", kind)
     return obj
@@ -256,14 +266,9 @@ async def delete_object(
     """Delete an object (dependents in the background); False when it was already gone or its
     kind is not served. Other failures become :class:`~.errors.TemporaryFailure` with
     ``failure_reason``."""
-    try:
+
+    async def deleted() -> bool:
         await client.delete(resource, name, namespace=namespace, cascade=CascadeType.BACKGROUND)
-    except ApiError as exc:
-        if exc.status.code == 404:
-            return False
-        raise TemporaryFailure(failure_reason, f"deleting {what} failed: {exc.status.message}") from exc
-    except httpx2.HTTPStatusError as exc:
-        if kind_not_served(exc):
-            return False
-        raise TemporaryFailure(failure_reason, f"deleting {what} failed: HTTP {exc.response.status_code}") from exc
-    return True
+        return True
+
+    return await _unless_absent(deleted(), f"deleting {what}", failure_reason) is True

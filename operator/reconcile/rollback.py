@@ -82,6 +82,22 @@ def rollback_patch(token: str, version: str | None) -> dict[str, Any]:
     return patch
 
 
+async def _mark_rollback(
+    client: AsyncClient, body: Mapping[str, Any], token: str, version: str | None, field_manager: str
+) -> dict[str, Any]:
+    """One merge patch: the token marked handled and, with ``version``, the request for it."""
+    meta = body["metadata"]
+    patched = await client.patch(
+        MLServe,
+        str(meta["name"]),
+        rollback_patch(token, version),
+        namespace=str(meta["namespace"]),
+        patch_type=PatchType.MERGE,
+        field_manager=field_manager,
+    )
+    return as_dict(patched)
+
+
 async def answer_rollback(
     client: AsyncClient, events: EventSink, body: Mapping[str, Any], why: str, field_manager: str
 ) -> Mapping[str, Any]:
@@ -91,17 +107,9 @@ async def answer_rollback(
     token = pending_rollback(body)
     if token is None:
         return body
-    meta = body["metadata"]
-    patched = await client.patch(
-        MLServe,
-        str(meta["name"]),
-        rollback_patch(token, None),
-        namespace=str(meta["namespace"]),
-        patch_type=PatchType.MERGE,
-        field_manager=field_manager,
-    )
+    patched = await _mark_rollback(client, body, token, None, field_manager)
     events.post(body, "Warning", Reason.ROLLBACK_NOT_HELD, f"rollback {token!r} not done: {why}")
-    return as_dict(patched)
+    return patched
 
 
 async def take_rollback_request(
@@ -116,7 +124,6 @@ async def take_rollback_request(
     previous deployment's artifact and marking the token handled (or only marking it, with a
     Warning Event, when there is nothing to roll back to). Returns the patched MLServe and
     the deployment rolled back from."""
-    meta = body["metadata"]
     rolled_back_from: str | None = None
     try:
         active, artifact, _ = await previous_artifact(resolved.serve, resolved.environment)
@@ -126,15 +133,7 @@ async def take_rollback_request(
     else:
         version = artifact.version
         rolled_back_from = f"deployment {active.pk}"
-    patched = await client.patch(
-        MLServe,
-        str(meta["name"]),
-        rollback_patch(token, version),
-        namespace=str(meta["namespace"]),
-        patch_type=PatchType.MERGE,
-        field_manager=field_manager,
-    )
-    return as_dict(patched), rolled_back_from
+    return await _mark_rollback(client, body, token, version, field_manager), rolled_back_from
 
 
 async def rollback_in_database(
