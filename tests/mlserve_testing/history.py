@@ -184,7 +184,9 @@ class Schedule:
     user_client: AsyncClient
     counter: WriteCounter
     database: DatabaseSettings
-    token: str = field(default_factory=lambda: uuid.uuid4().hex[:5])
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    """Names this schedule's rows and namespaces apart from the run's others (8 hex digits:
+    with 5, two of 200 schedules shared a serve name often enough to break a long run)."""
     rng: random.Random = field(init=False)
     namespace: str = field(init=False)
     stray_namespace: str = field(init=False)
