@@ -35,7 +35,7 @@ from .observe import Observation, previous_reason
 from .rollback import answer_rollback, pending_rollback, take_rollback_request
 from .runtime import Report, Runtime
 from .status import compute_status, write_status
-from .sync import set_to_deployment
+from .sync_writes import set_to_deployment
 
 __all__ = ["Report", "Runtime", "reconcile"]
 

@@ -19,7 +19,7 @@ protocol is written down in ``docs/sync.md``; in short:
   (:mod:`.pending`); until written, their pair is not re-created.
 
 A pass reads (:mod:`.sync_reads`, the API server's list of MLServes), decides without I/O
-(:func:`.sync_plan.decide`) and writes the actions here. :func:`sync_once` is one tick
+(:func:`.sync_plan.decide`) and writes the actions (:mod:`.sync_writes`). :func:`sync_once` is one tick
 (testable); :func:`run_sync_loop` repeats it until stopped.
 """
 
@@ -30,13 +30,12 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
-from lightkube.types import CascadeType, PatchType
 
 from mlserve.operator.spec import api
 
@@ -46,27 +45,16 @@ from .identity import Pair
 from .kube import MLServe, as_dict
 from .pending import PendingUndeploys
 from .sync_plan import (
-    Action,
-    ActiveRow,
-    Create,
-    Delete,
-    LeaveToMLServe,
-    SetVersion,
-    Skip,
     Snapshot,
     decide,
     deployments_to_check,
-    new_mlserve,
-    set_version_operations,
 )
 from .sync_reads import Watermark, read_watermark
+from .sync_writes import SyncResult, execute
 
-__all__ = ["SyncResult", "SyncState", "run_sync_loop", "set_to_deployment", "sync_once"]
+__all__ = ["SyncResult", "SyncState", "run_sync_loop", "sync_once"]
 
 log = logging.getLogger(__name__)
-
-WRITE_CONCURRENCY = 8
-"""MLServes the sync creates or changes at the same time during one pass."""
 
 
 @dataclass
@@ -78,26 +66,6 @@ class SyncState:
     """``clock()`` at the last full pass that succeeded."""
     unwatched: set[str] = field(default_factory=set)
     """Environments already logged as outside the watched namespaces."""
-
-
-@dataclass
-class SyncResult:
-    """What one tick did (``Kind``-less ``namespace/name`` of each MLServe touched)."""
-
-    full_pass: bool = False
-    created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    left_to_mlserve: list[str] = field(default_factory=list)
-    """The MLServe has a request pending: its own reconcile records it."""
-    pending_written: list[Pair] = field(default_factory=list)
-    """Undeploys that deletion had to skip, written now."""
-    failed: list[str] = field(default_factory=list)
-    """What could not be done; the next tick tries again."""
-
-    @property
-    def writes(self) -> int:
-        return len(self.created) + len(self.updated) + len(self.deleted)
 
 
 # --- one pass: read, decide, write ---------------------------------------------------------------
@@ -157,102 +125,7 @@ async def _full_pass(
     # Deployments the MLServes of undeployed pairs reflect: are they ended?
     ended = await sync_reads.ended_deployments(deployments_to_check(snapshot))
     actions = decide(dataclasses.replace(snapshot, ended=ended))
-    await _execute(client, actions, field_manager, result)
-
-
-async def _execute(client: AsyncClient, actions: Sequence[Action], field_manager: str, result: SyncResult) -> None:
-    """Carry out one pass's actions: the creates and version changes several at a time (a
-    burst of deploys is not written one after the other), then the deletes in order."""
-    writes: list[Create | SetVersion] = []
-    for action in actions:
-        if isinstance(action, LeaveToMLServe):
-            result.left_to_mlserve.append(action.ref)
-        elif isinstance(action, Skip):
-            log.debug("database sync leaves %s alone: %s", action.ref, action.reason)
-        elif isinstance(action, Create | SetVersion):
-            writes.append(action)
-    gate = asyncio.Semaphore(WRITE_CONCURRENCY)
-
-    async def gated(action: Create | SetVersion) -> None:
-        async with gate:
-            await _write(client, action, field_manager, result)
-
-    await asyncio.gather(*(gated(action) for action in writes))
-    result.created.sort()
-    result.updated.sort()
-    for action in actions:
-        if isinstance(action, Delete):
-            await _delete(client, action, result)
-
-
-async def _write(client: AsyncClient, action: Create | SetVersion, field_manager: str, result: SyncResult) -> None:
-    """Create the pair's MLServe, or set its version; an API error is counted as failed."""
-    row = action.row
-    try:
-        if isinstance(action, Create):
-            await client.create(MLServe.from_dict(new_mlserve(row, action.name or None)), field_manager=field_manager)
-            result.created.append(action.ref)
-            log.info(
-                "created MLServe %s for deployment %s (%s %s in %s)",
-                action.ref,
-                row.deployment_id,
-                row.serve,
-                row.artifact_version,
-                row.environment,
-            )
-        else:
-            await _set_version(client, action.mlserve, row, field_manager)
-            result.updated.append(action.ref)
-            log.info(
-                "MLServe %s follows deployment %s: artifactVersion %s -> %s",
-                action.ref,
-                row.deployment_id,
-                (action.mlserve.get("spec") or {}).get("artifactVersion"),
-                row.artifact_version,
-            )
-    except ApiError as exc:
-        code = exc.status.code
-        result.failed.append(f"{action.ref}: {code} {exc.status.message}")
-        if code in (409, 422):  # changed meanwhile: the next tick decides again
-            log.info("MLServe %s changed while the sync read it; deciding again next tick", action.ref)
-        else:
-            log.warning("database sync could not write MLServe %s: %s", action.ref, exc.status.message)
-
-
-async def _set_version(client: AsyncClient, body: Mapping[str, Any], row: ActiveRow, field_manager: str) -> None:
-    await set_to_deployment(client, body, row.artifact_version, row.deployment_id, field_manager)
-
-
-async def set_to_deployment(
-    client: AsyncClient, body: Mapping[str, Any], artifact_version: str, deployment_id: int, field_manager: str
-) -> dict[str, Any]:
-    """Set spec.artifactVersion and the annotation to a deployment of the database, only if
-    the spec is still the one read (:func:`.sync_plan.set_version_operations`; 422 when it
-    changed). The sync and the MLServe's reconcile (when the database moved first) both
-    write this way. Returns the patched MLServe."""
-    metadata = body["metadata"]
-    patched = await client.patch(
-        MLServe,
-        metadata["name"],
-        set_version_operations(body, artifact_version, deployment_id),
-        namespace=metadata["namespace"],
-        patch_type=PatchType.JSON,
-        field_manager=field_manager,
-    )
-    return as_dict(patched)
-
-
-async def _delete(client: AsyncClient, action: Delete, result: SyncResult) -> None:
-    """Delete an undeployed pair's MLServe (its children go with it); gone already counts."""
-    metadata = action.mlserve["metadata"]
-    try:
-        await client.delete(MLServe, metadata["name"], namespace=metadata["namespace"], cascade=CascadeType.BACKGROUND)
-    except ApiError as exc:
-        if exc.status.code != 404:
-            result.failed.append(f"{action.ref}: {exc.status.code} {exc.status.message}")
-            return
-    result.deleted.append(action.ref)
-    log.info("deleted MLServe %s: its deployment %s ended in the database", action.ref, list(action.deployment_ids))
+    await execute(client, actions, field_manager, result)
 
 
 # --- the tick and the loop -----------------------------------------------------------------------
