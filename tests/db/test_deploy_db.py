@@ -61,44 +61,6 @@ async def _sync(version: str = "v1", *, reflects: int | None, paused: bool = Fal
     )
 
 
-async def _darwin_deploy(seed: darwin.Seed, version: str) -> int:
-    """A deploy Darwin writes (plain SQL, not the operator's code): the new ACTIVE row, the old
-    one ENDED, the pointer moved."""
-    now = darwin._now()
-    pointers = await darwin.active_rows(seed.serve, seed.environment)
-    new = await darwin.insert(
-        "deployments",
-        serve_id=seed.serve,
-        artifact_id=seed.artifacts[version],
-        environment_id=seed.environment,
-        created_by_id=seed.user,
-        created_at=now,
-        status="ACTIVE",
-    )
-    if pointers:
-        old = int(pointers[0]["deployment_id"])
-        await darwin.query("UPDATE deployments SET status = 'ENDED', ended_at = ? WHERE id = ?", now, old)
-        await darwin.query(
-            "UPDATE active_deployments SET deployment_id = ?, previous_deployment_id = ?, updated_at = ? "
-            "WHERE serve_id = ? AND environment_id = ?",
-            new,
-            old,
-            now,
-            seed.serve,
-            seed.environment,
-        )
-    else:
-        await darwin.insert(
-            "active_deployments",
-            deployment_id=new,
-            environment_id=seed.environment,
-            serve_id=seed.serve,
-            created_at=now,
-            updated_at=now,
-        )
-    return new
-
-
 async def test_first_deploy_then_new_version_replaces_the_old(darwin_db: None) -> None:
     seed = await darwin.seed_api_serve("fraud", "prod", NS)
 
@@ -124,7 +86,7 @@ async def test_a_request_the_database_moved_past_is_superseded_not_recorded(darw
     seed = await darwin.seed_api_serve("fraud", "prod", NS, versions=("v1", "v2", "v3"))
     first = await _sync(reflects=None)
     assert first.active is not None
-    darwin_id = await _darwin_deploy(seed, "v2")
+    darwin_id = await darwin.deploy(seed, "v2")
     outcome = await _sync("v3", reflects=first.active.pk)
     assert outcome.state == "superseded" and outcome.moved
     assert outcome.active is not None and outcome.active.pk == darwin_id
@@ -138,7 +100,7 @@ async def test_a_request_the_database_moved_past_is_superseded_not_recorded(darw
 
 async def test_an_mlserve_that_reflects_nothing_does_not_replace_a_database_deploy(darwin_db: None) -> None:
     seed = await darwin.seed_api_serve("fraud", "prod", NS)
-    darwin_id = await _darwin_deploy(seed, "v2")
+    darwin_id = await darwin.deploy(seed, "v2")
     # A fresh MLServe (no annotation) asks for v1: the pair already has a deployment.
     outcome = await _sync("v1", reflects=None)
     assert outcome.state == "superseded" and outcome.active is not None and outcome.active.pk == darwin_id

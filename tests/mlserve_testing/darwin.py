@@ -163,6 +163,44 @@ async def seed_workflow_serve(serve: str, environment: str, namespace: str, *, s
     return seed
 
 
+async def deploy(seed: Seed, version: str) -> int:
+    """Darwin's deploy of ``version``, in plain SQL (not the operator's code): a new ACTIVE row,
+    the old one ENDED and the pointer moved, or a first pointer."""
+    now = _now()
+    pointers = await active_rows(seed.serve, seed.environment)
+    new = await insert(
+        "deployments",
+        serve_id=seed.serve,
+        artifact_id=seed.artifacts[version],
+        environment_id=seed.environment,
+        created_by_id=seed.user,
+        created_at=now,
+        status="ACTIVE",
+    )
+    if pointers:
+        old = int(pointers[0]["deployment_id"])
+        await query("UPDATE deployments SET status = 'ENDED', ended_at = ? WHERE id = ?", now, old)
+        await query(
+            "UPDATE active_deployments SET deployment_id = ?, previous_deployment_id = ?, updated_at = ? "
+            "WHERE serve_id = ? AND environment_id = ?",
+            new,
+            old,
+            now,
+            seed.serve,
+            seed.environment,
+        )
+    else:
+        await insert(
+            "active_deployments",
+            deployment_id=new,
+            environment_id=seed.environment,
+            serve_id=seed.serve,
+            created_at=now,
+            updated_at=now,
+        )
+    return new
+
+
 async def active_rows(serve_id: int, env_id: int) -> list[dict[str, Any]]:
     return await query(
         "SELECT deployment_id, previous_deployment_id FROM active_deployments "

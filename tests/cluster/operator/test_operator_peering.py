@@ -80,29 +80,6 @@ async def test_only_the_highest_priority_replica_acts(
     assert low.running and high.running
 
 
-async def _deploy_in_database(seed: darwin.Seed, version: str) -> int:
-    """A first deploy of the pair, as Darwin writes it: an ACTIVE row and its pointer."""
-    now = darwin._now()
-    deployment = await darwin.insert(
-        "deployments",
-        serve_id=seed.serve,
-        artifact_id=seed.artifacts[version],
-        environment_id=seed.environment,
-        created_by_id=seed.user,
-        created_at=now,
-        status="ACTIVE",
-    )
-    await darwin.insert(
-        "active_deployments",
-        deployment_id=deployment,
-        environment_id=seed.environment,
-        serve_id=seed.serve,
-        created_at=now,
-        updated_at=now,
-    )
-    return deployment
-
-
 SYNC_PASS = "database sync pass:"
 SYNC_WAITS = "database sync waits: this replica is not the active one"
 
@@ -114,7 +91,7 @@ async def test_only_the_active_replica_syncs_the_database(
     low, high = two_replicas
     serve, env = unique("churn"), unique("prod")
     seed = await darwin.seed_api_serve(serve, env, namespace, min_replicas=1, max_replicas=1)
-    await _deploy_in_database(seed, "v1")
+    await darwin.deploy(seed, "v1")
     name = names.mlserve_name(serve, env)
     wait_for(
         lambda: get(kube_client, name, namespace),
@@ -133,7 +110,7 @@ async def test_only_the_active_replica_syncs_the_database(
     high.stop()
     serve2 = unique("churn")
     seed2 = await darwin.seed_api_serve(serve2, env, namespace, min_replicas=1, max_replicas=1)
-    await _deploy_in_database(seed2, "v1")
+    await darwin.deploy(seed2, "v1")
     name2 = names.mlserve_name(serve2, env)
     wait_for(
         lambda: get(kube_client, name2, namespace),

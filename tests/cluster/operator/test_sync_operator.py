@@ -23,43 +23,6 @@ from mlserve.operator.spec.api import ANNOTATION_DEPLOYMENT_ID, ANNOTATION_SCHED
 pytestmark = [pytest.mark.cluster]
 
 
-async def _deploy(seed: darwin.Seed, version: str) -> int:
-    """Darwin's deploy, in plain SQL: a new ACTIVE row, the old one ENDED, the pointer moved."""
-    now = darwin._now()
-    pointers = await darwin.active_rows(seed.serve, seed.environment)
-    new = await darwin.insert(
-        "deployments",
-        serve_id=seed.serve,
-        artifact_id=seed.artifacts[version],
-        environment_id=seed.environment,
-        created_by_id=seed.user,
-        created_at=now,
-        status="ACTIVE",
-    )
-    if pointers:
-        old = int(pointers[0]["deployment_id"])
-        await darwin.query("UPDATE deployments SET status = 'ENDED', ended_at = ? WHERE id = ?", now, old)
-        await darwin.query(
-            "UPDATE active_deployments SET deployment_id = ?, previous_deployment_id = ?, updated_at = ? "
-            "WHERE serve_id = ? AND environment_id = ?",
-            new,
-            old,
-            now,
-            seed.serve,
-            seed.environment,
-        )
-    else:
-        await darwin.insert(
-            "active_deployments",
-            deployment_id=new,
-            environment_id=seed.environment,
-            serve_id=seed.serve,
-            created_at=now,
-            updated_at=now,
-        )
-    return new
-
-
 async def _undeploy(seed: darwin.Seed) -> None:
     now = darwin._now()
     for pointer in await darwin.active_rows(seed.serve, seed.environment):
@@ -76,7 +39,7 @@ async def test_a_darwin_deploy_appears_follows_new_versions_and_goes_on_undeploy
 ) -> None:
     serve, env = unique("churn"), unique("dev")
     seed = await darwin.seed_api_serve(serve, env, namespace, min_replicas=1, max_replicas=1)
-    first = await _deploy(seed, "v1")
+    first = await darwin.deploy(seed, "v1")
     name = names.mlserve_name(serve, env)
 
     body = wait_condition(kube_client, name, namespace, "Ready", timeout=90)
@@ -85,7 +48,7 @@ async def test_a_darwin_deploy_appears_follows_new_versions_and_goes_on_undeploy
     assert body["status"]["deploymentId"] == first
     assert kube_client.get(Deployment, names.child_name(serve, env), namespace=namespace)
 
-    second = await _deploy(seed, "v2")
+    second = await darwin.deploy(seed, "v2")
 
     def on_v2() -> dict[str, object] | None:
         current = get(kube_client, name, namespace)
@@ -109,7 +72,7 @@ async def test_a_kubectl_apply_is_not_undone_by_the_sync(
 ) -> None:
     serve, env = unique("churn"), unique("dev")
     seed = await darwin.seed_api_serve(serve, env, namespace, min_replicas=1, max_replicas=1)
-    await _deploy(seed, "v1")
+    await darwin.deploy(seed, "v1")
     name = names.mlserve_name(serve, env)
     wait_condition(kube_client, name, namespace, "Ready", timeout=90)
 
@@ -148,7 +111,7 @@ async def test_an_mlserve_of_the_pair_in_another_namespace_does_not_block_the_sy
         seed = await darwin.seed_api_serve(serve, env, namespace, min_replicas=1, max_replicas=1)
         apply(kube_client, mlserve(serve, scratch, env, "v2"))
         wait_condition(kube_client, serve, scratch, "ArtifactResolved", "False", reason="WrongNamespace")
-        first = await _deploy(seed, "v1")
+        first = await darwin.deploy(seed, "v1")
         name = names.mlserve_name(serve, env)
         body = wait_condition(kube_client, name, namespace, "Ready", timeout=90)
         assert body["status"]["deploymentId"] == first
@@ -179,7 +142,7 @@ async def test_a_scheduled_workflow_gets_its_rayjob_at_the_cron_time(
         created_at=darwin._now(),
         updated_at=darwin._now(),
     )
-    await _deploy(seed, "v1")
+    await darwin.deploy(seed, "v1")
     name = names.mlserve_name(serve, env)
 
     def scheduled_jobs() -> list[dict[str, object]]:
