@@ -191,8 +191,7 @@ async def _list_kind(
     found: dict[tuple[str, str], dict[str, Any]] = {}
     try:
         async for item in client.list(resource, namespace=namespace, labels=dict(selector)):
-            obj = as_dict(item)
-            obj.setdefault("kind", kind)
+            obj = as_dict(item, kind)
             found[(kind, obj["metadata"]["name"])] = obj
     except httpx2.HTTPStatusError as exc:
         if kind_not_served(exc) or (isinstance(exc, ApiError) and exc.status.code == 404):

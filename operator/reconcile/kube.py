@@ -145,12 +145,14 @@ def make_client(field_manager: str, counter: RequestCounter | None = None) -> As
 # --- writes: one server-side apply and one delete for every object the operator owns -----------
 
 
-def as_dict(obj: object) -> dict[str, Any]:
-    """A lightkube object (typed model or generic resource) as a plain dict."""
+def as_dict(obj: object, kind: str | None = None) -> dict[str, Any]:
+    """A lightkube object (typed model or generic resource) as a plain dict; with ``kind``,
+    its ``kind`` field set when the server left it out (items of a list, typed models)."""
     to_dict: Callable[[], dict[str, Any]] | None = getattr(obj, "to_dict", None)
-    if to_dict is not None:
-        return to_dict()
-    return dict(cast(Mapping[str, Any], obj))
+    found = to_dict() if to_dict is not None else dict(cast(Mapping[str, Any], obj))
+    if kind is not None:
+        found.setdefault("kind", kind)
+    return found
 
 
 def kind_not_served(exc: Exception) -> bool:
@@ -201,9 +203,7 @@ async def get_object(
     found = await _unless_absent(client.get(resource, name, namespace=namespace), f"reading {what}", failure_reason)
     if found is None:
         return None
-    obj = as_dict(found)
-    obj.setdefault("kind", kind)
-    return obj
+    return as_dict(found, kind)
 
 
 async def apply_object(
@@ -249,9 +249,7 @@ async def apply_object(
         raise TemporaryFailure(
             failure_reason, f"server-side apply of {what} failed: HTTP {exc.response.status_code}"
         ) from exc
-    obj = as_dict(applied)
-    obj.setdefault("kind", kind)
-    return obj
+    return as_dict(applied, kind)
 
 
 async def delete_object(
