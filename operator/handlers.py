@@ -28,9 +28,7 @@ Deletion uses kopf's finalizer (:data:`~.spec.api.FINALIZER`) and retries with
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
-import importlib.util
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -43,7 +41,7 @@ from mlserve.operator.settings import OperatorSettings
 from mlserve.operator.spec import api
 from mlserve.operator.spec.namespaces import Scope, scope_of
 
-from .reconcile import kube
+from .reconcile import kube, sync
 from .reconcile.events import EventType
 from .reconcile.finalize import finalize
 from .reconcile.identity import Claim, claim_of
@@ -169,22 +167,12 @@ async def startup(
 
 
 async def _database_sync(state: OperatorState) -> None:
-    """Database → cluster (DESIGN.md data flow 2) when the sync module is present; otherwise
-    only the database writes that deletions had to skip are retried here. Under peering, only
-    while this replica is the active one."""
+    """Database → cluster (DESIGN.md data flow 2), with the database writes that deletions
+    had to skip retried first. Under peering, only while this replica is the active one."""
     assert state.runtime is not None
-    if importlib.util.find_spec("mlserve.operator.reconcile.sync") is not None:
-        from .reconcile import sync
-
-        await sync.run_sync_loop(
-            state.settings, state.runtime.client, state.stop, active=state.active, pending=state.runtime.pending
-        )
-        return
-    while not state.stop.is_set():
-        if state.runtime.pending and (state.active is None or state.active()):
-            await state.runtime.pending.retry()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(state.stop.wait(), timeout=state.settings.sync_interval)
+    await sync.run_sync_loop(
+        state.settings, state.runtime.client, state.stop, active=state.active, pending=state.runtime.pending
+    )
 
 
 @kopf.on.cleanup()
