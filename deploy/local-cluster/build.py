@@ -32,13 +32,16 @@ import argparse
 import hashlib
 import json
 import os
+import queue
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 from components import COMPONENTS, HERE, KUBERAY, KUBERAY_CRD_DIR, KUBERAY_MODULE, Component, load_versions
 
@@ -151,7 +154,85 @@ def up_to_date(out: Path, component: Component, stamp: dict[str, object]) -> boo
         return False
 
 
-def build(component: Component, version: str, out: Path, force: bool, kubernetes: str) -> None:
+#: how often a build in progress says so (seconds)
+PROGRESS_EVERY = 20.0
+
+#: a line of ``go build -v``: the import path of a package it compiled
+_PACKAGE_LINE = re.compile(r"^[\w.~/-]+$")
+
+
+def count_packages(component: Component) -> int | None:
+    """How many packages the component's programs import, the standard library's included:
+    what a build from an empty Go cache compiles (None when go cannot tell)."""
+    out = subprocess.run(
+        ["go", "list", "-mod=readonly", "-deps", *component.programs.values()],
+        cwd=component.folder,
+        env=go_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return len(out.stdout.split()) if out.returncode == 0 else None
+
+
+class Progress:
+    """The progress of one build, from the package lines of ``go build -v``: a build whose
+    Go cache is warm compiles fewer packages than the total, and finishes early."""
+
+    def __init__(self, label: str, total: int | None, left: tuple[str, ...]) -> None:
+        self.label = label
+        self.total = total
+        self.left = left
+        self.compiled = 0
+        self.started = time.monotonic()
+
+    def line(self, text: str) -> bool:
+        """Count one line of go's output; False when it is not a package (an error to show)."""
+        if _PACKAGE_LINE.match(text.strip()):
+            self.compiled += 1
+            return True
+        return False
+
+    def report(self, now: float) -> str:
+        elapsed = int(now - self.started)
+        done = f"{self.compiled} of {self.total} packages" if self.total else f"{self.compiled} packages"
+        then = f"; then {', '.join(self.left)}" if self.left else ""
+        return f"{self.label}: {done} compiled, {elapsed // 60}m{elapsed % 60:02d}s{then}"
+
+
+def run_with_progress(command: list[str], cwd: Path, progress: Progress) -> int:
+    """Run ``go build -v``, printing a progress line every PROGRESS_EVERY seconds and any
+    line that is not a package name (compiler errors) as it comes."""
+    process = subprocess.Popen(command, cwd=cwd, env=go_env(), stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump(stream: IO[str]) -> None:
+        for text in stream:
+            lines.put(text)
+        lines.put(None)
+
+    threading.Thread(target=pump, args=(process.stderr,), daemon=True).start()
+    next_report = time.monotonic() + PROGRESS_EVERY
+    while True:
+        try:
+            text = lines.get(timeout=max(0.0, next_report - time.monotonic()))
+        except queue.Empty:
+            text = ""
+        if text is None:
+            break
+        if text and not progress.line(text):
+            print(text, end="", file=sys.stderr, flush=True)
+        if time.monotonic() >= next_report:
+            print(progress.report(time.monotonic()), file=sys.stderr, flush=True)
+            next_report += PROGRESS_EVERY
+    return process.wait()
+
+
+def build(
+    component: Component, version: str, out: Path, force: bool, kubernetes: str, left: tuple[str, ...] = ()
+) -> None:
+    """Build ``component`` unless its stamp matches; ``left`` names the components after it (for the progress lines)."""
     flags = ldflags(component, version, kubernetes)
     stamp = stamp_for(component, version, flags)
     if not force and up_to_date(out, component, stamp):
@@ -159,22 +240,29 @@ def build(component: Component, version: str, out: Path, force: bool, kubernetes
         return
     folder = component.folder
     out.mkdir(parents=True, exist_ok=True)
-    print(f"{component.name} {version}: building {', '.join(component.programs)} ...", file=sys.stderr, flush=True)
+    print(
+        f"{component.name} {version}: building {', '.join(component.programs)}"
+        f" (a progress line every {PROGRESS_EVERY:.0f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
     started = time.monotonic()
     with tempfile.TemporaryDirectory(dir=out, prefix=".build-") as tmp:
         command = [
             "go",
             "build",
             *BUILD_FLAGS,
+            "-v",
             "-ldflags",
             " ".join(flags),
             "-o",
             tmp + os.sep,
             *component.programs.values(),
         ]
-        result = subprocess.run(command, cwd=folder, env=go_env(), check=False)
-        if result.returncode != 0:
-            raise SystemExit(f"{component.name}: go build failed (exit {result.returncode})")
+        total = count_packages(component)
+        returncode = run_with_progress(command, folder, Progress(f"{component.name} {version}", total, left))
+        if returncode != 0:
+            raise SystemExit(f"{component.name}: go build failed (exit {returncode})")
         # go build names each binary after the last element of its package path
         for name, package in component.programs.items():
             elements = package.split("/")
@@ -243,8 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.print_dir:
         if shutil.which("go") is None:
             raise SystemExit("go is not on PATH: install Go 1.26 to build the local control plane")
-        for name in args.components or DEFAULTS:
-            build(COMPONENTS[name], versions[name], out, args.force, versions["kubernetes"])
+        chosen = args.components or DEFAULTS
+        for i, name in enumerate(chosen):
+            build(COMPONENTS[name], versions[name], out, args.force, versions["kubernetes"], tuple(chosen[i + 1 :]))
     print(out)
     return 0
 
