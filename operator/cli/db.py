@@ -13,39 +13,14 @@ The database comes from ``MLSERVE_DB_URL``, a ``connection-<env>.conf`` file, Da
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
 import click
 
-from mlserve.models.db import SchemaState, close_db, init_db, migrate
-from mlserve.models.errors import ModelsError
+from mlserve.models.db import SchemaState, init_db, migrate
 from mlserve.models.settings import DatabaseSettings
 
+from .common import database_settings, run_with_database
+
 __all__ = ["db"]
-
-T = TypeVar("T")
-
-
-def _settings() -> DatabaseSettings:
-    try:
-        return DatabaseSettings.from_env()
-    except ModelsError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _run(work: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        try:
-            return await work()
-        finally:
-            await close_db()
-
-    try:
-        return asyncio.run(main())
-    except ModelsError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def _describe(state: SchemaState | None, settings: DatabaseSettings) -> str:
@@ -80,7 +55,7 @@ def init_command() -> None:
     """Create the schema if the database is empty; adopt a Darwin-created one; add user admin."""
     from mlserve.models.seed import ensure_admin
 
-    settings = _settings()
+    settings = database_settings()
 
     async def work() -> tuple[SchemaState | None, bool]:
         state = await init_db(settings, create_schema=True)
@@ -88,7 +63,7 @@ def init_command() -> None:
             return state, False  # the tables may not match this version yet
         return state, await ensure_admin()
 
-    state, created = _run(work)
+    state, created = run_with_database(work, settings, connect=False)
     click.echo(_describe(state, settings))
     _admin_created(created, settings)
 
@@ -98,14 +73,14 @@ def migrate_command() -> None:
     """Apply pending migrations (creating the schema and user admin on an empty database)."""
     from mlserve.models.seed import ensure_admin
 
-    settings = _settings()
+    settings = database_settings()
 
     async def work() -> tuple[SchemaState, bool]:
         await init_db(settings, create_schema=False)
         state = await migrate()
         return state, state.action == "created" and await ensure_admin()
 
-    state, created = _run(work)
+    state, created = run_with_database(work, settings, connect=False)
     click.echo(_describe(state, settings))
     _admin_created(created, settings)
 
@@ -121,13 +96,13 @@ def seed_demo_command(cluster_name: str) -> None:
     """Add the demo user, environments (dev, prod) and serves; a second run changes nothing."""
     from mlserve.models.seed import seed
 
-    settings = _settings()
+    settings = database_settings()
 
     async def work() -> int:
         await init_db(settings, create_schema=True)
         return (await seed(cluster_name=cluster_name)).created
 
-    created = _run(work)
+    created = run_with_database(work, settings, connect=False)
     if created:
         click.echo(f"{settings.display_url}: demo data added ({created} rows)")
     else:
