@@ -19,6 +19,8 @@ _COMMANDS = {
     "run": "run:run",
     "demo": "demo:demo",
     "rollback": "rollback:rollback",
+    "status": "status:status",
+    "history": "history:history",
 }
 
 

@@ -21,6 +21,7 @@ Two ways in, one writer per fact:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from lightkube import AsyncClient
@@ -36,8 +37,10 @@ from .events import EventSink
 from .kube import MLServe, as_dict
 
 __all__ = [
+    "RollbackPlan",
     "answer_rollback",
     "pending_rollback",
+    "plan_rollback",
     "previous_artifact",
     "rollback_in_database",
     "rollback_patch",
@@ -136,10 +139,21 @@ async def take_rollback_request(
     return await _mark_rollback(client, body, token, version, field_manager), rolled_back_from
 
 
-async def rollback_in_database(
-    serve_name: str, environment_name: str, username: str
-) -> tuple[Deployment, Deployment, Artifact]:
-    """Deploy the previous artifact as a new deployment; returns (new, rolled back from, artifact)."""
+@dataclass(frozen=True)
+class RollbackPlan:
+    """What a rollback of a pair would write: a new deployment of ``artifact`` by ``user``,
+    replacing ``active`` (``previous`` ran ``artifact``)."""
+
+    serve: Serve
+    environment: Environment
+    user: User
+    active: Deployment
+    artifact: Artifact
+    previous: Deployment
+
+
+async def plan_rollback(serve_name: str, environment_name: str, username: str) -> RollbackPlan:
+    """Look up what a rollback would deploy, writing nothing (InvalidInput when it can't)."""
     serve = await Serve.get_or_none(name=serve_name)
     if serve is None:
         raise InvalidInput(Reason.UNKNOWN_SERVE, f"serve {serve_name!r} is not in the database")
@@ -149,6 +163,14 @@ async def rollback_in_database(
     user = await User.get_or_none(username=username)
     if user is None:
         raise InvalidInput(Reason.UNKNOWN_USER, f"user {username!r} is not in the users table: pass --user")
-    active, artifact, _ = await previous_artifact(serve, environment)
-    new = await activate(serve, environment, artifact, user)
-    return new, active, artifact
+    active, artifact, previous = await previous_artifact(serve, environment)
+    return RollbackPlan(serve, environment, user, active, artifact, previous)
+
+
+async def rollback_in_database(
+    serve_name: str, environment_name: str, username: str
+) -> tuple[Deployment, Deployment, Artifact]:
+    """Deploy the previous artifact as a new deployment; returns (new, rolled back from, artifact)."""
+    plan = await plan_rollback(serve_name, environment_name, username)
+    new = await activate(plan.serve, plan.environment, plan.artifact, plan.user)
+    return new, plan.active, plan.artifact
