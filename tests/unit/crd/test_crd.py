@@ -107,14 +107,17 @@ def test_status_declares_every_field_the_operator_writes() -> None:
 
 def test_printer_columns_point_at_declared_fields() -> None:
     columns = {c["name"]: c["jsonPath"] for c in VERSION["additionalPrinterColumns"]}
-    for wanted in ("Serve", "Environment", "Type", "Version", "Phase", "Ready", "Age"):
+    for wanted in ("Serve", "Environment", "Type", "Version", "Phase", "Ready", "Host", "Message", "Age"):
         assert wanted in columns
     for name, json_path in columns.items():
         if json_path.startswith(".metadata"):
             continue
         node = SCHEMA
         for part in json_path.strip(".").split("."):
-            node = node["properties"][part]
+            field, _, index = part.partition("[")
+            node = node["properties"][field]
+            if index:  # .status.hosts[0]: an item of a declared list
+                node = node["items"]
         assert node["type"], name
 
 
