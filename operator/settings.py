@@ -78,6 +78,7 @@ RENDER_VARIABLES: dict[str, str] = {
     "image_pull_policy": "MLSERVE_IMAGE_PULL_POLICY",
     "hpa_cpu_utilization": "MLSERVE_HPA_CPU_UTILIZATION",
     "hpa_memory_utilization": "MLSERVE_HPA_MEMORY_UTILIZATION",
+    "progress_deadline_seconds": "MLSERVE_PROGRESS_DEADLINE_SECONDS",
     "ray_cron_job": "MLSERVE_RAY_CRON_JOB",
     "rayjob_ttl_seconds": "MLSERVE_RAYJOB_TTL_SECONDS",
     "ray_version": "MLSERVE_RAY_VERSION",
@@ -105,7 +106,12 @@ _RENDER_OPTIONAL = (
     "schedule_time_zone",
 )
 _RENDER_TEXT = ("image_pull_policy", "workflow_entrypoint")
-_RENDER_INTEGER = ("hpa_cpu_utilization", "hpa_memory_utilization", "rayjob_ttl_seconds")
+_RENDER_INTEGER = (
+    "hpa_cpu_utilization",
+    "hpa_memory_utilization",
+    "progress_deadline_seconds",
+    "rayjob_ttl_seconds",
+)
 
 
 def _reader(env: Mapping[str, str] | EnvReader | None) -> EnvReader:

@@ -23,7 +23,7 @@ from lightkube.types import PatchType
 from mlserve.models import InvalidConfig
 from mlserve.operator.render import names
 from mlserve.operator.spec import MLServeSpec, ServeContext, api
-from mlserve.operator.spec.api import ConditionType, Reason
+from mlserve.operator.spec.api import ConditionType, Phase, Reason
 
 from . import deploy
 from .children import apply_step, render_step, schedule_step
@@ -303,6 +303,7 @@ async def _finish(
             report.retry_after = rt.settings.retry_delay
     new_status = compute_status(previous_status, obs, rt.clock())
     report.new_status = new_status
+    _announce_failure(rt, body, previous_status, new_status)
     try:
         report.status_written = await write_status(
             rt.client, str(meta.get("name")), str(meta.get("namespace")), previous_status, new_status
@@ -311,3 +312,21 @@ async def _finish(
         log.warning("status of %s/%s not written: %s", meta.get("namespace"), meta.get("name"), exc.status.message)
         report.retry_after = rt.settings.retry_delay
     return report
+
+
+def _announce_failure(
+    rt: Runtime, body: Mapping[str, Any], previous_status: Mapping[str, Any], new_status: Mapping[str, Any]
+) -> None:
+    """A Warning Event when the serving child fails (a rollout the Deployment controller gave
+    up on, a failed RayJob): once per failure, not on every reconcile that still sees it."""
+    if new_status.get("phase") != Phase.FAILED:
+        return
+    ready = _condition(new_status, ConditionType.READY)
+    before = _condition(previous_status, ConditionType.READY)
+    if previous_status.get("phase") == Phase.FAILED and before.get("reason") == ready.get("reason"):
+        return
+    rt.events.post(body, "Warning", str(ready.get("reason") or Reason.RECONCILE_ERROR), str(ready.get("message") or ""))
+
+
+def _condition(status: Mapping[str, Any], type_: ConditionType) -> Mapping[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), {})

@@ -34,6 +34,10 @@ class Workload:
     updated: int = 0
     rolled_out: bool = False
     """The Deployment controller has seen the latest spec and updated every pod."""
+    failure: tuple[str, str] | None = None
+    """(reason, message) when the Deployment controller gave up on the rollout: its
+    ``Progressing`` condition says ``ProgressDeadlineExceeded``, or ``ReplicaFailure`` is true
+    (pods refused by a quota, a missing service account...)."""
     job_status: str | None = None
     """A RayJob's ``status.jobStatus``."""
 
@@ -80,18 +84,16 @@ def workload_of(spec: MLServeSpec, live: Mapping[tuple[str, str], Mapping[str, A
             # scaled it: the serve is not ready until the HPA's minimum is.
             desired = max(desired, int((hpa.get("spec") or {}).get("minReplicas") or 1))
         updated = int(st.get("updatedReplicas") or 0)
-        rolled_out = (
-            int(st.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
-            and updated >= desired
-            and int(st.get("replicas") or 0) <= desired
-        )
+        replicas = int(st.get("replicas") or 0)
+        current = int(st.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
         return Workload(
             api.DEPLOYMENT.kind,
             name,
             desired=desired,
-            ready=int(st.get("readyReplicas") or 0),
+            ready=_ready_of_current_version(int(st.get("readyReplicas") or 0), replicas, updated),
             updated=updated,
-            rolled_out=rolled_out,
+            rolled_out=current and updated >= desired and replicas <= desired,
+            failure=_rollout_failure(st.get("conditions") or []) if current else None,
         )
     jobs = [obj for (kind, _), obj in live.items() if kind in (api.RAYJOB.kind, api.RAYCRONJOB.kind)]
     if not jobs:
@@ -102,6 +104,25 @@ def workload_of(spec: MLServeSpec, live: Mapping[tuple[str, str], Mapping[str, A
         newest["metadata"]["name"],
         job_status=(newest.get("status") or {}).get("jobStatus"),
     )
+
+
+def _ready_of_current_version(ready: int, replicas: int, updated: int) -> int:
+    """Ready pods that run the current pod template. The Deployment counts the ready pods of
+    every version (``2/1`` in the middle of a rollout); the pods not updated, old ones, are
+    at most ``replicas - updated``, so at least this many ready pods are of the current
+    version: exactly that many while every old pod is ready, which is how a rollout goes."""
+    return max(0, min(updated, ready - max(0, replicas - updated)))
+
+
+def _rollout_failure(conditions: list[Mapping[str, Any]]) -> tuple[str, str] | None:
+    by_type = {str(c.get("type")): c for c in conditions}
+    progressing = by_type.get("Progressing") or {}
+    if progressing.get("status") == "False" and progressing.get("reason") == "ProgressDeadlineExceeded":
+        return "ProgressDeadlineExceeded", str(progressing.get("message") or "the rollout made no progress")
+    failure = by_type.get("ReplicaFailure") or {}
+    if failure.get("status") == "True":
+        return "ReplicaFailure", str(failure.get("message") or failure.get("reason") or "pods could not be created")
+    return None
 
 
 def previous_reason(status: Mapping[str, Any], type_: ConditionType) -> str | None:

@@ -99,6 +99,16 @@ def _workload_phase(
             return Phase.RUNNING, True, Reason.JOB_RUNNING, f"RayJob {workload.name} is {job.lower()}"
         return Phase.READY, True, Reason.JOB_SUBMITTED, f"RayJob {workload.name} is submitted to KubeRay"
     desired = max(workload.desired, 1)
+    if workload.failure is not None and not (workload.rolled_out and workload.ready >= desired):
+        why, detail = workload.failure
+        reason = Reason.ROLLOUT_STALLED if why == "ProgressDeadlineExceeded" else Reason.REPLICA_FAILURE
+        return (
+            Phase.FAILED,
+            False,
+            reason,
+            f"Deployment {workload.name}: {detail} ({workload.ready}/{desired} pods of this version ready): "
+            "check the pods' events (image, resources, node selectors); a new request retries the rollout",
+        )
     if workload.rolled_out and workload.ready >= desired:
         return Phase.READY, True, Reason.PODS_READY, f"{workload.ready}/{desired} pods ready"
     if workload.rolled_out and previous_phase in (Phase.READY, Phase.DEGRADED):

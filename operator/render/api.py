@@ -77,6 +77,7 @@ def render_deployment(serve: ApiServe, settings: RenderSettings) -> dict[str, An
     spec.update(
         {
             "revisionHistoryLimit": 5,
+            "progressDeadlineSeconds": settings.progress_deadline_seconds,
             "selector": {"matchLabels": names.selector(serve.serve, serve.environment.name)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
             "template": {

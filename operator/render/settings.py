@@ -59,6 +59,10 @@ class RenderSettings(BaseModel):
     hpa_memory_utilization: int = Field(default=80, ge=1, le=100)
     """MLSERVE_HPA_MEMORY_UTILIZATION: default HPA memory target in percent (Darwin: 80)."""
 
+    progress_deadline_seconds: int = Field(default=600, ge=1, le=2**31 - 1)
+    """MLSERVE_PROGRESS_DEADLINE_SECONDS: a Deployment's ``progressDeadlineSeconds``: a rollout
+    with no progress for this long is reported as phase Failed (Kubernetes's default, 600)."""
+
     ray_cron_job: bool = False
     """MLSERVE_RAY_CRON_JOB: render a scheduled workflow as one KubeRay RayCronJob (KubeRay 1.6+
     with the RayCronJob feature gate). Off: the operator creates one RayJob per scheduled time."""
