@@ -4,11 +4,16 @@
 
 * an empty database gets the whole schema by applying the migrations in
   ``mlserve.models.migrations`` (Tortoise's own migration framework);
-* a database Darwin ML Serve created (its tables, no migration history) is adopted:
-  the one column Darwin's tables lack (``workflow_serve_configs.head_node_config``) is
-  added and the initial migration is recorded as applied, without touching data;
+* a database Darwin ML Serve created (its tables, no migration history) is adopted when
+  asked (``mlserve db init``, ``mlserve db migrate``): the one column Darwin's tables lack
+  (``workflow_serve_configs.head_node_config``) is added and the initial migration is
+  recorded as applied, without touching data;
 * a database with pending migrations is left alone and a warning says to run
   ``mlserve db migrate``, so an operator start never changes a schema silently.
+
+:func:`inspect_schema` says which of these a database is without writing anything (what
+``mlserve run`` checks before it starts), and :func:`migration_sql` prints the statements a
+migration would run (``mlserve db migrate --sql``), for a database administrator to review.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.migrations.executor import MigrationExecutor, MigrationTarget
 
-from .errors import DatabaseUnavailable
+from .errors import DatabaseUnavailable, SchemaNotReady
 from .settings import DatabaseSettings
 
 __all__ = [
@@ -34,7 +39,10 @@ __all__ = [
     "database",
     "ensure_schema",
     "init_db",
+    "inspect_schema",
     "migrate",
+    "migration_sql",
+    "prepare_schema",
     "read_connection",
     "table_names",
     "tortoise_config",
@@ -57,7 +65,8 @@ class SchemaState:
     """What ``ensure_schema`` / ``migrate`` found and did."""
 
     action: str
-    """``created``, ``adopted``, ``migrated``, ``current`` or ``pending``."""
+    """``created``, ``adopted``, ``migrated``, ``current``, ``pending`` (migrations to apply),
+    ``darwin`` (a schema Darwin created, to adopt) or ``absent`` (no tables of ours)."""
     applied: tuple[str, ...] = ()
     """Migrations applied (or recorded, when adopting) by this call."""
     pending: tuple[str, ...] = ()
@@ -101,11 +110,13 @@ def _quiet_tortoise_debug() -> Iterator[None]:
         logger.setLevel(previous)
 
 
-async def init_db(settings: DatabaseSettings | None = None, *, create_schema: bool = True) -> SchemaState | None:
+async def init_db(
+    settings: DatabaseSettings | None = None, *, create_schema: bool = True, adopt: bool = True
+) -> SchemaState | None:
     """Connect Tortoise to ``settings`` (default: from the environment).
 
-    With ``create_schema`` the schema is created or adopted as the module docstring
-    says, and the resulting :class:`SchemaState` is returned. Raises
+    With ``create_schema`` the schema is created (or, with ``adopt``, a Darwin-created one
+    adopted) as the module docstring says, and the resulting :class:`SchemaState` is returned. Raises
     :class:`DatabaseUnavailable` (password masked) when the server cannot be used.
     """
     global _settings
@@ -120,7 +131,7 @@ async def init_db(settings: DatabaseSettings | None = None, *, create_schema: bo
         if not create_schema:
             await write_connection().execute_query("SELECT 1")
             return None
-        return await ensure_schema()
+        return await ensure_schema(adopt=adopt)
     except DatabaseUnavailable:
         await close_db()
         raise
@@ -203,8 +214,9 @@ async def _pending(executor: MigrationExecutor) -> list[str]:
     return [step.migration.name for step in await executor.plan() if not step.backward]
 
 
-async def ensure_schema() -> SchemaState:
-    """Create the schema when missing, adopt a Darwin-created one; never migrate silently."""
+async def ensure_schema(*, adopt: bool = True) -> SchemaState:
+    """Create the schema when missing, adopt a Darwin-created one (unless not ``adopt``:
+    then it is reported as ``darwin``); never migrate silently."""
     connection = write_connection()
     ours = set(table_names())
     existing = await _existing_tables(connection)
@@ -214,9 +226,14 @@ async def ensure_schema() -> SchemaState:
         await executor.migrate()
         log.info("created the database schema (%s)", ", ".join(pending))
         return SchemaState("created", applied=tuple(pending))
-    adopted = await _adopt_if_needed(connection, executor, existing)
-    if adopted is not None:
-        return adopted
+    if not adopt:
+        found = await inspect_schema()
+        if found.action != "pending":
+            return found
+    else:
+        adopted = await _adopt_if_needed(connection, executor, existing)
+        if adopted is not None:
+            return adopted
     pending = await _pending(executor)
     if pending:
         log.warning(
@@ -225,6 +242,67 @@ async def ensure_schema() -> SchemaState:
         )
         return SchemaState("pending", pending=tuple(pending))
     return SchemaState("current")
+
+
+async def inspect_schema() -> SchemaState:
+    """What the database's schema is, writing nothing: ``absent``, ``darwin`` (created by
+    Darwin ML Serve, to adopt), ``pending`` (migrations to apply) or ``current``. A database
+    with some of our tables and no history is neither: RuntimeError, as :func:`migrate` says."""
+    connection = write_connection()
+    existing = await _existing_tables(connection)
+    if not set(table_names()) & existing:
+        return SchemaState("absent", pending=tuple(await _pending(_executor(connection))))
+    executor = _executor(connection)
+    if await _needs_adoption(connection, executor, existing):
+        return SchemaState("darwin", pending=(INITIAL_MIGRATION,))
+    pending = await _pending(executor)
+    return SchemaState("pending", pending=tuple(pending)) if pending else SchemaState("current")
+
+
+async def prepare_schema(*, create: bool, migrate_on_start: bool) -> SchemaState:
+    """The schema the operator starts on: created in an empty database when ``create``;
+    otherwise never changed, unless ``migrate_on_start``. Raises :class:`SchemaNotReady`
+    naming the command that fixes it, instead of changing a schema nobody asked to change."""
+    state = await inspect_schema()
+    if state.action == "absent":
+        if create:
+            return await ensure_schema(adopt=False)
+        raise SchemaNotReady(
+            "the database has no ML Serve tables and MLSERVE_DB_CREATE_SCHEMA is false: run "
+            "`mlserve db init` with a user that may CREATE tables, or set MLSERVE_DB_CREATE_SCHEMA=true"
+        )
+    if state.action in ("darwin", "pending"):
+        if migrate_on_start:
+            return await migrate()
+        what = (
+            "the schema was created by Darwin ML Serve and needs adopting (one added column, "
+            f"{INITIAL_MIGRATION} recorded)"
+            if state.action == "darwin"
+            else f"migrations are pending ({', '.join(state.pending)})"
+        )
+        raise SchemaNotReady(
+            f"{what}: run `mlserve db migrate` with a user that may ALTER and CREATE tables "
+            "(`mlserve db migrate --sql` prints the statements first), or set MLSERVE_DB_MIGRATE_ON_START=true"
+        )
+    return state
+
+
+async def migration_sql() -> list[str]:
+    """The statements :func:`migrate` would run on this database, in order, run by nobody."""
+    connection = write_connection()
+    state = await inspect_schema()
+    executor = _executor(connection)
+    statements: list[str] = []
+    if state.action == "darwin":
+        if "head_node_config" not in await _existing_columns(connection, "workflow_serve_configs"):
+            statements.append(_ADD_HEAD_NODE_CONFIG + ";")
+        statements.append(f"-- then {INITIAL_MIGRATION} is recorded as applied in {MIGRATIONS_TABLE}")
+        statements.append(f"-- (the table is created when missing: CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ...)")
+        return statements
+    for name in state.pending:
+        statements.append(f"-- {APP_LABEL}.{name}")
+        statements.extend(await executor.collect_sql(APP_LABEL, name))
+    return statements
 
 
 async def migrate() -> SchemaState:
@@ -245,14 +323,16 @@ async def migrate() -> SchemaState:
     return SchemaState("migrated" if pending else "adopted", applied=done)
 
 
-async def _adopt_if_needed(
-    connection: BaseDBAsyncClient, executor: MigrationExecutor, existing: set[str]
-) -> SchemaState | None:
-    """Record the initial migration on a schema Darwin created (tables but no history)."""
+_ADD_HEAD_NODE_CONFIG = "ALTER TABLE workflow_serve_configs ADD COLUMN head_node_config JSON NULL"
+
+
+async def _needs_adoption(connection: BaseDBAsyncClient, executor: MigrationExecutor, existing: set[str]) -> bool:
+    """Whether this is a schema Darwin created: our tables, no history of the initial
+    migration (RuntimeError when only some of our tables are there)."""
     await executor.loader.build_graph()
     applied = {key.name for key in await executor.recorder.applied_migrations() if key.app_label == APP_LABEL}
     if INITIAL_MIGRATION in applied:
-        return None
+        return False
     missing = sorted(set(table_names()) - existing)
     if missing:
         raise RuntimeError(
@@ -260,8 +340,17 @@ async def _adopt_if_needed(
             f"{', '.join(missing)}, and no migration history: it is neither empty nor a "
             "Darwin ML Serve schema; point the operator at the right database"
         )
+    return True
+
+
+async def _adopt_if_needed(
+    connection: BaseDBAsyncClient, executor: MigrationExecutor, existing: set[str]
+) -> SchemaState | None:
+    """Record the initial migration on a schema Darwin created (tables but no history)."""
+    if not await _needs_adoption(connection, executor, existing):
+        return None
     if "head_node_config" not in await _existing_columns(connection, "workflow_serve_configs"):
-        await connection.execute_script("ALTER TABLE workflow_serve_configs ADD COLUMN head_node_config JSON NULL")
+        await connection.execute_script(_ADD_HEAD_NODE_CONFIG)
     await executor.migrate([MigrationTarget(APP_LABEL, INITIAL_MIGRATION)], fake=True)
     log.info("adopted a schema created by Darwin ML Serve; recorded %s", INITIAL_MIGRATION)
     return SchemaState("adopted", applied=(INITIAL_MIGRATION,))

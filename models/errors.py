@@ -6,7 +6,14 @@ to a user as is (a condition message, a CLI error).
 
 from __future__ import annotations
 
-__all__ = ["ActiveDeploymentConflict", "DatabaseUnavailable", "InvalidConfig", "ModelsError", "SettingsError"]
+__all__ = [
+    "ActiveDeploymentConflict",
+    "DatabaseUnavailable",
+    "InvalidConfig",
+    "ModelsError",
+    "SchemaNotReady",
+    "SettingsError",
+]
 
 
 class ModelsError(Exception):
@@ -69,3 +76,8 @@ class DatabaseUnavailable(ModelsError):
     never holds the password. This is the one definition; the reconcile reports it as a
     retried failure with reason ``DatabaseUnavailable`` (``reconcile.deploy.as_unavailable``).
     """
+
+
+class SchemaNotReady(ModelsError):
+    """The database's schema is not one the operator may use as it is, and the settings do not
+    allow it to change it at start: the message says which command (and which grants) fix it."""

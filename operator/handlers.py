@@ -142,10 +142,17 @@ async def startup(
         except KopfInternalsChanged as exc:
             raise kopf.PermanentError(str(exc)) from None
 
-    from mlserve.models.db import init_db
+    from mlserve.models.db import init_db, prepare_schema
+    from mlserve.models.errors import SchemaNotReady
 
     try:
-        await init_db(ours.database)
+        await init_db(ours.database, create_schema=False)
+        await prepare_schema(create=ours.db_create_schema, migrate_on_start=ours.db_migrate_on_start)
+    except SchemaNotReady as exc:
+        # `mlserve run` refuses to start on such a schema; reached here only when the database
+        # answered late. Retried, so the operator starts once someone runs the migration.
+        logger.error("%s", exc)
+        raise kopf.TemporaryError("the database schema is not ready", delay=ours.retry_max_delay) from None
     except Exception as exc:  # noqa: BLE001 - the models' errors already hide the password
         # Retried by kopf with backoff; nothing is watched until the database answers.
         logger.warning("the database is not usable yet: %s", exc)

@@ -55,6 +55,8 @@ OPERATOR_VARIABLES = (
     "MLSERVE_DRIFT_CHECK_INTERVAL",
     "MLSERVE_DELETION_DB_TIMEOUT",
     "MLSERVE_DB_TIMEOUT",
+    "MLSERVE_DB_CREATE_SCHEMA",
+    "MLSERVE_DB_MIGRATE_ON_START",
     "MLSERVE_RETRY_DELAY",
     "MLSERVE_RETRY_MAX_DELAY",
     "MLSERVE_DEPLOY_USER",
@@ -112,6 +114,11 @@ _RENDER_INTEGER = (
     "progress_deadline_seconds",
     "rayjob_ttl_seconds",
 )
+
+
+def _flag(reader: EnvReader, name: str, default: bool) -> bool:
+    value = reader.boolean(PREFIX + name)
+    return default if value is None else value
 
 
 def _reader(env: Mapping[str, str] | EnvReader | None) -> EnvReader:
@@ -243,6 +250,14 @@ class OperatorSettings:
     db_timeout: float = 10.0
     """MLSERVE_DB_TIMEOUT: the longest one reconcile's database work may take."""
 
+    db_create_schema: bool = True
+    """MLSERVE_DB_CREATE_SCHEMA: create the schema at start when the database has no tables.
+    A database that has tables is never changed at start unless MLSERVE_DB_MIGRATE_ON_START."""
+
+    db_migrate_on_start: bool = False
+    """MLSERVE_DB_MIGRATE_ON_START: apply pending migrations (or adopt a schema Darwin created) at
+    start; off, the operator refuses to start until ``mlserve db migrate`` has run."""
+
     retry_delay: float = 5.0
     """MLSERVE_RETRY_DELAY: first retry delay after a temporary failure (database down, child
     not applied); doubles per retry up to :attr:`retry_max_delay`."""
@@ -344,6 +359,8 @@ class OperatorSettings:
             drift_check_interval=duration("DRIFT_CHECK_INTERVAL", cls.drift_check_interval),
             deletion_db_timeout=duration("DELETION_DB_TIMEOUT", cls.deletion_db_timeout),
             db_timeout=duration("DB_TIMEOUT", cls.db_timeout),
+            db_create_schema=_flag(reader, "DB_CREATE_SCHEMA", cls.db_create_schema),
+            db_migrate_on_start=_flag(reader, "DB_MIGRATE_ON_START", cls.db_migrate_on_start),
             retry_delay=retry_delay,
             retry_max_delay=retry_max_delay,
             field_manager=field_manager,

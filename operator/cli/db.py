@@ -3,7 +3,7 @@
     mlserve db init        create the schema when the database is empty (or adopt one
                            Darwin ML Serve created), and the default user ``admin``
                            when missing; say what is pending otherwise
-    mlserve db migrate     apply the pending schema migrations
+    mlserve db migrate     apply the pending schema migrations (``--sql``: print them instead)
     mlserve db seed-demo   add the demo user, environments and serves (idempotent)
 
 The database comes from ``MLSERVE_DB_URL``, a ``connection-<env>.conf`` file, Darwin's
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import click
 
-from mlserve.models.db import SchemaState, init_db, migrate
+from mlserve.models.db import SchemaState, init_db, migrate, migration_sql
 from mlserve.models.settings import DatabaseSettings
 
 from .common import database_settings, run_with_database
@@ -69,11 +69,16 @@ def init_command() -> None:
 
 
 @db.command("migrate")
-def migrate_command() -> None:
+@click.option("--sql", "print_sql", is_flag=True, help="Print the statements it would run; change nothing.")
+def migrate_command(print_sql: bool) -> None:
     """Apply pending migrations (creating the schema and user admin on an empty database)."""
     from mlserve.models.seed import ensure_admin
 
     settings = database_settings()
+    if print_sql:
+        statements = run_with_database(migration_sql, settings)
+        click.echo("\n".join(statements) if statements else f"-- {settings.display_url}: nothing to migrate")
+        return
 
     async def work() -> tuple[SchemaState, bool]:
         await init_db(settings, create_schema=False)

@@ -10,12 +10,19 @@ without it the operator runs standalone and must run as one replica.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import sys
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import click
+
+from .common import DatabaseDown
+
+if TYPE_CHECKING:
+    from mlserve.operator.settings import OperatorSettings
 
 __all__ = ["run"]
 
@@ -77,6 +84,30 @@ def configure_logging(log_format: str, level: str, secrets: Iterable[str] = ()) 
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _check_schema(settings: OperatorSettings) -> None:
+    """Before anything watches: the schema as the settings allow (created in an empty
+    database, migrated only when asked), or exit 3 naming the command that fixes it. A
+    database that does not answer yet is waited for by the operator, which checks the same."""
+    from mlserve.models.db import close_db, init_db, prepare_schema
+    from mlserve.models.errors import DatabaseUnavailable, SchemaNotReady
+
+    async def check() -> None:
+        try:
+            await init_db(settings.database, create_schema=False)
+        except DatabaseUnavailable as exc:
+            logging.getLogger("mlserve.operator").warning("%s; the operator waits for it", exc)
+            return
+        try:
+            await prepare_schema(create=settings.db_create_schema, migrate_on_start=settings.db_migrate_on_start)
+        finally:
+            await close_db()
+
+    try:
+        asyncio.run(check())
+    except SchemaNotReady as exc:
+        raise DatabaseDown(f"not started: {exc}") from None
+
+
 @click.command("run")
 def run() -> None:
     """Run the operator in the foreground (settings from MLSERVE_* variables)."""
@@ -88,6 +119,7 @@ def run() -> None:
         raise click.ClickException(f"invalid setting: {exc}") from None
 
     configure_logging(settings.log_format, settings.log_level, _secrets_of(settings.database))
+    _check_schema(settings)
 
     import kopf
 

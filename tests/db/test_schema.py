@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -12,8 +17,17 @@ from pydantic import SecretStr
 from tortoise import Tortoise
 
 from mlserve.models import Environment, User, WorkflowServeInfraConfig
-from mlserve.models.db import close_db, init_db, migrate, read_connection, table_names
-from mlserve.models.errors import DatabaseUnavailable
+from mlserve.models.db import (
+    close_db,
+    init_db,
+    inspect_schema,
+    migrate,
+    migration_sql,
+    prepare_schema,
+    read_connection,
+    table_names,
+)
+from mlserve.models.errors import DatabaseUnavailable, SchemaNotReady
 from mlserve.models.seed import ensure_admin, seed
 from mlserve.models.settings import DatabaseSettings
 from mlserve.operator.cli import main as cli
@@ -244,6 +258,80 @@ async def test_a_darwin_created_schema_is_adopted(empty_db: DatabaseSettings) ->
     state = await init_db(empty_db)
     assert state is not None and state.action == "current"
     await close_db()
+
+
+async def _darwin_made(settings: DatabaseSettings) -> None:
+    """A database as Darwin ML Serve leaves it: its tables, no head_node_config, no history."""
+    await init_db(settings)
+    conn = Tortoise.get_connection("default")
+    await conn.execute_script("ALTER TABLE workflow_serve_configs DROP COLUMN head_node_config")
+    await conn.execute_script("DROP TABLE tortoise_migrations")
+    await close_db()
+
+
+async def _columns_and_tables() -> tuple[set[str], set[str]]:
+    conn = Tortoise.get_connection("default")
+    if conn.capabilities.dialect == "mysql":
+        _, tables = await conn.execute_query(
+            "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = DATABASE()"
+        )
+        _, columns = await conn.execute_query(
+            "SELECT column_name AS name FROM information_schema.columns "
+            "WHERE table_schema = DATABASE() AND table_name = 'workflow_serve_configs'"
+        )
+    else:
+        _, tables = await conn.execute_query("SELECT name FROM sqlite_master WHERE type = 'table'")
+        _, columns = await conn.execute_query('PRAGMA table_info("workflow_serve_configs")')
+    return {str(r["name"]) for r in tables}, {str(r["name"]) for r in columns}
+
+
+async def test_a_start_never_changes_a_darwin_schema_unless_told(empty_db: DatabaseSettings) -> None:
+    await _darwin_made(empty_db)
+    await init_db(empty_db, create_schema=False)
+    before = await _columns_and_tables()
+    assert (await inspect_schema()).action == "darwin"
+    with pytest.raises(SchemaNotReady) as refused:
+        await prepare_schema(create=True, migrate_on_start=False)
+    assert "mlserve db migrate" in str(refused.value) and "MLSERVE_DB_MIGRATE_ON_START" in str(refused.value)
+    statements = await migration_sql()
+    assert statements[0] == "ALTER TABLE workflow_serve_configs ADD COLUMN head_node_config JSON NULL;"
+    assert await _columns_and_tables() == before  # inspecting, refusing and printing wrote nothing
+    state = await prepare_schema(create=True, migrate_on_start=True)
+    assert (state.action, state.applied) == ("adopted", ("0001_initial",))
+    assert "head_node_config" in (await _columns_and_tables())[1]
+    assert (await inspect_schema()).action == "current"
+    await close_db()
+
+
+async def test_an_empty_database_is_created_at_start_only_when_allowed(empty_db: DatabaseSettings) -> None:
+    await init_db(empty_db, create_schema=False)
+    assert (await inspect_schema()).action == "absent"
+    with pytest.raises(SchemaNotReady, match="MLSERVE_DB_CREATE_SCHEMA"):
+        await prepare_schema(create=False, migrate_on_start=False)
+    assert not set(table_names()) & (await _columns_and_tables())[0]
+    assert (await prepare_schema(create=True, migrate_on_start=False)).action == "created"
+    assert (await prepare_schema(create=False, migrate_on_start=False)).action == "current"
+    assert await migration_sql() == []
+    await close_db()
+
+
+def test_mlserve_run_refuses_a_schema_to_migrate_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "darwin.sqlite3"
+    asyncio.run(_darwin_made(DatabaseSettings.sqlite(path)))
+    env = {"MLSERVE_DB_URL": "", "MLSERVE_DB_PATH": str(path), "MLSERVE_CLUSTER_NAME": "local"}
+    env |= {"MLSERVE_LIVENESS_ENDPOINT": "off", "KUBECONFIG": str(tmp_path / "none")}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "mlserve"), "run"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 3, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: not started: the schema was created by Darwin ML Serve"), result.stderr
+    assert "Traceback" not in result.stderr
 
 
 async def test_a_foreign_database_is_not_touched(empty_db: DatabaseSettings) -> None:
