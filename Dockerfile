@@ -18,10 +18,11 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY models/ models/
 COPY operator/ operator/
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# The dependencies at the versions of requirements.lock: every image build gets the same ones.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels -c requirements.lock .
 
 FROM ${PYTHON_IMAGE}
 ARG UID=10001

@@ -16,11 +16,12 @@ ensure_venv() {
         "$PYTHON" -m venv "$VENV"
         "$VENV/bin/pip" install --quiet --upgrade pip
     fi
-    # Reinstall only when the dependencies changed since the last install.
+    # Reinstall only when the dependencies changed since the last install. The versions are
+    # those of requirements.lock (what CI and the image install), so every run tests the same.
     local stamp="$VENV/.mlserve-installed-${extras:-base}"
-    if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-        echo "==> installing $target into $VENV"
-        "$VENV/bin/pip" install --quiet -e "$target"
+    if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/requirements.lock" -nt "$stamp" ]; then
+        echo "==> installing $target into $VENV (versions of requirements.lock)"
+        "$VENV/bin/pip" install --quiet -c "$ROOT/requirements.lock" -e "$target"
         touch "$stamp"
     fi
 }

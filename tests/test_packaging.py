@@ -139,3 +139,26 @@ def test_pip_install_in_a_fresh_venv(tmp_path: Path, editable: bool) -> None:
         timeout=120,
     )
     assert cli.returncode == 0 and "seed-demo" in cli.stdout, cli.stdout + cli.stderr
+
+
+def test_the_lock_pins_every_dependency_within_its_range() -> None:
+    """requirements.lock (what CI and the image install) pins each dependency pyproject.toml
+    declares, extras included, at a version the declared range allows: regenerate it with the
+    command in its first lines after changing a dependency."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins: dict[str, str] = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith((" ", "#")):
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = version.strip()
+    project = _pyproject()["project"]
+    declared = [*project["dependencies"], *(d for extra in project["optional-dependencies"].values() for d in extra)]
+    for text in declared:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is not in requirements.lock"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"requirements.lock pins {requirement.name}=={pins[name]}, outside {requirement.specifier}"
+        )

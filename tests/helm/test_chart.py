@@ -400,6 +400,7 @@ def test_dockerfile_builds_the_wheel_then_installs_only_it() -> None:
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim", text, re.M)
     build, final = text.split("\nFROM ${PYTHON_IMAGE}\n")
     assert "pip wheel" in build and "build-essential" in build
+    assert "-c requirements.lock" in build  # the locked versions, not whatever is newest
     assert "build-essential" not in final and "apt-get" not in final
     assert "--no-index --find-links=/wheels /wheels/mlserve_operator-*.whl" in final
     assert 'ENTRYPOINT ["mlserve"]' in final and 'CMD ["run"]' in final
@@ -418,6 +419,7 @@ def test_dockerignore_sends_only_the_package_sources() -> None:
     assert lines[0] == "*"
     assert {line for line in lines if line.startswith("!")} == {
         "!pyproject.toml",
+        "!requirements.lock",
         "!README.md",
         "!models/",
         "!operator/",
