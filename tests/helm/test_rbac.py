@@ -20,12 +20,18 @@ from mlserve.operator.spec.namespaces import scope_of
 Grant = tuple[str | None, str, str, str]
 
 
+def aggregated(role: dict[str, Any]) -> bool:
+    """A role for people, added to Kubernetes's default roles: not the operator's."""
+    labels = role["metadata"].get("labels") or {}
+    return any(key.startswith("rbac.authorization.k8s.io/aggregate-to-") for key in labels)
+
+
 def granted(objects: list[dict[str, Any]], service_account: str) -> set[Grant]:
     """What the rendered roles bound to the ServiceAccount grant, verb by verb."""
     roles = {
         (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
         for o in objects
-        if o["kind"] in ("Role", "ClusterRole")
+        if o["kind"] in ("Role", "ClusterRole") and not aggregated(o)
     }
     grants: set[Grant] = set()
     bound: set[tuple[str, str | None, str]] = set()
@@ -76,7 +82,8 @@ def test_chart_rbac_equals_the_permission_table(helm: Helm, value_set: str) -> N
 
 def test_namespaced_operator_gets_nothing_cluster_wide(helm: Helm) -> None:
     objects = helm.template(value_set="namespaced")
-    assert not objects_of(objects, "ClusterRole") and not objects_of(objects, "ClusterRoleBinding")
+    assert not [r for r in objects_of(objects, "ClusterRole") if not aggregated(r)]
+    assert not objects_of(objects, "ClusterRoleBinding")
     # and one Role in its own namespace, for the ConfigMap of pending undeploys
     assert {r["metadata"]["namespace"] for r in objects_of(objects, "Role")} == {
         "serving",
@@ -88,7 +95,7 @@ def test_namespaced_operator_gets_nothing_cluster_wide(helm: Helm) -> None:
 def test_namespace_patterns_get_a_cluster_role_that_lists_namespaces(helm: Helm) -> None:
     objects = helm.template(value_set="patterns")
     assert {r["metadata"]["namespace"] for r in objects_of(objects, "Role")} == {RELEASE_NAMESPACE}
-    (role,) = objects_of(objects, "ClusterRole")
+    (role,) = [r for r in objects_of(objects, "ClusterRole") if not aggregated(r)]
     assert {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]} in role["rules"]
 
 
@@ -119,3 +126,18 @@ def test_table_rules_are_well_formed() -> None:
         key = (rule.group, rule.resource, rule.scopes, rule.peering)
         assert key not in seen, f"{key} twice"
         seen.add(key)
+
+
+def test_mlserve_rights_are_added_to_the_default_roles(helm: Helm) -> None:
+    roles = {
+        r["metadata"]["name"].rsplit("-", 1)[-1]: r for r in objects_of(helm.template(), "ClusterRole") if aggregated(r)
+    }
+    assert set(roles) == {"edit", "view"}
+    edit_labels = roles["edit"]["metadata"]["labels"]
+    assert edit_labels["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert edit_labels["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    assert roles["view"]["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    view_verbs = {v for rule in roles["view"]["rules"] for v in rule["verbs"]}
+    assert view_verbs == {"get", "list", "watch"}
+    off = helm.template("--set", "rbac.aggregateToDefaultRoles=false")
+    assert not [r for r in objects_of(off, "ClusterRole") if aggregated(r)]
