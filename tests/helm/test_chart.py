@@ -429,3 +429,25 @@ def test_dockerignore_sends_only_the_package_sources() -> None:
 def test_release_namespace_is_used(helm: Helm) -> None:
     deployment = one(helm.template(), "Deployment")
     assert deployment["metadata"]["namespace"] == RELEASE_NAMESPACE
+
+
+def test_the_migration_job_runs_before_install_and_upgrade_as_its_own_user(helm: Helm) -> None:
+    objects = helm.template(value_set="existing-secret")
+    job = one(objects, "Job")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert "before-hook-creation" in job["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["db", "migrate"] and container["image"] == _container(objects)["image"]
+    assert container["envFrom"] == [{"secretRef": {"name": "mlserve-database-migrate"}}]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    config = one(objects, "ConfigMap")["data"]
+    assert env == {k: config[k] for k in ("MYSQL_HOST", "MYSQL_PORT", "MYSQL_DATABASE", "MYSQL_SLAVE_HOST")}
+    assert pod["automountServiceAccountToken"] is False and container["securityContext"]["readOnlyRootFilesystem"]
+    assert not objects_of(helm.template(), "Job")  # off by default
+
+
+def test_the_migration_job_needs_its_secret(helm: Helm) -> None:
+    result = helm.render("--set", "migration.enabled=true", check=False)
+    assert result.returncode != 0 and "migration.existingSecret" in result.stderr
+

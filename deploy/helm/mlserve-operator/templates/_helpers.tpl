@@ -96,3 +96,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "mlserve-operator.clusterRole" -}}
 {{- if or (not .Values.watchNamespaces) (include "mlserve-operator.watchPatterns" .) }}true{{ end }}
 {{- end }}
+
+{{/*
+The database's non-secret settings (MYSQL_*), as a YAML map: the ConfigMap's, and the
+migration Job's (which runs before the ConfigMap exists).
+*/}}
+{{- define "mlserve-operator.databaseSettings" -}}
+{{- with .Values.database }}
+{{- if .host }}
+MYSQL_HOST: {{ .host | quote }}
+MYSQL_PORT: {{ .port | quote }}
+{{- end }}
+{{- if .name }}
+MYSQL_DATABASE: {{ .name | quote }}
+{{- end }}
+{{- if .slaveHost }}
+MYSQL_SLAVE_HOST: {{ .slaveHost | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
