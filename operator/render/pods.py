@@ -62,8 +62,12 @@ def container_env(env: tuple[EnvVar, ...]) -> list[dict[str, Any]]:
         if var.secret is not None:
             ref = {"name": var.secret.name, "key": var.secret.key}
             result.append({"name": var.name, "valueFrom": {"secretKeyRef": ref}})
-        else:
+        elif var.value:
             result.append({"name": var.name, "value": var.value})
+        else:
+            # An empty value is stored without the field (it is omitempty): render it the same
+            # way, or every drift check would see a difference and apply again.
+            result.append({"name": var.name})
     return result
 
 
