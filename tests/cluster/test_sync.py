@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -252,7 +253,7 @@ async def test_watermark_moves_when_a_build_ends_or_starts_not_when_it_is_polled
 
     # The sync compares each tick with the one before (the first and the sixth are equal: no
     # job pending, no image, as at the start).
-    assert all(before != after for before, after in zip(seen, seen[1:], strict=False)), seen
+    assert all(before != after for before, after in itertools.pairwise(seen)), seen
 
 
 async def test_watermark_moves_on_writes_stamped_with_an_older_clock(sqlite_db: DarwinSQL) -> None:
