@@ -34,6 +34,7 @@ __all__ = [
     "HeadNodeConfig",
     "InvalidConfig",
     "WorkerNodeConfig",
+    "env_value_text",
     "parse_environment_variables",
     "parse_worker_node_configs",
 ]
@@ -243,20 +244,67 @@ def parse_worker_node_configs(raw: Any, field: str = "worker_node_config") -> tu
     return tuple(WorkerNodeConfig.parse(item, f"{field}.{index}") for index, item in enumerate(raw))
 
 
+def env_value_text(value: Any) -> str | None:
+    """A JSON scalar as the text a container sees, as Darwin's chart renders it (Helm's
+    ``quote``): a string as it is, ``8000`` as ``"8000"``, ``0.5`` as ``"0.5"``, ``true`` as
+    ``"true"``, ``null`` as ``""``. None for a value that is not a scalar (an object or a list).
+
+    Whole numbers keep all their digits (Helm would print a large one in exponent form, a
+    quirk not kept); other numbers use Python's shortest round-trip form (``1e+20``)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return None  # not JSON
+        return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+    return None
+
+
 def parse_environment_variables(raw: Any, field: str = "environment_variables") -> dict[str, str]:
-    """Validate a container environment: a JSON object of string to string (NULL means none)."""
+    """Validate a container environment: a JSON object of names to JSON scalars (NULL means
+    none). Values become text as Darwin renders them (:func:`env_value_text`).
+
+    Names are returned as stored; the renderers' rules (upper-casing, Kubernetes' name rule)
+    are applied where the environment is put together (``mlserve.operator.spec.env``).
+    A message names the variable and the type of a wrong value, never the value: variables
+    carry passwords and tokens.
+    """
     if raw is None:
         return {}
+    if isinstance(raw, str | bytes):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise InvalidConfig(field, "is not valid JSON: store a JSON object of NAME: value") from None
     if not isinstance(raw, Mapping):
-        raise InvalidConfig(field, f"must be a JSON object of NAME: value strings, got {type(raw).__name__}")
+        raise InvalidConfig(field, f"must be a JSON object of NAME: value, got {_json_type(raw)}")
     result: dict[str, str] = {}
     for key, value in raw.items():
         if not isinstance(key, str) or not key:
-            raise InvalidConfig(f"{field}.{key}", "variable names must be non-empty strings")
-        if not isinstance(value, str):
+            raise InvalidConfig(field, "has an empty variable name: remove it or name it")
+        text = env_value_text(value)
+        if text is None:
             raise InvalidConfig(
                 f"{field}.{key}",
-                f"must be a string, got {type(value).__name__} {value!r}: quote the value",
+                f"must be a string, number, true/false or null, got {_json_type(value)}: "
+                "store the value as a JSON string",
             )
-        result[key] = value
+        result[key] = text
     return result
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a value's type (for messages that must not show the value)."""
+    if isinstance(value, Mapping):
+        return "a JSON object"
+    if isinstance(value, list | tuple):
+        return "a JSON list"
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return "a number JSON cannot hold (NaN or infinity)"
+    return f"a {type(value).__name__}"

@@ -8,7 +8,9 @@ How the reconcile is driven (level-triggered, one worker per MLServe):
 - it is woken by a change of the MLServe's request (generation or rollback annotation),
   by any event of a child (Deployment, Service, HPA, Ingress, PDB, RayJob, RayCronJob
   labelled ``app.kubernetes.io/managed-by=mlserve-operator``: edits, deletions, readiness),
-  and, for an MLServe in Conflict, by the deletion of the holder of its pair;
+  for an MLServe in Conflict, by the deletion of the holder of its pair, and, for an MLServe
+  waiting for its artifact (phase Building, or a version not built), by a database sync pass
+  (one runs when a build job's status changes);
 - wake-ups that arrive during a reconcile coalesce into one more run, so one MLServe never
   has two reconciles at once and a burst of child events costs one reconcile.
 
@@ -177,8 +179,20 @@ async def _database_sync(state: OperatorState) -> None:
     """Database → cluster (DESIGN.md data flow 2), with the database writes that deletions
     had to skip retried first. Under peering, only while this replica is the active one."""
     assert state.runtime is not None
+
+    def wake_waiting(result: sync.SyncResult) -> None:
+        # A full pass runs when the watermark moved, a build ending included: MLServes waiting
+        # for their artifact look again at once instead of at the next drift check.
+        for uid in result.waiting_for_artifact:
+            state.wake(uid)
+
     await sync.run_sync_loop(
-        state.settings, state.runtime.client, state.stop, active=state.active, pending=state.runtime.pending
+        state.settings,
+        state.runtime.client,
+        state.stop,
+        on_result=wake_waiting,
+        active=state.active,
+        pending=state.runtime.pending,
     )
 
 

@@ -23,10 +23,11 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from mlserve.models.errors import SettingsError
+from mlserve.models.errors import InvalidConfig, SettingsError
 from mlserve.models.settings import DATABASE_VARIABLES, DatabaseSettings, EnvReader, parse_duration
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.spec.api import FIELD_MANAGER
+from mlserve.operator.spec.pods import pod_extras_of
 from mlserve.operator.spec.schedule import ScheduleSettings
 
 __all__ = [
@@ -86,6 +87,12 @@ RENDER_VARIABLES: dict[str, str] = {
     "ray_version": "MLSERVE_RAY_VERSION",
     "workflow_entrypoint": "MLSERVE_WORKFLOW_ENTRYPOINT",
     "schedule_time_zone": "MLSERVE_SCHEDULE_TIME_ZONE",
+    "pod_service_account": "MLSERVE_POD_SERVICE_ACCOUNT",
+    "pod_image_pull_secrets": "MLSERVE_POD_IMAGE_PULL_SECRETS",
+    "pod_labels": "MLSERVE_POD_LABELS",
+    "pod_annotations": "MLSERVE_POD_ANNOTATIONS",
+    "pod_tolerations": "MLSERVE_POD_TOLERATIONS",
+    "pod_node_selector": "MLSERVE_POD_NODE_SELECTOR",
 }
 """The variable of each :class:`RenderSettings` field."""
 
@@ -149,6 +156,7 @@ def read_render_settings(env: Mapping[str, str] | EnvReader | None = None) -> Re
     raw = reader.text(RENDER_VARIABLES["ingress_annotations"])
     if raw is not None:
         values["ingress_annotations"] = _annotations(RENDER_VARIABLES["ingress_annotations"], raw)
+    values.update(_pod_settings(reader))
     try:
         return RenderSettings.model_validate(values)
     except ValidationError as exc:
@@ -156,6 +164,46 @@ def read_render_settings(env: Mapping[str, str] | EnvReader | None = None) -> Re
         variable = RENDER_VARIABLES.get(str(error["loc"][0]), PREFIX + str(error["loc"][0]).upper())
         message = str(error["msg"]).removeprefix("Value error, ")
         raise SettingsError(variable, message) from None
+
+
+def _pod_settings(reader: EnvReader) -> dict[str, object]:
+    """The ``MLSERVE_POD_*`` variables, each checked on its own so an error names it."""
+    values: dict[str, object] = {}
+    for name in ("pod_service_account", "pod_image_pull_secrets"):
+        raw = reader.text(RENDER_VARIABLES[name])
+        if raw is not None:
+            values[name] = raw if name == "pod_service_account" else _pod_extra(name, raw)
+    for name in ("pod_labels", "pod_annotations", "pod_node_selector"):
+        raw = reader.text(RENDER_VARIABLES[name])
+        if raw is not None:
+            values[name] = _annotations(RENDER_VARIABLES[name], raw)
+    raw = reader.text(RENDER_VARIABLES["pod_tolerations"])
+    if raw is not None:
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            raise SettingsError(
+                RENDER_VARIABLES["pod_tolerations"],
+                'is not JSON: write a list, e.g. [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]',
+            ) from None
+        if not isinstance(parsed, list):
+            raise SettingsError(RENDER_VARIABLES["pod_tolerations"], "must be a JSON list of tolerations")
+        values["pod_tolerations"] = _pod_extra("pod_tolerations", parsed)
+    for name, value in values.items():
+        _pod_extra(name, value)
+    return values
+
+
+def _pod_extra(name: str, value: object) -> object:
+    """One pod setting, validated as :class:`PodExtras` does (SettingsError naming the variable)."""
+    field = name.removeprefix("pod_")
+    if isinstance(value, tuple) and value and isinstance(value[0], tuple):
+        value = dict(value)  # pairs of a JSON object
+    try:
+        extras = pod_extras_of({field: value})
+    except InvalidConfig as exc:
+        raise SettingsError(RENDER_VARIABLES[name], exc.message) from None
+    return getattr(extras, field)
 
 
 def _annotations(variable: str, raw: str) -> tuple[tuple[str, str], ...]:

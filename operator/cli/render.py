@@ -20,7 +20,9 @@ from typing import IO, Any
 
 import click
 import yaml
+from pydantic import ValidationError
 
+from mlserve.models.configs import invalid_config_from
 from mlserve.models.errors import InvalidConfig
 from mlserve.operator.render import dump_yaml, render_children
 from mlserve.operator.settings import SettingsError, read_render_settings
@@ -46,7 +48,9 @@ def _read_context(stream: IO[str]) -> ServeContext:
     try:
         return ServeContext.model_validate(yaml.safe_load(stream))
     except (yaml.YAMLError, ValueError) as exc:
-        raise click.ClickException(f"{stream.name}: not a serve context: {exc}") from None
+        # The first problem by field, without pydantic's echo of the input (it may be a secret).
+        problem = invalid_config_from(exc, "") if isinstance(exc, ValidationError) else exc
+        raise click.ClickException(f"{stream.name}: not a serve context: {problem}") from None
 
 
 async def _context_from_database(serve_name: str, environment_name: str, version: str | None) -> ServeContext:

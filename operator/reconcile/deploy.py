@@ -4,7 +4,8 @@
 artifact, and check the identity rules (the environment is bound to this cluster, the
 MLServe lives in the environment's namespace, the serve's type is the one the MLServe says).
 Each failure is an :class:`~.errors.InvalidInput` with a reason and a message, raised before
-anything is written.
+anything is written; a version still being built is :class:`~.errors.ArtifactPending`
+(:mod:`.builds` reads its build job).
 
 :func:`sync_deployment` then applies the protocol; no clock decides anything. An MLServe
 *reflects* the deployment its ``mlserve.darwin.io/deployment-id`` annotation names. Its
@@ -58,6 +59,7 @@ from mlserve.models import (
 from mlserve.models import errors as models_errors
 from mlserve.operator.spec.api import ConditionType, Reason
 
+from . import builds
 from .errors import InvalidInput, TemporaryFailure
 
 __all__ = [
@@ -143,18 +145,9 @@ async def resolve(
         )
     environment, config = await check_binding(environment_name, namespace, cluster_name)
     artifact = await Artifact.get_or_none(serve_id=serve.pk, version=artifact_version)
-    if artifact is None:
-        raise InvalidInput(
-            Reason.UNKNOWN_ARTIFACT,
-            f"serve {serve_name!r} has no artifact version {artifact_version!r} "
-            "(artifacts.version): build it first, or fix spec.artifactVersion",
-        )
-    if not artifact.image_url:
-        raise InvalidInput(
-            Reason.ARTIFACT_NOT_BUILT,
-            f"artifact {artifact_version!r} of serve {serve_name!r} has no image yet "
-            "(artifacts.image_url is empty): wait for its build to succeed",
-        )
+    if artifact is None or not artifact.image_url:
+        build = await builds.latest_build(serve.pk, artifact_version)
+        raise builds.artifact_unavailable(serve_name, artifact_version, artifact, build)
     return Resolved(serve=serve, environment=environment, env_config=config, artifact=artifact)
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from mlserve.operator.spec.api import ConditionType, Reason
 
+from .events import EventType
+
 __all__ = [
+    "ArtifactPending",
     "ClaimConflict",
     "InvalidInput",
     "ReconcileError",
@@ -24,6 +27,8 @@ class ReconcileError(Exception):
     reason: Reason = Reason.RECONCILE_ERROR
     condition: ConditionType = ConditionType.READY
     """The condition this error turns False (besides Ready)."""
+    event_type: EventType = "Warning"
+    """The type of the Event posted when the error first appears."""
 
     def __init__(self, reason: Reason, message: str, *, condition: ConditionType | None = None) -> None:
         super().__init__(message)
@@ -37,11 +42,21 @@ class InvalidInput(ReconcileError):
     """The MLServe or the database rows it names cannot be used; nothing was written.
 
     Reasons: InvalidSpec, UnknownServe, UnknownEnvironment, UnknownArtifact, UnknownUser,
-    ArtifactNotBuilt, ServeTypeMismatch, InvalidEnvConfig, InvalidInfraConfig, InvalidSchedule,
+    ArtifactNotBuilt, ArtifactBuildFailed, ServeTypeMismatch, InvalidEnvConfig, InvalidInfraConfig, InvalidSchedule,
     WrongNamespace, ForeignCluster, DuplicateActiveDeployments, NothingToRollBack.
     """
 
     condition = ConditionType.ARTIFACT_RESOLVED
+
+
+class ArtifactPending(ReconcileError):
+    """The requested artifact is still being built (its ``artifact_builder_job`` is PENDING).
+
+    Not a fault: the MLServe waits (phase ``Building``, reason ``ArtifactBuilding``), nothing is
+    written, and the reconcile runs again when the sync sees the job's status change."""
+
+    condition = ConditionType.ARTIFACT_RESOLVED
+    event_type = "Normal"
 
 
 class ClaimConflict(ReconcileError):

@@ -297,7 +297,7 @@ async def _finish(
     if error is not None:
         condition = ConditionType.CONFLICT if isinstance(error, ClaimConflict) else error.condition
         if previous_reason(previous_status, condition) != error.reason:
-            rt.events.post(body, "Warning", error.reason, error.message)
+            rt.events.post(body, error.event_type, error.reason, error.message)
             log.warning("%s/%s: %s: %s", meta.get("namespace"), meta.get("name"), error.reason, error.message)
         if isinstance(error, TemporaryFailure):
             report.retry_after = rt.settings.retry_delay

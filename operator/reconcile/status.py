@@ -8,7 +8,9 @@ fields declared in the CRD's status schema are written (the API server drops the
 
 Conditions (each with a reason and a message saying what to do):
 
-- ``ArtifactResolved``: serve, environment and artifact found and usable in the database.
+- ``ArtifactResolved``: serve, environment and artifact found and usable in the database
+  (False with ``ArtifactBuilding`` while the requested version's build job is PENDING: phase
+  ``Building``; ``ArtifactBuildFailed`` when it FAILED: phase ``Failed``).
 - ``DatabaseSynced``: the database's active deployment is the one this MLServe asks for.
 - ``Synced``: the children are applied as rendered.
 - ``Conflict``: True when another MLServe holds the same serve and environment.
@@ -31,11 +33,11 @@ from mlserve.operator.spec import api
 from mlserve.operator.spec.api import ConditionType, Phase, Reason
 from mlserve.operator.spec.times import format_rfc3339
 
-from .errors import ClaimConflict, InvalidInput, ReconcileError
+from .errors import ArtifactPending, ClaimConflict, InvalidInput, ReconcileError
 from .kube import MLServe
 from .observe import Observation, Workload
 
-__all__ = ["Observation", "Workload", "compute_status", "status_patch", "write_status"]
+__all__ = ["Observation", "Workload", "compute_status", "status_patch", "waits_for_artifact", "write_status"]
 
 CONDITION_TYPES = tuple(ConditionType)
 """In the order they are listed in the status."""
@@ -216,7 +218,7 @@ def compute_status(previous: Mapping[str, Any] | None, obs: Observation, now: da
     if (conflict := _conflict(obs.error)) is not None:
         return settle(conflict)
     cond(_NO_CONFLICT)
-    if (stop := _invalid(obs.error) or _database_unavailable(obs.error)) is not None:
+    if (stop := _building(obs.error) or _invalid(obs.error) or _database_unavailable(obs.error)) is not None:
         return settle(stop)
 
     cond(_artifact_resolved(obs))
@@ -253,7 +255,8 @@ def _conflict(error: ReconcileError | None) -> _Verdict | None:
 
 
 def _invalid(error: ReconcileError | None) -> _Verdict | None:
-    """The request cannot be served as written (spec, database rows or infra config)."""
+    """The request cannot be served as written (spec, database rows or infra config); a build
+    that failed is phase Failed."""
     if not isinstance(error, InvalidInput):
         return None
     return _Verdict(
@@ -261,9 +264,37 @@ def _invalid(error: ReconcileError | None) -> _Verdict | None:
             _Condition(ConditionType.ARTIFACT_RESOLVED, False, error.reason, error.message),
             _Condition(ConditionType.READY, False, error.reason, error.message),
         ),
-        Phase.INVALID,
+        Phase.FAILED if error.reason == Reason.ARTIFACT_BUILD_FAILED else Phase.INVALID,
         error.message,
     )
+
+
+def _building(error: ReconcileError | None) -> _Verdict | None:
+    """The requested version is still being built: the children stay as they are."""
+    if not isinstance(error, ArtifactPending):
+        return None
+    return _Verdict(
+        (
+            _Condition(ConditionType.ARTIFACT_RESOLVED, False, error.reason, error.message),
+            _Condition(ConditionType.READY, False, error.reason, error.message),
+        ),
+        Phase.BUILDING,
+        error.message,
+    )
+
+
+_WAITING_FOR_ARTIFACT = frozenset(
+    {Reason.ARTIFACT_BUILDING, Reason.ARTIFACT_BUILD_FAILED, Reason.UNKNOWN_ARTIFACT, Reason.ARTIFACT_NOT_BUILT}
+)
+
+
+def waits_for_artifact(status: Mapping[str, Any] | None) -> bool:
+    """The status says the requested version has no usable artifact yet (being built, failed,
+    missing or without an image): a change of the builds in the database should wake it."""
+    for condition in (status or {}).get("conditions") or []:
+        if condition.get("type") == ConditionType.ARTIFACT_RESOLVED:
+            return condition.get("status") == "False" and condition.get("reason") in _WAITING_FOR_ARTIFACT
+    return False
 
 
 def _database_unavailable(error: ReconcileError | None) -> _Verdict | None:

@@ -17,6 +17,8 @@ protocol is written down in ``docs/sync.md``; in short:
   created there).
 * Undeploys the finalizer could not write (database down) are retried first
   (:mod:`.pending`); until written, their pair is not re-created.
+* MLServes waiting for an artifact (a build running or failed, a version missing) are listed
+  in the pass's result, so the operator wakes them: the watermark moves when a build ends.
 
 A pass reads (:mod:`.sync_reads`, the API server's list of MLServes), decides without I/O
 (:func:`.sync_plan.decide`) and writes the actions (:mod:`.sync_writes`). :func:`sync_once` is one tick
@@ -44,6 +46,7 @@ from .deploy import end_deployment, is_database_error
 from .identity import Pair
 from .kube import MLServe, as_dict
 from .pending import PendingUndeploys
+from .status import waits_for_artifact
 from .sync_plan import (
     Snapshot,
     decide,
@@ -121,6 +124,12 @@ async def _full_pass(
         environments=environments,
         mlserves=await _list_mlserves(client, sorted(set(environments.values())), result),
         held=held,
+    )
+    result.waiting_for_artifact.extend(
+        str(body["metadata"].get("uid"))
+        for bodies in snapshot.mlserves.values()
+        for body in bodies
+        if waits_for_artifact(body.get("status"))
     )
     # Deployments the MLServes of undeployed pairs reflect: are they ended?
     ended = await sync_reads.ended_deployments(deployments_to_check(snapshot))

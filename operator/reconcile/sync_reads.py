@@ -46,7 +46,10 @@ _WATERMARK_SQL = (
     " (SELECT MAX(updated_at) FROM active_deployments) AS active_updated,"
     " (SELECT COUNT(*) FROM deployments WHERE status = 'ACTIVE') AS deployments_active,"
     " (SELECT MAX(ended_at) FROM deployments) AS deployments_ended,"
-    " (SELECT MAX(updated_at) FROM environments) AS environments_updated"
+    " (SELECT MAX(updated_at) FROM environments) AS environments_updated,"
+    " (SELECT COUNT(*) FROM artifact_builder_job WHERE status = 'PENDING') AS builds_pending,"
+    " (SELECT COALESCE(SUM(id), 0) FROM artifact_builder_job WHERE status = 'PENDING') AS builds_pending_sum,"
+    " (SELECT COUNT(*) FROM artifacts WHERE image_url IS NOT NULL AND image_url <> '') AS artifacts_built"
 )
 
 
@@ -61,6 +64,12 @@ class Watermark:
     a replayed script) is seen as soon as it commits. The times are kept for what has no such
     count: an edit of an environment's configuration (and a full pass runs every
     MLSERVE_FULL_RESYNC_INTERVAL whatever the watermark says).
+
+    Artifact builds move it too, so MLServes waiting for a version wake when its build ends: a
+    job that leaves PENDING (SUCCESSFUL or FAILED) or a new PENDING job changes the count or the
+    sum of the ids of the PENDING jobs (a new job has a higher id than any before it), and an
+    artifact that gets its image changes the count of artifacts with one. Darwin's poller
+    rewriting ``last_picked_at`` every few seconds moves none of them.
     """
 
     active_count: int
@@ -70,6 +79,9 @@ class Watermark:
     deployments_active: int
     deployments_ended: str | None
     environments_updated: str | None
+    builds_pending: int = 0
+    builds_pending_sum: int = 0
+    artifacts_built: int = 0
 
 
 def _text(value: Any) -> str | None:
@@ -90,6 +102,9 @@ async def read_watermark() -> Watermark:
         deployments_active=int(row["deployments_active"] or 0),
         deployments_ended=_text(row["deployments_ended"]),
         environments_updated=_text(row["environments_updated"]),
+        builds_pending=int(row["builds_pending"] or 0),
+        builds_pending_sum=int(row["builds_pending_sum"] or 0),
+        artifacts_built=int(row["artifacts_built"] or 0),
     )
 
 

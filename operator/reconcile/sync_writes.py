@@ -55,6 +55,10 @@ class SyncResult:
     """Undeploys that deletion had to skip, written now."""
     failed: list[str] = field(default_factory=list)
     """What could not be done; the next tick tries again."""
+    waiting_for_artifact: list[str] = field(default_factory=list)
+    """uids of the MLServes whose status says their version has no usable artifact yet (being
+    built, failed, missing): the operator wakes them after a full pass, which runs when the
+    watermark saw the builds change."""
 
     @property
     def writes(self) -> int:

@@ -16,7 +16,7 @@ from mlserve.models.errors import InvalidConfig
 from mlserve.operator.spec import ApiServe, api
 
 from . import names
-from .pods import container_env, node_selector, resources
+from .pods import container_env, node_selector, pod_extras, pod_metadata, pod_spec_extras, resources
 from .settings import RenderSettings
 
 __all__ = [
@@ -66,10 +66,9 @@ def render_deployment(serve: ApiServe, settings: RenderSettings) -> dict[str, An
     }
     if serve.env:
         container["env"] = container_env(serve.env)
+    extras = pod_extras(serve.pod, settings)
     pod_spec: dict[str, Any] = {"containers": [container]}
-    selector_of_nodes = node_selector(config.node_capacity_type, settings)
-    if selector_of_nodes:
-        pod_spec["nodeSelector"] = selector_of_nodes
+    pod_spec.update(pod_spec_extras(extras, node_selector(config.node_capacity_type, settings)))
     metadata = _metadata(serve)
     spec: dict[str, Any] = {}
     if not serve.autoscaled:
@@ -81,7 +80,7 @@ def render_deployment(serve: ApiServe, settings: RenderSettings) -> dict[str, An
             "selector": {"matchLabels": names.selector(serve.serve, serve.environment.name)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
             "template": {
-                "metadata": {"labels": dict(metadata["labels"]), "annotations": dict(metadata["annotations"])},
+                "metadata": pod_metadata(extras, metadata["labels"], metadata["annotations"]),
                 "spec": pod_spec,
             },
         }

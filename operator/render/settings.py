@@ -8,8 +8,12 @@ object down. Its validators are pure, so a value built in a test is checked alik
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mlserve.models.errors import InvalidConfig
+from mlserve.operator.spec.pods import PodExtras, Toleration, pod_extras_of
 
 __all__ = ["DEFAULT_INGRESS_ANNOTATIONS", "RenderSettings"]
 
@@ -79,6 +83,54 @@ class RenderSettings(BaseModel):
     schedule_time_zone: str | None = "Etc/UTC"
     """MLSERVE_SCHEDULE_TIME_ZONE: the RayCronJob's timeZone (cron schedules are UTC in
     Darwin); ``none`` leaves it to the KubeRay operator's clock."""
+
+    pod_service_account: str | None = None
+    """MLSERVE_POD_SERVICE_ACCOUNT: the ServiceAccount of every serve's pods (an environment's
+    ``env_configs.service_account`` replaces it); unset: the namespace's default."""
+
+    pod_image_pull_secrets: tuple[str, ...] = ()
+    """MLSERVE_POD_IMAGE_PULL_SECRETS: comma-separated Secret names every serve's pods pull
+    images with (an environment's ``env_configs.image_pull_secrets`` are added)."""
+
+    pod_labels: tuple[tuple[str, str], ...] = ()
+    """MLSERVE_POD_LABELS: a JSON object of labels for every serve's pods (an environment's
+    ``env_configs.pod_labels`` are merged over them; the operator's own labels win)."""
+
+    pod_annotations: tuple[tuple[str, str], ...] = ()
+    """MLSERVE_POD_ANNOTATIONS: a JSON object of annotations for every serve's pods (merged
+    like the labels, with ``env_configs.pod_annotations``)."""
+
+    pod_tolerations: tuple[Toleration, ...] = ()
+    """MLSERVE_POD_TOLERATIONS: a JSON list of tolerations for every serve's pods (an
+    environment's ``env_configs.tolerations`` are added)."""
+
+    pod_node_selector: tuple[tuple[str, str], ...] = ()
+    """MLSERVE_POD_NODE_SELECTOR: a JSON object of node labels every serve's pods must run on
+    (merged like the labels, with ``env_configs.node_selector``; the capacity-type label of
+    the infra config wins)."""
+
+    @property
+    def pod_extras(self) -> PodExtras:
+        """The ``MLSERVE_POD_*`` settings as one value (validated when the settings are built)."""
+        return pod_extras_of(self._pod_values())
+
+    def _pod_values(self) -> dict[str, Any]:
+        return {
+            "service_account": self.pod_service_account,
+            "image_pull_secrets": self.pod_image_pull_secrets,
+            "labels": dict(self.pod_labels),
+            "annotations": dict(self.pod_annotations),
+            "tolerations": self.pod_tolerations,
+            "node_selector": dict(self.pod_node_selector),
+        }
+
+    @model_validator(mode="after")
+    def _pod_extras_valid(self) -> RenderSettings:
+        try:
+            pod_extras_of(self._pod_values())
+        except InvalidConfig as exc:
+            raise ValueError(f"pod_{exc.field}: {exc.message}") from None
+        return self
 
     @field_validator("security_groups_annotation", "subnets_annotation", "capacity_type_label")
     @classmethod

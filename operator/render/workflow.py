@@ -23,7 +23,7 @@ from mlserve.operator.spec import WorkerGroup, WorkflowServe, api
 from mlserve.operator.spec.times import format_rfc3339
 
 from . import names
-from .pods import container_env, node_selector, resources
+from .pods import container_env, node_selector, pod_extras, pod_metadata, pod_spec_extras, resources
 from .settings import RenderSettings
 
 __all__ = ["render_raycronjob", "render_rayjob", "render_rayjob_spec", "render_workflow"]
@@ -45,12 +45,11 @@ def _pod_template(
     }
     if wf.env:
         container["env"] = container_env(wf.env)
+    extras = pod_extras(wf.pod, settings)
     spec: dict[str, Any] = {"containers": [container]}
-    selector_of_nodes = node_selector(node.node_capacity_type, settings)
-    if selector_of_nodes:
-        spec["nodeSelector"] = selector_of_nodes
+    spec.update(pod_spec_extras(extras, node_selector(node.node_capacity_type, settings)))
     return {
-        "metadata": {"labels": names.labels(wf.serve, wf.environment.name, wf.deployment_id)},
+        "metadata": pod_metadata(extras, names.labels(wf.serve, wf.environment.name, wf.deployment_id), {}),
         "spec": spec,
     }
 

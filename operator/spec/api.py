@@ -125,6 +125,8 @@ class Reason(StrEnum):
     UNKNOWN_ARTIFACT = "UnknownArtifact"
     UNKNOWN_USER = "UnknownUser"
     ARTIFACT_NOT_BUILT = "ArtifactNotBuilt"
+    ARTIFACT_BUILD_FAILED = "ArtifactBuildFailed"
+    """The newest artifact_builder_job of the requested version is FAILED."""
     SERVE_TYPE_MISMATCH = "ServeTypeMismatch"
     INVALID_ENV_CONFIG = "InvalidEnvConfig"
     INVALID_INFRA_CONFIG = "InvalidInfraConfig"
@@ -135,6 +137,8 @@ class Reason(StrEnum):
     NOTHING_TO_ROLL_BACK = "NothingToRollBack"
     RESOLVED = "Resolved"
     """ArtifactResolved: serve, environment and artifact found and usable."""
+    ARTIFACT_BUILDING = "ArtifactBuilding"
+    """ArtifactResolved and Ready: the requested version's build job is PENDING (phase Building)."""
 
     # Conflict: who holds the (serve, environment) pair.
     PAIR_CLAIMED = "PairClaimed"
@@ -197,6 +201,7 @@ class Phase(StrEnum):
     """``status.phase`` (the CRD's enum)."""
 
     PENDING = "Pending"
+    BUILDING = "Building"
     DEPLOYING = "Deploying"
     READY = "Ready"
     DEGRADED = "Degraded"

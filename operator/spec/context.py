@@ -7,9 +7,17 @@ overrides are merged later, by :mod:`.effective`.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
-from mlserve.models.configs import EnvConfig, FastAPIConfig, HeadNodeConfig, WorkerNodeConfig
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mlserve.models.configs import (
+    EnvConfig,
+    FastAPIConfig,
+    HeadNodeConfig,
+    WorkerNodeConfig,
+    parse_environment_variables,
+)
 from mlserve.models.enums import BackendType, ServeType
 
 __all__ = ["EnvironmentContext", "ServeContext"]
@@ -53,13 +61,19 @@ class ServeContext(BaseModel):
     additional_hosts: tuple[str, ...] = ()
     """``additional_hosts``, split on commas."""
     env_vars: dict[str, str] = Field(default_factory=dict)
-    """``app_layer_deployments.environment_variables`` of the deployment."""
+    """``app_layer_deployments.environment_variables`` of the deployment, names as stored and
+    JSON scalars as text (a context read from a file takes the same values as the column)."""
 
     # workflow serves (workflow_serve_configs)
     schedule: str | None = None
     """Cron schedule; None or empty: run once per deployment."""
     head_config: HeadNodeConfig | None = None
     worker_configs: tuple[WorkerNodeConfig, ...] = ()
+
+    @field_validator("env_vars", mode="before")
+    @classmethod
+    def _env_vars(cls, value: Any) -> dict[str, str]:
+        return parse_environment_variables(value)
 
     @property
     def namespace(self) -> str:

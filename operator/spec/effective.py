@@ -8,7 +8,8 @@ Merge rules (also in the CRD's field descriptions):
 
 - ``replicas``, ``resources``, ``nodeCapacityType``: field by field over ``fast_api_config``.
 - ``hosts``: replaces ``additional_hosts`` when given.
-- ``env``: merged over the deployment's ``environment_variables``; a name in the spec wins.
+- ``env``: merged over the deployment's ``environment_variables`` and the injected ``ENV`` and
+  ``SERVICE_NAME``; a name in the spec wins (:mod:`.env` has Darwin's rules).
 - ``head``: field by field over ``head_node_config`` (or :data:`DEFAULT_HEAD` when the
   database has none).
 - ``workerGroups``: replaces ``worker_node_config`` entirely when given.
@@ -26,7 +27,9 @@ from mlserve.models.enums import NodeCapacityType, ServeType
 from mlserve.models.errors import InvalidConfig
 
 from .context import EnvironmentContext, ServeContext
+from .env import EnvVar, container_environment
 from .mlserve import MLServeSpec
+from .pods import PodExtras, pod_extras_from_env_config
 
 __all__ = [
     "DEFAULT_HEAD",
@@ -54,8 +57,11 @@ class _Resolved(BaseModel):
     image: str
     artifact_version: str
     deployment_id: int | None = None
-    env: tuple[tuple[str, str], ...] = ()
-    """Container environment, sorted by name."""
+    env: tuple[EnvVar, ...] = ()
+    """Container environment, sorted by name (:func:`.env.container_environment`)."""
+    pod: PodExtras = PodExtras()
+    """The environment's pod settings (``env_configs``); the renderers merge the operator's
+    settings under them."""
     paused: bool = False
 
     @property
@@ -131,10 +137,14 @@ def check_identity(ctx: ServeContext, spec: MLServeSpec) -> None:
         )
 
 
-def _merged_env(ctx: ServeContext, spec: MLServeSpec) -> tuple[tuple[str, str], ...]:
-    merged = dict(ctx.env_vars)
-    merged.update(spec.env or {})
-    return tuple(sorted(merged.items()))
+def _merged_env(ctx: ServeContext, spec: MLServeSpec) -> tuple[EnvVar, ...]:
+    return container_environment(
+        serve=ctx.serve,
+        environment=ctx.environment.name,
+        protected=ctx.environment.is_protected,
+        database=ctx.env_vars,
+        spec=spec.env,
+    )
 
 
 def effective_api_config(ctx: ServeContext, spec: MLServeSpec) -> FastAPIConfig:
@@ -258,6 +268,7 @@ def _common_fields(ctx: ServeContext, spec: MLServeSpec) -> dict[str, Any]:
         "artifact_version": ctx.artifact_version,
         "deployment_id": ctx.deployment_id,
         "env": _merged_env(ctx, spec),
+        "pod": pod_extras_from_env_config(ctx.environment.config),
         "paused": spec.paused,
     }
 

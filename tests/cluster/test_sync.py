@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -213,6 +214,46 @@ async def test_watermark_moves_on_deploy_redeploy_undeploy_and_environment_chang
 
     assert len(set(seen)) == len(seen), seen
     assert await read_watermark() == seen[-1], "an idle database keeps its watermark"
+
+
+async def test_watermark_moves_when_a_build_ends_or_starts_not_when_it_is_polled(sqlite_db: DarwinSQL) -> None:
+    """An MLServe waiting for a version wakes when its build job leaves PENDING; Darwin's poller
+    bumping last_picked_at every few seconds is not a change."""
+    db = sqlite_db
+    user = await db.user()
+    serve = await db.serve("iris", user)
+
+    async def job(version: str) -> int:
+        return await db.insert(
+            "artifact_builder_job",
+            serve_id=serve,
+            version=version,
+            github_repo_url="https://git.example.com/ml/iris",
+            status="PENDING",
+            created_at=db.tick(),
+            last_picked_at=db.tick(),
+            created_by_id=user,
+        )
+
+    seen = [await read_watermark()]
+    first = await job("v1")
+    seen.append(await read_watermark())  # a build starts
+    await job("v2")
+    seen.append(await read_watermark())  # another one
+    await db.execute("UPDATE artifact_builder_job SET last_picked_at = ? WHERE id = ?", db.tick(), first)
+    assert await read_watermark() == seen[-1], "the poller's lease is not a change"
+    await db.execute("UPDATE artifact_builder_job SET status = 'FAILED' WHERE id = ?", first)
+    seen.append(await read_watermark())  # v1's build failed
+    await job("v1")
+    seen.append(await read_watermark())  # v1 built again
+    await db.execute("UPDATE artifact_builder_job SET status = 'SUCCESSFUL' WHERE status = 'PENDING'")
+    seen.append(await read_watermark())  # both succeed at once
+    await db.artifact(serve, "v1", user)
+    seen.append(await read_watermark())  # the poller's artifacts row with its image
+
+    # The sync compares each tick with the one before (the first and the sixth are equal: no
+    # job pending, no image, as at the start).
+    assert all(before != after for before, after in itertools.pairwise(seen)), seen
 
 
 async def test_watermark_moves_on_writes_stamped_with_an_older_clock(sqlite_db: DarwinSQL) -> None:

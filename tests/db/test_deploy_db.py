@@ -9,7 +9,7 @@ import pytest
 from mlserve_testing import darwin
 
 from mlserve.operator.reconcile import deploy, rollback
-from mlserve.operator.reconcile.errors import InvalidInput
+from mlserve.operator.reconcile.errors import ArtifactPending, InvalidInput
 
 NS = "team-a"
 
@@ -53,6 +53,44 @@ async def test_invalid_env_configs_are_reported_not_raised(darwin_db: None) -> N
         await _resolve()
     assert caught.value.reason == "InvalidEnvConfig"
     assert "namespace" in caught.value.message
+
+
+async def test_a_version_being_built_is_pending_then_resolves(darwin_db: None) -> None:
+    seed = await darwin.seed_api_serve("fraud", "prod", NS, versions=("v1",))
+    job = await darwin.build_job(seed, "v3", repository="https://user:tok3n@git.example.com/ml/repo")
+    with pytest.raises(ArtifactPending) as building:
+        await _resolve(version="v3")
+    assert building.value.reason == "ArtifactBuilding"
+    assert f"build job {job}" in building.value.message and "task task-1" in building.value.message
+    assert "tok3n" not in building.value.message and "git.example.com/ml/repo" in building.value.message
+
+    await darwin.finish_build(seed, job, "v3")
+    resolved = await _resolve(version="v3")
+    assert resolved.artifact.image_url == "registry.example.com/built:v3"
+
+
+async def test_a_failed_build_is_reported_with_the_jobs_details(darwin_db: None) -> None:
+    seed = await darwin.seed_api_serve("fraud", "prod", NS, versions=("v1",))
+    failed = await darwin.build_job(seed, "v3", task_id="task-9")
+    await darwin.finish_build(seed, failed, "v3", status="FAILED")
+    with pytest.raises(InvalidInput) as caught:
+        await _resolve(version="v3")
+    assert caught.value.reason == "ArtifactBuildFailed"
+    assert f"build job {failed}" in caught.value.message and "task task-9" in caught.value.message
+
+    # Built again (Darwin allows a new job after a failure): the newest job decides.
+    await darwin.build_job(seed, "v3", task_id="task-10")
+    with pytest.raises(ArtifactPending):
+        await _resolve(version="v3")
+
+
+async def test_an_unknown_build_status_is_reported_not_raised(darwin_db: None) -> None:
+    seed = await darwin.seed_api_serve("fraud", "prod", NS, versions=("v1",))
+    await darwin.build_job(seed, "v3", status="QUEUED")
+    with pytest.raises(InvalidInput) as caught:
+        await _resolve(version="v3")
+    assert caught.value.reason == "UnknownArtifact"
+    assert "'QUEUED'" in caught.value.message
 
 
 async def _sync(version: str = "v1", *, reflects: int | None, paused: bool = False) -> deploy.DeployOutcome:

@@ -209,8 +209,8 @@ async def test_app_layer_and_workflow_schedule_are_one_to_one(db: DatabaseSettin
     assert (await deployment.app_layer).pk == layer.pk
     with pytest.raises(IntegrityError):
         await AppLayerDeployment.create(deployment=deployment)
-    with pytest.raises(InvalidConfig) as caught:
-        await AppLayerDeployment.create(deployment=deployment, environment_variables={"PORT": 8000})
+    with pytest.raises(InvalidConfig) as caught:  # a JSON scalar is accepted (Darwin's rule); an object is not
+        await AppLayerDeployment.create(deployment=deployment, environment_variables={"PORT": {"n": 8000}})
     assert caught.value.field == "environment_variables.PORT"
     assert await count("app_layer_deployments") == 1
     schedule = await ScheduledWorkflowDeployment.create(

@@ -171,7 +171,7 @@ async def test_invalid_environment_variables_write_nothing(db: DatabaseSettings)
     owner, serve, env, (a1, a2, _) = await _pair()
     first = await activate(serve, env, a1, owner)
     with pytest.raises(InvalidConfig) as caught:
-        await propose(serve, env, a2, owner, reflects=first.pk, environment_variables={"PORT": 8000})
+        await propose(serve, env, a2, owner, reflects=first.pk, environment_variables={"PORT": [8000]})
     assert caught.value.field == "environment_variables.PORT"
     assert await count("deployments") == 1
     assert (await _pointer(serve)).deployment_id == first.pk

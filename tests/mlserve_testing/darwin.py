@@ -201,6 +201,49 @@ async def deploy(seed: Seed, version: str) -> int:
     return new
 
 
+async def build_job(
+    seed: Seed,
+    version: str,
+    *,
+    status: str = "PENDING",
+    repository: str = "https://git.example.com/ml/repo",
+    task_id: str = "task-1",
+) -> int:
+    """Darwin's ``POST /artifact``: an artifact_builder_job row (PENDING, last_picked_at now)."""
+    now = _now()
+    return await insert(
+        "artifact_builder_job",
+        serve_id=seed.serve,
+        version=version,
+        github_repo_url=repository,
+        branch="main",
+        task_id=task_id,
+        status=status,
+        created_at=now,
+        last_picked_at=now,
+        status_last_updated_at=now,
+        created_by_id=seed.user,
+    )
+
+
+async def finish_build(seed: Seed, job: int, version: str, status: str = "SUCCESSFUL", image: str = "") -> None:
+    """Darwin's poller: SUCCESSFUL with the artifacts row and its image_url, or FAILED."""
+    now = _now()
+    if status == "SUCCESSFUL":
+        seed.artifacts[version] = await insert(
+            "artifacts",
+            serve_id=seed.serve,
+            version=version,
+            github_repo_url="https://git.example.com/ml/repo",
+            branch="main",
+            image_url=image or f"registry.example.com/built:{version}",
+            artifact_job_id=job,
+            created_at=now,
+            created_by_id=seed.user,
+        )
+    await query("UPDATE artifact_builder_job SET status = ?, status_last_updated_at = ? WHERE id = ?", status, now, job)
+
+
 async def active_rows(serve_id: int, env_id: int) -> list[dict[str, Any]]:
     return await query(
         "SELECT deployment_id, previous_deployment_id FROM active_deployments "

@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from mlserve.models.configs import EnvConfig, FastAPIConfig, HeadNodeConfig, WorkerNodeConfig
+from mlserve.models.configs import (
+    EnvConfig,
+    FastAPIConfig,
+    HeadNodeConfig,
+    WorkerNodeConfig,
+    parse_environment_variables,
+)
 from mlserve.operator.render import RenderSettings, render_children
 from mlserve.operator.spec import EnvironmentContext, MLServeSpec, ServeContext
 
@@ -22,6 +28,7 @@ def environment(
     domain_suffix: str = ".ml.example.com",
     subnets: str | None = None,
     namespace: str = "serving",
+    extra: dict[str, Any] | None = None,
 ) -> EnvironmentContext:
     config: dict[str, Any] = {
         "domain_suffix": domain_suffix,
@@ -31,6 +38,7 @@ def environment(
     }
     if subnets is not None:
         config["subnets"] = subnets
+    config.update(extra or {})
     return EnvironmentContext(name=name, is_protected=protected, config=EnvConfig.parse(config))
 
 
@@ -130,6 +138,37 @@ _NO_ALB = RenderSettings(
     capacity_type_label=None,
 )
 
+# An environment carrying pod settings in env_configs, and the operator's MLSERVE_POD_* settings.
+_POD_ENV = environment(
+    "gpu",
+    extra={
+        "service_account": "fraud-serving",
+        "image_pull_secrets": "team-registry",
+        "pod_labels": {"team": "risk", "cost-center": "cc-42"},
+        "pod_annotations": {"example.com/owner": "risk@example.com"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "node_selector": {"example.com/pool": "serving"},
+    },
+)
+_POD_SETTINGS = RenderSettings(
+    pod_service_account="mlserve-default",
+    pod_image_pull_secrets=("platform-registry",),
+    pod_labels=(("platform", "darwin"), ("team", "platform")),
+    pod_annotations=(("example.com/scrape", "true"),),
+    pod_node_selector=(("kubernetes.io/os", "linux"),),
+)
+# Darwin's environment_variables as Darwin writes them: lower-case names, JSON scalars, a
+# secret reference.
+_DARWIN_VARS = parse_environment_variables(
+    {
+        "port": 8000,
+        "debug": True,
+        "sample_ratio": 0.25,
+        "empty": None,
+        "db_password": "secret://fraud-score-db/password",
+    }
+)
+
 CASES: tuple[Case, ...] = (
     # API: one fixed pod, on-demand, unprotected environment.
     _case("api-single-replica", api_context()),
@@ -170,6 +209,14 @@ CASES: tuple[Case, ...] = (
         replicas={"min": 1, "max": 1},
         resources={"cores": 1, "memory": 1},
     ),
+    # API: Darwin's variables (upper-cased, scalars as text, a Secret reference), pod settings
+    # from env_configs merged over the operator's settings.
+    _case(
+        "api-darwin-env-pod-settings",
+        api_context(env=_POD_ENV, capacity="spot", env_vars=_DARWIN_VARS),
+        settings=_POD_SETTINGS,
+        env={"LOG_LEVEL": "debug"},
+    ),
     # API: names too long for 63 characters are cut with a hash.
     _case("api-long-names", api_context(serve="customer-lifetime-value-prediction-service-v2", env=_LONG_ENV)),
     # Workflow: run once per deployment, one worker group, default head.
@@ -189,6 +236,8 @@ CASES: tuple[Case, ...] = (
         runtimeEnv={"env_vars": {"OMP_NUM_THREADS": "1"}, "pip": ["pyarrow==17.0.0"]},
         env={"FEATURE_STORE": "s3://features"},
     ),
+    # Workflow: the environment's pod settings on the head and every worker.
+    _case("workflow-pod-settings", workflow_context(env=_POD_ENV), settings=_POD_SETTINGS),
     # Workflow: several groups from the database.
     _case(
         "workflow-db-groups",

@@ -118,14 +118,27 @@ def test_worker_errors_name_the_index() -> None:
         parse_worker_node_configs(worker())
 
 
-def test_environment_variables_are_a_string_mapping() -> None:
+def test_environment_variables_take_json_scalars_as_darwin_renders_them() -> None:
     assert parse_environment_variables({"A": "1"}) == {"A": "1"}
     assert parse_environment_variables(None) == {}
-    with pytest.raises(InvalidConfig) as caught:
-        parse_environment_variables({"PORT": 8000})
-    assert caught.value.field == "environment_variables.PORT"
+    assert parse_environment_variables(
+        {"PORT": 8000, "ON": True, "OFF": False, "RATIO": 0.25, "WHOLE": 3.0, "NONE": None, "BIG": 12345678901}
+    ) == {"PORT": "8000", "ON": "true", "OFF": "false", "RATIO": "0.25", "WHOLE": "3", "NONE": "", "BIG": "12345678901"}
+    assert parse_environment_variables('{"port": 8000}') == {"port": "8000"}
     with pytest.raises(InvalidConfig):
         parse_environment_variables(["A=1"])
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [({"user": "admin", "password": "hunter2-secret"}, "a JSON object"), (["hunter2-secret"], "a JSON list")],
+)
+def test_environment_variable_errors_name_the_type_never_the_value(value: Any, kind: str) -> None:
+    with pytest.raises(InvalidConfig) as caught:
+        parse_environment_variables({"DB_PASSWORD": value})
+    assert caught.value.field == "environment_variables.DB_PASSWORD"
+    assert kind in str(caught.value)
+    assert "hunter2" not in str(caught.value)
 
 
 @pytest.mark.parametrize(

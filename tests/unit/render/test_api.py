@@ -103,7 +103,13 @@ def test_spec_env_overrides_database_env_sorted() -> None:
     ctx = api_context(env_vars={"B": "db", "A": "db"})
     pod = _by_kind(render_children(ctx, spec_for(ctx, env={"B": "spec", "C": "spec"}), RenderSettings()))
     env = pod["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert env == [{"name": "A", "value": "db"}, {"name": "B", "value": "spec"}, {"name": "C", "value": "spec"}]
+    assert env == [
+        {"name": "A", "value": "db"},
+        {"name": "B", "value": "spec"},
+        {"name": "C", "value": "spec"},
+        {"name": "ENV", "value": "staging"},
+        {"name": "SERVICE_NAME", "value": "fraud-score-staging"},
+    ]
 
 
 def test_partial_replica_override_checked_against_database() -> None:

@@ -73,3 +73,20 @@ def test_usage_errors(args: list[str], tmp_path: Path) -> None:
         args = [str(tmp_path / a) if a == "x.yaml" else a for a in args]
     code, _, err = _run(*args)
     assert code == 2, err
+
+
+def test_context_file_takes_darwin_typed_variables_and_never_echoes_a_bad_one(tmp_path: Path) -> None:
+    context = _context_file(tmp_path, "api-hpa-protected", serve="iris-classifier", artifact_version="1.1.0")
+    data = yaml.safe_load(context.read_text())
+    data["env_vars"] = {"port": 8000, "debug": True}
+    context.write_text(yaml.safe_dump(data))
+    code, out, err = _run("-f", str(EXAMPLES / "mlserve-api.yaml"), "--context", str(context))
+    assert code == 0, err
+    env = next(yaml.safe_load_all(out))["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "PORT", "value": "8000"} in env and {"name": "DEBUG", "value": "true"} in env
+
+    data["env_vars"] = {"token": {"value": "hunter2-in-a-file"}}
+    context.write_text(yaml.safe_dump(data))
+    code, _, err = _run("-f", str(EXAMPLES / "mlserve-api.yaml"), "--context", str(context))
+    assert code != 0
+    assert "environment_variables.token" in err and "hunter2" not in err
