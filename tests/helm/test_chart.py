@@ -450,4 +450,3 @@ def test_the_migration_job_runs_before_install_and_upgrade_as_its_own_user(helm:
 def test_the_migration_job_needs_its_secret(helm: Helm) -> None:
     result = helm.render("--set", "migration.enabled=true", check=False)
     assert result.returncode != 0 and "migration.existingSecret" in result.stderr
-
