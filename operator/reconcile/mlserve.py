@@ -11,7 +11,6 @@ when they first appear) and reports in :class:`Report` whether and when to retry
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
@@ -194,12 +193,12 @@ async def _database(
     report: Report,
 ) -> DatabaseStep:
     """Check the identity, resolve the request, take a rollback request, record the deploy when
-    asked, all within the database timeout; a database failure or the timeout becomes
-    DatabaseUnavailable."""
+    asked; a database failure becomes DatabaseUnavailable. Each database call is under
+    ``MLSERVE_DB_TIMEOUT`` from the moment it has a connection (``mlserve.models.backend``), so
+    waiting for a pooled connection under load is never taken for a database that did not answer."""
     try:
-        async with asyncio.timeout(rt.settings.db_timeout):
-            await _check_identity(rt, body, spec, claims, report)
-            return await _resolve_and_record(rt, body, spec, previous_status, obs, report)
+        await _check_identity(rt, body, spec, claims, report)
+        return await _resolve_and_record(rt, body, spec, previous_status, obs, report)
     except (ReconcileError, ApiError):
         raise
     except Exception as exc:
