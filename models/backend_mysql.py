@@ -102,7 +102,7 @@ class _TimedTransaction(TransactionContextPooled):
         token = getattr(self, "token", None)
         if token is not None:
             connections().reset(token)
-            self.token = None
+            del self.token
 
 
 class TimedMySQLClient(MySQLClient):
