@@ -10,15 +10,12 @@ the timeout instead of hanging, and the next call after SIGCONT works.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from mlserve_testing.mariadb import start_mariadb
-from mlserve_testing.wait import wait_for
 from tortoise import Tortoise
 from tortoise.transactions import in_transaction
 
@@ -28,17 +25,6 @@ from mlserve.models.settings import DatabaseSettings
 from mlserve.operator.reconcile.deploy import is_database_error
 
 TIMEOUT = 0.5
-
-
-def stop_process(pid: int) -> None:
-    """SIGSTOP, and wait until every thread of the process is stopped (signals are asynchronous)."""
-    os.kill(pid, signal.SIGSTOP)
-
-    def stopped() -> bool:
-        tasks = Path(f"/proc/{pid}/task")
-        return all("T (stopped)" in (task / "status").read_text() for task in tasks.iterdir())
-
-    wait_for(stopped, timeout=10, what=f"process {pid} to stop")
 
 
 @pytest.fixture
@@ -86,8 +72,7 @@ async def test_a_hung_mariadb_times_out_then_recovers(tmp_path: Path) -> None:
         await init_db(settings)
         connection = Tortoise.get_connection("default")
         await connection.execute_query("SELECT 1")
-        assert server.process is not None
-        stop_process(server.process.pid)
+        server.freeze()
         try:
             for _ in range(3):  # the pooled connection, then new ones (their handshake hangs)
                 started = time.monotonic()
@@ -102,7 +87,7 @@ async def test_a_hung_mariadb_times_out_then_recovers(tmp_path: Path) -> None:
             assert is_database_error(caught.value)
             assert time.monotonic() - started < TIMEOUT * 4
         finally:
-            os.kill(server.process.pid, signal.SIGCONT)
+            server.thaw()
         await connection.execute_query("SELECT 1")
         await User.create(username="after", token="t")
         assert [u.username for u in await User.all()] == ["after"]

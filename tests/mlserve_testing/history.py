@@ -57,6 +57,7 @@ from mlserve.operator.reconcile.kube import MLServe, as_dict
 from mlserve.operator.reconcile.mlserve import Runtime, reconcile
 from mlserve.operator.reconcile.pending import ConfigMapStore, PendingUndeploys
 from mlserve.operator.reconcile.rollback import rollback_in_database
+from mlserve.operator.reconcile.rows import RowCache
 from mlserve.operator.reconcile.sync import SyncState, sync_once
 from mlserve.operator.render import names
 from mlserve.operator.render.settings import RenderSettings
@@ -263,8 +264,15 @@ class Schedule:
         )
         pending = PendingUndeploys(store)
         await pending.restore()
+        # The cluster's rows as the operator keeps them (handlers.py): refreshed by the sync
+        # ticks only, so between two ticks the reconciles read a snapshot Darwin's writes have
+        # made stale. Never expired here: staleness is what the schedules exercise.
         self.runtime = Runtime(
-            settings=self.settings, client=self.operator_client, events=RecordingEvents(), pending=pending
+            settings=self.settings,
+            client=self.operator_client,
+            events=RecordingEvents(),
+            pending=pending,
+            rows=RowCache(CLUSTER, max_age=float("inf")),
         )
         self.sync_state = SyncState()
 
@@ -322,6 +330,7 @@ class Schedule:
             namespaces=self.settings.namespaces,
             pending=self.runtime.pending,
             force_full=force_full,
+            rows=self.runtime.rows,
         )
         return (
             f"sync: created={len(result.created)} updated={len(result.updated)} deleted={len(result.deleted)} "
