@@ -1428,9 +1428,12 @@ async def test_a_request_never_trusts_the_snapshot(
     )
     report = await reconcile(patched.to_dict() if hasattr(patched, "to_dict") else dict(patched), runtime)
     assert report.recorded_deployment is None
-    assert await file_db.connection.execute_query_dict(
-        file_db._sql("SELECT id FROM deployments WHERE artifact_id = ?"), [v3]
-    ) == []
+    assert (
+        await file_db.connection.execute_query_dict(
+            file_db._sql("SELECT id FROM deployments WHERE artifact_id = ?"), [v3]
+        )
+        == []
+    )
     body = (await _mlserves(client, namespace))["iris-dev"]
     assert body["spec"]["artifactVersion"] == "v2"
     assert body["metadata"]["annotations"][ANNOTATION_DEPLOYMENT_ID] == str(darwin)

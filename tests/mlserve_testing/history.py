@@ -64,6 +64,7 @@ from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.settings import OperatorSettings
 from mlserve.operator.spec import api
 from mlserve_testing import darwin
+from mlserve_testing.wait import async_wait_for
 
 __all__ = [
     "STEP_WEIGHTS",
@@ -717,8 +718,24 @@ class Schedule:
         )
         return (tuple(rows), tuple(pointers))
 
+    async def _orphans(self) -> list[str]:
+        """Children whose MLServe is gone and that garbage collection has not deleted yet."""
+        live = {body["metadata"]["uid"] for body in await self._mlserves()}
+        orphans = []
+        async for child in self.operator_client.list(K8sDeployment, namespace=self.namespace):
+            owners = [ref.uid for ref in (child.metadata.ownerReferences or []) if ref.kind == api.KIND]
+            if owners and not set(owners) & live:
+                orphans.append(str(child.metadata.name))
+        return orphans
+
     async def settle_round(self, label: str) -> bool:
-        """One sync tick, then every MLServe once; True when the round wrote nothing."""
+        """One sync tick, then every MLServe once; True when the round wrote nothing.
+
+        The round starts once garbage collection has deleted the children of MLServes that are
+        gone: until then a new MLServe of the same name finds its children's names taken
+        (NameTaken), and the operator applies them when the deletion wakes it or at the next
+        drift check, which the schedule has no time for."""
+        await async_wait_for(self._orphans_gone, timeout=60, what="garbage collection of deleted MLServes' children")
         self.now_at = label
         before_db, before_writes = await self._db_signature(), self.counter.writes
         try:
@@ -747,6 +764,9 @@ class Schedule:
         if not quiet:
             self.log.append(f"   {label}: " + "; ".join(did))
         return quiet
+
+    async def _orphans_gone(self) -> bool:
+        return not await self._orphans()
 
     async def settle(self) -> int:
         """Rounds until one writes nothing; 0 when it never did."""

@@ -72,9 +72,7 @@ async def test_a_hung_database_times_out_and_the_sync_recovers(
     database_url: str,
     tmp_path: Path,
 ) -> None:
-    process = _operator(
-        cluster, database_url, tmp_path, namespace, MLSERVE_SYNC_INTERVAL="1s", MLSERVE_DB_TIMEOUT="1s"
-    )
+    process = _operator(cluster, database_url, tmp_path, namespace, MLSERVE_SYNC_INTERVAL="1s", MLSERVE_DB_TIMEOUT="1s")
     process.start()
     try:
         await Tortoise.init(db_url=database_url, modules=MODELS)
