@@ -10,12 +10,14 @@ the timeout instead of hanging, and the next call after SIGCONT works.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from mlserve_testing.mariadb import start_mariadb
+from mlserve_testing.wait import async_wait_for
 from tortoise import Tortoise
 from tortoise.transactions import in_transaction
 
@@ -94,3 +96,58 @@ async def test_a_hung_mariadb_times_out_then_recovers(tmp_path: Path) -> None:
     finally:
         await close_db()
         server.stop()
+
+
+@pytest.mark.mariadb
+async def test_a_sync_tick_stuck_on_a_hung_database_is_cancelled_and_the_loop_beats_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No statement timeout at all: MLSERVE_SYNC_TICK_TIMEOUT alone bounds the tick, the
+    heartbeat (what liveness checks) keeps beating, and the loop ticks again after SIGCONT."""
+    from mlserve.operator.reconcile import sync
+    from mlserve.operator.render.settings import RenderSettings
+    from mlserve.operator.settings import OperatorSettings
+
+    async def no_cluster_pass(*args: object, **kwargs: object) -> None:
+        return None
+
+    monkeypatch.setattr(sync, "_full_pass", no_cluster_pass)
+    caplog.set_level(logging.INFO, logger="mlserve.operator.reconcile.sync")
+    server = start_mariadb(tmp_path)
+    stop = asyncio.Event()
+    task: asyncio.Task[None] | None = None
+    try:
+        await init_db(server.settings(await server.create_database("tick")))
+        settings = OperatorSettings(
+            cluster_name="local", sync_interval=0.1, sync_tick_timeout=0.5, render=RenderSettings(), database=None
+        )
+        heartbeat = sync.SyncHeartbeat()
+        results: list[object] = []
+        task = asyncio.create_task(
+            sync.run_sync_loop(settings, None, stop, heartbeat=heartbeat, on_result=results.append)  # type: ignore[arg-type]
+        )
+        await async_wait_for(lambda: _at_least(results, 1), timeout=10, what="a first tick")
+        server.freeze()
+        try:
+            ticks = heartbeat.ticks
+            await async_wait_for(lambda: _beyond(heartbeat, ticks + 2), timeout=10, what="beats while hung")
+            assert "a tick took longer than 0.5s and was cancelled" in caplog.text
+        finally:
+            server.thaw()
+        done = len(results)
+        await async_wait_for(lambda: _at_least(results, done + 1), timeout=10, what="a good tick after SIGCONT")
+        assert "database sync recovered" in caplog.text
+    finally:
+        stop.set()
+        if task is not None:
+            await task
+        await close_db()
+        server.stop()
+
+
+async def _at_least(items: list[object], count: int) -> bool:
+    return len(items) >= count
+
+
+async def _beyond(heartbeat: object, ticks: int) -> bool:
+    return int(heartbeat.ticks) >= ticks  # type: ignore[attr-defined]
