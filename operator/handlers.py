@@ -170,7 +170,8 @@ async def startup(
         logger.info("MLSERVE_OPERATOR_NAMESPACE is not set: undeploys a deletion skips are kept in memory only")
     # One list of skipped undeploys: the finalizer adds to it, the sync loop retries it.
     # The rows of this cluster: the sync loop refreshes them, the reconciles read them.
-    rows = RowCache(ours.cluster_name, max_age=max(5.0, 3 * ours.sync_interval + ours.db_timeout))
+    # A tick either confirms them, or drops them when it fails or passes MLSERVE_SYNC_TICK_TIMEOUT.
+    rows = RowCache(ours.cluster_name, max_age=ours.sync_tick_timeout + 3 * ours.sync_interval)
     rows.subscribe(state.wake_pairs)
     state.runtime = Runtime(
         settings=ours, client=client, events=KopfEvents(), pending=PendingUndeploys(store), rows=rows

@@ -17,8 +17,8 @@ record a deploy: it can at worst render the previous config until the sync's nex
 refreshes it, and then the MLServes of the pairs that changed are woken
 (:meth:`RowCache.subscribe`).
 
-When the sync loop stops confirming the snapshot (its watermark read failed, or it has not
-ticked for ``max_age`` seconds), :meth:`RowCache.current` returns None and every reconcile
+When the sync loop stops confirming the snapshot (a tick failed or was cancelled, or none
+finished for ``max_age`` seconds), :meth:`RowCache.current` returns None and every reconcile
 reads the database, as it would without a cache.
 """
 
@@ -132,7 +132,7 @@ def _bound(rows: Iterable[Mapping[str, Any]], cluster_name: str) -> dict[str, En
         try:
             decoded = json.loads(raw_config) if isinstance(raw_config, str | bytes) else raw_config
             config = EnvConfig.parse(decoded, "env_configs")
-        except (InvalidConfig, ValueError):
+        except (InvalidConfig, ValueError, TypeError):
             continue  # the reconcile reads it from the database and reports it
         if config.cluster_name != cluster_name:
             continue
@@ -222,38 +222,53 @@ def _pairs(
     texts: dict[str, str] = {}
     configs = _newest(api, ("backend_type", "additional_hosts", "fast_api_config"), texts)
     workflow_configs = _newest(workflow, ("schedule", "worker_node_config", "head_node_config"), texts)
-    created_at = Deployment._meta.fields_map["created_at"]
     pairs: dict[Pair, PairRow] = {}
     seen: dict[Pair, int] = {}
     for row in pointers:
         key = (int(row["serve_id"]), int(row["environment_id"]))
         pair = (str(row["serve_name"]), names[key[1]])
         seen[pair] = seen.get(pair, 0) + 1
-        serve_type = str(row["serve_type"])
-        infra = configs.get(key) if serve_type == "api" else workflow_configs.get(key)
-        pairs[pair] = PairRow(
-            serve_id=key[0],
-            serve_name=pair[0],
-            serve_type=serve_type,
-            environment_id=key[1],
-            deployment_id=int(row["deployment_id"]),
-            previous_deployment_id=None
-            if row["previous_deployment_id"] is None
-            else int(row["previous_deployment_id"]),
-            status=str(row["status"]),
-            created_at=created_at.to_python_value(row["created_at"]),
-            artifact_id=int(row["artifact_id"]),
-            artifact_version=str(row["version"]),
-            image_url=row["image_url"],
-            environment_variables=_json_text(row["environment_variables"], texts),
-            infra=infra,
-        )
+        try:
+            pairs[pair] = _pair_row(row, key, pair, configs, workflow_configs, texts)
+        except (ValueError, TypeError, KeyError) as exc:
+            # A value this code cannot read: the pair's reconcile reads the database and
+            # reports it; the other pairs keep their snapshot.
+            log.debug("rows of %s in %s left to the database: %s", pair[0], pair[1], type(exc).__name__)
+            seen[pair] += 1
     # Two pointers (a database without the unique index) or two side rows of one deployment:
     # not a converged pair; its reconcile reads the database and reports what is wrong.
     for pair, count in seen.items():
         if count > 1:
-            del pairs[pair]
+            pairs.pop(pair, None)
     return pairs
+
+
+def _pair_row(
+    row: Mapping[str, Any],
+    key: tuple[int, int],
+    pair: Pair,
+    configs: Mapping[Any, Any],
+    workflow_configs: Mapping[Any, Any],
+    texts: dict[str, str],
+) -> PairRow:
+    serve_type = str(row["serve_type"])
+    infra = configs.get(key) if serve_type == "api" else workflow_configs.get(key)
+    created_at = Deployment._meta.fields_map["created_at"]
+    return PairRow(
+        serve_id=key[0],
+        serve_name=pair[0],
+        serve_type=serve_type,
+        environment_id=key[1],
+        deployment_id=int(row["deployment_id"]),
+        previous_deployment_id=None if row["previous_deployment_id"] is None else int(row["previous_deployment_id"]),
+        status=str(row["status"]),
+        created_at=created_at.to_python_value(row["created_at"]),
+        artifact_id=int(row["artifact_id"]),
+        artifact_version=str(row["version"]),
+        image_url=row["image_url"],
+        environment_variables=_json_text(row["environment_variables"], texts),
+        infra=infra,
+    )
 
 
 def _changed(old: ClusterRows, new: ClusterRows) -> set[Pair]:

@@ -171,6 +171,8 @@ async def sync_once(
         await rows.refresh()
     result.full_pass = True
     await _full_pass(client, cluster_name, field_manager, result, namespaces, state.unwatched, pending)
+    if rows is not None:
+        rows.confirm()  # a long pass (thousands of creates) does not age the snapshot out
     if not result.failed:
         state.watermark = watermark
         state.last_full_pass = now
