@@ -55,6 +55,10 @@ __all__ = [
 DEFAULT_DATABASE = "darwin_ml_serve"
 DEFAULT_SQLITE_PATH = Path(".mlserve") / "mlserve.sqlite3"
 DEFAULT_CONFIG_DIR = Path("resources") / "config" / "mysql"
+DEFAULT_POOL_SIZE = 5
+MAX_POOL_SIZE = 1000
+ENGINE = "mlserve.models.backend"
+"""Tortoise's engine module: its clients time each call from the moment it has a connection."""
 MASK = "***"
 
 _VAR = re.compile(r"\$\{(\??)([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -75,6 +79,7 @@ DATABASE_VARIABLES = (
     "MYSQL_PASSWORD",
     "MYSQL_SLAVE_HOST",
     "MLSERVE_DB_PATH",
+    "MLSERVE_DB_POOL_SIZE",
 )
 """Every variable :meth:`DatabaseSettings.from_env` reads."""
 
@@ -172,7 +177,12 @@ class DatabaseSettings(BaseModel):
     replica_host: str | None = None
     """MySQL only: a read replica for reads that may lag (listings); None means none."""
     options: dict[str, str] = Field(default_factory=dict)
-    """Extra connection parameters (MySQL ``charset``, pool sizes, ...)."""
+    """Extra connection parameters (MySQL ``charset``, ...)."""
+    pool_size: int = DEFAULT_POOL_SIZE
+    """MySQL only: the most connections open at once (``MLSERVE_DB_POOL_SIZE``). SQLite has one."""
+    statement_timeout: float | None = None
+    """The longest one statement or transaction may run once it has a connection (the wait for
+    a pooled connection is not counted): :mod:`mlserve.models.backend`. None: no limit."""
     source: str = "default"
     """Where these settings came from, for messages (never contains the password)."""
 
@@ -182,6 +192,18 @@ class DatabaseSettings(BaseModel):
     def from_env(cls, environ: Mapping[str, str] | EnvReader | None = None) -> DatabaseSettings:
         """Read the settings with the precedence described in the module docstring."""
         env = environ if isinstance(environ, EnvReader) else EnvReader(environ)
+        settings = cls._from_env(env)
+        pool_size = env.integer("MLSERVE_DB_POOL_SIZE", ": write how many connections to open at most, e.g. 5")
+        if pool_size is not None:
+            if not 1 <= pool_size <= MAX_POOL_SIZE:
+                raise SettingsError(
+                    "MLSERVE_DB_POOL_SIZE", f"must be between 1 and {MAX_POOL_SIZE}, got {pool_size}: e.g. 5"
+                )
+            settings = settings.model_copy(update={"pool_size": pool_size})
+        return settings
+
+    @classmethod
+    def _from_env(cls, env: EnvReader) -> DatabaseSettings:
         url = env.text("MLSERVE_DB_URL")
         if url is not None:
             return cls.from_url(url, source="MLSERVE_DB_URL")
@@ -317,12 +339,10 @@ class DatabaseSettings(BaseModel):
         if self.engine == "sqlite":
             if self.path and self.path != ":memory:":
                 Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            return {
-                "default": {
-                    "engine": "tortoise.backends.sqlite",
-                    "credentials": {"file_path": self.path, "journal_mode": "WAL"},
-                }
-            }
+            credentials: dict[str, Any] = {"file_path": self.path, "journal_mode": "WAL"}
+            if self.statement_timeout is not None:
+                credentials["statement_timeout"] = self.statement_timeout
+            return {"default": {"engine": ENGINE, "credentials": credentials}}
         result = {"default": self._mysql(self.host or "localhost")}
         if self.replica_host:
             result["replica"] = self._mysql(self.replica_host)
@@ -337,11 +357,13 @@ class DatabaseSettings(BaseModel):
             "password": self.password.get_secret_value() if self.password else "",
             "charset": "utf8mb4",
             "minsize": 1,
-            "maxsize": 5,
+            "maxsize": self.pool_size,
         }
+        if self.statement_timeout is not None:
+            credentials["statement_timeout"] = self.statement_timeout
         for key, value in self.options.items():
             credentials[key] = int(value) if value.isdigit() else value
-        return {"engine": "tortoise.backends.mysql", "credentials": credentials}
+        return {"engine": ENGINE, "credentials": credentials}
 
     def __str__(self) -> str:
         return self.display_url

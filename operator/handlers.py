@@ -46,9 +46,10 @@ from mlserve.operator.spec.namespaces import Scope, scope_of
 from .reconcile import kube, sync
 from .reconcile.events import EventType
 from .reconcile.finalize import finalize
-from .reconcile.identity import Claim, claim_of
+from .reconcile.identity import Claim, Pair, claim_of
 from .reconcile.mlserve import Runtime, reconcile
 from .reconcile.pending import ConfigMapStore, PendingUndeploys
+from .reconcile.rows import RowCache
 
 log = logging.getLogger("mlserve.operator")
 
@@ -68,11 +69,22 @@ class OperatorState:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     active: Callable[[], bool] | None = None
     """Under peering: whether this replica is the one that acts (None: standalone, always)."""
+    heartbeat: sync.SyncHeartbeat = field(default_factory=sync.SyncHeartbeat)
+    """The database sync loop's; the liveness probe checks it."""
+    by_pair: dict[Pair, set[str]] = field(default_factory=dict)
+    """(serve, environment) -> the uids of its MLServes, to wake them when its rows change."""
 
     def wake(self, uid: str) -> None:
         event = self.wakeups.get(uid)
         if event is not None:
             event.set()
+
+    def wake_pairs(self, pairs: set[Pair]) -> None:
+        """The database rows of ``pairs`` changed (an infra config, an environment): reconcile
+        their MLServes now rather than at the next drift check."""
+        for pair in pairs:
+            for uid in self.by_pair.get(pair, ()):
+                self.wake(uid)
 
 
 class KopfEvents:
@@ -166,7 +178,13 @@ async def startup(
     else:
         logger.info("MLSERVE_OPERATOR_NAMESPACE is not set: undeploys a deletion skips are kept in memory only")
     # One list of skipped undeploys: the finalizer adds to it, the sync loop retries it.
-    state.runtime = Runtime(settings=ours, client=client, events=KopfEvents(), pending=PendingUndeploys(store))
+    # The rows of this cluster: the sync loop refreshes them, the reconciles read them.
+    # A tick either confirms them, or drops them when it fails or passes MLSERVE_SYNC_TICK_TIMEOUT.
+    rows = RowCache(ours.cluster_name, max_age=ours.sync_tick_timeout + 3 * ours.sync_interval)
+    rows.subscribe(state.wake_pairs)
+    state.runtime = Runtime(
+        settings=ours, client=client, events=KopfEvents(), pending=PendingUndeploys(store), rows=rows
+    )
     state.background.append(asyncio.create_task(_database_sync(state), name="database-sync"))
     logger.info(
         "mlserve operator started for cluster %s (%s)",
@@ -193,6 +211,8 @@ async def _database_sync(state: OperatorState) -> None:
         on_result=wake_waiting,
         active=state.active,
         pending=state.runtime.pending,
+        rows=state.runtime.rows,
+        heartbeat=state.heartbeat,
     )
 
 
@@ -215,6 +235,20 @@ async def pending_probe(*, memo: kopf.Memo, **_: Any) -> int:
     """Shown on the liveness endpoint: how many deletions wait for the database."""
     runtime = _state(memo).runtime
     return len(runtime.pending) if runtime is not None else 0
+
+
+@kopf.on.probe(id="database-sync-heartbeat")
+async def sync_heartbeat_probe(*, memo: kopf.Memo, **_: Any) -> float:
+    """Seconds since the database sync loop last finished a tick. Past MLSERVE_SYNC_STALL_TIMEOUT
+    the probe fails, and with it the liveness endpoint: the loop is stuck, restart the pod."""
+    state = _state(memo)
+    age = round(state.heartbeat.age(), 1)
+    if age > state.settings.sync_stall_timeout:
+        raise kopf.PermanentError(
+            f"the database sync loop has not finished a tick for {age:g}s "
+            f"(MLSERVE_SYNC_STALL_TIMEOUT={state.settings.sync_stall_timeout:g}s)"
+        )
+    return age
 
 
 # --- the index of claims: who holds which (serve, environment) ----------------------------------
@@ -308,6 +342,15 @@ async def mlserve_event(
     """Wake the MLServe's worker when its request changed; wake rivals when it goes."""
     state = _state(memo)
     uid = str(meta.uid)
+    got = claim_of(body)
+    if got is not None:
+        uids = state.by_pair.setdefault(got[0], set())
+        if type == "DELETED":
+            uids.discard(uid)
+            if not uids:
+                state.by_pair.pop(got[0], None)
+        else:
+            uids.add(uid)
     annotations = meta.annotations or {}
     fingerprint = (meta.get("generation"), annotations.get(api.ANNOTATION_ROLLBACK))
     if state.fingerprints.get(uid) != fingerprint:

@@ -53,6 +53,8 @@ OPERATOR_VARIABLES = (
     "MLSERVE_NAMESPACES",
     "MLSERVE_SYNC_INTERVAL",
     "MLSERVE_FULL_RESYNC_INTERVAL",
+    "MLSERVE_SYNC_TICK_TIMEOUT",
+    "MLSERVE_SYNC_STALL_TIMEOUT",
     "MLSERVE_DRIFT_CHECK_INTERVAL",
     "MLSERVE_DELETION_DB_TIMEOUT",
     "MLSERVE_DB_TIMEOUT",
@@ -281,11 +283,20 @@ class OperatorSettings:
     """MLSERVE_NAMESPACES: comma-separated namespaces to watch (globs such as ``team-*`` and
     exclusions such as ``!kube-*`` allowed); empty watches the whole cluster."""
 
-    sync_interval: float = 10.0
-    """MLSERVE_SYNC_INTERVAL: seconds between two database → cluster sync ticks."""
+    sync_interval: float = 1.0
+    """MLSERVE_SYNC_INTERVAL: seconds between two database → cluster sync ticks (an idle tick
+    is one database statement and no API request)."""
 
     full_resync_interval: float = 300.0
     """MLSERVE_FULL_RESYNC_INTERVAL: seconds between two full database → cluster resyncs."""
+
+    sync_tick_timeout: float = 120.0
+    """MLSERVE_SYNC_TICK_TIMEOUT: the longest one sync tick may take; a longer one is cancelled,
+    logged, and the next tick starts with a full pass."""
+
+    sync_stall_timeout: float = 300.0
+    """MLSERVE_SYNC_STALL_TIMEOUT: the liveness probe fails when the sync loop has not finished a
+    tick (well or not) for this long, so a stuck loop restarts the pod."""
 
     drift_check_interval: float = 60.0
     """MLSERVE_DRIFT_CHECK_INTERVAL: seconds between two reconciles of an unchanged MLServe,
@@ -296,7 +307,8 @@ class OperatorSettings:
     MLServe go and leaves the ended deployment to the sync loop."""
 
     db_timeout: float = 10.0
-    """MLSERVE_DB_TIMEOUT: the longest one reconcile's database work may take."""
+    """MLSERVE_DB_TIMEOUT: the longest one database statement or transaction may run once it has
+    a connection (waiting for a pooled connection is not counted)."""
 
     db_create_schema: bool = True
     """MLSERVE_DB_CREATE_SCHEMA: create the schema at start when the database has no tables.
@@ -399,14 +411,26 @@ class OperatorSettings:
                 f"must be at least MLSERVE_RETRY_DELAY ({retry_delay:g}s)",
             )
 
+        sync_interval = duration("SYNC_INTERVAL", cls.sync_interval)
+        stall_timeout = duration("SYNC_STALL_TIMEOUT", cls.sync_stall_timeout)
+        if stall_timeout <= 2 * sync_interval:
+            raise SettingsError(
+                PREFIX + "SYNC_STALL_TIMEOUT",
+                f"must be more than twice MLSERVE_SYNC_INTERVAL ({sync_interval:g}s), or a healthy "
+                "loop that waits between ticks fails the liveness probe",
+            )
+        db_timeout = duration("DB_TIMEOUT", cls.db_timeout)
+
         return cls(
             cluster_name=cluster_name,
             namespaces=namespaces,
-            sync_interval=duration("SYNC_INTERVAL", cls.sync_interval),
+            sync_interval=sync_interval,
             full_resync_interval=duration("FULL_RESYNC_INTERVAL", cls.full_resync_interval),
+            sync_tick_timeout=duration("SYNC_TICK_TIMEOUT", cls.sync_tick_timeout),
+            sync_stall_timeout=stall_timeout,
             drift_check_interval=duration("DRIFT_CHECK_INTERVAL", cls.drift_check_interval),
             deletion_db_timeout=duration("DELETION_DB_TIMEOUT", cls.deletion_db_timeout),
-            db_timeout=duration("DB_TIMEOUT", cls.db_timeout),
+            db_timeout=db_timeout,
             db_create_schema=_flag(reader, "DB_CREATE_SCHEMA", cls.db_create_schema),
             db_migrate_on_start=_flag(reader, "DB_MIGRATE_ON_START", cls.db_migrate_on_start),
             retry_delay=retry_delay,
@@ -420,7 +444,7 @@ class OperatorSettings:
             peering_priority=reader.integer(PREFIX + "PEERING_PRIORITY"),
             operator_namespace=reader.text(PREFIX + "OPERATOR_NAMESPACE"),
             pending_configmap=reader.text(PREFIX + "PENDING_CONFIGMAP") or cls.pending_configmap,
-            database=DatabaseSettings.from_env(reader),
+            database=DatabaseSettings.from_env(reader).model_copy(update={"statement_timeout": db_timeout}),
             render=read_render_settings(reader),
             schedule=read_schedule_settings(reader),
         )

@@ -7,7 +7,8 @@ and the fix, before anything is rendered or applied.
 
 from __future__ import annotations
 
-from typing import TypedDict
+import json
+from typing import Any, TypedDict
 
 from mlserve.models import (
     APIServeInfraConfig,
@@ -22,14 +23,15 @@ from mlserve.models import (
     Serve,
     ServeType,
 )
-from mlserve.models.configs import WorkerNodeConfig
+from mlserve.models.configs import WorkerNodeConfig, parse_environment_variables, parse_worker_node_configs
 from mlserve.models.serve_configs import WorkflowServeInfraConfig
 from mlserve.operator.spec import EnvironmentContext, ServeContext
 from mlserve.operator.spec.api import Reason
 
 from .errors import InvalidInput
+from .rows import EnvironmentRow, PairRow
 
-__all__ = ["load_context"]
+__all__ = ["context_from_rows", "load_context"]
 
 
 class _InfraFields(TypedDict, total=False):
@@ -96,3 +98,49 @@ async def load_context(
         previous_deployment_id=previous_deployment_id,
         **fields,
     )
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def context_from_rows(pair: PairRow, environment: EnvironmentRow) -> ServeContext | None:
+    """:func:`load_context` of the pair's active deployment, from the cluster's snapshot
+    (:mod:`.rows`). None when a row does not parse: the caller reads the database, which
+    reports the column and the fix."""
+    try:
+        fields: _InfraFields = {}
+        if pair.serve_type == ServeType.API.value:
+            if pair.infra is not None:
+                backend_type, additional_hosts, fast_api_config = pair.infra
+                fields["backend_type"] = BackendType(backend_type)
+                raw = _json(fast_api_config)
+                fields["api_config"] = FastAPIConfig.parse(raw, "fast_api_config") if raw is not None else None
+                row = APIServeInfraConfig(additional_hosts=additional_hosts)
+                fields["additional_hosts"] = row.hosts
+            if pair.environment_variables is not None:
+                fields["env_vars"] = parse_environment_variables(
+                    _json(pair.environment_variables), "environment_variables"
+                )
+        else:
+            if pair.infra is not None:
+                schedule, worker_node_config, head_node_config = pair.infra
+                fields["schedule"] = schedule or None
+                head = _json(head_node_config)
+                fields["head_config"] = HeadNodeConfig.parse(head, "head_node_config") if head is not None else None
+                fields["worker_configs"] = parse_worker_node_configs(_json(worker_node_config), "worker_node_config")
+        env_context = EnvironmentContext(
+            name=environment.name, is_protected=bool(environment.model.is_protected), config=environment.config
+        )
+        return ServeContext(
+            serve=pair.serve_name,
+            serve_type=ServeType(pair.serve_type),
+            environment=env_context,
+            artifact_version=pair.artifact_version,
+            image=pair.image_url or "",
+            deployment_id=pair.deployment_id,
+            previous_deployment_id=pair.previous_deployment_id,
+            **fields,
+        )
+    except (InvalidConfig, ValueError, TypeError):
+        return None

@@ -52,6 +52,7 @@ from mlserve.models import (
     ModelsError,
     Proposal,
     Serve,
+    ServeType,
     User,
     end_active,
     propose,
@@ -61,12 +62,14 @@ from mlserve.operator.spec.api import ConditionType, Reason
 
 from . import builds
 from .errors import InvalidInput, TemporaryFailure
+from .rows import ClusterRows
 
 __all__ = [
     "DeployOutcome",
     "Resolved",
     "check_binding",
     "end_deployment",
+    "from_rows",
     "kept_superseded",
     "owns_pair",
     "resolve",
@@ -151,10 +154,16 @@ async def resolve(
     return Resolved(serve=serve, environment=environment, env_config=config, artifact=artifact)
 
 
-async def check_binding(environment_name: str, namespace: str, cluster_name: str) -> tuple[Environment, EnvConfig]:
+async def check_binding(
+    environment_name: str, namespace: str, cluster_name: str, rows: ClusterRows | None = None
+) -> tuple[Environment, EnvConfig]:
     """The environment and its config, if it is bound to this cluster and ``namespace``: only
     an MLServe there can hold its pair (InvalidInput ``WrongNamespace`` / ``ForeignCluster``
-    otherwise)."""
+    otherwise). With ``rows`` (the cluster's snapshot), a bound environment in the right
+    namespace is taken from it; anything else is read from the database."""
+    cached = rows.environments.get(environment_name) if rows is not None else None
+    if cached is not None and cached.namespace == namespace and cached.config.cluster_name == cluster_name:
+        return cached.model, cached.config
     environment = await Environment.get_or_none(name=environment_name)
     if environment is None:
         raise InvalidInput(
@@ -184,6 +193,63 @@ async def check_binding(environment_name: str, namespace: str, cluster_name: str
             f"{config.namespace!r}; nothing was changed",
         )
     return environment, config
+
+
+def from_rows(
+    rows: ClusterRows,
+    *,
+    serve_name: str,
+    serve_type: str,
+    environment_name: str,
+    artifact_version: str,
+    namespace: str,
+    cluster_name: str,
+) -> tuple[Resolved, DeployOutcome] | None:
+    """:func:`resolve` and :func:`sync_deployment` answered from the cluster's snapshot, when it
+    says the MLServe asks for what runs: the pair's active deployment runs the requested
+    artifact (outcome ``in_sync``, whatever the MLServe reflects, as the database would say).
+
+    None whenever the snapshot cannot say so (the request differs from the active
+    deployment, the pair or the environment is not in it, the artifact has no image, the
+    types differ): the caller then reads the database, and any write re-checks under the
+    pair's lock, so a stale snapshot never records anything."""
+    environment = rows.environments.get(environment_name)
+    pair = rows.pairs.get((serve_name, environment_name))
+    if (
+        environment is None
+        or environment.namespace != namespace
+        or environment.config.cluster_name != cluster_name
+        or pair is None
+        or pair.status != DeploymentStatus.ACTIVE.value
+        or pair.serve_type != serve_type
+        or pair.artifact_version != artifact_version
+        or not pair.image_url
+    ):
+        return None
+    try:
+        serve = Serve(id=pair.serve_id, name=pair.serve_name, type=ServeType(pair.serve_type))
+    except ValueError:
+        return None
+    artifact = Artifact(
+        id=pair.artifact_id, serve_id=pair.serve_id, version=pair.artifact_version, image_url=pair.image_url
+    )
+    active = Deployment(
+        id=pair.deployment_id,
+        serve_id=pair.serve_id,
+        artifact_id=pair.artifact_id,
+        environment_id=pair.environment_id,
+        status=DeploymentStatus.ACTIVE,
+        created_at=pair.created_at,
+    )
+    resolved = Resolved(serve=serve, environment=environment.model, env_config=environment.config, artifact=artifact)
+    outcome = DeployOutcome(
+        "in_sync",
+        f"deployment {active.pk} runs artifact {artifact.version}",
+        active,
+        artifact,
+        pair.previous_deployment_id,
+    )
+    return resolved, outcome
 
 
 async def _pointer(serve: Serve, environment: Environment) -> ActiveDeployment | None:

@@ -11,7 +11,6 @@ when they first appear) and reports in :class:`Report` whether and when to retry
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,12 +26,13 @@ from mlserve.operator.spec.api import ConditionType, Phase, Reason
 
 from . import deploy
 from .children import apply_step, render_step, schedule_step
-from .context import load_context
+from .context import context_from_rows, load_context
 from .errors import ClaimConflict, InvalidInput, ReconcileError, TemporaryFailure
 from .identity import Claim, claim_of, holder, reflected_id, rivals
 from .kube import MLServe, RequestCounter, as_dict, current_counter
 from .observe import Observation, previous_reason
 from .rollback import answer_rollback, pending_rollback, take_rollback_request
+from .rows import ClusterRows
 from .runtime import Report, Runtime
 from .status import compute_status, write_status
 from .sync_writes import set_to_deployment
@@ -157,7 +157,7 @@ async def _check_identity(
     mine = claim_of(body)
     assert mine is not None
     try:
-        await deploy.check_binding(spec.environment, str(meta.get("namespace")), rt.settings.cluster_name)
+        await deploy.check_binding(spec.environment, str(meta.get("namespace")), rt.settings.cluster_name, _rows(rt))
         first = holder([*rivals(claims, mine[1]), mine[1]])
         if first is not None and first.uid != uid:
             raise ClaimConflict(
@@ -194,12 +194,12 @@ async def _database(
     report: Report,
 ) -> DatabaseStep:
     """Check the identity, resolve the request, take a rollback request, record the deploy when
-    asked, all within the database timeout; a database failure or the timeout becomes
-    DatabaseUnavailable."""
+    asked; a database failure becomes DatabaseUnavailable. Each database call is under
+    ``MLSERVE_DB_TIMEOUT`` from the moment it has a connection (``mlserve.models.backend``), so
+    waiting for a pooled connection under load is never taken for a database that did not answer."""
     try:
-        async with asyncio.timeout(rt.settings.db_timeout):
-            await _check_identity(rt, body, spec, claims, report)
-            return await _resolve_and_record(rt, body, spec, previous_status, obs, report)
+        await _check_identity(rt, body, spec, claims, report)
+        return await _resolve_and_record(rt, body, spec, previous_status, obs, report)
     except (ReconcileError, ApiError):
         raise
     except Exception as exc:
@@ -219,6 +219,41 @@ def _resolve(rt: Runtime, request: MLServeSpec, namespace: str) -> Awaitable[dep
     )
 
 
+def _rows(rt: Runtime) -> ClusterRows | None:
+    return rt.rows.current() if rt.rows is not None else None
+
+
+def _from_rows(
+    rt: Runtime, body: Mapping[str, Any], spec: MLServeSpec, previous_status: Mapping[str, Any], obs: Observation
+) -> DatabaseStep | None:
+    """The database step from the cluster's snapshot (no query), when it can answer: the
+    MLServe asks for the artifact that runs and no rollback is asked for. None: read the
+    database (:mod:`.rows`)."""
+    rows = _rows(rt)
+    if rows is None or pending_rollback(body) is not None:
+        return None
+    found = deploy.from_rows(
+        rows,
+        serve_name=spec.serve,
+        serve_type=str(spec.type),
+        environment_name=spec.environment,
+        artifact_version=spec.artifact_version,
+        namespace=str((body.get("metadata") or {}).get("namespace")),
+        cluster_name=rt.settings.cluster_name,
+    )
+    if found is None:
+        return None
+    resolved, outcome = found
+    context = context_from_rows(rows.pairs[(spec.serve, spec.environment)], rows.environments[spec.environment])
+    if context is None:
+        return None
+    obs.db_state, obs.db_message = outcome.state, outcome.message
+    kept = deploy.kept_superseded(previous_status, outcome)
+    if kept is not None:
+        obs.db_state, obs.db_message = "superseded", kept
+    return DatabaseStep(spec, resolved, outcome, context)
+
+
 async def _resolve_and_record(
     rt: Runtime,
     body: Mapping[str, Any],
@@ -227,6 +262,9 @@ async def _resolve_and_record(
     obs: Observation,
     report: Report,
 ) -> DatabaseStep:
+    cached = _from_rows(rt, body, spec, previous_status, obs)
+    if cached is not None:
+        return cached
     namespace = str((body.get("metadata") or {}).get("namespace"))
     resolved = await _resolve(rt, spec, namespace)
     rollback_from: str | None = None

@@ -15,6 +15,7 @@ from .errors import ReconcileError
 from .events import EventSink
 from .kube import RequestCounter
 from .pending import PendingUndeploys
+from .rows import RowCache
 
 __all__ = ["Report", "Runtime"]
 
@@ -29,6 +30,9 @@ class Runtime:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     pending: PendingUndeploys = field(default_factory=PendingUndeploys)
     """Undeploys deletions had to skip (the finalizer adds, the sync loop retries)."""
+    rows: RowCache | None = None
+    """The rows of this cluster, refreshed by the sync loop (:mod:`.rows`); None: every
+    reconcile reads the database."""
 
 
 @dataclass

@@ -46,6 +46,7 @@ from .deploy import end_deployment, is_database_error
 from .identity import Pair
 from .kube import MLServe, as_dict
 from .pending import PendingUndeploys
+from .rows import RowCache
 from .status import waits_for_artifact
 from .sync_plan import (
     Snapshot,
@@ -55,7 +56,7 @@ from .sync_plan import (
 from .sync_reads import Watermark, read_watermark
 from .sync_writes import SyncResult, execute
 
-__all__ = ["SyncResult", "SyncState", "run_sync_loop", "sync_once"]
+__all__ = ["SyncHeartbeat", "SyncResult", "SyncState", "run_sync_loop", "sync_once"]
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +152,15 @@ async def sync_once(
     force_full: bool = False,
     namespaces: Sequence[str] = (),
     pending: PendingUndeploys | None = None,
+    rows: RowCache | None = None,
 ) -> SyncResult:
     """One tick: read the watermark; when it moved (or a full pass is due) act on every pair.
 
     ``namespaces`` is ``MLSERVE_NAMESPACES`` (empty: the whole cluster): environments whose
     namespace it does not match are left alone. ``pending`` holds the undeploys deletions
-    had to skip (the operator's one list; None: nothing is pending).
+    had to skip (the operator's one list; None: nothing is pending). ``rows`` is the cluster's
+    snapshot the reconciles read (:mod:`.rows`): refreshed before a pass, when the watermark
+    moved, and confirmed by an idle tick.
 
     Database errors propagate (the loop logs them and tries again next tick); API errors on
     one MLServe are collected in ``result.failed`` and do not stop the others.
@@ -166,10 +170,18 @@ async def sync_once(
     now = clock()
     full_due = state.last_full_pass is None or now - state.last_full_pass >= full_resync_interval
     has_pending = bool(pending)
-    if not (force_full or full_due or has_pending or watermark != state.watermark):
+    moved = watermark != state.watermark
+    if not (force_full or full_due or has_pending or moved):
+        if rows is not None:
+            rows.confirm()
         return result
+    if rows is not None and (moved or full_due or force_full):
+        # Before the pass: the reconciles its writes wake read the new rows.
+        await rows.refresh()
     result.full_pass = True
     await _full_pass(client, cluster_name, field_manager, result, namespaces, state.unwatched, pending)
+    if rows is not None:
+        rows.confirm()  # a long pass (thousands of creates) does not age the snapshot out
     if not result.failed:
         state.watermark = watermark
         state.last_full_pass = now
@@ -177,7 +189,12 @@ async def sync_once(
 
 
 async def _tick(
-    client: AsyncClient, settings: Any, state: SyncState, field_manager: str, pending: PendingUndeploys
+    client: AsyncClient,
+    settings: Any,
+    state: SyncState,
+    field_manager: str,
+    pending: PendingUndeploys,
+    rows: RowCache | None,
 ) -> SyncResult:
     """One tick of the loop, logged when it made a full pass."""
     result = await sync_once(
@@ -188,6 +205,7 @@ async def _tick(
         full_resync_interval=settings.full_resync_interval,
         namespaces=settings.namespaces,
         pending=pending,
+        rows=rows,
     )
     if result.full_pass:
         log.debug(
@@ -198,6 +216,25 @@ async def _tick(
             len(result.failed),
         )
     return result
+
+
+class SyncHeartbeat:
+    """When the sync loop last finished a tick (well or not), or waited as the passive replica:
+    the liveness probe fails when that is too long ago, so a loop stuck where no timeout reaches
+    restarts the pod."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.last = clock()
+        self.ticks = 0
+
+    def beat(self) -> None:
+        self.last = self.clock()
+        self.ticks += 1
+
+    def age(self) -> float:
+        """Seconds since the last beat."""
+        return self.clock() - self.last
 
 
 def _log_failure(exc: Exception, interval: float) -> None:
@@ -241,6 +278,8 @@ async def run_sync_loop(
     on_result: Callable[[SyncResult], None] | None = None,
     active: Callable[[], bool] | None = None,
     pending: PendingUndeploys | None = None,
+    rows: RowCache | None = None,
+    heartbeat: SyncHeartbeat | None = None,
 ) -> None:
     """Tick every ``settings.sync_interval`` seconds until ``stop`` is set.
 
@@ -255,6 +294,11 @@ async def run_sync_loop(
 
     ``pending`` is the operator's list of undeploys deletions had to skip (the one the
     finalizer adds to); without it, one in memory that only this loop sees.
+
+    ``rows`` is the cluster's snapshot the reconciles read: refreshed when the watermark
+    moves, dropped when a tick fails. Each tick runs under ``settings.sync_tick_timeout``
+    (every database call in it under its own timeout too); ``heartbeat`` beats after every
+    tick, failed or not, for the liveness probe.
     """
     pending = pending if pending is not None else PendingUndeploys()
     replica = _Replica(active)
@@ -268,19 +312,26 @@ async def run_sync_loop(
         settings.sync_interval,
         settings.full_resync_interval,
     )
+    tick_timeout = float(getattr(settings, "sync_tick_timeout", 120.0))
     while not stop.is_set():
         if not replica.acts():
             state = SyncState()  # when it acts again, a full pass: the active replica wrote meanwhile
             restored = False  # and the pending undeploys as the active replica left them
+            if rows is not None:
+                rows.invalidate()  # the active replica's writes are not seen here
+            if heartbeat is not None:
+                heartbeat.beat()
             await _sleep(stop, min(1.0, settings.sync_interval))
             continue
+        timeout = asyncio.timeout(tick_timeout)
         try:
-            if not restored:
-                # Undeploys a deletion skipped before a restart: without them, the pass would
-                # re-create the MLServes that were deleted.
-                await pending.restore()
-                restored = True
-            result = await _tick(client, settings, state, field_manager, pending)
+            async with timeout:
+                if not restored:
+                    # Undeploys a deletion skipped before a restart: without them, the pass would
+                    # re-create the MLServes that were deleted.
+                    await pending.restore()
+                    restored = True
+                result = await _tick(client, settings, state, field_manager, pending, rows)
             if on_result is not None:
                 on_result(result)
             if failures:
@@ -291,6 +342,13 @@ async def run_sync_loop(
         except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure (logged)
             failures += 1
             state.watermark = None  # after an error, the next good tick is a full pass
-            _log_failure(exc, settings.sync_interval)
+            if rows is not None:
+                rows.invalidate()
+            if timeout.expired():
+                log.warning("database sync: a tick took longer than %gs and was cancelled", tick_timeout)
+            else:
+                _log_failure(exc, settings.sync_interval)
+        if heartbeat is not None:
+            heartbeat.beat()
         await _sleep(stop, settings.sync_interval)
     log.info("database sync stopped")

@@ -46,7 +46,15 @@ _WATERMARK_SQL = (
     " (SELECT MAX(updated_at) FROM active_deployments) AS active_updated,"
     " (SELECT COUNT(*) FROM deployments WHERE status = 'ACTIVE') AS deployments_active,"
     " (SELECT MAX(ended_at) FROM deployments) AS deployments_ended,"
+    " (SELECT COUNT(*) FROM environments) AS environments_count,"
     " (SELECT MAX(updated_at) FROM environments) AS environments_updated,"
+    " (SELECT MAX(updated_at) FROM serves) AS serves_updated,"
+    " (SELECT COUNT(*) FROM api_serve_configs) AS api_configs_count,"
+    " (SELECT MAX(id) FROM api_serve_configs) AS api_configs_max_id,"
+    " (SELECT MAX(updated_at) FROM api_serve_configs) AS api_configs_updated,"
+    " (SELECT COUNT(*) FROM workflow_serve_configs) AS workflow_configs_count,"
+    " (SELECT MAX(id) FROM workflow_serve_configs) AS workflow_configs_max_id,"
+    " (SELECT MAX(updated_at) FROM workflow_serve_configs) AS workflow_configs_updated,"
     " (SELECT COUNT(*) FROM artifact_builder_job WHERE status = 'PENDING') AS builds_pending,"
     " (SELECT COALESCE(SUM(id), 0) FROM artifact_builder_job WHERE status = 'PENDING') AS builds_pending_sum,"
     " (SELECT COUNT(*) FROM artifacts WHERE image_url IS NOT NULL AND image_url <> '') AS artifacts_built"
@@ -55,15 +63,17 @@ _WATERMARK_SQL = (
 
 @dataclass(frozen=True)
 class Watermark:
-    """Aggregates that move whenever a deploy, an undeploy or an environment changes.
+    """Aggregates that move whenever a deploy, an undeploy, an environment, a serve or an infra
+    config (``api_serve_configs``, ``workflow_serve_configs``) changes.
 
     No clock is needed to see a deploy or an undeploy: a pointer created or deleted changes
     the count, a pointer moved (to a newer deployment, or back to an older one) changes the sum
     of the deployments it points at, and a deployment ended without its pointer changes the
     count of ACTIVE rows; a row written with an older timestamp (another writer's skewed clock,
     a replayed script) is seen as soon as it commits. The times are kept for what has no such
-    count: an edit of an environment's configuration (and a full pass runs every
-    MLSERVE_FULL_RESYNC_INTERVAL whatever the watermark says).
+    count: an edit of an environment's or a serve's row, of an infra config (a config added or
+    deleted moves its table's count or largest id too), and a full pass runs every
+    MLSERVE_FULL_RESYNC_INTERVAL whatever the watermark says.
 
     Artifact builds move it too, so MLServes waiting for a version wake when its build ends: a
     job that leaves PENDING (SUCCESSFUL or FAILED) or a new PENDING job changes the count or the
@@ -82,6 +92,16 @@ class Watermark:
     builds_pending: int = 0
     builds_pending_sum: int = 0
     artifacts_built: int = 0
+    environments_count: int = 0
+    serves_updated: str | None = None
+    api_configs: tuple[int, int | None, str | None] = (0, None, None)
+    """Count, largest id and latest ``updated_at`` of ``api_serve_configs``."""
+    workflow_configs: tuple[int, int | None, str | None] = (0, None, None)
+    """The same of ``workflow_serve_configs``."""
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _text(value: Any) -> str | None:
@@ -96,12 +116,24 @@ async def read_watermark() -> Watermark:
     row = rows[0]
     return Watermark(
         active_count=int(row["active_count"] or 0),
-        active_max_id=None if row["active_max_id"] is None else int(row["active_max_id"]),
+        active_max_id=_int(row["active_max_id"]),
         active_sum=int(row["active_sum"] or 0),
         active_updated=_text(row["active_updated"]),
         deployments_active=int(row["deployments_active"] or 0),
         deployments_ended=_text(row["deployments_ended"]),
         environments_updated=_text(row["environments_updated"]),
+        environments_count=int(row["environments_count"] or 0),
+        serves_updated=_text(row["serves_updated"]),
+        api_configs=(
+            int(row["api_configs_count"] or 0),
+            _int(row["api_configs_max_id"]),
+            _text(row["api_configs_updated"]),
+        ),
+        workflow_configs=(
+            int(row["workflow_configs_count"] or 0),
+            _int(row["workflow_configs_max_id"]),
+            _text(row["workflow_configs_updated"]),
+        ),
         builds_pending=int(row["builds_pending"] or 0),
         builds_pending_sum=int(row["builds_pending_sum"] or 0),
         artifacts_built=int(row["artifacts_built"] or 0),

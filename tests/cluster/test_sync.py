@@ -39,6 +39,7 @@ from mlserve.operator.reconcile.identity import claim_of, pair_of
 from mlserve.operator.reconcile.kube import MLServe, RayCronJob, RayJob, RequestCounter
 from mlserve.operator.reconcile.mlserve import Runtime, reconcile
 from mlserve.operator.reconcile.pending import PendingEnd, PendingUndeploys
+from mlserve.operator.reconcile.rows import RowCache
 from mlserve.operator.reconcile.sync import SyncState
 from mlserve.operator.reconcile.sync_plan import ActiveRow, new_mlserve, reflected_deployment_ids
 from mlserve.operator.reconcile.sync_reads import read_watermark
@@ -1325,3 +1326,155 @@ async def test_a_name_another_pair_has_is_not_fought_over(
     assert (body["spec"]["serve"], body["spec"]["environment"]) == ("fraud", "model-prod")
     again = await sync.sync_once(client, "local", state, force_full=True)
     assert again.writes == 0 and again.failed == []
+
+
+# --- the reconciles read the cluster's rows from the sync's snapshot ------------------------------
+
+
+class StatementCounter:
+    """Database calls sent through the models' connection: every statement outside a
+    transaction, and every transaction (once), counted where the client takes a connection."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        client = type(Tortoise.get_connection("default"))
+        acquire, transaction = client.acquire_connection, client._in_transaction
+
+        def counting_acquire(this: Any) -> Any:
+            self.calls += 1
+            return acquire(this)
+
+        def counting_transaction(this: Any) -> Any:
+            self.calls += 1
+            return transaction(this)
+
+        monkeypatch.setattr(client, "acquire_connection", counting_acquire)
+        monkeypatch.setattr(client, "_in_transaction", counting_transaction)
+
+
+async def _questions(db: DarwinSQL) -> int:
+    """MariaDB's own count of the statements clients sent (the SHOW itself included)."""
+    rows = await db.connection.execute_query_dict("SHOW GLOBAL STATUS LIKE 'Questions'")
+    return int(rows[0]["Value"])
+
+
+async def test_a_converged_reconcile_sends_no_statement_and_an_idle_tick_one(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The figures of the issue, counted by the client (both databases) and, on MariaDB, by the
+    server itself ('Questions'): the same reconcile without the snapshot shows what it saves."""
+    client, _ = kube
+    ids = await _seed(file_db, {"dev": ("local", namespace)})
+    await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
+    rows = RowCache("local")
+    runtime = _runtime(client)
+    runtime.rows = rows
+    state = SyncState()
+    await sync.sync_once(client, "local", state, rows=rows)
+    body = (await _mlserves(client, namespace))["iris-dev"]
+    assert (await reconcile(body, runtime)).error is None
+    body = (await _mlserves(client, namespace))["iris-dev"]
+    mariadb = file_db.mysql
+    counter = StatementCounter(monkeypatch)
+
+    async def measure(step: Any) -> tuple[int, int | None]:
+        counter.calls = 0
+        before = await _questions(file_db) if mariadb else 0
+        overhead = 1 if mariadb else 0  # the SHOW of ``before``
+        counter.calls = 0
+        await step()
+        calls = counter.calls
+        server = (await _questions(file_db) - before - overhead) if mariadb else None
+        return calls, server
+
+    async def converged(with_rows: bool) -> None:
+        runtime.rows = rows if with_rows else None
+        report = await reconcile(body, runtime)
+        assert report.error is None and report.recorded_deployment is None and not report.requests.writes
+
+    async def idle_tick() -> None:
+        assert not (await sync.sync_once(client, "local", state, rows=rows)).full_pass
+
+    cached = await measure(lambda: converged(True))
+    uncached = await measure(lambda: converged(False))
+    idle = await measure(idle_tick)
+    print(
+        f"\nstatements ({'mariadb' if mariadb else 'sqlite'}; client count, server count): converged reconcile "
+        f"with the snapshot {cached}, without {uncached}; idle tick {idle}"
+    )
+    assert cached == (0, 0 if mariadb else None), "a converged reconcile reads the snapshot, not the database"
+    assert idle == (1, 1 if mariadb else None), "an idle tick is one statement"
+    assert uncached[0] >= 5, "the snapshot saves the per-pair queries"
+
+
+async def test_a_config_edit_reaches_the_children_at_the_next_tick(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str
+) -> None:
+    """An infra config edited in the database moves the watermark: the next tick refreshes the
+    snapshot, names the pair, and its reconcile renders the new config (no drift timer)."""
+    client, _ = kube
+    ids = await _seed(file_db, {"dev": ("local", namespace)})
+    await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
+    rows = RowCache("local")
+    woken: list[set[tuple[str, str]]] = []
+    rows.subscribe(woken.append)
+    runtime = _runtime(client)
+    runtime.rows = rows
+    state = SyncState()
+    await sync.sync_once(client, "local", state, rows=rows)
+    await _reconcile_all(client, namespace)
+    assert not (await sync.sync_once(client, "local", state, rows=rows)).full_pass
+
+    config = {"min_replicas": 1, "max_replicas": 1, "cores": 2, "memory": 3}
+    # An edit in place: the table's row count and largest id stay; its updated_at moves.
+    await file_db.execute(
+        "UPDATE api_serve_configs SET fast_api_config = ?, updated_at = ? WHERE serve_id = ?",
+        json.dumps(config),
+        file_db.tick(60),
+        ids["iris"],
+    )
+    assert (await sync.sync_once(client, "local", state, rows=rows)).full_pass
+    assert woken == [{("iris", "dev")}]
+    body = (await _mlserves(client, namespace))["iris-dev"]
+    report = await reconcile(body, runtime)
+    assert report.error is None and report.applied
+    live = await client.get(K8sDeployment, "iris-dev", namespace=namespace)
+    assert live.spec is not None and live.spec.template.spec is not None
+    limits = live.spec.template.spec.containers[0].resources.limits  # type: ignore[union-attr]
+    assert limits is not None and limits["cpu"] == "2" and limits["memory"] == "3G", limits
+
+
+async def test_a_request_never_trusts_the_snapshot(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str
+) -> None:
+    """Darwin deploys v2 after the snapshot was read; the MLServe then asks for v3 (it still
+    reflects v1): the request goes to the database, whose compare-and-swap refuses it."""
+    client, _ = kube
+    ids = await _seed(file_db, {"dev": ("local", namespace)})
+    v3 = await file_db.artifact(ids["iris"], "v3", ids["user"])
+    first = await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
+    rows = RowCache("local", max_age=float("inf"))
+    runtime = _runtime(client)
+    runtime.rows = rows
+    await sync.sync_once(client, "local", SyncState(), rows=rows)
+    await _reconcile_all(client, namespace)
+    darwin = await file_db.deploy(ids["iris"], ids["dev"], ids["v2"], ids["user"])  # the snapshot is stale now
+    assert rows.current() is not None and rows.current().pairs[("iris", "dev")].deployment_id == first  # type: ignore[union-attr]
+    patched = await client.patch(
+        MLServe,
+        "iris-dev",
+        {"spec": {"artifactVersion": "v3"}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+    )
+    report = await reconcile(patched.to_dict() if hasattr(patched, "to_dict") else dict(patched), runtime)
+    assert report.recorded_deployment is None
+    assert (
+        await file_db.connection.execute_query_dict(
+            file_db._sql("SELECT id FROM deployments WHERE artifact_id = ?"), [v3]
+        )
+        == []
+    )
+    body = (await _mlserves(client, namespace))["iris-dev"]
+    assert body["spec"]["artifactVersion"] == "v2"
+    assert body["metadata"]["annotations"][ANNOTATION_DEPLOYMENT_ID] == str(darwin)

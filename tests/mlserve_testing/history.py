@@ -57,12 +57,14 @@ from mlserve.operator.reconcile.kube import MLServe, as_dict
 from mlserve.operator.reconcile.mlserve import Runtime, reconcile
 from mlserve.operator.reconcile.pending import ConfigMapStore, PendingUndeploys
 from mlserve.operator.reconcile.rollback import rollback_in_database
+from mlserve.operator.reconcile.rows import RowCache
 from mlserve.operator.reconcile.sync import SyncState, sync_once
 from mlserve.operator.render import names
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.settings import OperatorSettings
 from mlserve.operator.spec import api
 from mlserve_testing import darwin
+from mlserve_testing.wait import async_wait_for
 
 __all__ = [
     "STEP_WEIGHTS",
@@ -263,8 +265,15 @@ class Schedule:
         )
         pending = PendingUndeploys(store)
         await pending.restore()
+        # The cluster's rows as the operator keeps them (handlers.py): refreshed by the sync
+        # ticks only, so between two ticks the reconciles read a snapshot Darwin's writes have
+        # made stale. Never expired here: staleness is what the schedules exercise.
         self.runtime = Runtime(
-            settings=self.settings, client=self.operator_client, events=RecordingEvents(), pending=pending
+            settings=self.settings,
+            client=self.operator_client,
+            events=RecordingEvents(),
+            pending=pending,
+            rows=RowCache(CLUSTER, max_age=float("inf")),
         )
         self.sync_state = SyncState()
 
@@ -322,6 +331,7 @@ class Schedule:
             namespaces=self.settings.namespaces,
             pending=self.runtime.pending,
             force_full=force_full,
+            rows=self.runtime.rows,
         )
         return (
             f"sync: created={len(result.created)} updated={len(result.updated)} deleted={len(result.deleted)} "
@@ -708,8 +718,24 @@ class Schedule:
         )
         return (tuple(rows), tuple(pointers))
 
+    async def _orphans(self) -> list[str]:
+        """Children whose MLServe is gone and that garbage collection has not deleted yet."""
+        live = {body["metadata"]["uid"] for body in await self._mlserves()}
+        orphans = []
+        async for child in self.operator_client.list(K8sDeployment, namespace=self.namespace):
+            owners = [ref.uid for ref in (child.metadata.ownerReferences or []) if ref.kind == api.KIND]
+            if owners and not set(owners) & live:
+                orphans.append(str(child.metadata.name))
+        return orphans
+
     async def settle_round(self, label: str) -> bool:
-        """One sync tick, then every MLServe once; True when the round wrote nothing."""
+        """One sync tick, then every MLServe once; True when the round wrote nothing.
+
+        The round starts once garbage collection has deleted the children of MLServes that are
+        gone: until then a new MLServe of the same name finds its children's names taken
+        (NameTaken), and the operator applies them when the deletion wakes it or at the next
+        drift check, which the schedule has no time for."""
+        await async_wait_for(self._orphans_gone, timeout=60, what="garbage collection of deleted MLServes' children")
         self.now_at = label
         before_db, before_writes = await self._db_signature(), self.counter.writes
         try:
@@ -738,6 +764,9 @@ class Schedule:
         if not quiet:
             self.log.append(f"   {label}: " + "; ".join(did))
         return quiet
+
+    async def _orphans_gone(self) -> bool:
+        return not await self._orphans()
 
     async def settle(self) -> int:
         """Rounds until one writes nothing; 0 when it never did."""

@@ -20,6 +20,7 @@ import asyncio
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import uuid
@@ -105,6 +106,24 @@ class MariaDBServer:
         """Drop every database created through this object and not dropped yet."""
         for name in list(self.created):
             await self.drop_database(name)
+
+    def freeze(self) -> None:
+        """SIGSTOP the server (a hung server: connections stay open, nothing answers), and wait
+        until every thread of it is stopped (a signal is delivered asynchronously)."""
+        assert self.process is not None, "only a server the suite started can be frozen"
+        pid = self.process.pid
+        os.kill(pid, signal.SIGSTOP)
+
+        def stopped() -> bool:
+            tasks = Path(f"/proc/{pid}/task")
+            return all("T (stopped)" in (task / "status").read_text() for task in tasks.iterdir())
+
+        wait_for(stopped, timeout=10, what=f"mariadbd {pid} to stop")
+
+    def thaw(self) -> None:
+        """SIGCONT: the frozen server answers again."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

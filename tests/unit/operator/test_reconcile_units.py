@@ -392,3 +392,30 @@ def test_the_watched_namespaces_and_the_scope() -> None:
     assert watches_namespace(("team-a", "team-b"), "team-b") and not watches_namespace(("team-a",), "team-b")
     assert scope_of(("team-a", "team-b")) is Scope.NAMESPACES and not Scope.NAMESPACES.cluster_role
     assert scope_of(("team-a", "!kube-*")) is Scope.PATTERNS and Scope.PATTERNS.cluster_role
+
+
+def test_database_timeout_pool_size_and_the_sync_loop_s_bounds() -> None:
+    env = {"MLSERVE_CLUSTER_NAME": "local", "MLSERVE_DB_URL": "mysql://u:p@db:3306/darwin_ml_serve"}
+    default = OperatorSettings.from_env(env)
+    assert default.sync_interval == 1.0, "a database deploy reaches the cluster within about a second"
+    assert default.database is not None and default.database.statement_timeout == default.db_timeout == 10.0
+    credentials = default.database.connections()["default"]["credentials"]
+    assert credentials["maxsize"] == 5 and credentials["statement_timeout"] == 10.0
+    read = OperatorSettings.from_env(
+        {
+            **env,
+            "MLSERVE_DB_POOL_SIZE": "12",
+            "MLSERVE_DB_TIMEOUT": "3s",
+            "MLSERVE_SYNC_TICK_TIMEOUT": "1m",
+            "MLSERVE_SYNC_STALL_TIMEOUT": "2m",
+        }
+    )
+    assert read.database is not None and read.database.pool_size == 12 and read.database.statement_timeout == 3
+    assert (read.sync_tick_timeout, read.sync_stall_timeout) == (60, 120)
+    for name, value, says in (
+        ("MLSERVE_DB_POOL_SIZE", "0", "between 1"),
+        ("MLSERVE_DB_POOL_SIZE", "many", "whole number"),
+        ("MLSERVE_SYNC_STALL_TIMEOUT", "1s", "twice MLSERVE_SYNC_INTERVAL"),
+    ):
+        with pytest.raises(SettingsError, match=f"{name}.*{says}"):
+            OperatorSettings.from_env({**env, name: value})
