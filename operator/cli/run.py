@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from mlserve.operator.logfields import FieldsFilter
+
 from .common import DatabaseDown
 
 if TYPE_CHECKING:
@@ -74,6 +76,7 @@ def configure_logging(log_format: str, level: str, secrets: Iterable[str] = ()) 
         )
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(FieldsFilter())
     handler.addFilter(_Redact(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

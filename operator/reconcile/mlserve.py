@@ -20,6 +20,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.types import PatchType
 
 from mlserve.models import InvalidConfig
+from mlserve.operator import logfields
 from mlserve.operator.render import names
 from mlserve.operator.spec import MLServeSpec, ServeContext, api
 from mlserve.operator.spec.api import ConditionType, Phase, Reason
@@ -82,23 +83,30 @@ async def reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Claim
     """
     counter = RequestCounter()
     token = current_counter.set(counter)
-    try:
-        report = await _reconcile(body, rt, claims)
-    finally:
-        current_counter.reset(token)
-    report.requests = counter
     meta = body.get("metadata") or {}
-    level = logging.INFO if counter.writes or report.recorded_deployment else logging.DEBUG
-    log.log(
-        level,
-        "reconciled %s/%s: %d API requests (%d writes: %s), deployment recorded: %s",
-        meta.get("namespace"),
-        meta.get("name"),
-        counter.total,
-        counter.writes,
-        dict(counter.by_method),
-        report.recorded_deployment,
-    )
+    spec = body.get("spec") or {}
+    with logfields.bound(
+        namespace=meta.get("namespace"),
+        mlserve=meta.get("name"),
+        serve=spec.get("serve") or meta.get("name"),
+        environment=spec.get("environment"),
+    ):
+        try:
+            report = await _reconcile(body, rt, claims)
+        finally:
+            current_counter.reset(token)
+        report.requests = counter
+        level = logging.INFO if counter.writes or report.recorded_deployment else logging.DEBUG
+        log.log(
+            level,
+            "reconciled %s/%s: %d API requests (%d writes: %s), deployment recorded: %s",
+            meta.get("namespace"),
+            meta.get("name"),
+            counter.total,
+            counter.writes,
+            dict(counter.by_method),
+            report.recorded_deployment,
+        )
     return report
 
 
@@ -315,6 +323,7 @@ async def _record_metadata(rt: Runtime, db: DatabaseStep, obs: Observation, repo
 
 
 def _observe_deployment(obs: Observation, context: ServeContext, outcome: deploy.DeployOutcome) -> None:
+    logfields.note(deployment_id=context.deployment_id)
     obs.deployment_id = context.deployment_id
     obs.previous_deployment_id = context.previous_deployment_id
     obs.artifact_version = context.artifact_version
@@ -336,7 +345,14 @@ async def _finish(
         condition = ConditionType.CONFLICT if isinstance(error, ClaimConflict) else error.condition
         if previous_reason(previous_status, condition) != error.reason:
             rt.events.post(body, error.event_type, error.reason, error.message)
-            log.warning("%s/%s: %s: %s", meta.get("namespace"), meta.get("name"), error.reason, error.message)
+            log.warning(
+                "%s/%s: %s: %s",
+                meta.get("namespace"),
+                meta.get("name"),
+                error.reason,
+                error.message,
+                extra={"reason": str(error.reason)},
+            )
         if isinstance(error, TemporaryFailure):
             report.retry_after = rt.settings.retry_delay
     new_status = compute_status(previous_status, obs, rt.clock())

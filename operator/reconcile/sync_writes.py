@@ -19,6 +19,8 @@ from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.types import CascadeType, PatchType
 
+from mlserve.operator import logfields
+
 from .identity import Pair
 from .kube import MLServe, as_dict
 from .sync_plan import (
@@ -79,8 +81,17 @@ async def execute(client: AsyncClient, actions: Sequence[Action], field_manager:
     gate = asyncio.Semaphore(WRITE_CONCURRENCY)
 
     async def gated(action: Create | SetVersion) -> None:
-        async with gate:
-            await _write(client, action, field_manager, result)
+        namespace, _, name = action.ref.partition("/")
+        row = action.row
+        with logfields.bound(
+            namespace=namespace,
+            mlserve=name,
+            serve=row.serve,
+            environment=row.environment,
+            deployment_id=row.deployment_id,
+        ):
+            async with gate:
+                await _write(client, action, field_manager, result)
 
     await asyncio.gather(*(gated(action) for action in writes))
     result.created.sort()

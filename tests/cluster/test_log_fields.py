@@ -1,0 +1,71 @@
+"""The JSON log of a reconcile carries which MLServe, serve and environment it is about, and the
+reason of an error, as fields a log search can filter on (not only inside the message)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from lightkube import Client
+from mlserve_testing.mlserves import MLServe, apply, mlserve
+
+from mlserve.models.db import close_db, init_db
+from mlserve.models.settings import DatabaseSettings
+from mlserve.operator.cli.run import configure_logging
+from mlserve.operator.dev.cluster import ClusterHandle
+from mlserve.operator.reconcile.events import RecordingEvents
+from mlserve.operator.reconcile.mlserve import Runtime, reconcile
+from mlserve.operator.render.settings import RenderSettings
+from mlserve.operator.settings import OperatorSettings
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    stream = io.StringIO()
+    configure_logging("json", "DEBUG")
+    root.handlers[0].stream = stream  # type: ignore[attr-defined]
+    yield stream
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+async def empty_database(tmp_path: Path) -> AsyncIterator[None]:
+    await init_db(DatabaseSettings.sqlite(tmp_path / "mlserve.sqlite3"))
+    yield
+    await close_db()
+
+
+async def test_a_reconciles_log_lines_carry_the_mlserve_and_the_reason(
+    cluster: ClusterHandle,
+    kube_client: Client,
+    mlserve_crd: None,
+    namespace: str,
+    empty_database: None,
+    json_log: io.StringIO,
+) -> None:
+    apply(kube_client, mlserve("ghost", namespace, "prod", "v1"))
+    body = kube_client.get(MLServe, "ghost", namespace=namespace).to_dict()
+    settings = OperatorSettings(cluster_name="local", render=RenderSettings(), database=None)
+    async with cluster.async_client(field_manager="mlserve-operator") as client:
+        report = await reconcile(body, Runtime(settings=settings, client=client, events=RecordingEvents()))
+    assert report.error is not None and report.error.reason == "UnknownEnvironment"
+    lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
+    (warning,) = [line for line in lines if line["level"] == "WARNING"]
+    assert {k: warning.get(k) for k in ("namespace", "mlserve", "serve", "environment", "reason")} == {
+        "namespace": namespace,
+        "mlserve": "ghost",
+        "serve": "ghost",
+        "environment": "prod",
+        "reason": "UnknownEnvironment",
+    }
+    done = [line for line in lines if line["message"].startswith("reconciled")]
+    assert done and all(line["mlserve"] == "ghost" for line in done)
