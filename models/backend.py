@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["TIMEOUT_KEY", "get_client_class", "statement_timeout"]
+__all__ = ["TIMEOUT_KEY", "CallObserver", "get_client_class", "observe_calls", "statement_timeout"]
 
 TIMEOUT_KEY = "statement_timeout"
 """The key of the connection's credentials that carries the timeout (popped before the driver sees it)."""
@@ -54,15 +55,29 @@ def seconds_of(client: Any) -> float | None:
     return override if override is not None else getattr(client, "statement_timeout", None)
 
 
+CallObserver = Callable[[float, bool], None]
+"""Told of every database call once it ends: its seconds (from the moment it had a connection)
+and whether it failed."""
+
+_observers: list[CallObserver] = []
+
+
+def observe_calls(observer: CallObserver) -> None:
+    """Call ``observer`` after every database call (the operator's metrics)."""
+    _observers.append(observer)
+
+
 class Clock:
     """The timeout of one call, started after the connection was obtained."""
 
-    __slots__ = ("timeout",)
+    __slots__ = ("started", "timeout")
 
     def __init__(self) -> None:
         self.timeout: asyncio.Timeout | None = None
+        self.started = 0.0
 
     async def start(self, seconds: float | None) -> None:
+        self.started = time.perf_counter()
         if seconds is not None:
             self.timeout = asyncio.timeout(seconds)
             await self.timeout.__aenter__()
@@ -70,13 +85,19 @@ class Clock:
     async def stop(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         """Leave the timeout; True when it expired (the call was cancelled by it)."""
         timeout, self.timeout = self.timeout, None
-        if timeout is None:
-            return False
-        try:
-            await timeout.__aexit__(exc_type, exc, tb)
-        except TimeoutError:
-            return True
-        return timeout.expired()
+        expired = False
+        if timeout is not None:
+            try:
+                await timeout.__aexit__(exc_type, exc, tb)
+            except TimeoutError:
+                expired = True
+            else:
+                expired = timeout.expired()
+        if self.started:
+            elapsed, self.started = time.perf_counter() - self.started, 0.0
+            for observer in _observers:
+                observer(elapsed, expired or exc_type is not None)
+        return expired
 
 
 def timed_out(seconds: float | None) -> TimeoutError:

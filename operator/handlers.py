@@ -38,6 +38,7 @@ from typing import Any, cast
 
 import kopf
 
+from mlserve.operator import metrics
 from mlserve.operator.peering import ActiveReplica, KopfInternalsChanged, kopf_pause_toggles
 from mlserve.operator.settings import OperatorSettings
 from mlserve.operator.spec import api
@@ -185,6 +186,7 @@ async def startup(
     state.runtime = Runtime(
         settings=ours, client=client, events=KopfEvents(), pending=PendingUndeploys(store), rows=rows
     )
+    metrics.watch_pending(lambda: len(state.runtime.pending) if state.runtime is not None else 0)
     state.background.append(asyncio.create_task(_database_sync(state), name="database-sync"))
     logger.info(
         "mlserve operator started for cluster %s (%s)",
@@ -400,3 +402,4 @@ async def undeploy(
     )
     if not result.done:
         raise kopf.TemporaryError(result.message, delay=result.retry_after or 1.0)
+    metrics.forget_mlserve(str(body.get("metadata", {}).get("uid")))

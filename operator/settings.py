@@ -67,6 +67,7 @@ OPERATOR_VARIABLES = (
     "MLSERVE_LOG_FORMAT",
     "MLSERVE_LOG_LEVEL",
     "MLSERVE_LIVENESS_ENDPOINT",
+    "MLSERVE_METRICS_PORT",
     "MLSERVE_PEERING_NAME",
     "MLSERVE_PEERING_PRIORITY",
     "MLSERVE_OPERATOR_NAMESPACE",
@@ -123,6 +124,15 @@ _RENDER_INTEGER = (
     "progress_deadline_seconds",
     "rayjob_ttl_seconds",
 )
+
+
+def _port(reader: EnvReader, name: str, default: int) -> int:
+    value = reader.integer(PREFIX + name, "a port number, or 0 for none")
+    if value is None:
+        return default
+    if not 0 <= value <= 65535:
+        raise SettingsError(PREFIX + name, f"{value} must be a port number (1-65535), or 0 for none")
+    return value
 
 
 def _flag(reader: EnvReader, name: str, default: bool) -> bool:
@@ -340,6 +350,10 @@ class OperatorSettings:
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
     """MLSERVE_LIVENESS_ENDPOINT: kopf's liveness probe URL; ``off`` disables it."""
 
+    metrics_port: int = 9090
+    """MLSERVE_METRICS_PORT: the port of the Prometheus metrics (``/metrics`` on every address);
+    0 serves none."""
+
     peering_name: str | None = None
     """MLSERVE_PEERING_NAME: the kopf peering object shared by the operator's replicas, so only
     one acts at a time (needs kopf's peering CRDs, in the Helm chart:
@@ -440,6 +454,7 @@ class OperatorSettings:
             log_format="json" if log_format == "json" else "plain",
             log_level=log_level,
             liveness_endpoint=liveness,
+            metrics_port=_port(reader, "METRICS_PORT", cls.metrics_port),
             peering_name=reader.text(PREFIX + "PEERING_NAME"),
             peering_priority=reader.integer(PREFIX + "PEERING_PRIORITY"),
             operator_namespace=reader.text(PREFIX + "OPERATOR_NAMESPACE"),

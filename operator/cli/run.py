@@ -123,6 +123,10 @@ def run() -> None:
 
     configure_logging(settings.log_format, settings.log_level, _secrets_of(settings.database))
     _check_schema(settings)
+    if settings.metrics_port:
+        from mlserve.operator import metrics
+
+        metrics.serve(settings.metrics_port)
 
     import kopf
 

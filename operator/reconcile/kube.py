@@ -26,6 +26,7 @@ from lightkube.resources.networking_v1 import Ingress
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
 
+from mlserve.operator import metrics
 from mlserve.operator.spec import api
 from mlserve.operator.spec.api import Reason
 
@@ -139,6 +140,7 @@ def make_client(field_manager: str, counter: RequestCounter | None = None) -> As
     hooks.append(_count_in_context)
     if counter is not None:
         hooks.append(counter)
+    client._client._client.event_hooks["response"].append(metrics.observe_api_response)
     return client
 
 

@@ -12,6 +12,7 @@ when they first appear) and reports in :class:`Report` whether and when to retry
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.types import PatchType
 
 from mlserve.models import InvalidConfig
-from mlserve.operator import logfields
+from mlserve.operator import logfields, metrics
 from mlserve.operator.render import names
 from mlserve.operator.spec import MLServeSpec, ServeContext, api
 from mlserve.operator.spec.api import ConditionType, Phase, Reason
@@ -91,10 +92,12 @@ async def reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Claim
         serve=spec.get("serve") or meta.get("name"),
         environment=spec.get("environment"),
     ):
+        started = time.perf_counter()
         try:
             report = await _reconcile(body, rt, claims)
         finally:
             current_counter.reset(token)
+        _measure(report, meta, time.perf_counter() - started)
         report.requests = counter
         level = logging.INFO if counter.writes or report.recorded_deployment else logging.DEBUG
         log.log(
@@ -108,6 +111,18 @@ async def reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Claim
             report.recorded_deployment,
         )
     return report
+
+
+def _measure(report: Report, meta: Mapping[str, Any], seconds: float) -> None:
+    error = report.error
+    if error is None:
+        result = "retry" if report.retry_after is not None else "ok"
+    else:
+        result = "retry" if isinstance(error, TemporaryFailure) else "invalid"
+    metrics.RECONCILES.labels(result, str(error.reason) if error is not None else "").inc()
+    metrics.RECONCILE_DURATION.observe(seconds)
+    if report.new_status is not None and meta.get("uid"):
+        metrics.record_phase(str(meta["uid"]), report.new_status.get("phase"))
 
 
 async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Claim]) -> Report:

@@ -39,6 +39,7 @@ from typing import Any
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 
+from mlserve.operator import metrics
 from mlserve.operator.spec import api
 
 from . import sync_reads
@@ -118,6 +119,7 @@ async def _full_pass(
     held = await _retry_pending(pending, result) if pending is not None else set()
     bound = await sync_reads.bound_environments(cluster_name, namespaces, unwatched)
     rows, duplicates = await sync_reads.active_rows(bound)
+    metrics.SYNC_ROWS.set(len(rows))
     environments = {env.name: env.namespace for env in bound.values()}
     snapshot = Snapshot(
         rows=rows,
@@ -331,7 +333,9 @@ async def run_sync_loop(
                     # re-create the MLServes that were deleted.
                     await pending.restore()
                     restored = True
-                result = await _tick(client, settings, state, field_manager, pending, rows)
+                with metrics.SYNC_TICK_DURATION.time():
+                    result = await _tick(client, settings, state, field_manager, pending, rows)
+            metrics.SYNC_TICKS.labels("ok").inc()
             if on_result is not None:
                 on_result(result)
             if failures:
@@ -341,6 +345,7 @@ async def run_sync_loop(
             raise
         except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure (logged)
             failures += 1
+            metrics.SYNC_TICKS.labels("error").inc()
             state.watermark = None  # after an error, the next good tick is a full pass
             if rows is not None:
                 rows.invalidate()

@@ -323,7 +323,7 @@ def test_operator_runs_non_root_with_a_read_only_root(helm: Helm, value_set: str
 def test_probes_call_the_operators_liveness_endpoint(helm: Helm, value_set: str) -> None:
     objects = helm.template(value_set=value_set)
     container = _container(objects)
-    (port,) = container["ports"]
+    port = next(p for p in container["ports"] if p["name"] == "health")
     env = _settings_env(objects, existing_secret={})
     assert env["MLSERVE_LIVENESS_ENDPOINT"] == f"http://0.0.0.0:{port['containerPort']}/healthz"
     for probe in (container["livenessProbe"], container["readinessProbe"]):
@@ -450,3 +450,28 @@ def test_the_migration_job_runs_before_install_and_upgrade_as_its_own_user(helm:
 def test_the_migration_job_needs_its_secret(helm: Helm) -> None:
     result = helm.render("--set", "migration.enabled=true", check=False)
     assert result.returncode != 0 and "migration.existingSecret" in result.stderr
+
+
+def test_metrics_are_served_on_a_port_of_their_own_behind_a_service(helm: Helm) -> None:
+    objects = helm.template(
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set-string",
+        "metrics.serviceMonitor.additionalLabels.release=prometheus",
+    )
+    container = _container(objects)
+    port = next(p for p in container["ports"] if p["name"] == "metrics")
+    assert _settings_env(objects, existing_secret={})["MLSERVE_METRICS_PORT"] == str(port["containerPort"])
+    service = next(s for s in objects_of(objects, "Service") if s["metadata"]["name"].endswith("-metrics"))
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s", "honorLabels": True}
+    ]
+    off = helm.template("--set", "metrics.enabled=false")
+    assert _settings_env(off, existing_secret={})["MLSERVE_METRICS_PORT"] == "0"
+    assert not [s for s in objects_of(off, "Service") if s["metadata"]["name"].endswith("-metrics")]

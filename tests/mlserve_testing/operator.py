@@ -122,6 +122,10 @@ class OperatorProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['MLSERVE_METRICS_PORT']}/metrics"
+
+    @property
     def db_url(self) -> str:
         return self.env["MLSERVE_DB_URL"]
 
@@ -194,6 +198,7 @@ def operator_env(kubeconfig: Path, db_url: str, port: int, **extra: str) -> dict
         MLSERVE_RETRY_DELAY="1s",
         MLSERVE_RETRY_MAX_DELAY="4s",
         MLSERVE_LOG_LEVEL="DEBUG",
+        MLSERVE_METRICS_PORT="0",  # several operators may run at once: a test that scrapes sets one
     )
     env.update(extra)
     return env
@@ -269,7 +274,9 @@ def operator_process(
         kubeconfig, own_namespace = identity.kubeconfig, identity.namespace
     else:
         kubeconfig, own_namespace = cluster.kubeconfig, "default"
-    env = operator_env(kubeconfig, db_url, port, MLSERVE_OPERATOR_NAMESPACE=own_namespace)
+    env = operator_env(
+        kubeconfig, db_url, port, MLSERVE_OPERATOR_NAMESPACE=own_namespace, MLSERVE_METRICS_PORT=str(_free_port())
+    )
     process = OperatorProcess(env, folder / "operator.log", port)
     process.start()
     try:
