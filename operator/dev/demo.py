@@ -240,29 +240,6 @@ async def _deploy_in_database(db_file: Path, serve_name: str, environment_name: 
     return await _with_db(db_file, work)  # type: ignore[no-any-return]
 
 
-async def _history(db_file: Path, serve_name: str, environment_name: str) -> list[dict[str, Any]]:
-    from mlserve.models import Deployment
-
-    async def work() -> list[dict[str, Any]]:
-        rows = (
-            await Deployment.filter(serve__name=serve_name, environment__name=environment_name)
-            .order_by("id")
-            .select_related("artifact")
-        )
-        return [
-            {
-                "id": row.pk,
-                "version": row.artifact.version,
-                "status": str(row.status),
-                "created": row.created_at.strftime("%H:%M:%S") if row.created_at else "",
-                "ended": row.ended_at.strftime("%H:%M:%S") if row.ended_at else "",
-            }
-            for row in rows
-        ]
-
-    return await _with_db(db_file, work)  # type: ignore[no-any-return]
-
-
 # --- the operator -----------------------------------------------------------------------------------
 
 
@@ -575,11 +552,15 @@ def run_demo(options: DemoOptions) -> DemoResult:
         )
         _show(shell, namespace, kinds)
 
-        clock.step(f"the history of {rows.api_serve} in {environment} (table deployments)")
-        history = asyncio.run(_history(db_file, rows.api_serve, environment))
-        echo(f"{'ID':>4}  {'VERSION':<10} {'STATUS':<7} {'CREATED':<9} ENDED")
-        for row in history:
-            echo(f"{row['id']:>4}  {row['version']:<10} {row['status']:<7} {row['created']:<9} {row['ended']}")
+        clock.step(f"the history of {rows.api_serve} in {environment}: mlserve history")
+        mlserve = _mlserve_command()
+        shell.run(
+            [*mlserve, "history", rows.api_serve, "--env", environment],
+            show=f"mlserve history {rows.api_serve} --env {environment}",
+            env=db_env,
+        )
+        clock.step("the database and the cluster side by side: mlserve status")
+        shell.run([*mlserve, "status"], show="mlserve status", env=db_env)
         ok = True
     except BaseException:
         if shell is not None:

@@ -69,6 +69,7 @@ def test_demo_runs_the_whole_flow_and_leaves_nothing_running(tmp_path: Path) -> 
         "mlserve rollback",
         "by editing the MLServe",
         "the history of",
+        "mlserve status",
     ]
     positions = [output.find(step) for step in steps]
     assert all(p >= 0 for p in positions), dict(zip(steps, positions, strict=True))
@@ -77,7 +78,9 @@ def test_demo_runs_the_whole_flow_and_leaves_nothing_running(tmp_path: Path) -> 
     assert "deployment.apps/iris-classifier-dev" in output
     assert "nightly-retrain-dev" in output
     history = output[output.find("the history of") :]
-    assert len(re.findall(r"^\s+\d+\s+\S+\s+(ACTIVE|ENDED)", history, re.M)) >= 4, history
+    assert len(re.findall(r"^\s*\d+\s+\S+\s+(ACTIVE|ENDED)", history, re.M)) >= 4, history
+    status = output[output.find("side by side: mlserve status") :]
+    assert re.search(r"^iris-classifier\s+dev\s+\d+\s+\S+\s.*\sReady\s+\d+/\d+\s+True$", status, re.M), status
     assert "Everything is stopped" in output
     assert _our_processes(work) == []
     print(f"mlserve demo took {wall:.1f} s (its own figure: {re.findall(r'done in ([0-9.]+) s', output)})")
