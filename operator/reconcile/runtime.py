@@ -11,6 +11,7 @@ from lightkube import AsyncClient
 
 from mlserve.operator.settings import OperatorSettings
 
+from .cache import ChildCache
 from .errors import ReconcileError
 from .events import EventSink
 from .kube import RequestCounter
@@ -29,6 +30,8 @@ class Runtime:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     pending: PendingUndeploys = field(default_factory=PendingUndeploys)
     """Undeploys deletions had to skip (the finalizer adds, the sync loop retries)."""
+    children: ChildCache | None = None
+    """The children as the watches hold them (the operator); None: listed on every reconcile."""
 
 
 @dataclass
