@@ -265,7 +265,7 @@ async def apply_children(
     unlisted = [key for key in resources if key not in live]
     if not unlisted:  # every rendered child is in the list: no read by name
         _check_names(owner, resources, live, [])
-        await _write(client, desired, resources, live, owner, field_manager, result, cache)
+        await _write(client, desired, resources, live, owner, field_manager, result, cache, live)
     else:
         # Read, check and write under the namespace's lock, so that of two MLServes of this
         # process rendering the same new names, the first to take the lock holds them all.
@@ -280,7 +280,7 @@ async def apply_children(
             # Found by name and ours to write (a child the cache has not seen yet): compared
             # like a listed one, so it is not written again when it matches.
             current = {**live, **{key: obj for key, obj in zip(unlisted, found, strict=True) if obj is not None}}
-            await _write(client, desired, resources, current, owner, field_manager, result, cache)
+            await _write(client, desired, resources, current, owner, field_manager, result, cache, live)
 
     for key, obj in live.items():
         if key in wanted or not owner.owns(obj):
@@ -346,8 +346,10 @@ async def _write(
     field_manager: str,
     result: ApplyResult,
     cache: ChildCache | None,
+    cached: Mapping[tuple[str, str], dict[str, Any]],
 ) -> None:
-    """Apply every rendered child whose live object differs from the rendering."""
+    """Apply every rendered child whose live object differs from the rendering; ``cached``:
+    the children as the cache (or the list) held them when the reconcile read them."""
     for manifest in desired:
         key = _key(manifest)
         current = live.get(key)
@@ -365,5 +367,6 @@ async def _write(
             client, resources[key], manifest, namespace=owner.namespace, field_manager=field_manager, what=_label(*key)
         )
         if cache is not None:
-            cache.put(result.live[key], notify=False)
+            read = (cached.get(key) or {}).get("metadata") or {}
+            cache.put_written(result.live[key], read.get("resourceVersion"))
         result.applied.append(_label(*key))

@@ -10,8 +10,8 @@ then reads every child from memory and writes nothing.
 
 What is kept is what the reconcile reads, and nothing else, compressed (:func:`pack`):
 
-- a child (:class:`ChildCache`): its metadata without ``managedFields``, ``resourceVersion``
-  and ``kubectl``'s last-applied copy, its spec, and only the status fields the reconcile
+- a child (:class:`ChildCache`): its metadata without ``managedFields`` and ``kubectl``'s
+  last-applied copy (its ``resourceVersion`` kept apart), its spec, and only the status fields the reconcile
   reads (:data:`STATUS_READ`; a Deployment's replica counts, a RayJob's job status; nothing
   of an HPA's metrics), indexed by namespace and the serve's selector labels, so one
   MLServe's children are one dict lookup. An event whose projection is unchanged (an HPA
@@ -22,8 +22,8 @@ What is kept is what the reconcile reads, and nothing else, compressed (:func:`p
   whether an event enqueues it: a new object, a change of ``metadata.generation``, of the
   rollback annotation or a deletion; the deletion of a holder enqueues its rivals.
 
-A child the reconcile has just applied is put into the cache as the server answered it
-(:meth:`ChildCache.put` with ``notify=False``), and an MLServe the reconcile patched is kept
+A child the reconcile has just applied is put into the cache as the server answered it, unless
+the watch delivered a version of it meanwhile (:meth:`ChildCache.put_written`), and an MLServe the reconcile patched is kept
 as the reconcile left it until the watch brings a newer one (:meth:`MLServeCache.remember`):
 the next reconcile does not read its own writes as stale.
 """
@@ -133,6 +133,8 @@ def _index_key(namespace: str, labels: Mapping[str, str]) -> tuple[str, ...]:
 @dataclass(frozen=True, slots=True)
 class _Child:
     blob: bytes
+    version: str
+    """The object's resourceVersion (kept apart: a bare version change is no change)."""
     index: tuple[str, ...]
     owners: tuple[str, ...]
 
@@ -150,21 +152,47 @@ class ChildCache:
     def __len__(self) -> int:
         return len(self._objects)
 
-    def put(self, obj: Mapping[str, Any], *, notify: bool = True) -> None:
-        """A child as the server holds it (from the watch, or the answer to our apply)."""
+    def _child(self, obj: Mapping[str, Any]) -> tuple[tuple[str, str, str], _Child]:
         meta = obj.get("metadata") or {}
         kind, name, namespace = str(obj.get("kind")), str(meta.get("name")), str(meta.get("namespace"))
         projection = project_child(obj)
-        child = _Child(pack(projection), _index_key(namespace, meta.get("labels") or {}), _owner_uids(projection))
-        key = (namespace, kind, name)
-        old = self._objects.get(key)
+        child = _Child(
+            pack(projection),
+            str(meta.get("resourceVersion") or ""),
+            _index_key(namespace, meta.get("labels") or {}),
+            _owner_uids(projection),
+        )
+        return (namespace, kind, name), child
+
+    def _store(self, key: tuple[str, str, str], old: _Child | None, child: _Child) -> bool:
+        """Store ``child``; whether anything the reconcile reads changed."""
         if old is not None and old.blob == child.blob:
-            return  # nothing the reconcile reads changed
+            if old.version != child.version:
+                self._objects[key] = child  # same index, same owners
+            return False
         self._unindex(key, old)
         self._objects[key] = child
-        self._by_selector.setdefault(child.index, set()).add((kind, name))
-        if notify:
+        self._by_selector.setdefault(child.index, set()).add((key[1], key[2]))
+        return True
+
+    def put(self, obj: Mapping[str, Any]) -> None:
+        """A child as the watch delivered it: its owners are enqueued when something the
+        reconcile reads changed."""
+        key, child = self._child(obj)
+        old = self._objects.get(key)
+        if self._store(key, old, child):
             self._notify({*child.owners, *(old.owners if old else ())})
+
+    def put_written(self, obj: Mapping[str, Any], read_version: str | None) -> None:
+        """A child as the server answered our write of it, stored only if the cache still
+        holds the version the reconcile read (``read_version``; None: it held none): when the
+        watch has delivered anything since, that may be newer than the answer (the watch and
+        the answer travel apart), and the watch brings our write in any case."""
+        key, child = self._child(obj)
+        old = self._objects.get(key)
+        if (old.version if old is not None else None) != read_version:
+            return
+        self._store(key, old, child)
 
     def remove(self, namespace: str, kind: str, name: str, *, notify: bool = True) -> None:
         key = (namespace, kind, name)
@@ -192,7 +220,9 @@ class ChildCache:
         for kind, name in self._by_selector.get(_index_key(namespace, selector), ()):
             if kind not in wanted:
                 continue
-            obj = unpack(self._objects[(namespace, kind, name)].blob)
+            child = self._objects[(namespace, kind, name)]
+            obj = unpack(child.blob)
+            obj["metadata"]["resourceVersion"] = child.version
             labels = (obj.get("metadata") or {}).get("labels") or {}
             if all(labels.get(k) == v for k, v in selector.items()):
                 found[(kind, name)] = obj

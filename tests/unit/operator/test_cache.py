@@ -98,8 +98,10 @@ def test_only_a_change_the_reconcile_reads_enqueues_the_owner() -> None:
 
     edited = _deployment(ready=0)
     edited["spec"]["replicas"] = 3
-    cache.put(edited, notify=False)  # our own write, as the server answered it
+    edited["metadata"]["resourceVersion"] = "12"
+    cache.put_written(edited, "10")  # our own write, as the server answered it
     assert enqueued == []
+    assert cache.children("team", _selector(), ["Deployment"])[("Deployment", "iris-dev")]["spec"]["replicas"] == 3
 
     cache.remove("team", "Deployment", "iris-dev")
     assert enqueued == ["uid-1"]
@@ -187,3 +189,23 @@ def test_remember_keeps_our_writes_until_the_watch_brings_newer() -> None:
     cache.put(newer)
     cache.remember("m-1", "5", ours)  # the watch moved on: not overwritten
     assert cache.body("m-1")["metadata"]["generation"] == 3  # type: ignore[index]
+
+
+def test_the_answer_to_our_write_never_replaces_what_the_watch_delivered_since() -> None:
+    cache = ChildCache(Enqueued())
+    cache.put(_deployment(ready=0))  # read by the reconcile at version 10
+    written = _deployment(ready=0)
+    written["metadata"]["resourceVersion"] = "11"
+    written["spec"]["replicas"] = 2
+    # Before the answer is in, the watch brings our write and the status after it.
+    later = copy.deepcopy(written)
+    later["metadata"]["resourceVersion"] = "12"
+    later["status"]["readyReplicas"] = 2
+    cache.put(later)
+    cache.put_written(written, "10")
+    found = cache.children("team", _selector(), ["Deployment"])[("Deployment", "iris-dev")]
+    assert found["status"]["readyReplicas"] == 2 and found["metadata"]["resourceVersion"] == "12"
+    # A child the cache did not hold: stored only while it still holds none.
+    fresh = ChildCache(Enqueued())
+    fresh.put_written(written, None)
+    assert fresh.children("team", _selector(), ["Deployment"])
