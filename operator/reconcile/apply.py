@@ -19,16 +19,19 @@ names) or that nobody controls but lacks our labels (made by hand) stops the app
 :class:`NameTaken`: nothing is written, and the reconcile retries with backoff until the
 name is free. A child carrying our labels and no controller is adopted, as before (e.g.
 left behind by an MLServe deleted with ``--cascade=orphan``). The read by name, the check
-and the writes that follow hold a lock per namespace, so two MLServes of one operator
-rendering the same new names cannot both find them free: the first holds them all.
+and the writes that follow hold a lock per name (taken in sorted order), so two MLServes of
+one operator rendering the same new names cannot both find them free: the first holds them
+all; MLServes of other names in the namespace go on at the same time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import weakref
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,9 +270,9 @@ async def apply_children(
         _check_names(owner, resources, live, [])
         await _write(client, desired, resources, live, owner, field_manager, result, cache, live)
     else:
-        # Read, check and write under the namespace's lock, so that of two MLServes of this
-        # process rendering the same new names, the first to take the lock holds them all.
-        async with _names_lock(owner.namespace):
+        # Read, check and write under the names' locks, so that of two MLServes of this
+        # process rendering the same new names, the first to take the locks holds them all.
+        async with _names_locked(owner.namespace, list(resources)):
             found = await asyncio.gather(
                 *(
                     get_object(client, resources[key], key[1], namespace=owner.namespace, what=_label(*key))
@@ -302,17 +305,28 @@ async def apply_children(
     return result
 
 
-_NAME_LOCKS: dict[tuple[int, str], asyncio.Lock] = {}
+_NAME_LOCKS: weakref.WeakValueDictionary[tuple[int, str, str, str], asyncio.Lock] = weakref.WeakValueDictionary()
+"""The lock of each child name being written for the first time (one per event loop: an
+asyncio lock belongs to one); a lock nobody holds or waits for is dropped."""
 
 
-def _names_lock(namespace: str) -> asyncio.Lock:
-    """The lock of first writes in ``namespace`` (one per event loop: an asyncio lock
-    belongs to one)."""
-    key = (id(asyncio.get_running_loop()), namespace)
-    lock = _NAME_LOCKS.get(key)
-    if lock is None:
-        lock = _NAME_LOCKS[key] = asyncio.Lock()
-    return lock
+@contextlib.asynccontextmanager
+async def _names_locked(namespace: str, keys: Sequence[tuple[str, str]]) -> AsyncIterator[None]:
+    """Hold the locks of the (kind, name) ``keys`` in ``namespace``, taken in sorted order (two
+    MLServes sharing some names never wait for each other in a circle)."""
+    loop = id(asyncio.get_running_loop())
+    locks = []
+    for kind, name in sorted(set(keys)):
+        key = (loop, namespace, kind, name)
+        lock = _NAME_LOCKS.get(key)
+        if lock is None:
+            lock = asyncio.Lock()
+            _NAME_LOCKS[key] = lock
+        locks.append(lock)
+    async with contextlib.AsyncExitStack() as stack:
+        for lock in locks:
+            await stack.enter_async_context(lock)
+        yield
 
 
 def _check_names(
