@@ -97,9 +97,5 @@ class ApiEvents:
             try:
                 await self._client.create(cast(Event, Event.from_dict(event)))
             except (ApiError, httpx2.HTTPError) as exc:
-                log.warning(
-                    "Event %s on %s not posted: %s",
-                    event["reason"],
-                    event["involvedObject"]["name"],
-                    type(exc).__name__,
-                )
+                why = exc.status.message if isinstance(exc, ApiError) else type(exc).__name__
+                log.warning("Event %s on %s not posted: %s", event["reason"], event["involvedObject"]["name"], why)
