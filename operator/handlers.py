@@ -130,9 +130,9 @@ async def startup(
     events = ApiEvents(client, ours.field_manager)
     state.background.append(asyncio.create_task(events.run(), name="events"))
     state.runtime = Runtime(settings=ours, client=client, events=events, pending=PendingUndeploys(store))
-    # Watches hold their connections for minutes: a client of their own, so they never wait
-    # for (or hold) a connection a reconcile needs.
-    state.controller = Controller(state.runtime, kube.make_client(ours.field_manager), active=state.active)
+    # Watches hold their connections for good: clients of their own, so they never wait for
+    # (or hold) a connection a reconcile needs.
+    state.controller = Controller(state.runtime, lambda: kube.make_client(ours.field_manager), active=state.active)
     state.background.append(asyncio.create_task(state.controller.run(), name="reconcile-controller"))
     state.background.append(asyncio.create_task(_database_sync(state), name="database-sync"))
     logger.info(

@@ -128,6 +128,7 @@ async def schedule_step(rt: Runtime, body: Mapping[str, Any], rendered: Rendered
         selector=rendered.selector,
         settings=settings.schedule,
         field_manager=settings.field_manager,
+        cache=rt.children,
     )
     run = await schedule.reconcile_schedule(rt.client, request, rt.clock(), rt.events)
     obs.schedule_status = run.status

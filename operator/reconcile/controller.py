@@ -59,7 +59,7 @@ class Controller:
     def __init__(
         self,
         runtime: Runtime,
-        watch_client: AsyncClient,
+        watch_client: Callable[[], AsyncClient],
         *,
         active: Callable[[], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -67,7 +67,7 @@ class Controller:
         settings = runtime.settings
         self.runtime = runtime
         self.settings = settings
-        self._watch_client = watch_client
+        self._watch_clients: list[AsyncClient] = []
         self._active = active
         self._clock = clock
         self.queue: WorkQueue[str] = WorkQueue(
@@ -81,9 +81,13 @@ class Controller:
         runtime.children = self.children
         self.informers: list[Informer] = []
         for namespace in watched_namespaces(settings.namespaces):
+            # One client per namespace: its watches (one per kind) hold connections for good,
+            # and a client's connection pool is bounded.
+            client = watch_client()
+            self._watch_clients.append(client)
             self.informers.append(
                 Informer(
-                    watch_client,
+                    client,
                     kube.MLServe,
                     namespace,
                     put=self.mlserves.put,
@@ -96,7 +100,7 @@ class Controller:
             for child in api.CHILD_KINDS:
                 self.informers.append(
                     Informer(
-                        watch_client,
+                        client,
                         kube.resource_class(child),
                         namespace,
                         put=self.children.put,
@@ -164,7 +168,8 @@ class Controller:
     async def close(self) -> None:
         """Stop, and close the watches' client."""
         await self.stop()
-        await self._watch_client.close()
+        for client in self._watch_clients:
+            await client.close()
 
     async def _follow_peering(self) -> None:
         """Let the workers act while this replica is the active one; enqueue every MLServe
