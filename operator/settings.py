@@ -264,8 +264,10 @@ class OperatorSettings:
     retry_max_delay: float = 120.0
     """MLSERVE_RETRY_MAX_DELAY: the longest delay between two retries."""
 
-    workers: int = 8
-    """MLSERVE_WORKERS: how many MLServes are reconciled at once (the work queue's workers)."""
+    workers: int = 16
+    """MLSERVE_WORKERS: how many MLServes are reconciled at once (the work queue's workers); a
+    reconcile mostly waits for the API server and the database, so more help when they answer
+    slowly, up to what the database pool serves."""
 
     reconcile_rate: float | None = 100.0
     """MLSERVE_RECONCILE_RATE: reconciles started per second, all MLServes together, as a
