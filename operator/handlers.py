@@ -1,40 +1,45 @@
-"""kopf wiring only: every handler calls one function of :mod:`mlserve.operator.reconcile`.
+"""kopf wiring only: start-up, shut-down, the probe; the reconciles run in :mod:`.reconcile.controller`.
 
-How the reconcile is driven (level-triggered, one worker per MLServe):
+How the reconcile is driven (controller-runtime's model, level-triggered):
 
-- a kopf daemon per MLServe runs :func:`~.reconcile.mlserve.reconcile` when the MLServe
-  appears (created, or found at start-up: kopf's resume), then again whenever it is woken,
-  and at the latest every ``MLSERVE_DRIFT_CHECK_INTERVAL`` (the drift timer);
-- it is woken by a change of the MLServe's request (generation or rollback annotation),
-  by any event of a child (Deployment, Service, HPA, Ingress, PDB, RayJob, RayCronJob
-  labelled ``app.kubernetes.io/managed-by=mlserve-operator``: edits, deletions, readiness),
-  for an MLServe in Conflict, by the deletion of the holder of its pair, and, for an MLServe
-  waiting for its artifact (phase Building, or a version not built), by a database sync pass
-  (one runs when a build job's status changes);
-- wake-ups that arrive during a reconcile coalesce into one more run, so one MLServe never
-  has two reconciles at once and a burst of child events costs one reconcile.
+- kopf runs the operator process: the startup and cleanup handlers, the liveness endpoint
+  and, with ``MLSERVE_PEERING_NAME``, the peering that decides which replica acts. Events
+  are posted by :class:`~.reconcile.events.ApiEvents` (kopf's poster only serves its handlers). It registers **no** handler on MLServes or children, so it
+  writes nothing on them: no finalizer, no diff-base (``last-handled-configuration``) and no
+  progress annotations, and it keeps no per-object state.
+- :class:`~.reconcile.controller.Controller` (started here) lists and watches the MLServes and
+  every child kind into small caches, and runs :func:`~.reconcile.mlserve.reconcile` from a
+  work queue keyed by MLServe, with ``MLSERVE_WORKERS`` workers: de-duplicated (a burst of
+  events costs one reconcile; one MLServe never has two reconciles at once), per-key backoff
+  with jitter for temporary failures, the drift check every ``MLSERVE_DRIFT_CHECK_INTERVAL``
+  (spread by jitter), a schedule's next run, and a global rate (``MLSERVE_RECONCILE_RATE``).
+  A converged reconcile reads only the caches: no API request, no write.
+- An MLServe is enqueued when it appears, when its request changes (generation, rollback
+  annotation), when it is being deleted, when a child changes in what the reconcile reads
+  (an HPA's metrics do not count), for an MLServe in Conflict when the holder of its pair
+  goes, when the database rows of its pair change (the sync's snapshot: an infra config, an
+  environment), and, for an MLServe waiting for its artifact (phase Building, or a version
+  not built), after a database sync pass (one runs when a build job's status changes). The
+  claims index of :mod:`.reconcile.identity` comes from the MLServe cache.
 
-Every handler is a coroutine: kopf runs plain functions in worker threads, and waking a
-worker (an ``asyncio.Event``) is only safe from the event loop's own thread.
+Errors: invalid input becomes a condition and an Event and the MLServe waits for a change or
+the drift check (the equivalent of ``kopf.PermanentError``); temporary failures (database
+down, API errors) are retried with doubling backoff and jitter (the equivalent of
+``kopf.TemporaryError(delay=...)``). Neither crashes the operator.
 
-Errors: invalid input becomes a condition and an Event and the worker waits for a change
-(the equivalent of ``kopf.PermanentError``, without kopf stopping the worker for good);
-temporary failures (database down, API errors) are retried with doubling backoff (the
-equivalent of ``kopf.TemporaryError(delay=...)``). Neither crashes the operator, and kopf
-writes no progress annotations for them, so a converged operator writes nothing.
-
-Deletion uses kopf's finalizer (:data:`~.spec.api.FINALIZER`) and retries with
-``kopf.TemporaryError`` until the database answers or the deletion timeout passes.
+Deletion: the reconcile puts the finalizer (:data:`~.spec.api.FINALIZER`) on an MLServe once
+it reflects a deployment; when the MLServe is being deleted the controller runs
+:func:`~.reconcile.finalize.finalize` (retried with backoff until the database answers or
+``MLSERVE_DELETION_DB_TIMEOUT`` passes) and then removes the finalizer with a JSON patch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -45,17 +50,14 @@ from mlserve.operator.spec import api
 from mlserve.operator.spec.namespaces import Scope, scope_of
 
 from .reconcile import kube, sync
-from .reconcile.events import EventType
-from .reconcile.finalize import finalize
-from .reconcile.identity import Claim, Pair, claim_of
-from .reconcile.mlserve import Runtime, reconcile
+from .reconcile.controller import Controller
+from .reconcile.events import ApiEvents
+from .reconcile.identity import Pair
 from .reconcile.pending import ConfigMapStore, PendingUndeploys
 from .reconcile.rows import RowCache
+from .reconcile.runtime import Runtime
 
 log = logging.getLogger("mlserve.operator")
-
-MLSERVES = (api.GROUP, api.VERSION, api.PLURAL)
-CHILD_LABELS = {api.LABEL_MANAGED_BY: api.MANAGED_BY}
 
 
 @dataclass
@@ -64,36 +66,19 @@ class OperatorState:
 
     settings: OperatorSettings
     runtime: Runtime | None = None
-    wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
-    fingerprints: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    controller: Controller | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     active: Callable[[], bool] | None = None
     """Under peering: whether this replica is the one that acts (None: standalone, always)."""
     heartbeat: sync.SyncHeartbeat = field(default_factory=sync.SyncHeartbeat)
     """The database sync loop's; the liveness probe checks it."""
-    by_pair: dict[Pair, set[str]] = field(default_factory=dict)
-    """(serve, environment) -> the uids of its MLServes, to wake them when its rows change."""
-
-    def wake(self, uid: str) -> None:
-        event = self.wakeups.get(uid)
-        if event is not None:
-            event.set()
 
     def wake_pairs(self, pairs: set[Pair]) -> None:
         """The database rows of ``pairs`` changed (an infra config, an environment): reconcile
         their MLServes now rather than at the next drift check."""
-        for pair in pairs:
-            for uid in self.by_pair.get(pair, ()):
-                self.wake(uid)
-
-
-class KopfEvents:
-    """The reconcile's :class:`~.reconcile.events.EventSink` in the operator: posts through kopf's
-    event queue (batched, as ``mlserve-operator``)."""
-
-    def post(self, body: Mapping[str, Any], type_: EventType, reason: str, message: str) -> None:
-        kopf.event(cast(Any, dict(body)), type=type_, reason=reason, message=message[:1024])
+        if self.controller is not None:
+            self.controller.enqueue_pairs(pairs)
 
 
 def _state(memo: Any) -> OperatorState:
@@ -103,31 +88,16 @@ def _state(memo: Any) -> OperatorState:
     return state
 
 
-def _claims(index: Mapping[tuple[str, str], Any], body: Mapping[str, Any]) -> list[Claim]:
-    got = claim_of(body)
-    if got is None:
-        return []
-    return list(index.get(got[0], []))
-
-
 # --- start-up and shut-down -------------------------------------------------------------------
 
 
 def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
     """kopf's settings for this operator (called by the startup handler, before kopf starts
-    watching: its observers and watchers wait for the startup handlers)."""
+    watching: its observers and watchers wait for the startup handlers). kopf handles no
+    MLServe nor child, so it stores nothing on them; the finalizer is named for clarity."""
     settings.persistence.finalizer = api.FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.KOPF_ANNOTATION_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=api.KOPF_ANNOTATION_PREFIX, key="last-handled-configuration"
-    )
     settings.posting.reporting_component = ours.field_manager
     settings.watching.server_timeout = 300
-    for child in api.CHILD_KINDS:
-        # Children are watched by label on the server: other Deployments never reach us.
-        settings.watching.label_selectors[child.group, child.version, child.plural] = (
-            f"{api.LABEL_MANAGED_BY}={api.MANAGED_BY}"
-        )
     settings.peering.stealth = True
     if ours.peering_name:
         settings.peering.name = ours.peering_name
@@ -139,7 +109,6 @@ def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> N
         # Names only: nothing to discover. kopf would otherwise list and watch namespaces and
         # CRDs, which a per-namespace install may not do; it retries the refusals for about a
         # minute before it falls back to these same names (permissions.REFUSED_WHEN_NAMESPACED).
-        # A kind (a KubeRay CRD) installed after the start is then served after a restart.
         settings.scanning.disabled = True
 
 
@@ -152,7 +121,7 @@ async def startup(
     configure_kopf(settings, ours)
     if ours.peering_name:
         try:
-            # The database sync runs outside kopf's handlers: it pauses with them.
+            # The database sync and the reconciles run outside kopf's handlers: they pause with them.
             state.active = ActiveReplica(kopf_pause_toggles(), ours.peering_name)
         except KopfInternalsChanged as exc:
             raise kopf.PermanentError(str(exc)) from None
@@ -179,19 +148,24 @@ async def startup(
     else:
         logger.info("MLSERVE_OPERATOR_NAMESPACE is not set: undeploys a deletion skips are kept in memory only")
     # One list of skipped undeploys: the finalizer adds to it, the sync loop retries it.
+    events = ApiEvents(client, ours.field_manager)
+    state.background.append(asyncio.create_task(events.run(), name="events"))
     # The rows of this cluster: the sync loop refreshes them, the reconciles read them.
     # A tick either confirms them, or drops them when it fails or passes MLSERVE_SYNC_TICK_TIMEOUT.
     rows = RowCache(ours.cluster_name, max_age=ours.sync_tick_timeout + 3 * ours.sync_interval)
     rows.subscribe(state.wake_pairs)
-    state.runtime = Runtime(
-        settings=ours, client=client, events=KopfEvents(), pending=PendingUndeploys(store), rows=rows
-    )
+    state.runtime = Runtime(settings=ours, client=client, events=events, pending=PendingUndeploys(store), rows=rows)
     metrics.watch_pending(lambda: len(state.runtime.pending) if state.runtime is not None else 0)
+    # Watches hold their connections for good: clients of their own, so they never wait for
+    # (or hold) a connection a reconcile needs.
+    state.controller = Controller(state.runtime, lambda: kube.make_client(ours.field_manager), active=state.active)
+    state.background.append(asyncio.create_task(state.controller.run(), name="reconcile-controller"))
     state.background.append(asyncio.create_task(_database_sync(state), name="database-sync"))
     logger.info(
-        "mlserve operator started for cluster %s (%s)",
+        "mlserve operator started for cluster %s (%s), %d workers",
         ours.cluster_name,
         "cluster-wide" if ours.clusterwide else "namespaces " + ",".join(ours.namespaces),
+        ours.workers,
     )
 
 
@@ -203,8 +177,8 @@ async def _database_sync(state: OperatorState) -> None:
     def wake_waiting(result: sync.SyncResult) -> None:
         # A full pass runs when the watermark moved, a build ending included: MLServes waiting
         # for their artifact look again at once instead of at the next drift check.
-        for uid in result.waiting_for_artifact:
-            state.wake(uid)
+        if state.controller is not None:
+            state.controller.enqueue(result.waiting_for_artifact)
 
     await sync.run_sync_loop(
         state.settings,
@@ -225,6 +199,8 @@ async def cleanup(*, memo: kopf.Memo, **_: Any) -> None:
     for task in state.background:
         task.cancel()
     await asyncio.gather(*state.background, return_exceptions=True)
+    if state.controller is not None:
+        await state.controller.close()
     if state.runtime is not None:
         await state.runtime.client.close()
     from mlserve.models.db import close_db
@@ -253,153 +229,17 @@ async def sync_heartbeat_probe(*, memo: kopf.Memo, **_: Any) -> float:
     return age
 
 
-# --- the index of claims: who holds which (serve, environment) ----------------------------------
-
-
-@kopf.index(*MLSERVES)
-async def mlserve_claims(*, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Claim] | None:
-    got = claim_of(body)
-    if got is None:
-        return None
-    pair, claim = got
-    return {pair: claim}
-
-
-# --- one worker per MLServe ---------------------------------------------------------------------
-
-
-# kopf's handler protocols do not list index keyword arguments (``mlserve_claims``), which
-# kopf passes by name: hence the type: ignore on the decorators of handlers that take one.
-@kopf.daemon(*MLSERVES, id="reconcile", cancellation_timeout=10.0)  # type: ignore[arg-type]
-async def worker(
-    *,
-    stopped: kopf.DaemonStopped,
-    body: kopf.Body,
-    meta: kopf.Meta,
-    memo: kopf.Memo,
-    mlserve_claims: kopf.Index[tuple[str, str], Claim],
-    **_: Any,
-) -> None:
-    state = _state(memo)
-    runtime = state.runtime
-    assert runtime is not None
-    uid = str(meta.uid)
-    wakeup = state.wakeups.setdefault(uid, asyncio.Event())
-    known: Mapping[str, Any] | None = None  # the MLServe as our own last writes left it
-    basis_version: str | None = None
-    failures = 0
-    try:
-        while not stopped:
-            wakeup.clear()
-            live = copy.deepcopy(dict(body))
-            if known is not None and live["metadata"].get("resourceVersion") == basis_version:
-                live = copy.deepcopy(dict(known))  # the watch has not caught up with our writes
-            if live["metadata"].get("deletionTimestamp"):
-                return
-            basis_version = live["metadata"].get("resourceVersion")
-            try:
-                report = await reconcile(live, runtime, _claims(mlserve_claims, live))
-            except Exception:  # a bug must not end the worker: log it and retry with backoff
-                log.exception("reconcile of %s/%s failed unexpectedly", meta.namespace, meta.name)
-                known = None
-                await _wait(wakeup, stopped, state.settings.backoff(failures))
-                failures += 1
-                continue
-            known = dict(report.body or live)
-            if report.new_status is not None:
-                known["status"] = report.new_status
-            if report.retry_after is not None:
-                delay = state.settings.backoff(failures)
-                failures += 1
-            else:
-                delay = state.settings.drift_check_interval
-                failures = 0
-            if report.requeue_after is not None:  # a scheduled workflow's next run
-                delay = min(delay, report.requeue_after)
-            await _wait(wakeup, stopped, delay)
-    finally:
-        state.wakeups.pop(uid, None)
-        state.fingerprints.pop(uid, None)
-
-
-async def _wait(wakeup: asyncio.Event, stopped: kopf.DaemonStopped, delay: float) -> None:
-    waiters = [asyncio.ensure_future(wakeup.wait()), asyncio.ensure_future(stopped.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-
-
-@kopf.on.event(*MLSERVES)  # type: ignore[arg-type]
-async def mlserve_event(
-    *,
-    type: str,
-    body: kopf.Body,
-    meta: kopf.Meta,
-    memo: kopf.Memo,
-    mlserve_claims: kopf.Index[tuple[str, str], Claim],
-    **_: Any,
-) -> None:
-    """Wake the MLServe's worker when its request changed; wake rivals when it goes."""
-    state = _state(memo)
-    uid = str(meta.uid)
-    got = claim_of(body)
-    if got is not None:
-        uids = state.by_pair.setdefault(got[0], set())
-        if type == "DELETED":
-            uids.discard(uid)
-            if not uids:
-                state.by_pair.pop(got[0], None)
-        else:
-            uids.add(uid)
-    annotations = meta.annotations or {}
-    fingerprint = (meta.get("generation"), annotations.get(api.ANNOTATION_ROLLBACK))
-    if state.fingerprints.get(uid) != fingerprint:
-        state.fingerprints[uid] = fingerprint
-        state.wake(uid)
-    if type == "DELETED" or meta.get("deletionTimestamp"):
-        for claim in _claims(mlserve_claims, body):
-            if claim.uid != uid:
-                state.wake(claim.uid)
-
-
-def _owner_uids(body: Mapping[str, Any]) -> list[str]:
-    refs = (body.get("metadata") or {}).get("ownerReferences") or []
-    return [str(ref.get("uid")) for ref in refs if ref.get("kind") == api.KIND]
-
-
-def _register_child_watch(child: api.ChildKind) -> None:
-    @kopf.on.event(child.group, child.version, child.plural, labels=CHILD_LABELS, id=f"child-{child.plural}")
-    async def child_event(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        state = _state(memo)
-        for uid in _owner_uids(body):
-            state.wake(uid)
-
-
-for _child in api.CHILD_KINDS:
-    _register_child_watch(_child)
-
-
-# --- deletion -----------------------------------------------------------------------------------
-
-
-@kopf.on.delete(*MLSERVES, id="undeploy")  # type: ignore[arg-type]
-async def undeploy(
-    *,
-    body: kopf.Body,
-    memo: kopf.Memo,
-    retry: int,
-    runtime: Any,
-    mlserve_claims: kopf.Index[tuple[str, str], Claim],
-    **_: Any,
-) -> None:
-    state = _state(memo)
-    assert state.runtime is not None
-    raw = copy.deepcopy(dict(body))
-    result = await finalize(
-        raw, state.runtime, _claims(mlserve_claims, raw), waited=runtime.total_seconds(), retry=retry
-    )
-    if not result.done:
-        raise kopf.TemporaryError(result.message, delay=result.retry_after or 1.0)
-    metrics.forget_mlserve(str(body.get("metadata", {}).get("uid")))
+@kopf.on.probe(id="reconcile-queue")
+async def queue_probe(*, memo: kopf.Memo, **_: Any) -> dict[str, int | bool]:
+    """Shown on the liveness endpoint: the caches and the work queue."""
+    controller = _state(memo).controller
+    if controller is None:
+        return {"synced": False}
+    return {
+        "synced": controller.synced.is_set(),
+        "mlserves": len(controller.mlserves),
+        "children": len(controller.children),
+        "ready": len(controller.queue),
+        "waiting": controller.queue.waiting,
+        "processing": controller.queue.processing,
+    }

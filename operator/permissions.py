@@ -68,9 +68,9 @@ def child_resources() -> list[tuple[str, str]]:
 
 _CHILD_VERBS = ("create", "delete", "get", "list", "patch", "watch")
 _CHILD_WHY = (
-    "handlers._register_child_watch: kopf watches each kind (list + watch, by the "
-    "managed-by label) to wake the owner's worker; reconcile.apply.apply_children: one "
-    "list per kind by the MLServe's labels, a get by name of each rendered child the list "
+    "reconcile.cache.Informer lists and watches each kind (by the managed-by label) into "
+    "the cache the reconcile reads; reconcile.apply.apply_children: without a cache one "
+    "list per kind by the MLServe's labels, a get by name of each rendered child the cache "
     "did not find (is the name taken?), server-side apply (a PATCH; when the child does "
     "not exist yet the API server also checks create), delete of children no longer "
     "rendered; reconcile.schedule: server-side apply and delete of scheduled RayJobs"
@@ -81,9 +81,9 @@ RULES: tuple[Rule, ...] = (
         api.GROUP,
         api.PLURAL,
         ("create", "delete", "list", "patch", "watch"),
-        "kopf watches MLServes (list + watch: the worker daemon, the claims index, the "
-        "event handler) and patches its finalizer and annotations onto them; "
-        "reconcile.mlserve patches labels and rollback annotations (merge patch); "
+        "reconcile.cache.Informer lists and watches MLServes (the cache, the claims index); "
+        "reconcile.mlserve patches labels, annotations and the finalizer (merge patch); "
+        "reconcile.controller removes the finalizer after finalize (JSON patch); "
         "reconcile.sync lists an environment's namespace, creates the MLServe of a deploy "
         "made in the database, patches it to follow the database, deletes it when the "
         "deployment ended",
@@ -108,8 +108,8 @@ RULES: tuple[Rule, ...] = (
         "",
         "events",
         ("create",),
-        "kopf's event poster: handlers.KopfEvents (kopf.event) and kopf's own "
-        "per-object log lines are POSTed as core v1 Events",
+        "reconcile.events.ApiEvents: the reconcile's Events (deploys, rollbacks, repairs, "
+        "errors) are POSTed as core v1 Events",
     ),
     Rule(
         "apiextensions.k8s.io",

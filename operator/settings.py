@@ -62,6 +62,8 @@ OPERATOR_VARIABLES = (
     "MLSERVE_DB_MIGRATE_ON_START",
     "MLSERVE_RETRY_DELAY",
     "MLSERVE_RETRY_MAX_DELAY",
+    "MLSERVE_WORKERS",
+    "MLSERVE_RECONCILE_RATE",
     "MLSERVE_DEPLOY_USER",
     "MLSERVE_FIELD_MANAGER",
     "MLSERVE_LOG_FORMAT",
@@ -281,6 +283,24 @@ def _liveness(raw: str | None, default: str | None) -> str | None:
     return liveness
 
 
+def _rate(raw: str | None, default: float | None) -> float | None:
+    """MLSERVE_RECONCILE_RATE: a positive number per second, or ``off``."""
+    if raw is None:
+        return default
+    if raw.lower() in ("off", "none", "0"):
+        return None
+    try:
+        rate = float(raw)
+    except ValueError:
+        rate = -1.0
+    if not rate > 0 or rate != rate or rate == float("inf"):
+        raise SettingsError(
+            PREFIX + "RECONCILE_RATE",
+            f"{raw!r} is not a rate: write reconciles per second (e.g. 100), or off for no limit",
+        )
+    return rate
+
+
 @dataclass(frozen=True)
 class OperatorSettings:
     """What ``mlserve run`` needs; build it with :meth:`from_env`."""
@@ -334,6 +354,16 @@ class OperatorSettings:
 
     retry_max_delay: float = 120.0
     """MLSERVE_RETRY_MAX_DELAY: the longest delay between two retries."""
+
+    workers: int = 16
+    """MLSERVE_WORKERS: how many MLServes are reconciled at once (the work queue's workers); a
+    reconcile mostly waits for the API server and the database, so more help when they answer
+    slowly, up to what the database pool serves."""
+
+    reconcile_rate: float | None = 100.0
+    """MLSERVE_RECONCILE_RATE: reconciles started per second, all MLServes together, as a
+    token bucket holding one second's worth (so bursts of that size start at once);
+    ``off`` for no limit."""
 
     deploy_user: str = "admin"
     """MLSERVE_DEPLOY_USER: the ``users.username`` deploys recorded by the operator are made by."""
@@ -434,6 +464,10 @@ class OperatorSettings:
                 "loop that waits between ticks fails the liveness probe",
             )
         db_timeout = duration("DB_TIMEOUT", cls.db_timeout)
+        workers = reader.integer(PREFIX + "WORKERS")
+        if workers is not None and not 1 <= workers <= 256:
+            raise SettingsError(PREFIX + "WORKERS", f"{workers} must be between 1 and 256, e.g. 8")
+        reconcile_rate = _rate(reader.text(PREFIX + "RECONCILE_RATE"), cls.reconcile_rate)
 
         return cls(
             cluster_name=cluster_name,
@@ -449,6 +483,8 @@ class OperatorSettings:
             db_migrate_on_start=_flag(reader, "DB_MIGRATE_ON_START", cls.db_migrate_on_start),
             retry_delay=retry_delay,
             retry_max_delay=retry_max_delay,
+            workers=cls.workers if workers is None else workers,
+            reconcile_rate=reconcile_rate,
             field_manager=field_manager,
             deploy_user=reader.text(PREFIX + "DEPLOY_USER") or cls.deploy_user,
             log_format="json" if log_format == "json" else "plain",

@@ -1,30 +1,37 @@
 """Children: server-side apply of the rendered manifests, pruning of the ones no longer rendered.
 
-One call per reconcile. It reads the live children with one list per kind (label
-selector of the MLServe's identity), applies only the manifests whose live object no
-longer matches (:mod:`.diff`), and deletes the children that carry the MLServe's labels
-and ownerReference but are no longer rendered (the HPA when min = max, the PDB when one
-replica). A converged MLServe costs one list per kind and no write.
+One call per reconcile. It reads the live children (label selector of the MLServe's
+identity) from the operator's cache (:class:`~.cache.ChildCache`, fed by watches), or with
+one list per kind when it runs without one (tests, tools), applies only the manifests whose
+live object no longer matches (:mod:`.diff`), and deletes the children that carry the
+MLServe's labels and ownerReference but are no longer rendered (the HPA when min = max, the
+PDB when one replica). A converged MLServe costs no request with the cache (one list per
+kind without it) and no write. What it writes goes into the cache as the server answered,
+so the next reconcile does not wait for the watch to see it.
 
 Ownership: a name is only written when this MLServe controls the object or there is none.
 Before anything is written, every rendered child the list did not find is read by name
-(one GET each; a converged MLServe finds all of them in the list and sends none), and
+(one GET each; a converged MLServe finds all of them in the list and sends none; one found
+so that matches the rendering is not written again), and
 every child found is checked for its controller. An object of that name that another
 MLServe controls (``fraud-model``/``prod`` and ``fraud``/``model-prod`` render the same
 names) or that nobody controls but lacks our labels (made by hand) stops the apply with
 :class:`NameTaken`: nothing is written, and the reconcile retries with backoff until the
 name is free. A child carrying our labels and no controller is adopted, as before (e.g.
 left behind by an MLServe deleted with ``--cascade=orphan``). The read by name, the check
-and the writes that follow hold a lock per namespace, so two MLServes of one operator
-rendering the same new names cannot both find them free: the first holds them all.
+and the writes that follow hold a lock per name (taken in sorted order), so two MLServes of
+one operator rendering the same new names cannot both find them free: the first holds them
+all; MLServes of other names in the namespace go on at the same time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import weakref
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +43,7 @@ from lightkube.core.resource import NamespacedResource
 from mlserve.operator.spec import api
 from mlserve.operator.spec.api import Reason
 
+from .cache import ChildCache
 from .diff import manifest_hash, matches, mismatches
 from .errors import TemporaryFailure
 from .kube import (
@@ -48,7 +56,7 @@ from .kube import (
     resource_for,
 )
 
-__all__ = ["ApplyResult", "NameTaken", "Owner", "apply_children", "list_children", "stamp"]
+__all__ = ["ApplyResult", "NameTaken", "Owner", "apply_children", "list_children", "live_children", "stamp"]
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +228,20 @@ async def list_children(
     return found
 
 
+async def live_children(
+    client: AsyncClient,
+    cache: ChildCache | None,
+    kinds: Iterable[type[NamespacedResource]],
+    namespace: str,
+    selector: Mapping[str, str],
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The children of ``kinds`` carrying ``selector``: from ``cache`` (no request) when there
+    is one, else listed."""
+    if cache is None:
+        return await list_children(client, kinds, namespace, selector)
+    return cache.children(namespace, selector, [api_version_kind(r)[1] for r in kinds])
+
+
 def _resource_of(manifest: Mapping[str, Any], kinds: Sequence[type[NamespacedResource]]) -> type[NamespacedResource]:
     key = (str(manifest.get("apiVersion")), str(manifest.get("kind")))
     return next((r for r in kinds if api_version_kind(r) == key), None) or resource_for(manifest)
@@ -232,10 +254,12 @@ async def apply_children(
     selector: Mapping[str, str],
     kinds: Iterable[type[NamespacedResource]],
     field_manager: str,
+    cache: ChildCache | None = None,
 ) -> ApplyResult:
-    """Make the owner's children exactly ``manifests``, writing only what differs."""
+    """Make the owner's children exactly ``manifests``, writing only what differs; the live
+    children come from ``cache`` when given (see :func:`live_children`)."""
     kinds = tuple(kinds)
-    live = await list_children(client, kinds, owner.namespace, selector)
+    live = await live_children(client, cache, kinds, owner.namespace, selector)
     result = ApplyResult(live=dict(live))
     desired = [stamp(m, owner) for m in manifests]
     wanted = {_key(m) for m in desired}
@@ -244,11 +268,11 @@ async def apply_children(
     unlisted = [key for key in resources if key not in live]
     if not unlisted:  # every rendered child is in the list: no read by name
         _check_names(owner, resources, live, [])
-        await _write(client, desired, resources, live, owner, field_manager, result)
+        await _write(client, desired, resources, live, owner, field_manager, result, cache, live)
     else:
-        # Read, check and write under the namespace's lock, so that of two MLServes of this
-        # process rendering the same new names, the first to take the lock holds them all.
-        async with _names_lock(owner.namespace):
+        # Read, check and write under the names' locks, so that of two MLServes of this
+        # process rendering the same new names, the first to take the locks holds them all.
+        async with _names_locked(owner.namespace, list(resources)):
             found = await asyncio.gather(
                 *(
                     get_object(client, resources[key], key[1], namespace=owner.namespace, what=_label(*key))
@@ -256,13 +280,18 @@ async def apply_children(
                 )
             )
             _check_names(owner, resources, live, found)
-            await _write(client, desired, resources, live, owner, field_manager, result)
+            # Found by name and ours to write (a child the cache has not seen yet): compared
+            # like a listed one, so it is not written again when it matches.
+            current = {**live, **{key: obj for key, obj in zip(unlisted, found, strict=True) if obj is not None}}
+            await _write(client, desired, resources, current, owner, field_manager, result, cache, live)
 
     for key, obj in live.items():
         if key in wanted or not owner.owns(obj):
             continue
         resource = next(r for r in kinds if api_version_kind(r)[1] == key[0])
         await delete_object(client, resource, key[1], namespace=owner.namespace, what=_label(*key))
+        if cache is not None:
+            cache.remove(owner.namespace, key[0], key[1], notify=False)
         result.live.pop(key, None)
         result.pruned.append(_label(*key))
     if result.changed:
@@ -276,17 +305,28 @@ async def apply_children(
     return result
 
 
-_NAME_LOCKS: dict[tuple[int, str], asyncio.Lock] = {}
+_NAME_LOCKS: weakref.WeakValueDictionary[tuple[int, str, str, str], asyncio.Lock] = weakref.WeakValueDictionary()
+"""The lock of each child name being written for the first time (one per event loop: an
+asyncio lock belongs to one); a lock nobody holds or waits for is dropped."""
 
 
-def _names_lock(namespace: str) -> asyncio.Lock:
-    """The lock of first writes in ``namespace`` (one per event loop: an asyncio lock
-    belongs to one)."""
-    key = (id(asyncio.get_running_loop()), namespace)
-    lock = _NAME_LOCKS.get(key)
-    if lock is None:
-        lock = _NAME_LOCKS[key] = asyncio.Lock()
-    return lock
+@contextlib.asynccontextmanager
+async def _names_locked(namespace: str, keys: Sequence[tuple[str, str]]) -> AsyncIterator[None]:
+    """Hold the locks of the (kind, name) ``keys`` in ``namespace``, taken in sorted order (two
+    MLServes sharing some names never wait for each other in a circle)."""
+    loop = id(asyncio.get_running_loop())
+    locks = []
+    for kind, name in sorted(set(keys)):
+        key = (loop, namespace, kind, name)
+        lock = _NAME_LOCKS.get(key)
+        if lock is None:
+            lock = asyncio.Lock()
+            _NAME_LOCKS[key] = lock
+        locks.append(lock)
+    async with contextlib.AsyncExitStack() as stack:
+        for lock in locks:
+            await stack.enter_async_context(lock)
+        yield
 
 
 def _check_names(
@@ -319,12 +359,17 @@ async def _write(
     owner: Owner,
     field_manager: str,
     result: ApplyResult,
+    cache: ChildCache | None,
+    cached: Mapping[tuple[str, str], dict[str, Any]],
 ) -> None:
-    """Apply every rendered child whose live object differs from the rendering."""
+    """Apply every rendered child whose live object differs from the rendering; ``cached``:
+    the children as the cache (or the list) held them when the reconcile read them."""
     for manifest in desired:
         key = _key(manifest)
         current = live.get(key)
         if matches(manifest, current, api.ANNOTATION_APPLIED_HASH):
+            assert current is not None
+            result.live[key] = current
             result.unchanged.append(_label(*key))
             continue
         if current is not None and _hash_of(current) == _hash_of(manifest):
@@ -335,4 +380,7 @@ async def _write(
         result.live[key] = await apply_object(
             client, resources[key], manifest, namespace=owner.namespace, field_manager=field_manager, what=_label(*key)
         )
+        if cache is not None:
+            read = (cached.get(key) or {}).get("metadata") or {}
+            cache.put_written(result.live[key], read.get("resourceVersion"))
         result.applied.append(_label(*key))

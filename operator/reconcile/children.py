@@ -19,7 +19,7 @@ from mlserve.operator.spec.api import Reason
 from mlserve.operator.spec.schedule import cron_job_status
 
 from . import schedule
-from .apply import ApplyResult, Owner, apply_children, list_children
+from .apply import ApplyResult, Owner, apply_children, live_children
 from .errors import InvalidInput
 from .kube import API_KINDS, RayCronJob, RayJob
 from .observe import Observation, Workload, workload_of
@@ -80,11 +80,17 @@ async def apply_step(
     kinds = _kinds_for(spec, rendered.scheduled_per_run)
     namespace = str((body.get("metadata") or {}).get("namespace"))
     if spec.paused:
-        live = await list_children(rt.client, kinds, namespace, rendered.selector)
+        live = await live_children(rt.client, rt.children, kinds, namespace, rendered.selector)
         result = ApplyResult(live=live)
     else:
         result = await apply_children(
-            rt.client, rendered.manifests, rendered.owner, rendered.selector, kinds, rt.settings.field_manager
+            rt.client,
+            rendered.manifests,
+            rendered.owner,
+            rendered.selector,
+            kinds,
+            rt.settings.field_manager,
+            cache=rt.children,
         )
         obs.applied = True
     for child, paths in result.drift.items():
@@ -122,6 +128,7 @@ async def schedule_step(rt: Runtime, body: Mapping[str, Any], rendered: Rendered
         selector=rendered.selector,
         settings=settings.schedule,
         field_manager=settings.field_manager,
+        cache=rt.children,
     )
     run = await schedule.reconcile_schedule(rt.client, request, rt.clock(), rt.events)
     obs.schedule_status = run.status

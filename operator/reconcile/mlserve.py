@@ -49,7 +49,9 @@ async def _ensure_metadata(
 ) -> Mapping[str, Any]:
     """Label the MLServe with its (serve, environment), the sync loop's way to find it, and
     mark the deployment its spec reflects (``reflected``), so the sync loop has nothing to
-    write for a deploy this reconcile recorded or found. One patch, only when something differs."""
+    write for a deploy this reconcile recorded or found; once it reflects one, hold it with
+    the finalizer (its deletion ends that deployment, ``finalize.py``). One patch, only when
+    something differs."""
     meta = body["metadata"]
     labels = {
         api.LABEL_SERVE: names.label_value(spec.serve),
@@ -63,6 +65,10 @@ async def _ensure_metadata(
         patch["labels"] = labels
     if any(current_annotations.get(k) != v for k, v in annotations.items()):
         patch["annotations"] = annotations
+    finalizers = list(meta.get("finalizers") or [])
+    reflects = reflected is not None or reflected_id(body) is not None
+    if reflects and api.FINALIZER not in finalizers and not meta.get("deletionTimestamp"):
+        patch["finalizers"] = [*finalizers, api.FINALIZER]  # a merge patch sets the whole list
     if not patch:
         return body
     patched = await rt.client.patch(

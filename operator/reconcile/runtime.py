@@ -11,6 +11,7 @@ from lightkube import AsyncClient
 
 from mlserve.operator.settings import OperatorSettings
 
+from .cache import ChildCache
 from .errors import ReconcileError
 from .events import EventSink
 from .kube import RequestCounter
@@ -33,6 +34,8 @@ class Runtime:
     rows: RowCache | None = None
     """The rows of this cluster, refreshed by the sync loop (:mod:`.rows`); None: every
     reconcile reads the database."""
+    children: ChildCache | None = None
+    """The children as the watches hold them (the operator); None: listed on every reconcile."""
 
 
 @dataclass

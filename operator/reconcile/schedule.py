@@ -18,6 +18,7 @@ from typing import Any
 
 from lightkube import AsyncClient
 
+from mlserve.operator.spec import api
 from mlserve.operator.spec.api import Reason
 from mlserve.operator.spec.schedule import (
     InvalidSchedule,
@@ -33,7 +34,8 @@ from mlserve.operator.spec.schedule import (
 from mlserve.operator.spec.times import as_utc, format_rfc3339, parse_rfc3339
 
 from . import kube
-from .apply import Owner, list_children, stamp
+from .apply import Owner, live_children, stamp
+from .cache import ChildCache
 from .errors import InvalidInput
 from .events import EventSink
 from .kube import RayJob
@@ -57,6 +59,8 @@ class ScheduleRequest:
     """The labels that find the MLServe's RayJobs."""
     settings: ScheduleSettings
     field_manager: str
+    cache: ChildCache | None = None
+    """The children's cache the RayJobs are read from (None: listed)."""
 
 
 @dataclass
@@ -96,7 +100,7 @@ async def reconcile_schedule(
     start = parse_rfc3339(metadata.get("creationTimestamp")) or as_utc(now)
     last = parse_rfc3339(status.get("lastScheduledTime"))
 
-    live = await list_children(client, (RayJob,), owner.namespace, request.selector)
+    live = await live_children(client, request.cache, (RayJob,), owner.namespace, request.selector)
     jobs: dict[str, Mapping[str, Any]] = {}
     views: list[JobView] = []
     for obj in live.values():
@@ -121,6 +125,8 @@ async def reconcile_schedule(
             what=f"finished RayJob {name}",
             failure_reason=Reason.HISTORY_CLEANUP_FAILED,
         )
+        if request.cache is not None:
+            request.cache.remove(owner.namespace, api.RAYJOB.kind, name, notify=False)
         outcome.deleted.append(name)
         jobs.pop(name, None)
 
@@ -151,6 +157,9 @@ async def _start_run(
             what=f"the RayJob of the run due at {format_rfc3339(at)}",
             failure_reason=Reason.SCHEDULED_RUN_FAILED,
         )
+        if request.cache is not None:
+            read = (jobs.get(name) or {}).get("metadata") or {}
+            request.cache.put_written(created, read.get("resourceVersion"))
         outcome.created = name
         jobs[name] = created
         views.append(JobView(name, at, finished=False))

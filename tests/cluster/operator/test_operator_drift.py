@@ -1,5 +1,6 @@
 """Drift and idempotence: children edited or deleted by hand come back, an HPA's scaling is
-kept, and a converged MLServe costs no write to the API server or the database."""
+kept, and a converged MLServe costs no API request (it reads the caches) and no write to the
+API server or the database."""
 
 from __future__ import annotations
 
@@ -95,7 +96,8 @@ async def test_a_converged_mlserve_makes_no_write(
     serve, env, seed = await _ready(kube_client, namespace, min_replicas=2, max_replicas=3)
     name = f"{serve}-{env}"
     wait_condition(kube_client, serve, namespace, "Synced")
-    pattern = re.compile(rf"reconciled {re.escape(namespace)}/{re.escape(serve)}: \d+ API requests \(0 writes")
+    # From the caches: a converged reconcile sends no API request at all (no list, no get).
+    pattern = re.compile(rf"reconciled {re.escape(namespace)}/{re.escape(serve)}: 0 API requests \(0 writes")
 
     def poke(token: str) -> None:
         """An unrelated annotation on a child by someone else: a child event, nothing to do."""
@@ -188,3 +190,41 @@ async def test_a_paused_mlserve_leaves_its_children_alone(
         timeout=30,
         what="the edit put back once resumed",
     )
+
+
+async def test_a_restart_among_converged_mlserves_sends_no_request_for_them(
+    operator_db: OperatorProcess, kube_client: Client, namespace: str
+) -> None:
+    serve, env, _ = await _ready(kube_client, namespace, min_replicas=2, max_replicas=3)
+    wait_condition(kube_client, serve, namespace, "Synced")
+    quiet = re.compile(rf"reconciled {re.escape(namespace)}/{re.escape(serve)}: 0 API requests \(0 writes")
+    settle_start = len(operator_db.log_text())
+    kube_client.patch(
+        Service,
+        f"{serve}-{env}",
+        {"metadata": {"annotations": {"example.com/touched": "settle"}}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+        field_manager="someone-else",
+    )
+    wait_for(lambda: quiet.search(operator_db.log_text()[settle_start:]), timeout=30, what="a converged reconcile")
+    before_mls = get(kube_client, serve, namespace)["metadata"]["resourceVersion"]
+    before_children = {
+        key: (_ours(obj), obj.metadata.generation) for key, obj in children(kube_client, namespace).items()
+    }
+
+    operator_db.stop()
+    log_start = len(operator_db.log_text())
+    operator_db.start(**operator_db.extra_env)
+    # The workers start once the caches are filled; every MLServe is reconciled once at
+    # start-up, from the caches: no list, no get, no write.
+    wait_for(
+        lambda: quiet.search(operator_db.log_text()[log_start:]),
+        timeout=60,
+        what="the start-up reconcile of the converged MLServe, with no API request",
+    )
+    assert get(kube_client, serve, namespace)["metadata"]["resourceVersion"] == before_mls
+    after_children = {
+        key: (_ours(obj), obj.metadata.generation) for key, obj in children(kube_client, namespace).items()
+    }
+    assert after_children == before_children

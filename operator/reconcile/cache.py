@@ -1,0 +1,474 @@
+"""Caches of the MLServes and their children, fed by list + watch, read by the reconcile.
+
+controller-runtime's informers, small: one :class:`Informer` per kind (and per namespace when
+the operator serves namespaces by name) lists the objects, then watches from the list's
+``resourceVersion``; a watch that ends is resumed, one that expired (410) or failed is
+listed again, and a relist that misses an object deletes it from the cache. Each informer
+sets :attr:`Informer.synced` after its first list, so the workers start only when every
+cache holds what the API server holds: a restart among thousands of converged MLServes
+then reads every child from memory and writes nothing.
+
+What is kept is what the reconcile reads, and nothing else, compressed (:func:`pack`):
+
+- a child (:class:`ChildCache`): its metadata without ``managedFields`` and ``kubectl``'s
+  last-applied copy (its ``resourceVersion`` kept apart), its spec, and only the status fields the reconcile
+  reads (:data:`STATUS_READ`; a Deployment's replica counts, a RayJob's job status; nothing
+  of an HPA's metrics), indexed by namespace and the serve's selector labels, so one
+  MLServe's children are one dict lookup. An event whose projection is unchanged (an HPA
+  status update, a ``resourceVersion`` bump) enqueues nothing; any other enqueues the
+  MLServes named in its ownerReferences.
+- an MLServe (:class:`MLServeCache`): its body without ``managedFields``, the claims index
+  of :mod:`.identity` (who holds which (serve, environment)), and the fingerprint that says
+  whether an event enqueues it: a new object, a change of ``metadata.generation``, of the
+  rollback annotation or a deletion; the deletion of a holder enqueues its rivals.
+
+A child the reconcile has just applied is put into the cache as the server answered it, unless
+the watch delivered a version of it meanwhile (:meth:`ChildCache.put_written`), and an MLServe the reconcile patched is kept
+as the reconcile left it until the watch brings a newer one (:meth:`MLServeCache.remember`):
+the next reconcile does not read its own writes as stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+from lightkube import ALL_NS, AsyncClient
+from lightkube.core.exceptions import ApiError
+from lightkube.core.resource import NamespacedResource
+
+from mlserve.operator.spec import api
+from mlserve.operator.spec.namespaces import Scope, scope_of, watches_namespace
+
+from .identity import Claim, Pair, claim_of
+from .kube import api_version_kind, as_dict, kind_not_served
+
+__all__ = [
+    "STATUS_READ",
+    "ChildCache",
+    "Informer",
+    "MLServeCache",
+    "pack",
+    "unpack",
+    "watched_namespaces",
+]
+
+log = logging.getLogger(__name__)
+
+Notify = Callable[[Iterable[str]], None]
+"""Enqueue the MLServes of these uids."""
+
+STATUS_READ: dict[str, tuple[str, ...] | None] = {
+    api.DEPLOYMENT.kind: ("observedGeneration", "replicas", "updatedReplicas", "readyReplicas", "conditions"),
+    api.SERVICE.kind: (),
+    api.HORIZONTAL_POD_AUTOSCALER.kind: (),
+    api.POD_DISRUPTION_BUDGET.kind: (),
+    api.INGRESS.kind: (),
+    api.RAYJOB.kind: None,
+    api.RAYCRONJOB.kind: None,
+}
+"""The status fields the reconcile reads, per child kind (``observe.workload_of``,
+``spec.schedule.cron_job_status``); None: the whole status (KubeRay's, small and read by
+the scheduler)."""
+
+_DROPPED_METADATA = ("managedFields", "resourceVersion", "selfLink")
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+_SELECTOR_LABELS = (api.LABEL_NAME, api.LABEL_SERVE, api.LABEL_ENVIRONMENT)
+"""The labels of a serve's selector (``render.names.selector``): the children's index."""
+
+
+def pack(obj: Mapping[str, Any]) -> bytes:
+    """A compact encoding of a projection: JSON, compressed (a Deployment: about 1 KB)."""
+    return zlib.compress(json.dumps(obj, separators=(",", ":"), sort_keys=True).encode(), 1)
+
+
+def unpack(blob: bytes) -> dict[str, Any]:
+    decoded: dict[str, Any] = json.loads(zlib.decompress(blob))
+    return decoded
+
+
+def _metadata(obj: Mapping[str, Any], *, keep_version: bool) -> dict[str, Any]:
+    meta = dict(obj.get("metadata") or {})
+    for key in _DROPPED_METADATA:
+        if key != "resourceVersion" or not keep_version:
+            meta.pop(key, None)
+    annotations = meta.get("annotations")
+    if annotations and _LAST_APPLIED in annotations:
+        meta["annotations"] = {k: v for k, v in annotations.items() if k != _LAST_APPLIED}
+    return meta
+
+
+def project_child(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What the reconcile reads of a child (see :data:`STATUS_READ`)."""
+    kind = str(obj.get("kind"))
+    out = {key: value for key, value in obj.items() if key not in ("metadata", "status")}
+    out["metadata"] = _metadata(obj, keep_version=False)
+    status = obj.get("status")
+    wanted = STATUS_READ.get(kind)
+    if status:
+        if wanted is None:
+            out["status"] = status
+        elif wanted:
+            kept = {key: status[key] for key in wanted if key in status}
+            if "conditions" in kept:
+                # A rollout's verdict (observe.workload_of: ProgressDeadlineExceeded,
+                # ReplicaFailure), without the times that move on every update.
+                kept["conditions"] = [
+                    {k: c.get(k) for k in ("type", "status", "reason", "message")} for c in kept["conditions"]
+                ]
+            if kept:
+                out["status"] = kept
+    return out
+
+
+def _owner_uids(obj: Mapping[str, Any]) -> tuple[str, ...]:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return tuple(str(ref.get("uid")) for ref in refs if ref.get("kind") == api.KIND)
+
+
+def _index_key(namespace: str, labels: Mapping[str, str]) -> tuple[str, ...]:
+    return (namespace, *(str(labels.get(key, "")) for key in _SELECTOR_LABELS))
+
+
+@dataclass(frozen=True, slots=True)
+class _Child:
+    blob: bytes
+    version: str
+    """The object's resourceVersion (kept apart: a bare version change is no change)."""
+    index: tuple[str, ...]
+    owners: tuple[str, ...]
+
+
+class ChildCache:
+    """The children of every kind (see the module's docstring)."""
+
+    def __init__(self, notify: Notify) -> None:
+        self._notify = notify
+        self._objects: dict[tuple[str, str, str], _Child] = {}
+        """(namespace, kind, name) -> the child."""
+        self._by_selector: dict[tuple[str, ...], set[tuple[str, str]]] = {}
+        """(namespace, *selector label values) -> {(kind, name)}."""
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def _child(self, obj: Mapping[str, Any]) -> tuple[tuple[str, str, str], _Child]:
+        meta = obj.get("metadata") or {}
+        kind, name, namespace = str(obj.get("kind")), str(meta.get("name")), str(meta.get("namespace"))
+        projection = project_child(obj)
+        child = _Child(
+            pack(projection),
+            str(meta.get("resourceVersion") or ""),
+            _index_key(namespace, meta.get("labels") or {}),
+            _owner_uids(projection),
+        )
+        return (namespace, kind, name), child
+
+    def _store(self, key: tuple[str, str, str], old: _Child | None, child: _Child) -> bool:
+        """Store ``child``; whether anything the reconcile reads changed."""
+        if old is not None and old.blob == child.blob:
+            if old.version != child.version:
+                self._objects[key] = child  # same index, same owners
+            return False
+        self._unindex(key, old)
+        self._objects[key] = child
+        self._by_selector.setdefault(child.index, set()).add((key[1], key[2]))
+        return True
+
+    def put(self, obj: Mapping[str, Any]) -> None:
+        """A child as the watch delivered it: its owners are enqueued when something the
+        reconcile reads changed."""
+        key, child = self._child(obj)
+        old = self._objects.get(key)
+        if self._store(key, old, child):
+            self._notify({*child.owners, *(old.owners if old else ())})
+
+    def put_written(self, obj: Mapping[str, Any], read_version: str | None) -> None:
+        """A child as the server answered our write of it, stored only if the cache still
+        holds the version the reconcile read (``read_version``; None: it held none): when the
+        watch has delivered anything since, that may be newer than the answer (the watch and
+        the answer travel apart), and the watch brings our write in any case."""
+        key, child = self._child(obj)
+        old = self._objects.get(key)
+        if (old.version if old is not None else None) != read_version:
+            return
+        self._store(key, old, child)
+
+    def remove(self, namespace: str, kind: str, name: str, *, notify: bool = True) -> None:
+        key = (namespace, kind, name)
+        old = self._objects.pop(key, None)
+        self._unindex(key, old)
+        if old is not None and notify:
+            self._notify(old.owners)
+
+    def _unindex(self, key: tuple[str, str, str], old: _Child | None) -> None:
+        if old is None:
+            return
+        members = self._by_selector.get(old.index)
+        if members is not None:
+            members.discard((key[1], key[2]))
+            if not members:
+                del self._by_selector[old.index]
+
+    def children(
+        self, namespace: str, selector: Mapping[str, str], kinds: Iterable[str]
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """Like a list of each of ``kinds`` in ``namespace`` by the label ``selector``: every
+        cached child carrying those labels, (kind, name) -> the child."""
+        wanted = set(kinds)
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for kind, name in self._by_selector.get(_index_key(namespace, selector), ()):
+            if kind not in wanted:
+                continue
+            child = self._objects[(namespace, kind, name)]
+            obj = unpack(child.blob)
+            obj["metadata"]["resourceVersion"] = child.version
+            labels = (obj.get("metadata") or {}).get("labels") or {}
+            if all(labels.get(k) == v for k, v in selector.items()):
+                found[(kind, name)] = obj
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class _Serve:
+    blob: bytes
+    version: str
+    namespace: str
+    fingerprint: tuple[Any, ...]
+    pair: Pair | None
+
+
+class MLServeCache:
+    """The MLServes and the claims index (see the module's docstring), keyed by uid."""
+
+    def __init__(self, notify: Notify) -> None:
+        self._notify = notify
+        self._objects: dict[str, _Serve] = {}
+        self._claims: dict[Pair, dict[str, Claim]] = {}
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def uids(self) -> list[str]:
+        return list(self._objects)
+
+    def body(self, uid: str) -> dict[str, Any] | None:
+        found = self._objects.get(uid)
+        return unpack(found.blob) if found is not None else None
+
+    def uids_of(self, pair: Pair) -> list[str]:
+        """The MLServes that claim ``pair`` (the holder and its rivals)."""
+        return list(self._claims.get(pair, {}))
+
+    def claims(self, body: Mapping[str, Any]) -> list[Claim]:
+        """Every claim on the pair ``body`` claims (its own included), as kopf's index gave."""
+        got = claim_of(body)
+        if got is None:
+            return []
+        return list(self._claims.get(got[0], {}).values())
+
+    def _rivals(self, serve: _Serve | None, uid: str) -> list[str]:
+        if serve is None or serve.pair is None:
+            return []
+        return [other for other in self._claims.get(serve.pair, {}) if other != uid]
+
+    def _store(self, uid: str, body: Mapping[str, Any]) -> tuple[_Serve | None, _Serve]:
+        meta = body.get("metadata") or {}
+        annotations = meta.get("annotations") or {}
+        got = claim_of(body)
+        serve = _Serve(
+            blob=pack({**body, "metadata": _metadata(body, keep_version=True)}),
+            version=str(meta.get("resourceVersion") or ""),
+            namespace=str(meta.get("namespace") or ""),
+            fingerprint=(
+                meta.get("generation"),
+                annotations.get(api.ANNOTATION_ROLLBACK),
+                bool(meta.get("deletionTimestamp")),
+            ),
+            pair=got[0] if got else None,
+        )
+        old = self._objects.get(uid)
+        if old is not None and old.pair is not None and old.pair != serve.pair:
+            self._drop_claim(old.pair, uid)
+        self._objects[uid] = serve
+        if got is not None:
+            self._claims.setdefault(got[0], {})[uid] = got[1]
+        return old, serve
+
+    def _drop_claim(self, pair: Pair, uid: str) -> None:
+        claims = self._claims.get(pair)
+        if claims is not None:
+            claims.pop(uid, None)
+            if not claims:
+                del self._claims[pair]
+
+    def put(self, body: Mapping[str, Any]) -> None:
+        """An MLServe from the watch: enqueue it when its request changed, its rivals when it
+        is being deleted."""
+        uid = str((body.get("metadata") or {}).get("uid"))
+        old, new = self._store(uid, body)
+        if old is None or old.fingerprint != new.fingerprint:
+            self._notify([uid])
+        if new.fingerprint[2] and (old is None or not old.fingerprint[2]):
+            self._notify(self._rivals(new, uid))
+
+    def remove(self, uid: str) -> None:
+        """The MLServe is gone: its rivals may take over its pair."""
+        old = self._objects.pop(uid, None)
+        if old is None:
+            return
+        rivals = self._rivals(old, uid)
+        if old.pair is not None:
+            self._drop_claim(old.pair, uid)
+        self._notify(rivals)
+
+    def remember(self, uid: str, basis_version: str | None, body: Mapping[str, Any]) -> None:
+        """Keep ``body`` (the MLServe as a reconcile that started from ``basis_version`` left
+        it) unless the watch has brought a newer version meanwhile."""
+        current = self._objects.get(uid)
+        if current is None or current.version != (basis_version or ""):
+            return
+        self._store(uid, body)
+
+
+def watched_namespaces(namespaces: tuple[str, ...]) -> list[str]:
+    """The namespaces to list and watch in: each name when the operator serves names, else
+    every namespace (patterns are then filtered by :func:`watches_namespace`)."""
+    if scope_of(namespaces) is Scope.NAMESPACES:
+        return list(namespaces)
+    return [ALL_NS]
+
+
+class Informer:
+    """List then watch one kind in one namespace (or all), feeding ``put`` (the object) and
+    ``remove`` (namespace, name and uid of an object gone)."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        resource: type[NamespacedResource],
+        namespace: str,
+        *,
+        put: Callable[[dict[str, Any]], None],
+        remove: Callable[[str, str, str], None],
+        labels: Mapping[str, str] | None = None,
+        served_namespaces: tuple[str, ...] = (),
+        retry_delay: float = 1.0,
+        max_delay: float = 60.0,
+        server_timeout: int = 300,
+    ) -> None:
+        self.client = client
+        self.resource = resource
+        self.api_version, self.kind = api_version_kind(resource)
+        self.namespace = namespace
+        self.labels: dict[str, Any] = dict(labels or {})
+        self._put = put
+        self._remove = remove
+        self._served_namespaces = served_namespaces
+        self._retry_delay = retry_delay
+        self._max_delay = max_delay
+        self._server_timeout = server_timeout
+        self._known: dict[tuple[str, str], str] = {}
+        """(namespace, name) -> uid of every object listed or watched."""
+        self.synced = asyncio.Event()
+        """Set after the first complete list (or once the kind is found not served)."""
+        self.served = True
+
+    @property
+    def what(self) -> str:
+        where = "all namespaces" if self.namespace == ALL_NS else f"namespace {self.namespace}"
+        return f"{self.kind} in {where}"
+
+    def _wanted(self, obj: Mapping[str, Any]) -> tuple[str, str] | None:
+        meta = obj.get("metadata") or {}
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        if self.namespace == ALL_NS and not watches_namespace(self._served_namespaces, namespace):
+            return None
+        return namespace, name
+
+    def _dict(self, item: object) -> dict[str, Any]:
+        """The object as a dict with its kind and apiVersion (a list's items may omit them)."""
+        obj = as_dict(item, self.kind)
+        obj.setdefault("apiVersion", self.api_version)
+        return obj
+
+    def _seen(self, item: object) -> None:
+        obj = self._dict(item)
+        key = self._wanted(obj)
+        if key is None:
+            return
+        self._known[key] = str(obj["metadata"].get("uid"))
+        self._put(obj)
+
+    def _gone(self, item: object) -> None:
+        obj = self._dict(item)
+        key = self._wanted(obj)
+        if key is None:
+            return
+        self._known.pop(key, None)
+        self._remove(*key, str(obj["metadata"].get("uid")))
+
+    async def _list(self) -> str:
+        listing = self.client.list(self.resource, namespace=self.namespace, labels=self.labels or None, chunk_size=500)
+        before = self._known
+        self._known = {}
+        async for item in listing:
+            self._seen(item)
+        for key, uid in before.items():
+            if key not in self._known:
+                self._remove(*key, uid)
+        return listing.resourceVersion
+
+    async def run(self) -> None:
+        """List and watch until cancelled; failures are logged and retried with backoff."""
+        delay = self._retry_delay
+        while True:
+            try:
+                version = await self._list()
+                self.served = True
+                self.synced.set()
+                delay = self._retry_delay
+                watch = self.client.watch(
+                    self.resource,
+                    namespace=self.namespace,
+                    labels=self.labels or None,
+                    resource_version=version,
+                    server_timeout=self._server_timeout,
+                )
+                async for type_, item in watch:
+                    if type_ == "DELETED":
+                        self._gone(item)
+                    elif type_ in ("ADDED", "MODIFIED"):
+                        self._seen(item)
+            except asyncio.CancelledError:
+                raise
+            except httpx2.HTTPStatusError as exc:
+                if kind_not_served(exc):
+                    # No CRD (e.g. no KubeRay): no objects of the kind; looked for again later.
+                    if self.served:
+                        log.info(
+                            "%s: the kind is not served by this cluster; looking again every %gs",
+                            self.what,
+                            self._max_delay,
+                        )
+                    self.served = False
+                    for key, uid in self._known.items():
+                        self._remove(*key, uid)
+                    self._known.clear()
+                    self.synced.set()
+                    await asyncio.sleep(self._max_delay)
+                    continue
+                if isinstance(exc, ApiError) and exc.status.code == 410:
+                    log.debug("%s: the watch expired; listing again", self.what)
+                    continue
+                log.warning("%s: list or watch failed (%s); retried in %gs", self.what, exc, delay)
+            except (httpx2.HTTPError, OSError) as exc:
+                log.warning("%s: list or watch failed (%s); retried in %gs", self.what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(self._max_delay, delay * 2)

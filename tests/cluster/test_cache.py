@@ -1,0 +1,232 @@
+"""The children's cache (reconcile/cache.py) fed by a real list + watch, and the apply that
+reads it: a converged apply sends no request, and only changes the reconcile reads enqueue
+the owner. The requests are counted on the real API server."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import pytest
+from lightkube import ApiError, AsyncClient, Client
+from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
+from lightkube.resources.core_v1 import Service
+from lightkube.types import PatchType
+from mlserve_testing.wait import wait_for
+
+from mlserve.operator.dev.cluster import ClusterHandle
+from mlserve.operator.reconcile.apply import Owner, apply_children
+from mlserve.operator.reconcile.cache import ChildCache, Informer
+from mlserve.operator.reconcile.controller import CHILD_SELECTOR
+from mlserve.operator.reconcile.kube import MLServe, RequestCounter
+from mlserve.operator.render import names
+from mlserve.operator.spec.api import API_VERSION, KIND
+
+pytestmark = pytest.mark.cluster
+
+MANAGER = "mlserve-operator"
+
+
+class Notified:
+    """The owners the cache asked to enqueue, and a way to wait for one."""
+
+    def __init__(self) -> None:
+        self.uids: list[str] = []
+        self.changed = asyncio.Event()
+
+    def __call__(self, uids: Iterable[str]) -> None:
+        self.uids.extend(uids)
+        self.changed.set()
+
+    async def wait_for(self, uid: str, timeout: float = 20) -> None:
+        async with asyncio.timeout(timeout):
+            while uid not in self.uids:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+COUNTER = RequestCounter(keep_log=True)
+"""The requests of the reconcile's client (the watches have a client of their own)."""
+
+
+@pytest.fixture
+async def client(cluster: ClusterHandle, mlserve_crd: None, kube_client: Client) -> AsyncIterator[AsyncClient]:
+    wait_for(
+        lambda: list(kube_client.list(MLServe, namespace="default")) is not None,
+        60,
+        "MLServes listable",
+        ignore=(ApiError,),
+    )
+    client = cluster.async_client(field_manager=MANAGER)
+    client._client._client.event_hooks["request"].append(COUNTER)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def watch_client(cluster: ClusterHandle) -> AsyncIterator[AsyncClient]:
+    client = cluster.async_client(field_manager=MANAGER)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def _owner(client: AsyncClient, namespace: str, name: str) -> Owner:
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"serve": "iris", "environment": name, "type": "api", "artifactVersion": "v1"},
+    }
+    created = (await client.create(MLServe.from_dict(body))).to_dict()
+    return Owner(API_VERSION, KIND, name, namespace, created["metadata"]["uid"])
+
+
+def _labels(environment: str) -> dict[str, str]:
+    return names.labels("iris", environment)
+
+
+def _service(environment: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": f"iris-{environment}", "labels": _labels(environment)},
+        "spec": {"selector": {"app": "iris"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    }
+
+
+def _hpa(environment: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": f"iris-{environment}", "labels": _labels(environment)},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"iris-{environment}"},
+            "minReplicas": 1,
+            "maxReplicas": 3,
+        },
+    }
+
+
+@pytest.fixture
+async def informers(watch_client: AsyncClient, namespace: str) -> AsyncIterator[tuple[ChildCache, Notified]]:
+    notified = Notified()
+    cache = ChildCache(notified)
+    running = []
+    for resource, kind in ((Service, "Service"), (HorizontalPodAutoscaler, "HorizontalPodAutoscaler")):
+        informer = Informer(
+            watch_client,
+            resource,
+            namespace,
+            put=cache.put,
+            remove=lambda ns, name, _uid, kind=kind: cache.remove(ns, kind, name),
+            labels=CHILD_SELECTOR,
+        )
+        running.append((informer, asyncio.create_task(informer.run())))
+    try:
+        async with asyncio.timeout(30):
+            for informer, _ in running:
+                await informer.synced.wait()
+        yield cache, notified
+    finally:
+        for _, task in running:
+            task.cancel()
+        await asyncio.gather(*(task for _, task in running), return_exceptions=True)
+
+
+async def _apply(
+    client: AsyncClient, cache: ChildCache, owner: Owner, manifests: list[dict[str, Any]]
+) -> tuple[Any, RequestCounter]:
+    COUNTER.reset()
+    selector = {**names.selector("iris", owner.name), "app.kubernetes.io/managed-by": "mlserve-operator"}
+    result = await apply_children(
+        client, manifests, owner, selector, (Service, HorizontalPodAutoscaler), MANAGER, cache=cache
+    )
+    counter = RequestCounter(collections.Counter(COUNTER.by_method), list(COUNTER.log))
+    return result, counter
+
+
+async def test_a_converged_apply_from_the_cache_sends_no_request(
+    client: AsyncClient, namespace: str, informers: tuple[ChildCache, Notified]
+) -> None:
+    cache, notified = informers
+    owner = await _owner(client, namespace, "dev")
+    manifests = [_service("dev"), _hpa("dev")]
+
+    first, counter = await _apply(client, cache, owner, manifests)
+    assert sorted(first.applied) == ["HorizontalPodAutoscaler/iris-dev", "Service/iris-dev"]
+    assert counter.writes == 2, counter.log
+
+    # At once (the watch may not have delivered yet: the answers of the applies are cached).
+    second, counter = await _apply(client, cache, owner, manifests)
+    assert not second.changed and counter.total == 0, counter.log
+
+    # A hand edit reaches the cache through the watch, enqueues the owner and is put back.
+    notified.uids.clear()
+    await client.patch(
+        Service,
+        "iris-dev",
+        {"spec": {"selector": {"app": "evil"}}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+        field_manager="kubectl-edit",
+    )
+    await notified.wait_for(owner.uid)
+    third, counter = await _apply(client, cache, owner, manifests)
+    assert third.applied == ["Service/iris-dev"] and "Service/iris-dev" in third.drift
+    assert counter.by_method == {"PATCH": 1}, counter.log
+
+    # Deleted by hand: gone from the cache, the owner enqueued, created again.
+    notified.uids.clear()
+    await client.delete(HorizontalPodAutoscaler, "iris-dev", namespace=namespace)
+    await notified.wait_for(owner.uid)
+    fourth, counter = await _apply(client, cache, owner, manifests)
+    assert fourth.applied == ["HorizontalPodAutoscaler/iris-dev"]
+
+
+async def test_only_changes_the_reconcile_reads_enqueue_the_owner(
+    client: AsyncClient, namespace: str, informers: tuple[ChildCache, Notified]
+) -> None:
+    cache, notified = informers
+    owner = await _owner(client, namespace, "dev")
+    other = await _owner(client, namespace, "qa")
+    await _apply(client, cache, owner, [_hpa("dev")])
+    await _apply(client, cache, other, [_hpa("qa")])
+
+    async def label_qa(step: str) -> None:
+        """A change the reconcile reads, on the other HPA: once its event is in, every event
+        of the same watch before it is in too."""
+        await client.patch(
+            HorizontalPodAutoscaler,
+            "iris-qa",
+            {"metadata": {"labels": {"example.com/step": step}}},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+        )
+        await notified.wait_for(other.uid)
+
+    await label_qa("1")  # the watch has caught up with both creations
+    notified.uids.clear()  # (the status patch below comes after: no event of it is lost)
+    # What the HPA controller writes: metrics in the status, which the reconcile never reads.
+    await client.patch(
+        HorizontalPodAutoscaler.Status,
+        "iris-dev",
+        {
+            "status": {
+                "currentReplicas": 1,
+                "desiredReplicas": 1,
+                "currentMetrics": [
+                    {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 42}}}
+                ],
+            }
+        },
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+    )
+    await label_qa("2")
+    assert owner.uid not in notified.uids, notified.uids

@@ -1,0 +1,211 @@
+"""The caches (reconcile/cache.py) without a server: projections, which events enqueue which
+MLServe, the claims index."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import Any
+
+from mlserve.operator.reconcile.cache import ChildCache, MLServeCache, pack, project_child, unpack
+from mlserve.operator.reconcile.identity import Claim
+from mlserve.operator.render import names
+from mlserve.operator.spec import api
+
+
+class Enqueued(list[str]):
+    def __call__(self, uids: Iterable[str]) -> None:
+        self.extend(uids)
+
+
+def _deployment(owner: str = "uid-1", ready: int = 1, **status: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "iris-dev",
+            "namespace": "team",
+            "uid": "d-1",
+            "resourceVersion": "10",
+            "generation": 1,
+            "labels": names.labels("iris", "dev"),
+            "ownerReferences": [{"apiVersion": api.API_VERSION, "kind": api.KIND, "name": "iris", "uid": owner}],
+            "managedFields": [{"manager": "mlserve-operator", "fieldsV1": {"f:spec": {}}}],
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}" * 100},
+        },
+        "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "app", "image": "img:v1"}]}}},
+        "status": {
+            "observedGeneration": 1,
+            "replicas": 1,
+            "updatedReplicas": 1,
+            "readyReplicas": ready,
+            "conditions": [{"type": "Available", "lastUpdateTime": "2026-01-01T00:00:00Z"}],
+            **status,
+        },
+    }
+
+
+def _selector(serve: str = "iris", env: str = "dev") -> dict[str, str]:
+    return {**names.selector(serve, env), api.LABEL_MANAGED_BY: api.MANAGED_BY}
+
+
+def test_pack_round_trips() -> None:
+    obj = _deployment()
+    assert unpack(pack(obj)) == obj
+
+
+def test_a_child_keeps_what_the_reconcile_reads_only() -> None:
+    projected = project_child(_deployment())
+    meta = projected["metadata"]
+    assert "managedFields" not in meta and "resourceVersion" not in meta
+    assert "kubectl.kubernetes.io/last-applied-configuration" not in meta.get("annotations", {})
+    assert meta["ownerReferences"] and meta["labels"] == names.labels("iris", "dev")
+    assert projected["spec"] == _deployment()["spec"]
+    assert projected["status"] == {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1}
+
+
+def test_children_are_found_by_namespace_and_selector() -> None:
+    cache = ChildCache(Enqueued())
+    cache.put(_deployment())
+    other = _deployment()
+    other["metadata"].update(name="iris-qa", labels=names.labels("iris", "qa"))
+    cache.put(other)
+    found = cache.children("team", _selector(), ["Deployment", "Service"])
+    assert list(found) == [("Deployment", "iris-dev")]
+    assert found[("Deployment", "iris-dev")]["spec"]["replicas"] == 1
+    assert cache.children("team", _selector(), ["Service"]) == {}
+    assert cache.children("elsewhere", _selector(), ["Deployment"]) == {}
+    cache.remove("team", "Deployment", "iris-dev")
+    assert cache.children("team", _selector(), ["Deployment"]) == {}
+
+
+def test_only_a_change_the_reconcile_reads_enqueues_the_owner() -> None:
+    enqueued = Enqueued()
+    cache = ChildCache(enqueued)
+    cache.put(_deployment())
+    assert enqueued == ["uid-1"]
+    enqueued.clear()
+
+    bumped = _deployment(conditions=[{"type": "Available", "lastUpdateTime": "2026-02-02T00:00:00Z"}])
+    bumped["metadata"]["resourceVersion"] = "11"
+    bumped["metadata"]["managedFields"] = []
+    cache.put(bumped)
+    assert enqueued == [], "resourceVersion, managedFields, unread status: nothing to do"
+
+    cache.put(_deployment(ready=0))
+    assert enqueued == ["uid-1"], "readyReplicas is read by the status"
+    enqueued.clear()
+
+    edited = _deployment(ready=0)
+    edited["spec"]["replicas"] = 3
+    edited["metadata"]["resourceVersion"] = "12"
+    cache.put_written(edited, "10")  # our own write, as the server answered it
+    assert enqueued == []
+    assert cache.children("team", _selector(), ["Deployment"])[("Deployment", "iris-dev")]["spec"]["replicas"] == 3
+
+    cache.remove("team", "Deployment", "iris-dev")
+    assert enqueued == ["uid-1"]
+
+
+def test_a_child_that_changes_owner_enqueues_both() -> None:
+    enqueued = Enqueued()
+    cache = ChildCache(enqueued)
+    cache.put(_deployment(owner="uid-1"))
+    enqueued.clear()
+    cache.put(_deployment(owner="uid-2"))
+    assert sorted(enqueued) == ["uid-1", "uid-2"]
+
+
+def _mlserve(
+    uid: str = "m-1", name: str = "iris", created: str = "2026-01-01T00:00:00Z", generation: int = 1, **meta: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "metadata": {
+            "name": name,
+            "namespace": "team",
+            "uid": uid,
+            "resourceVersion": "1",
+            "generation": generation,
+            "creationTimestamp": created,
+            **meta,
+        },
+        "spec": {"serve": "iris", "environment": "dev", "type": "api", "artifactVersion": "v1"},
+    }
+
+
+def test_an_mlserve_is_enqueued_when_new_when_its_request_changes_or_when_deleted() -> None:
+    enqueued = Enqueued()
+    cache = MLServeCache(enqueued)
+    cache.put(_mlserve())
+    assert enqueued == ["m-1"]
+    enqueued.clear()
+
+    with_status = _mlserve()
+    with_status["status"] = {"phase": "Ready"}
+    with_status["metadata"]["resourceVersion"] = "2"
+    cache.put(with_status)
+    assert enqueued == [], "our own status write"
+    assert cache.body("m-1")["status"] == {"phase": "Ready"}  # type: ignore[index]
+
+    cache.put(_mlserve(generation=2))
+    cache.put(_mlserve(generation=2, annotations={api.ANNOTATION_ROLLBACK: "t1"}))
+    cache.put(_mlserve(generation=2, annotations={api.ANNOTATION_ROLLBACK: "t1"}, deletionTimestamp="now"))
+    assert enqueued == ["m-1", "m-1", "m-1"]
+
+
+def test_the_claims_index_and_the_rivals_of_a_holder_that_goes() -> None:
+    enqueued = Enqueued()
+    cache = MLServeCache(enqueued)
+    cache.put(_mlserve("m-1", "iris", "2026-01-01T00:00:00Z"))
+    cache.put(_mlserve("m-2", "iris-copy", "2026-01-02T00:00:00Z"))
+    claims = cache.claims(_mlserve())
+    assert sorted(claims) == [
+        Claim("2026-01-01T00:00:00Z", "team", "iris", "m-1"),
+        Claim("2026-01-02T00:00:00Z", "team", "iris-copy", "m-2"),
+    ]
+    enqueued.clear()
+    deleting = _mlserve("m-1", "iris", "2026-01-01T00:00:00Z", deletionTimestamp="now")
+    cache.put(deleting)
+    assert sorted(enqueued) == ["m-1", "m-2"]
+    enqueued.clear()
+    cache.remove("m-1")
+    assert enqueued == ["m-2"]
+    assert [c.uid for c in cache.claims(_mlserve())] == ["m-2"]
+    assert cache.body("m-1") is None
+
+
+def test_remember_keeps_our_writes_until_the_watch_brings_newer() -> None:
+    cache = MLServeCache(Enqueued())
+    cache.put(_mlserve())
+    ours = copy.deepcopy(_mlserve())
+    ours["metadata"]["resourceVersion"] = "5"
+    ours["status"] = {"phase": "Ready"}
+    cache.remember("m-1", "1", ours)
+    assert cache.body("m-1")["status"] == {"phase": "Ready"}  # type: ignore[index]
+    newer = _mlserve(generation=3)
+    newer["metadata"]["resourceVersion"] = "7"
+    cache.put(newer)
+    cache.remember("m-1", "5", ours)  # the watch moved on: not overwritten
+    assert cache.body("m-1")["metadata"]["generation"] == 3  # type: ignore[index]
+
+
+def test_the_answer_to_our_write_never_replaces_what_the_watch_delivered_since() -> None:
+    cache = ChildCache(Enqueued())
+    cache.put(_deployment(ready=0))  # read by the reconcile at version 10
+    written = _deployment(ready=0)
+    written["metadata"]["resourceVersion"] = "11"
+    written["spec"]["replicas"] = 2
+    # Before the answer is in, the watch brings our write and the status after it.
+    later = copy.deepcopy(written)
+    later["metadata"]["resourceVersion"] = "12"
+    later["status"]["readyReplicas"] = 2
+    cache.put(later)
+    cache.put_written(written, "10")
+    found = cache.children("team", _selector(), ["Deployment"])[("Deployment", "iris-dev")]
+    assert found["status"]["readyReplicas"] == 2 and found["metadata"]["resourceVersion"] == "12"
+    # A child the cache did not hold: stored only while it still holds none.
+    fresh = ChildCache(Enqueued())
+    fresh.put_written(written, None)
+    assert fresh.children("team", _selector(), ["Deployment"])
