@@ -186,6 +186,11 @@ async def startup(
         settings=ours, client=client, events=KopfEvents(), pending=PendingUndeploys(store), rows=rows
     )
     state.background.append(asyncio.create_task(_database_sync(state), name="database-sync"))
+    if ours.dcm_listen is not None:
+        from .dcm.server import serve_forever
+
+        dcm = serve_forever(ours.dcm_listen, cluster=ours.cluster_name, namespaces=ours.namespaces, client=client)
+        state.background.append(asyncio.create_task(dcm, name="dcm-endpoint"))
     logger.info(
         "mlserve operator started for cluster %s (%s)",
         ours.cluster_name,

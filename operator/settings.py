@@ -67,6 +67,7 @@ OPERATOR_VARIABLES = (
     "MLSERVE_LOG_FORMAT",
     "MLSERVE_LOG_LEVEL",
     "MLSERVE_LIVENESS_ENDPOINT",
+    "MLSERVE_DCM_LISTEN",
     "MLSERVE_PEERING_NAME",
     "MLSERVE_PEERING_PRIORITY",
     "MLSERVE_OPERATOR_NAMESPACE",
@@ -271,6 +272,17 @@ def _liveness(raw: str | None, default: str | None) -> str | None:
     return liveness
 
 
+def _listen(raw: str | None) -> tuple[str, int] | None:
+    """MLSERVE_DCM_LISTEN: ``HOST:PORT``, or empty / ``off`` for none."""
+    if raw is None or raw.lower() in ("off", "none", "false", "0"):
+        return None
+    host, sep, port = raw.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(PREFIX + "DCM_LISTEN", f"{raw!r} is not HOST:PORT: write e.g. 0.0.0.0:8090, or off")
+    return host, int(port)
+
+
 @dataclass(frozen=True)
 class OperatorSettings:
     """What ``mlserve run`` needs; build it with :meth:`from_env`."""
@@ -339,6 +351,10 @@ class OperatorSettings:
 
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
     """MLSERVE_LIVENESS_ENDPOINT: kopf's liveness probe URL; ``off`` disables it."""
+
+    dcm_listen: tuple[str, int] | None = None
+    """MLSERVE_DCM_LISTEN: ``HOST:PORT`` on which the operator answers the calls Darwin's ML Serve
+    API makes to its cluster manager (DCM_URL), e.g. ``0.0.0.0:8090``; unset or ``off``: not served."""
 
     peering_name: str | None = None
     """MLSERVE_PEERING_NAME: the kopf peering object shared by the operator's replicas, so only
@@ -440,6 +456,7 @@ class OperatorSettings:
             log_format="json" if log_format == "json" else "plain",
             log_level=log_level,
             liveness_endpoint=liveness,
+            dcm_listen=_listen(reader.text(PREFIX + "DCM_LISTEN")),
             peering_name=reader.text(PREFIX + "PEERING_NAME"),
             peering_priority=reader.integer(PREFIX + "PEERING_PRIORITY"),
             operator_namespace=reader.text(PREFIX + "OPERATOR_NAMESPACE"),
