@@ -105,6 +105,16 @@ def darwin_release(client: Client, namespace: str, serve: str, env: str, host: s
     return release
 
 
+def mlserve_takeover(env: dict[str, str], serve: str, environment: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(MLSERVE), "takeover", serve, "--env", environment, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
 def _ready(pod: Any) -> bool:
     if pod.metadata.deletionTimestamp is not None or pod.status is None:
         return False
@@ -122,8 +132,8 @@ class ReadyPods:
         self.error: BaseException | None = None
 
     def count(self) -> tuple[int, int]:
-        theirs = [p for p in self.client.list(Pod, namespace=self.namespace, labels={RELEASE_LABEL: self.release})]
-        ours = [p for p in self.client.list(Pod, namespace=self.namespace, labels=self.ours)]
+        theirs = list(self.client.list(Pod, namespace=self.namespace, labels={RELEASE_LABEL: self.release}))
+        ours = list(self.client.list(Pod, namespace=self.namespace, labels=self.ours))
         return sum(map(_ready, theirs)), sum(map(_ready, ours))
 
     def _run(self) -> None:
@@ -131,7 +141,7 @@ class ReadyPods:
             while not self._stop.is_set():
                 self.samples.append(self.count())
                 self._stop.wait(0.1)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:  # reported by the test
             self.error = exc
 
     def __enter__(self) -> ReadyPods:
@@ -164,13 +174,7 @@ async def test_takeover_moves_a_serve_from_darwins_release_with_a_ready_pod_thro
         seed = await darwin.seed_api_serve(serve, env, namespace, min_replicas=2, max_replicas=2)
         deployment_id = await darwin.deploy(seed, "v1")
         await darwin.insert("app_layer_deployments", deployment_id=deployment_id, environment_variables={})
-        done = subprocess.run(
-            [str(MLSERVE), "takeover", serve, "--env", env, "--timeout", "120s", "--no-helm"],
-            env=kube_env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        done = mlserve_takeover(kube_env, serve, env, "--timeout", "120s", "--no-helm")
         assert done.returncode == 0, done.stdout + done.stderr
         wait_for(lambda: monitor.count() == (0, 2), timeout=60, what="only the MLServe's 2 pods ready")
     assert monitor.error is None, monitor.error
@@ -213,15 +217,125 @@ async def test_takeover_leaves_darwins_release_when_the_mlserve_never_gets_ready
     )
     deployment_id = await darwin.deploy(seed, "v1")
     await darwin.insert("app_layer_deployments", deployment_id=deployment_id, environment_variables={})
-    done = subprocess.run(
-        [str(MLSERVE), "takeover", serve, "--env", env, "--timeout", "15s", "--no-helm"],
-        env=kube_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = mlserve_takeover(kube_env, serve, env, "--timeout", "15s", "--no-helm")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "is not Ready on deployment" in done.stderr
     assert "Darwin's release is left as it was" in done.stderr
     assert [d.metadata.name for d in kube_client.list(Deployment, namespace=namespace, labels={RELEASE_LABEL: release})]
     assert list(kube_client.list(Secret, namespace=namespace, labels={"owner": "helm", "name": release}))
+
+
+DARWIN_LIKE_CHART = {
+    "Chart.yaml": "apiVersion: v2\nname: darwin-fastapi-serve\nversion: 1.0.0\n",
+    "templates/_helpers.tpl": """{{- define "fullname" -}}
+{{- printf "%s-%s" .Release.Name .Values.name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "labels" -}}
+helm.sh/chart: darwin-fastapi-serve-1.0.0
+app.kubernetes.io/name: {{ include "fullname" . }}
+darwin.dream11.com/resource-instance-id: {{ .Release.Name }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+""",
+    "templates/deployment.yaml": """apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "fullname" . }}
+  labels: {{- include "labels" . | nindent 4 }}
+spec:
+  replicas: {{ .Values.replicaCount }}
+  selector:
+    matchLabels:
+      app.kubernetes.io/name: {{ include "fullname" . }}
+  template:
+    metadata:
+      labels: {{- include "labels" . | nindent 8 }}
+    spec:
+      containers:
+        - name: app
+          image: registry.example.com/darwin:v1
+""",
+    "templates/service.yaml": """apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "fullname" . }}
+  labels: {{- include "labels" . | nindent 4 }}
+spec:
+  selector:
+    app.kubernetes.io/name: {{ include "fullname" . }}
+  ports:
+    - name: http
+      port: 80
+""",
+    "templates/ingress.yaml": """apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {{ include "fullname" . }}-{{ .Release.Namespace }}-internal
+  labels: {{- include "labels" . | nindent 4 }}
+spec:
+  ingressClassName: nginx
+  rules:
+    - host: {{ .Values.host | quote }}
+      http:
+        paths:
+          - path: /
+            pathType: Prefix
+            backend:
+              service:
+                name: {{ include "fullname" . }}
+                port:
+                  number: 80
+""",
+}
+
+
+async def test_takeover_uninstalls_a_helm_release_when_helm_is_at_hand(
+    operator_db: OperatorProcess,
+    kube_client: Client,
+    namespace: str,
+    kube_env: dict[str, str],
+    cluster: Any,
+    tmp_path: Path,
+) -> None:
+    from mlserve_testing.chart import Helm, project_helm
+
+    serve, env = unique("churn"), unique("prod")
+    host = f"{serve}-{env}.models.example.com"
+    release = f"{env}-{serve}"
+    chart = tmp_path / "darwin-fastapi-serve"
+    for path, text in DARWIN_LIKE_CHART.items():
+        (chart / path).parent.mkdir(parents=True, exist_ok=True)
+        (chart / path).write_text(text)
+    helm = Helm(project_helm(), tmp_path / "helm-home")
+    helm.run(
+        "install", release, str(chart), "--namespace", namespace,
+        "--set", f"name={serve}-{env}", "--set", "replicaCount=1", "--set", f"host={host}",
+        kubeconfig=cluster.kubeconfig,
+    )  # fmt: skip
+    monitor = ReadyPods(kube_client, namespace, release, names.selector(serve, env))
+    wait_for(lambda: monitor.count()[0] == 1, timeout=60, what="the Helm release's pod ready")
+
+    with monitor:
+        seed = await darwin.seed_api_serve(serve, env, namespace, min_replicas=1, max_replicas=1)
+        deployment_id = await darwin.deploy(seed, "v1")
+        await darwin.insert("app_layer_deployments", deployment_id=deployment_id, environment_variables={})
+        path = f"{helm.binary.parent}{os.pathsep}{kube_env.get('PATH', '')}"
+        helm_env = {
+            **kube_env,
+            "PATH": path,
+            "HOME": str(helm.home),
+            "HELM_CACHE_HOME": str(helm.home / "cache"),
+            "HELM_CONFIG_HOME": str(helm.home / "config"),
+            "HELM_DATA_HOME": str(helm.home / "data"),
+        }
+        done = mlserve_takeover(helm_env, serve, env, "--timeout", "120s")
+        assert done.returncode == 0, done.stdout + done.stderr
+        wait_for(lambda: monitor.count() == (0, 1), timeout=60, what="only the MLServe's pod ready")
+    assert monitor.error is None, monitor.error
+    assert min(sum(s) for s in monitor.samples) >= 1, monitor.samples
+
+    assert f"removed helm release {release}" in done.stdout
+    listed = helm.run("list", "--namespace", namespace, "--short", kubeconfig=cluster.kubeconfig)
+    assert release not in listed.stdout.split()
+    claims = [i.metadata.name for i in kube_client.list(Ingress, namespace=namespace) if host in _hosts(i)]
+    assert claims == [names.child_name(serve, env)]
