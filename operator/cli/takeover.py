@@ -69,7 +69,7 @@ def takeover(serve: str, environment: str, timeout: str, no_helm: bool) -> None:
     from mlserve.models.settings import parse_duration
     from mlserve.operator.dcm.takeover import Pair, TakeoverFailed, helm_binary
     from mlserve.operator.dcm.takeover import takeover as run_takeover
-    from mlserve.operator.settings import FIELD_MANAGER
+    from mlserve.operator.spec.api import FIELD_MANAGER
 
     try:
         seconds = parse_duration("--timeout", timeout)

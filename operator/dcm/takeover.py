@@ -90,21 +90,30 @@ class Pair:
         return f"{self.environment}-{self.serve}"
 
 
+def _name(obj: Any) -> str:
+    return str(obj.metadata.name)
+
+
 def release_objects(client: Client, namespace: str, release: str) -> list[tuple[type[NamespacedResource], str]]:
     """(kind, name) of every object of the release, in :data:`RELEASE_KINDS` order, then Helm's records."""
     found: list[tuple[type[NamespacedResource], str]] = []
     for kind in RELEASE_KINDS:
-        for obj in client.list(kind, namespace=namespace, labels={RELEASE_LABEL: release}):
-            found.append((kind, obj.metadata.name))
-    for obj in client.list(Secret, namespace=namespace, labels={"owner": "helm", "name": release}):
-        if (Secret, obj.metadata.name) not in found:
-            found.append((Secret, obj.metadata.name))
+        selector: dict[str, Any] = {RELEASE_LABEL: release}
+        for obj in client.list(kind, namespace=namespace, labels=selector):
+            found.append((kind, _name(obj)))
+    records: dict[str, Any] = {"owner": "helm", "name": release}
+    for record in client.list(Secret, namespace=namespace, labels=records):
+        if (Secret, _name(record)) not in found:
+            found.append((Secret, _name(record)))
     return found
 
 
 def find_mlserve(client: Client, namespace: str, serve: str, environment: str) -> dict[str, Any] | None:
     """The MLServe of the pair in the namespace, by its labels (the oldest when several)."""
-    labels = {api.LABEL_SERVE: names.label_value(serve), api.LABEL_ENVIRONMENT: names.label_value(environment)}
+    labels: dict[str, Any] = {
+        api.LABEL_SERVE: names.label_value(serve),
+        api.LABEL_ENVIRONMENT: names.label_value(environment),
+    }
     bodies = [as_dict(obj, "MLServe") for obj in client.list(MLServe, namespace=namespace, labels=labels)]
     bodies = [b for b in bodies if (b.get("spec") or {}).get("serve", b["metadata"]["name"]) == serve]
     bodies.sort(key=lambda b: (b["metadata"].get("creationTimestamp") or "", b["metadata"]["name"]))
