@@ -339,3 +339,49 @@ async def test_takeover_uninstalls_a_helm_release_when_helm_is_at_hand(
     assert release not in listed.stdout.split()
     claims = [i.metadata.name for i in kube_client.list(Ingress, namespace=namespace) if host in _hosts(i)]
     assert claims == [names.child_name(serve, env)]
+
+
+async def test_takeover_creates_the_mlserve_the_sync_has_not_made_yet(
+    operator_db: OperatorProcess, kube_client: Client, namespace: str, kube_env: dict[str, str]
+) -> None:
+    """With the operator stopped, the takeover creates the MLServe as the sync would; once the
+    operator runs, it is Ready on Darwin's deployment, recorded nothing, and the release goes."""
+    serve, env = unique("late"), unique("prod")
+    release = darwin_release(kube_client, namespace, serve, env, f"{serve}-{env}.models.example.com", replicas=1)
+    monitor = ReadyPods(kube_client, namespace, release, names.selector(serve, env))
+    wait_for(lambda: monitor.count()[0] == 1, timeout=60, what="the release's pod ready")
+    operator_db.stop()
+    try:
+        seed = await darwin.seed_api_serve(serve, env, namespace, min_replicas=1, max_replicas=1)
+        deployment_id = await darwin.deploy(seed, "v1")
+        await darwin.insert("app_layer_deployments", deployment_id=deployment_id, environment_variables={})
+        outcome: dict[str, subprocess.CompletedProcess[str]] = {}
+        runner = threading.Thread(
+            target=lambda: outcome.update(done=mlserve_takeover(kube_env, serve, env, "--timeout", "150s", "--no-helm"))
+        )
+        with monitor:
+            runner.start()
+            wait_for(
+                lambda: not gone_mlserve(kube_client, names.mlserve_name(serve, env), namespace),
+                timeout=60,
+                what="the MLServe created by the takeover",
+            )
+            operator_db.start(**operator_db.extra_env)
+            runner.join(timeout=200)
+            assert not runner.is_alive(), "the takeover did not finish"
+        done = outcome["done"]
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"created MLServe {namespace}/{names.mlserve_name(serve, env)} at v1" in done.stdout
+        assert monitor.error is None and min(sum(s) for s in monitor.samples) >= 1, monitor.samples
+        assert not list(kube_client.list(Deployment, namespace=namespace, labels={RELEASE_LABEL: release}))
+        assert [r["id"] for r in await darwin.deployments(seed.serve, seed.environment)] == [deployment_id]
+    finally:
+        operator_db.ensure_running()
+
+
+def gone_mlserve(client: Client, name: str, namespace: str) -> bool:
+    from mlserve_testing.mlserves import gone
+
+    from mlserve.operator.reconcile.kube import MLServe
+
+    return gone(client, MLServe, name, namespace)
