@@ -161,6 +161,11 @@ async def startup(
     state.controller = Controller(state.runtime, lambda: kube.make_client(ours.field_manager), active=state.active)
     state.background.append(asyncio.create_task(state.controller.run(), name="reconcile-controller"))
     state.background.append(asyncio.create_task(_database_sync(state), name="database-sync"))
+    if ours.dcm_listen is not None:
+        from .dcm.server import serve_forever
+
+        dcm = serve_forever(ours.dcm_listen, cluster=ours.cluster_name, namespaces=ours.namespaces, client=client)
+        state.background.append(asyncio.create_task(dcm, name="dcm-endpoint"))
     logger.info(
         "mlserve operator started for cluster %s (%s), %d workers",
         ours.cluster_name,

@@ -12,7 +12,8 @@ A rule is (API group, resource, verbs). Which rules apply depends on two setting
   whole cluster; exact names watch those namespaces, whose rights a Role in each of them can
   grant; patterns (``team-*``, ``!kube-*``) make kopf list and watch namespaces to match them,
   and the matching namespaces are not known in advance, so their rights come from a ClusterRole;
-- peering on (``MLSERVE_PEERING_NAME`` set) or off (standalone).
+- peering on (``MLSERVE_PEERING_NAME`` set) or off (standalone);
+- the DCM endpoint on (``MLSERVE_DCM_LISTEN`` set, the chart's ``dcm.enabled``) or off.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class Rule:
     """The watch scopes the rule applies to."""
     peering: bool = False
     """Applies only when peering is on."""
+    dcm: bool = False
+    """Applies only when the DCM endpoint is on."""
     cluster_scoped: bool = False
     """A cluster-scoped resource: granted by a ClusterRole even for a namespaced operator."""
     own_namespace: bool = False
@@ -57,8 +60,8 @@ class Rule:
     """False for a right that no request of the operator uses but an admission check on the
     operator's own requests does; the audit-log comparison cannot see those."""
 
-    def applies(self, *, scope: Scope, peering: bool) -> bool:
-        return scope in self.scopes and (peering or not self.peering)
+    def applies(self, *, scope: Scope, peering: bool, dcm: bool = False) -> bool:
+        return scope in self.scopes and (peering or not self.peering) and (dcm or not self.dcm)
 
 
 def child_resources() -> list[tuple[str, str]]:
@@ -159,6 +162,14 @@ RULES: tuple[Rule, ...] = (
         "ConfigMap when the list is empty again",
         own_namespace=True,
     ),
+    Rule(
+        "",
+        "pods",
+        ("list",),
+        "dcm.server.kube_pod_lister (MLSERVE_DCM_LISTEN): Darwin's status call lists a serve's pods "
+        "by the children's selector, as Darwin's cluster manager answered it",
+        dcm=True,
+    ),
 )
 
 #: Requests kopf would send for an operator watching namespaces given by name, deliberately
@@ -188,11 +199,11 @@ REFUSED_WHEN_NAMESPACED: tuple[Rule, ...] = (
 )
 
 
-def rules_for(*, namespaces: Sequence[str], peering: bool) -> list[Rule]:
+def rules_for(*, namespaces: Sequence[str], peering: bool, dcm: bool = False) -> list[Rule]:
     """The rules that apply to an operator run with these settings (``MLSERVE_NAMESPACES``
-    as a list, and whether ``MLSERVE_PEERING_NAME`` is set)."""
+    as a list, whether ``MLSERVE_PEERING_NAME`` is set, whether ``MLSERVE_DCM_LISTEN`` is)."""
     scope = scope_of(namespaces)
-    return [r for r in RULES if r.applies(scope=scope, peering=peering)]
+    return [r for r in RULES if r.applies(scope=scope, peering=peering, dcm=dcm)]
 
 
 def expand(rules: Iterable[Rule]) -> Iterator[tuple[str, str, str]]:

@@ -70,6 +70,7 @@ OPERATOR_VARIABLES = (
     "MLSERVE_LOG_LEVEL",
     "MLSERVE_LIVENESS_ENDPOINT",
     "MLSERVE_METRICS_PORT",
+    "MLSERVE_DCM_LISTEN",
     "MLSERVE_PEERING_NAME",
     "MLSERVE_PEERING_PRIORITY",
     "MLSERVE_OPERATOR_NAMESPACE",
@@ -301,6 +302,17 @@ def _rate(raw: str | None, default: float | None) -> float | None:
     return rate
 
 
+def _listen(raw: str | None) -> tuple[str, int] | None:
+    """MLSERVE_DCM_LISTEN: ``HOST:PORT``, or empty / ``off`` for none."""
+    if raw is None or raw.lower() in ("off", "none", "false", "0"):
+        return None
+    host, sep, port = raw.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(PREFIX + "DCM_LISTEN", f"{raw!r} is not HOST:PORT: write e.g. 0.0.0.0:8090, or off")
+    return host, int(port)
+
+
 @dataclass(frozen=True)
 class OperatorSettings:
     """What ``mlserve run`` needs; build it with :meth:`from_env`."""
@@ -383,6 +395,9 @@ class OperatorSettings:
     metrics_port: int = 9090
     """MLSERVE_METRICS_PORT: the port of the Prometheus metrics (``/metrics`` on every address);
     0 serves none."""
+    dcm_listen: tuple[str, int] | None = None
+    """MLSERVE_DCM_LISTEN: ``HOST:PORT`` on which the operator answers the calls Darwin's ML Serve
+    API makes to its cluster manager (DCM_URL), e.g. ``0.0.0.0:8090``; unset or ``off``: not served."""
 
     peering_name: str | None = None
     """MLSERVE_PEERING_NAME: the kopf peering object shared by the operator's replicas, so only
@@ -491,6 +506,7 @@ class OperatorSettings:
             log_level=log_level,
             liveness_endpoint=liveness,
             metrics_port=_port(reader, "METRICS_PORT", cls.metrics_port),
+            dcm_listen=_listen(reader.text(PREFIX + "DCM_LISTEN")),
             peering_name=reader.text(PREFIX + "PEERING_NAME"),
             peering_priority=reader.integer(PREFIX + "PEERING_PRIORITY"),
             operator_namespace=reader.text(PREFIX + "OPERATOR_NAMESPACE"),

@@ -21,6 +21,7 @@ _COMMANDS = {
     "rollback": "rollback:rollback",
     "status": "status:status",
     "history": "history:history",
+    "takeover": "takeover:takeover",
 }
 
 

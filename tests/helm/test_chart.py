@@ -330,6 +330,22 @@ def test_probes_call_the_operators_liveness_endpoint(helm: Helm, value_set: str)
         assert probe["httpGet"] == {"path": "/healthz", "port": port["name"]}
 
 
+def test_the_dcm_endpoint_is_off_unless_enabled_and_then_served(helm: Helm) -> None:
+    objects = helm.template()
+    assert "MLSERVE_DCM_LISTEN" not in _settings_env(objects, existing_secret={})
+    assert [p["name"] for p in _container(objects)["ports"]] == ["health"]
+    assert not [s for s in objects_of(objects, "Service") if s["metadata"]["name"].endswith("-dcm")]
+
+    objects = helm.template(value_set="dcm")
+    container = _container(objects)
+    (port,) = [p for p in container["ports"] if p["name"] == "dcm"]
+    assert _settings_env(objects, existing_secret={})["MLSERVE_DCM_LISTEN"] == f"0.0.0.0:{port['containerPort']}"
+    (service,) = [s for s in objects_of(objects, "Service") if s["metadata"]["name"].endswith("-dcm")]
+    assert service["spec"]["ports"] == [{"name": "dcm", "port": 8090, "targetPort": "dcm", "protocol": "TCP"}]
+    pod_labels = objects_of(objects, "Deployment")[0]["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+
+
 def test_secrets_stay_out_of_the_config_map(helm: Helm) -> None:
     for value_set in ("namespaced", "ha"):
         objects = helm.template(value_set=value_set)

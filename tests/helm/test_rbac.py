@@ -56,7 +56,9 @@ def granted(objects: list[dict[str, Any]], service_account: str) -> set[Grant]:
 
 def expected(values: dict[str, Any]) -> set[Grant]:
     namespaces = values["watchNamespaces"]
-    rules = permissions.rules_for(namespaces=namespaces, peering=values["peering"]["enabled"])
+    rules = permissions.rules_for(
+        namespaces=namespaces, peering=values["peering"]["enabled"], dcm=values.get("dcm", {}).get("enabled", False)
+    )
     per_namespace = not scope_of(namespaces).cluster_role
     out: set[Grant] = set()
     for rule in rules:
