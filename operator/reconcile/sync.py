@@ -30,7 +30,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,9 +41,11 @@ from mlserve.operator.spec import api
 
 from . import sync_reads
 from .deploy import end_deployment, is_database_error
-from .identity import Pair
+from .events import EventSink
+from .identity import Pair, pair_of
 from .kube import MLServe, as_dict
 from .pending import PendingUndeploys
+from .sync_checks import SyncIssue
 from .sync_plan import (
     Snapshot,
     decide,
@@ -58,6 +60,13 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class _Retry:
+    failures: int
+    next_at: float
+    why: str
+
+
+@dataclass
 class SyncState:
     """What the loop remembers between ticks."""
 
@@ -66,6 +75,28 @@ class SyncState:
     """``clock()`` at the last full pass that succeeded."""
     unwatched: set[str] = field(default_factory=set)
     """Environments already logged as outside the watched namespaces."""
+    retry_delay: float = 5.0
+    retry_max_delay: float = 120.0
+    """Backoff of a failing pair (MLSERVE_RETRY_DELAY, doubling up to MLSERVE_RETRY_MAX_DELAY)."""
+    retries: dict[Hashable, _Retry] = field(default_factory=dict)
+    """Pairs (and environments) that failed: each is left alone until its own retry time, and a
+    pass runs when one is due; the others are not held back by it."""
+    reported: dict[tuple[str, ...], SyncIssue] = field(default_factory=dict)
+    """The issues of the last pass, each logged and posted once (again when it changes)."""
+
+    def backoff(self, key: Hashable, now: float, why: str) -> None:
+        failures = self.retries[key].failures + 1 if key in self.retries else 1
+        delay = min(self.retry_max_delay, self.retry_delay * float(2 ** min(failures - 1, 16)))
+        self.retries[key] = _Retry(failures, now + delay, why)
+
+    def waiting(self, now: float) -> dict[Hashable, str]:
+        """What waits for its retry time at ``now``."""
+        return {
+            key: f"retried at its own pace ({retry.why})" for key, retry in self.retries.items() if retry.next_at > now
+        }
+
+    def retry_due(self, now: float) -> bool:
+        return any(retry.next_at <= now for retry in self.retries.values())
 
 
 # --- one pass: read, decide, write ---------------------------------------------------------------
@@ -101,31 +132,83 @@ async def _list_mlserves(
     return listed
 
 
+@dataclass(frozen=True)
+class _PassOptions:
+    namespaces: Sequence[str] = ()
+    unwatched: set[str] | None = None
+    pending: PendingUndeploys | None = None
+    refusal: Callable[[str], str | None] = lambda _: None
+    waiting: Mapping[Hashable, str] = field(default_factory=dict)
+
+
 async def _full_pass(
-    client: AsyncClient,
-    cluster_name: str,
-    field_manager: str,
-    result: SyncResult,
-    namespaces: Sequence[str] = (),
-    unwatched: set[str] | None = None,
-    pending: PendingUndeploys | None = None,
-) -> None:
+    client: AsyncClient, cluster_name: str, field_manager: str, result: SyncResult, options: _PassOptions
+) -> Snapshot:
     # Skipped undeploys first, so the rows read next already reflect them.
-    held = await _retry_pending(pending, result) if pending is not None else set()
-    bound = await sync_reads.bound_environments(cluster_name, namespaces, unwatched)
-    rows, duplicates = await sync_reads.active_rows(bound)
+    held = await _retry_pending(options.pending, result) if options.pending is not None else set()
+    bound = await sync_reads.bound_environments(
+        cluster_name, options.namespaces, options.unwatched, issues=result.issues, refusal=options.refusal
+    )
+    rows, duplicates = await sync_reads.active_rows(bound, issues=result.issues)
     environments = {env.name: env.namespace for env in bound.values()}
+    held_back: dict[Pair, str] = {
+        key: why for key, why in options.waiting.items() if isinstance(key, tuple) and len(key) == 2
+    }
+    held_back.update({issue.pair: issue.message for issue in result.issues if issue.pair is not None})
     snapshot = Snapshot(
         rows=rows,
         duplicates=duplicates,
         environments=environments,
         mlserves=await _list_mlserves(client, sorted(set(environments.values())), result),
         held=held,
+        held_back=held_back,
     )
     # Deployments the MLServes of undeployed pairs reflect: are they ended?
     ended = await sync_reads.ended_deployments(deployments_to_check(snapshot))
     actions = decide(dataclasses.replace(snapshot, ended=ended))
     await execute(client, actions, field_manager, result)
+    return snapshot
+
+
+def _issue_key(issue: SyncIssue) -> Hashable:
+    return issue.pair if issue.pair is not None else ("environment", str(issue.environment), "")
+
+
+def _report_issues(
+    state: SyncState,
+    snapshot: Snapshot | None,
+    result: SyncResult,
+    events: EventSink | None,
+    operator_namespace: str | None,
+) -> None:
+    """Log and post each new issue once: a Warning Event on the pair's MLServe (or on the
+    MLServe the sync would create), or, for an environment, on the operator's namespace."""
+    current = {issue.key: issue for issue in result.issues}
+    for key, issue in current.items():
+        if key in state.reported:
+            continue
+        log.warning("%s", issue.text)
+        if events is None:
+            continue
+        body = _event_object(issue, snapshot, operator_namespace)
+        if body is not None:
+            events.post(body, "Warning", str(issue.reason), issue.text)
+    state.reported = current
+
+
+def _event_object(issue: SyncIssue, snapshot: Snapshot | None, operator_namespace: str | None) -> dict[str, Any] | None:
+    if issue.pair is not None and issue.namespace is not None:
+        for body in snapshot.mlserves.get(issue.namespace, ()) if snapshot is not None else ():
+            if pair_of(body, by_labels=True) == issue.pair:
+                return dict(body)
+        return issue.mlserve_reference()
+    if operator_namespace:
+        return {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": operator_namespace, "namespace": operator_namespace},
+        }
+    return None
 
 
 # --- the tick and the loop -----------------------------------------------------------------------
@@ -142,33 +225,62 @@ async def sync_once(
     force_full: bool = False,
     namespaces: Sequence[str] = (),
     pending: PendingUndeploys | None = None,
+    events: EventSink | None = None,
+    namespace_refusal: Callable[[str], str | None] = lambda _: None,
+    operator_namespace: str | None = None,
 ) -> SyncResult:
     """One tick: read the watermark; when it moved (or a full pass is due) act on every pair.
 
     ``namespaces`` is ``MLSERVE_NAMESPACES`` (empty: the whole cluster): environments whose
     namespace it does not match are left alone. ``pending`` holds the undeploys deletions
-    had to skip (the operator's one list; None: nothing is pending).
+    had to skip (the operator's one list; None: nothing is pending). ``namespace_refusal``
+    says why ``env_configs.namespace`` may not hold serves (the settings' namespace policy).
 
-    Database errors propagate (the loop logs them and tries again next tick); API errors on
-    one MLServe are collected in ``result.failed`` and do not stop the others.
+    Database errors propagate (the loop logs them and tries again next tick). A database row
+    the operator cannot use is an issue of its pair (or environment): logged and posted as an
+    Event (``events``) once, the pair left alone. An API error on one MLServe is collected in
+    ``result.failed``; the pair is retried on its own with backoff (``state.retries``) and
+    does not hold the watermark back, nor stop the other pairs.
     """
     result = SyncResult()
     watermark = await read_watermark()
     now = clock()
     full_due = state.last_full_pass is None or now - state.last_full_pass >= full_resync_interval
     has_pending = bool(pending)
-    if not (force_full or full_due or has_pending or watermark != state.watermark):
+    retry_due = state.retry_due(now)
+    if not (force_full or full_due or has_pending or retry_due or watermark != state.watermark):
         return result
     result.full_pass = True
-    await _full_pass(client, cluster_name, field_manager, result, namespaces, state.unwatched, pending)
-    if not result.failed:
+    waiting = state.waiting(now)
+    options = _PassOptions(namespaces, state.unwatched, pending, namespace_refusal, waiting)
+    snapshot = await _full_pass(client, cluster_name, field_manager, result, options)
+    _report_issues(state, snapshot, result, events, operator_namespace)
+    _update_retries(state, result, waiting, now)
+    if not result.blocking_failures:
         state.watermark = watermark
         state.last_full_pass = now
     return result
 
 
+def _update_retries(state: SyncState, result: SyncResult, waiting: Mapping[Hashable, str], now: float) -> None:
+    """Back off what failed this pass, one by one; forget what was tried again and worked."""
+    failed: dict[Hashable, str] = dict.fromkeys(result.failed_pairs, "a write failed")
+    failed.update({_issue_key(issue): "its database row cannot be used" for issue in result.issues})
+    for key in list(state.retries):
+        if key not in failed and key not in waiting:
+            del state.retries[key]
+    for key, why in failed.items():
+        if key not in waiting:
+            state.backoff(key, now, why)
+
+
 async def _tick(
-    client: AsyncClient, settings: Any, state: SyncState, field_manager: str, pending: PendingUndeploys
+    client: AsyncClient,
+    settings: Any,
+    state: SyncState,
+    field_manager: str,
+    pending: PendingUndeploys,
+    events: EventSink | None = None,
 ) -> SyncResult:
     """One tick of the loop, logged when it made a full pass."""
     result = await sync_once(
@@ -179,6 +291,9 @@ async def _tick(
         full_resync_interval=settings.full_resync_interval,
         namespaces=settings.namespaces,
         pending=pending,
+        events=events,
+        namespace_refusal=getattr(settings, "namespace_refusal", lambda _: None),
+        operator_namespace=getattr(settings, "operator_namespace", None),
     )
     if result.full_pass:
         log.debug(
@@ -189,6 +304,13 @@ async def _tick(
             len(result.failed),
         )
     return result
+
+
+def _new_state(settings: Any) -> SyncState:
+    return SyncState(
+        retry_delay=float(getattr(settings, "retry_delay", 5.0)),
+        retry_max_delay=float(getattr(settings, "retry_max_delay", 120.0)),
+    )
 
 
 def _log_failure(exc: Exception, interval: float) -> None:
@@ -232,6 +354,7 @@ async def run_sync_loop(
     on_result: Callable[[SyncResult], None] | None = None,
     active: Callable[[], bool] | None = None,
     pending: PendingUndeploys | None = None,
+    events: EventSink | None = None,
 ) -> None:
     """Tick every ``settings.sync_interval`` seconds until ``stop`` is set.
 
@@ -245,11 +368,12 @@ async def run_sync_loop(
     the cluster, and it starts again with a full pass when it says yes.
 
     ``pending`` is the operator's list of undeploys deletions had to skip (the one the
-    finalizer adds to); without it, one in memory that only this loop sees.
+    finalizer adds to); without it, one in memory that only this loop sees. ``events`` posts
+    the Warning Events about database rows the sync cannot use.
     """
     pending = pending if pending is not None else PendingUndeploys()
     replica = _Replica(active)
-    state = SyncState()
+    state = _new_state(settings)
     field_manager = api.sync_field_manager(settings.field_manager)
     failures = 0
     restored = False
@@ -261,7 +385,7 @@ async def run_sync_loop(
     )
     while not stop.is_set():
         if not replica.acts():
-            state = SyncState()  # when it acts again, a full pass: the active replica wrote meanwhile
+            state = _new_state(settings)  # when it acts again, a full pass: the active replica wrote meanwhile
             restored = False  # and the pending undeploys as the active replica left them
             await _sleep(stop, min(1.0, settings.sync_interval))
             continue
@@ -271,7 +395,7 @@ async def run_sync_loop(
                 # re-create the MLServes that were deleted.
                 await pending.restore()
                 restored = True
-            result = await _tick(client, settings, state, field_manager, pending)
+            result = await _tick(client, settings, state, field_manager, pending, events)
             if on_result is not None:
                 on_result(result)
             if failures:

@@ -133,6 +133,12 @@ class Reason(StrEnum):
     FOREIGN_CLUSTER = "ForeignCluster"
     DUPLICATE_ACTIVE_DEPLOYMENTS = "DuplicateActiveDeployments"
     NOTHING_TO_ROLL_BACK = "NothingToRollBack"
+    INVALID_DATABASE_ROW = "InvalidDatabaseRow"
+    """A database row holds a value the operator does not know (an enum, a name the CRD refuses)."""
+    NAMESPACE_REFUSED = "NamespaceRefused"
+    """env_configs.namespace is refused by MLSERVE_ALLOWED_NAMESPACES / MLSERVE_DENIED_NAMESPACES."""
+    INVALID_IMAGE = "InvalidImage"
+    """artifacts.image_url cannot be a container image reference."""
     RESOLVED = "Resolved"
     """ArtifactResolved: serve, environment and artifact found and usable."""
 
