@@ -57,6 +57,7 @@ from mlserve.models import (
 )
 from mlserve.models import errors as models_errors
 from mlserve.operator.spec.api import ConditionType, Reason
+from mlserve.operator.spec.images import image_reference_problem
 
 from .errors import InvalidInput, TemporaryFailure
 
@@ -154,6 +155,13 @@ async def resolve(
             Reason.ARTIFACT_NOT_BUILT,
             f"artifact {artifact_version!r} of serve {serve_name!r} has no image yet "
             "(artifacts.image_url is empty): wait for its build to succeed",
+        )
+    problem = image_reference_problem(artifact.image_url)
+    if problem is not None:
+        raise InvalidInput(
+            Reason.INVALID_IMAGE,
+            f"artifact {artifact_version!r} of serve {serve_name!r} (artifacts.id {artifact.pk}): its "
+            f"image_url {problem}; nothing was deployed",
         )
     return Resolved(serve=serve, environment=environment, env_config=config, artifact=artifact)
 

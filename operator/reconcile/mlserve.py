@@ -158,6 +158,9 @@ async def _check_identity(
     assert mine is not None
     try:
         await deploy.check_binding(spec.environment, str(meta.get("namespace")), rt.settings.cluster_name)
+        refused = rt.settings.namespace_refusal(str(meta.get("namespace")))
+        if refused is not None:
+            raise InvalidInput(Reason.NAMESPACE_REFUSED, f"{refused}; nothing was changed")
         first = holder([*rivals(claims, mine[1]), mine[1]])
         if first is not None and first.uid != uid:
             raise ClaimConflict(
@@ -202,6 +205,13 @@ async def _database(
             return await _resolve_and_record(rt, body, spec, previous_status, obs, report)
     except (ReconcileError, ApiError):
         raise
+    except InvalidConfig as exc:
+        # A row read with a value the operator does not know (serves.type, deployments.status):
+        # the data is wrong, not the database down; retrying cannot help until it is fixed.
+        raise InvalidInput(
+            Reason.INVALID_DATABASE_ROW,
+            f"a database row this MLServe names cannot be used: {exc}; nothing was changed",
+        ) from None
     except Exception as exc:
         if isinstance(exc, TimeoutError) or deploy.is_database_error(exc):
             raise deploy.as_unavailable(exc) from None
