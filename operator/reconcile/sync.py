@@ -44,7 +44,7 @@ from .deploy import end_deployment, is_database_error
 from .events import EventSink
 from .identity import Pair, pair_of
 from .kube import MLServe, as_dict
-from .pending import PendingUndeploys
+from .pending import ConfigMapStore, PendingUndeploys
 from .sync_checks import SyncIssue
 from .sync_plan import (
     Snapshot,
@@ -306,6 +306,16 @@ async def _tick(
     return result
 
 
+def _report_store_warnings(pending: PendingUndeploys, events: EventSink | None) -> None:
+    """Post what the pending list's store could not read (kept aside, never a stop)."""
+    store = pending.store
+    if isinstance(store, ConfigMapStore):
+        for message in store.warnings:
+            if events is not None:
+                events.post(store.reference(), "Warning", str(api.Reason.PENDING_LIST_MALFORMED), message)
+        store.warnings.clear()
+
+
 def _new_state(settings: Any) -> SyncState:
     return SyncState(
         retry_delay=float(getattr(settings, "retry_delay", 5.0)),
@@ -395,6 +405,7 @@ async def run_sync_loop(
                 # re-create the MLServes that were deleted.
                 await pending.restore()
                 restored = True
+                _report_store_warnings(pending, events)
             result = await _tick(client, settings, state, field_manager, pending, events)
             if on_result is not None:
                 on_result(result)

@@ -138,6 +138,8 @@ class Reason(StrEnum):
     NAMESPACE_REFUSED = "NamespaceRefused"
     """env_configs.namespace is refused by MLSERVE_ALLOWED_NAMESPACES / MLSERVE_DENIED_NAMESPACES."""
     INVALID_IMAGE = "InvalidImage"
+    PENDING_LIST_MALFORMED = "PendingListMalformed"
+    """Entries of the pending-undeploy ConfigMap that cannot be read: kept aside, the sync goes on."""
     """artifacts.image_url cannot be a container image reference."""
     RESOLVED = "Resolved"
     """ArtifactResolved: serve, environment and artifact found and usable."""
