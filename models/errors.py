@@ -6,7 +6,14 @@ to a user as is (a condition message, a CLI error).
 
 from __future__ import annotations
 
-__all__ = ["ActiveDeploymentConflict", "DatabaseUnavailable", "InvalidConfig", "ModelsError", "SettingsError"]
+__all__ = [
+    "ActiveDeploymentConflict",
+    "DatabaseUnavailable",
+    "InvalidConfig",
+    "LoginRefused",
+    "ModelsError",
+    "SettingsError",
+]
 
 
 class ModelsError(Exception):
@@ -68,4 +75,14 @@ class DatabaseUnavailable(ModelsError):
     constraint is not "unavailable"). The message names the server in its masked form and
     never holds the password. This is the one definition; the reconcile reports it as a
     retried failure with reason ``DatabaseUnavailable`` (``reconcile.deploy.as_unavailable``).
+    """
+
+
+class LoginRefused(DatabaseUnavailable):
+    """The server answered and refused the login: a wrong user or password, a user without
+    rights on the database, a database that does not exist, or a server that requires TLS.
+
+    A setting to fix, not a fault that goes away by waiting: ``mlserve run`` stops with it at
+    start-up (exit status 1). Once running, it is still retried as the database being
+    unavailable (a password being rotated). The message never holds the password.
     """

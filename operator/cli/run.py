@@ -14,8 +14,12 @@ import logging
 import secrets
 import sys
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from mlserve.models.settings import DatabaseSettings
 
 __all__ = ["run"]
 
@@ -77,6 +81,35 @@ def configure_logging(log_format: str, level: str, secrets: Iterable[str] = ()) 
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _check_login(database: DatabaseSettings | None, timeout: float) -> None:
+    """Log in to MySQL once before starting: a login the server refuses (wrong password, no
+    such user or database, TLS required) stops ``mlserve run`` with the reason and exit status
+    1, instead of a start-up retried forever. A server that does not answer is left to the
+    operator's own retries (it may come up later)."""
+    if database is None or database.engine != "mysql":
+        return
+    import asyncio
+
+    from mlserve.models.db import close_db, init_db
+    from mlserve.models.errors import DatabaseUnavailable, LoginRefused
+
+    async def attempt() -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await init_db(database, create_schema=False)
+        finally:
+            await close_db()
+
+    try:
+        asyncio.run(attempt())
+    except LoginRefused as exc:
+        raise click.ClickException(f"{exc}") from None
+    except (DatabaseUnavailable, TimeoutError) as exc:
+        logging.getLogger(__name__).warning(
+            "the database did not answer at start-up (%s); the operator starts and retries", type(exc).__name__
+        )
+
+
 @click.command("run")
 def run() -> None:
     """Run the operator in the foreground (settings from MLSERVE_* variables)."""
@@ -88,6 +121,7 @@ def run() -> None:
         raise click.ClickException(f"invalid setting: {exc}") from None
 
     configure_logging(settings.log_format, settings.log_level, _secrets_of(settings.database))
+    _check_login(settings.database, settings.db_timeout)
 
     import kopf
 
