@@ -218,7 +218,7 @@ def start_mariadb(base_dir: Path, *, timeout: float = START_TIMEOUT) -> MariaDBS
         wait_for(ready, timeout=timeout, what=f"mariadbd to accept connections on {socket_path}", interval=0.1)
         statements = "".join(
             f"CREATE USER '{TEST_USER}'@'{host}' IDENTIFIED BY '{server.password}';"
-            f"GRANT ALL PRIVILEGES ON *.* TO '{TEST_USER}'@'{host}';"
+            f"GRANT ALL PRIVILEGES ON *.* TO '{TEST_USER}'@'{host}' WITH GRANT OPTION;"
             for host in ("127.0.0.1", "localhost")
         )
         subprocess.run([*client, "-e", statements], check=True, capture_output=True, timeout=30)
