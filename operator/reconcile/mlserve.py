@@ -12,6 +12,7 @@ when they first appear) and reports in :class:`Report` whether and when to retry
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,12 +27,12 @@ from mlserve.operator.spec import MLServeSpec, ServeContext, api
 from mlserve.operator.spec.api import ConditionType, Reason
 
 from . import deploy
-from .children import apply_step, render_step, schedule_step
+from .children import Rendered, apply_step, render_step, schedule_step
 from .context import load_context
 from .errors import ClaimConflict, InvalidInput, ReconcileError, TemporaryFailure
 from .identity import Claim, claim_of, holder, reflected_id, rivals
 from .kube import MLServe, RequestCounter, as_dict, current_counter
-from .observe import Observation, previous_reason
+from .observe import Observation, Workload, finished_run, previous_reason
 from .rollback import answer_rollback, pending_rollback, take_rollback_request
 from .runtime import Report, Runtime
 from .status import compute_status, write_status
@@ -118,8 +119,14 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
         else:
             _observe_deployment(obs, db.context, db.outcome)
             body = _current(report)
-            rendered = render_step(rt, body, db.spec, db.context, obs)
+            rendered = _without_finished_run(render_step(rt, body, db.spec, db.context, obs), previous_status)
             applied = await apply_step(rt, body, db.spec, rendered, obs)
+            if rendered.run_done:
+                obs.workload = Workload(
+                    api.RAYJOB.kind,
+                    str(previous_status.get("activeRayJob")),
+                    job_status=previous_status.get("lastRunStatus"),
+                )
             report.applied, report.pruned = applied.applied, applied.pruned
             if rendered.scheduled_per_run and not db.spec.paused:
                 report.requeue_after = await schedule_step(rt, body, rendered, obs)
@@ -128,6 +135,17 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
     except ReconcileError as exc:
         obs.error = exc
     return await _finish(rt, _current(report), previous_status, obs, report)
+
+
+def _without_finished_run(rendered: Rendered, previous_status: Mapping[str, Any]) -> Rendered:
+    """The children without the RayJob of a run that already finished: done, not drift."""
+    done = finished_run(previous_status, rendered.manifests)
+    if done is None:
+        return rendered
+    manifests = [
+        m for m in rendered.manifests if not (m.get("kind") == api.RAYJOB.kind and m["metadata"]["name"] == done)
+    ]
+    return dataclasses.replace(rendered, manifests=manifests, run_done=True)
 
 
 def _current(report: Report) -> Mapping[str, Any]:
