@@ -19,6 +19,7 @@ from mlserve.models import (
     DeploymentStatus,
     Environment,
 )
+from mlserve.operator.spec.api import Reason
 from mlserve.operator.spec.namespaces import watches_namespace
 
 from .identity import Pair
@@ -200,14 +201,26 @@ async def active_rows(
     duplicates = {pair for pair, rows in by_pair.items() if len({r.deployment_id for r in rows}) > 1}
     for pair in sorted(duplicates):
         ids_of_pair = sorted({r.deployment_id for r in by_pair[pair]})
-        log.warning(
-            "serve %s has %d active deployments in %s (ids %s): the sync leaves the pair alone "
-            "until all but one are ended",
-            pair[0],
-            len(ids_of_pair),
-            pair[1],
-            ids_of_pair,
+        message = (
+            f"{len(ids_of_pair)} active deployments (ids {ids_of_pair}); the rule is at most one per serve "
+            "and environment: end all but one of them"
         )
+        if issues is not None:
+            first = by_pair[pair][0]
+            issues.append(
+                SyncIssue(
+                    Reason.DUPLICATE_ACTIVE_DEPLOYMENTS,
+                    message,
+                    "active_deployments",
+                    None,
+                    "deployment_id",
+                    environment=first.environment,
+                    namespace=first.namespace,
+                    pair=pair,
+                )
+            )
+        else:
+            log.warning("serve %s in %s: %s", pair[0], pair[1], message)
     rows = [rows[0] for pair, rows in by_pair.items() if pair not in duplicates]
     return rows, duplicates
 

@@ -1,0 +1,200 @@
+"""The bad-input suite: bad database rows, each refused by name, none stopping anything else.
+
+For every row of ``mlserve_testing.bad_rows`` (on MariaDB, with the local control plane): a
+healthy pair is deployed *after* the bad one, then the database sync ticks and every MLServe
+it made is reconciled, in-process. Each case asserts:
+
+* the right reason: on a sync issue (the pair or environment is left alone) or on the
+  MLServe's condition (its reconcile refuses the rows);
+* a Warning Event of that reason;
+* no database write (the deployment tables are the same row for row);
+* the operator alive: no tick raised, the next tick does not pass again at once (the bad
+  pair backs off alone), a later one does, without posting the Event twice;
+* the healthy pair served: its MLServe made, reconciled without error, its Deployment applied.
+
+The bad MLServes (rejected at admission) are ``mlserve_testing.invalid_mlserves``, proven on
+the API server by ``test_crd_cluster.py``; the ones admission accepts and the operator refuses
+by name are at the end of this file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lightkube import ApiError, AsyncClient, Client, codecs
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+from lightkube.resources.apps_v1 import Deployment as K8sDeployment
+from mlserve_testing import darwin
+from mlserve_testing.bad_rows import BAD_ROWS, OPERATOR_NAMESPACE, BadPair, BadRow
+from mlserve_testing.kuberay import kuberay_crd_dir
+from mlserve_testing.wait import wait_for
+
+from mlserve.models.db import close_db, init_db
+from mlserve.models.settings import DatabaseSettings
+from mlserve.operator.dev.cluster import ClusterHandle
+from mlserve.operator.reconcile import sync
+from mlserve.operator.reconcile.events import RecordingEvents
+from mlserve.operator.reconcile.kube import MLServe, RayCronJob, RayJob
+from mlserve.operator.reconcile.mlserve import Runtime, reconcile
+from mlserve.operator.reconcile.sync import SyncState
+from mlserve.operator.render.settings import RenderSettings
+from mlserve.operator.settings import OperatorSettings
+
+pytestmark = pytest.mark.mariadb
+
+REPO = Path(__file__).resolve().parents[2]
+TABLES = ("deployments", "active_deployments", "app_layer_deployments", "scheduled_workflow_deployments")
+
+
+def _established(crd: CustomResourceDefinition) -> bool:
+    conditions = (crd.status.conditions if crd.status else None) or []
+    return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+
+@pytest.fixture(scope="module")
+def crds(kube_client: Client) -> None:
+    """The MLServe CRD and KubeRay's RayJob and RayCronJob CRDs, established and servable."""
+    files = [REPO / "crds" / "mlserve.darwin.io_mlserves.yaml"]
+    files += [kuberay_crd_dir() / name for name in ("ray.io_rayjobs.yaml", "ray.io_raycronjobs.yaml")]
+    names = []
+    for file in files:
+        for crd in codecs.load_all_yaml(file.read_text()):
+            kube_client.apply(crd, field_manager="mlserve-tests", force=True)
+            names.append(crd.metadata.name)
+    for name in names:
+        wait_for(lambda name=name: _established(kube_client.get(CustomResourceDefinition, name)), 60, f"CRD {name}")
+    for kind in (MLServe, RayJob, RayCronJob):
+        wait_for(
+            lambda kind=kind: list(kube_client.list(kind, namespace="default")) is not None,
+            60,
+            f"{kind.__name__} to be listable",
+            ignore=(ApiError,),
+        )
+
+
+@pytest.fixture
+async def kube(cluster: ClusterHandle, crds: None) -> AsyncIterator[AsyncClient]:
+    client = cluster.async_client(field_manager="mlserve-operator")
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def database(mariadb_database: DatabaseSettings) -> AsyncIterator[DatabaseSettings]:
+    """A Darwin schema on the suite's MariaDB server, connected."""
+    await init_db(mariadb_database)
+    try:
+        yield mariadb_database
+    finally:
+        await close_db()
+
+
+def operator_settings() -> OperatorSettings:
+    return OperatorSettings(
+        cluster_name="local", render=RenderSettings(), database=None, operator_namespace=OPERATOR_NAMESPACE
+    )
+
+
+async def database_rows() -> dict[str, list[dict[str, Any]]]:
+    """Every row of the tables a deploy or an undeploy writes, to compare before and after."""
+    return {table: await darwin.query(f"SELECT * FROM {table} ORDER BY id") for table in TABLES}
+
+
+async def mlserves(client: AsyncClient, namespace: str) -> dict[str, dict[str, Any]]:
+    return {i.metadata.name: i.to_dict() async for i in client.list(MLServe, namespace=namespace)}
+
+
+def _env_config(case: BadRow, namespace: str) -> Any:
+    if case.env_config is None:
+        return None
+    return json.loads(json.dumps(case.env_config).replace('"{ns}"', json.dumps(namespace)))
+
+
+async def _seed_bad(case: BadRow, namespace: str) -> BadPair:
+    if case.workflow:
+        seed = await darwin.seed_workflow_serve(case.serve, case.environment, namespace, schedule=case.schedule)
+    else:
+        seed = await darwin.seed_api_serve(
+            case.serve, case.environment, namespace, versions=("v1",), env_config=_env_config(case, namespace)
+        )
+    pair = BadPair(seed, await darwin.deploy(seed, "v1"), namespace)
+    if case.mutate is not None:
+        await case.mutate(pair)
+    return pair
+
+
+@pytest.mark.parametrize("case", BAD_ROWS, ids=[case.id for case in BAD_ROWS])
+async def test_a_bad_row_is_named_and_stops_nothing_else(
+    case: BadRow, database: DatabaseSettings, kube: AsyncClient, namespace: str
+) -> None:
+    client = kube
+    await _seed_bad(case, namespace)
+    good = await darwin.seed_api_serve("good", "prod", namespace, versions=("v1",))
+    good_deployment = await darwin.deploy(good, "v1")  # deployed after the bad row
+    before = await database_rows()
+
+    settings = operator_settings()
+    sync_events = RecordingEvents()
+    state = SyncState()
+
+    async def tick(at: float) -> sync.SyncResult:
+        return await sync.sync_once(
+            client,
+            "local",
+            state,
+            clock=lambda: at,
+            events=sync_events,
+            namespace_refusal=settings.namespace_refusal,
+            operator_namespace=OPERATOR_NAMESPACE,
+        )
+
+    result = await tick(1000.0)
+    assert f"{namespace}/good-prod" in result.created, result
+    posted_once = len(sync_events.events)
+
+    # every MLServe the sync made, reconciled as the operator's workers do
+    events = RecordingEvents()
+    runtime = Runtime(settings=settings, client=client, events=events)
+    reports = {name: await reconcile(body, runtime) for name, body in (await mlserves(client, namespace)).items()}
+    assert reports["good-prod"].error is None, reports["good-prod"].error
+    good_body = (await mlserves(client, namespace))["good-prod"]
+    assert good_body["status"]["deploymentId"] == good_deployment
+    assert await client.get(K8sDeployment, "good-prod", namespace=namespace)
+
+    if case.where == "sync":
+        reasons = {str(issue.reason) for issue in result.issues}
+        assert case.reason in reasons, f"sync issues: {[issue.text for issue in result.issues]}"
+        posted = [e for e in sync_events.events if e.reason == case.reason]
+        assert posted and all(e.type == "Warning" for e in posted), sync_events.events
+        issue = next(i for i in result.issues if str(i.reason) == case.reason)
+        assert issue.where, "the issue names the row and the column"
+        assert set(reports) == {"good-prod"}, "no MLServe for a pair the sync cannot use"
+    else:
+        (bad,) = [name for name in reports if name != "good-prod"]
+        error = reports[bad].error
+        assert error is not None and str(error.reason) == case.reason, error
+        assert any(e.name == bad and e.type == "Warning" and e.reason == case.reason for e in events.events)
+        conditions = (await mlserves(client, namespace))[bad]["status"]["conditions"]
+        assert any(c["reason"] == case.reason and c["status"] == "False" for c in conditions), conditions
+        assert not result.issues, [issue.text for issue in result.issues]
+
+    assert await database_rows() == before, "a bad row never makes the operator write the database"
+
+    # alive, and a failing pair backs off on its own: the next tick is idle, a later one
+    # tries again without posting the same Event twice
+    assert not (await tick(1001.0)).full_pass
+    later = await tick(1000.0 + 600.0)
+    assert later.full_pass and not later.failed, later
+    assert len(sync_events.events) == posted_once, "an issue is posted once, not on every pass"
+    assert (await mlserves(client, namespace))["good-prod"]["spec"]["artifactVersion"] == "v1"
+
+
+def test_the_suite_holds_forty_bad_rows() -> None:
+    assert len(BAD_ROWS) >= 40
+    assert len({case.id for case in BAD_ROWS}) == len(BAD_ROWS)
