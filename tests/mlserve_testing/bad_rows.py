@@ -268,3 +268,29 @@ BAD_ROWS: tuple[BadRow, ...] = (
         workflow=True,
     ),
 )
+
+
+TEXT_ROWS: tuple[BadRow, ...] = (
+    BadRow("env-configs-not-json", "InvalidEnvConfig", "sync", _env_text('{"cluster_name": "local",')),
+    BadRow("env-configs-python-dict", "InvalidEnvConfig", "sync", _env_text("{'cluster_name': 'local'}")),
+    BadRow(
+        "fast-api-config-not-json", "InvalidInfraConfig", "mlserve", _raw("api_serve_configs", "fast_api_config", "{")
+    ),
+    BadRow(
+        "cores-nan",
+        "InvalidInfraConfig",
+        "mlserve",
+        _raw(
+            "api_serve_configs", "fast_api_config", '{"min_replicas": 1, "max_replicas": 2, "cores": NaN, "memory": 2}'
+        ),
+    ),
+    BadRow(
+        "workers-not-json",
+        "InvalidInfraConfig",
+        "mlserve",
+        _raw("workflow_serve_configs", "worker_node_config", "[{"),
+        workflow=True,
+    ),
+)
+"""JSON columns holding text that is not JSON: possible on SQLite (and in a TEXT column), refused
+by MySQL's JSON type, so run on SQLite."""
