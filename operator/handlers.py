@@ -171,12 +171,7 @@ async def _database_sync(state: OperatorState) -> None:
     had to skip retried first. Under peering, only while this replica is the active one."""
     assert state.runtime is not None
     await sync.run_sync_loop(
-        state.settings,
-        state.runtime.client,
-        state.stop,
-        active=state.active,
-        pending=state.runtime.pending,
-        events=state.runtime.events,
+        state.settings, state.runtime.client, state.stop, active=state.active, pending=state.runtime.pending
     )
 
 

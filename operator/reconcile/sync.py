@@ -41,7 +41,7 @@ from mlserve.operator.spec import api
 
 from . import sync_reads
 from .deploy import end_deployment, is_database_error
-from .events import EventSink
+from .events import ApiEvents, EventSink
 from .identity import Pair, pair_of
 from .kube import MLServe, as_dict
 from .pending import ConfigMapStore, PendingUndeploys
@@ -192,7 +192,10 @@ def _report_issues(
             continue
         body = _event_object(issue, snapshot, operator_namespace)
         if body is not None:
-            events.post(body, "Warning", str(issue.reason), issue.text)
+            try:
+                events.post(body, "Warning", str(issue.reason), issue.text)
+            except Exception as exc:  # noqa: BLE001 - a report that cannot be posted never stops the sync
+                log.warning("could not post the Event %s: %s", issue.reason, type(exc).__name__)
     state.reported = current
 
 
@@ -379,9 +382,10 @@ async def run_sync_loop(
 
     ``pending`` is the operator's list of undeploys deletions had to skip (the one the
     finalizer adds to); without it, one in memory that only this loop sees. ``events`` posts
-    the Warning Events about database rows the sync cannot use.
+    the Warning Events about database rows the sync cannot use (default: with ``client``).
     """
     pending = pending if pending is not None else PendingUndeploys()
+    events = events if events is not None else ApiEvents(client)
     replica = _Replica(active)
     state = _new_state(settings)
     field_manager = api.sync_field_manager(settings.field_manager)
