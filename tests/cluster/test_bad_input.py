@@ -19,6 +19,7 @@ by name are at the end of this file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.apps_v1 import Deployment as K8sDeployment
 from mlserve_testing import darwin
 from mlserve_testing.bad_rows import BAD_ROWS, OPERATOR_NAMESPACE, TEXT_ROWS, BadPair, BadRow
+from mlserve_testing.invalid_mlserves import INVALID, REFUSED, Refused
 from mlserve_testing.kuberay import kuberay_crd_dir
 from mlserve_testing.wait import wait_for
 
@@ -38,11 +40,13 @@ from mlserve.models.settings import DatabaseSettings
 from mlserve.operator.dev.cluster import ClusterHandle
 from mlserve.operator.reconcile import sync
 from mlserve.operator.reconcile.events import RecordingEvents
+from mlserve.operator.reconcile.identity import claim_of
 from mlserve.operator.reconcile.kube import MLServe, RayCronJob, RayJob
 from mlserve.operator.reconcile.mlserve import Runtime, reconcile
 from mlserve.operator.reconcile.sync import SyncState
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.settings import OperatorSettings
+from mlserve.operator.spec.namespaces import NamespacePolicy
 
 REPO = Path(__file__).resolve().parents[2]
 TABLES = ("deployments", "active_deployments", "app_layer_deployments", "scheduled_workflow_deployments")
@@ -223,3 +227,85 @@ def test_the_suite_holds_forty_bad_rows() -> None:
     assert len(BAD_ROWS) + len(TEXT_ROWS) >= 40
     ids = [case.id for case in (*BAD_ROWS, *TEXT_ROWS)]
     assert len(set(ids)) == len(ids)
+
+
+# --- bad MLServes the API server admits and the operator refuses by name -----------------------
+
+
+async def _seed_for_mlserves(namespace: str) -> None:
+    iris = await darwin.seed_api_serve("iris", "prod", namespace, versions=("v1", "v2", "unbuilt", "badimage"))
+    await darwin.query("UPDATE artifacts SET image_url = NULL WHERE id = ?", iris.artifacts["unbuilt"])
+    await darwin.query(
+        "UPDATE artifacts SET image_url = ? WHERE id = ?", "Registry/Iris:v1 x", iris.artifacts["badimage"]
+    )
+    await darwin.seed_workflow_serve("etl", "prod", namespace)
+    await darwin.seed_api_serve("iris", "elsewhere", "elsewhere-" + namespace[:40], versions=())
+    await darwin.seed_api_serve("iris", "foreign", namespace, versions=(), cluster="other")
+
+
+def _claims(listed: dict[str, dict[str, Any]], name: str) -> list[Any]:
+    """The claims on the pair of MLServe ``name`` (what the operator's claims index holds)."""
+    mine = claim_of(listed[name])
+    assert mine is not None
+    return [got[1] for got in map(claim_of, listed.values()) if got is not None and got[0] == mine[0]]
+
+
+@pytest.mark.mariadb
+@pytest.mark.parametrize("case", REFUSED, ids=[case.id for case in REFUSED])
+async def test_a_bad_mlserve_is_refused_by_name_and_stops_nothing_else(
+    case: Refused, database: DatabaseSettings, kube: AsyncClient, kube_client: Client, namespace: str
+) -> None:
+    client = kube
+    await _seed_for_mlserves(namespace)
+    good = await darwin.seed_api_serve("good", "prod", namespace, versions=("v1",))
+    await darwin.deploy(good, "v1")
+    result = await sync.sync_once(client, "local", SyncState())
+    assert result.created == [f"{namespace}/good-prod"], result
+    before = await database_rows()
+
+    name = f"bad-{case.id}"[:63].rstrip("-")
+    body = {
+        "apiVersion": "mlserve.darwin.io/v1alpha1",
+        "kind": "MLServe",
+        "metadata": {"name": name, "namespace": namespace, "annotations": case.annotations or {}},
+        "spec": case.spec,
+    }
+    kube_client.create(MLServe.from_dict(body))  # admitted by the API server
+
+    overrides = dict(case.settings or {})
+    settings = operator_settings()
+    if "allowed" in overrides:
+        policy = NamespacePolicy(allowed=overrides.pop("allowed"), operator_namespace=OPERATOR_NAMESPACE)
+        settings = dataclasses.replace(settings, namespace_policy=policy)
+    settings = dataclasses.replace(settings, **overrides)
+    events = RecordingEvents()
+    runtime = Runtime(settings=settings, client=client, events=events)
+    listed = await mlserves(client, namespace)
+    good_report = await reconcile(
+        listed["good-prod"],
+        Runtime(settings=operator_settings(), client=client, events=RecordingEvents()),
+        _claims(listed, "good-prod"),
+    )
+    assert good_report.error is None, good_report.error
+    report = await reconcile(listed[name], runtime, _claims(listed, name))
+
+    assert report.error is not None and str(report.error.reason) == case.reason, report.error
+    assert any(e.name == name and e.type == "Warning" and e.reason == case.reason for e in events.events), events.events
+    status = (await mlserves(client, namespace))[name]["status"]
+    assert any(c["reason"] == case.reason for c in status["conditions"]), status["conditions"]
+    assert await database_rows() == before, "a refused MLServe never writes the database"
+
+    # the operator goes on: the healthy pair deployed after the bad MLServe is served
+    newer = await darwin.seed_api_serve("newer", "prod", namespace, versions=("v1",))
+    await darwin.deploy(newer, "v1")
+    later = await sync.sync_once(client, "local", SyncState())
+    assert f"{namespace}/newer-prod" in later.created and not later.failed, later
+    newer_report = await reconcile(
+        (await mlserves(client, namespace))["newer-prod"],
+        Runtime(settings=operator_settings(), client=client, events=RecordingEvents()),
+    )
+    assert newer_report.error is None, newer_report.error
+
+
+def test_the_suite_holds_thirty_bad_mlserves() -> None:
+    assert len(INVALID) + len(REFUSED) >= 30
