@@ -190,3 +190,22 @@ def test_pending_entries_that_cannot_be_read_are_kept_aside() -> None:
     assert [e.serve for e in entries] == ["iris"] and len(malformed) == 3
     assert parse_entries("{broken") == ([], ["{broken"])
     assert parse_entries('{"a": 1}') == ([], ['{"a": 1}'])
+
+
+def test_a_number_no_quantity_can_hold_is_invalid_input_not_a_crash() -> None:
+    """A config built without its bounds checked (``model_construct``): the renderers' input is
+    checked again, or their arithmetic error caught; either way InvalidConfig naming cores,
+    which the reconcile reports as InvalidInput, never an OverflowError."""
+    from mlserve_testing.render_cases import api_context, spec_for
+
+    from mlserve.models.configs import FastAPIConfig
+    from mlserve.models.errors import InvalidConfig
+    from mlserve.operator.render import render_children
+    from mlserve.operator.render.settings import RenderSettings
+
+    ctx = api_context()
+    assert ctx.api_config is not None
+    huge = FastAPIConfig.model_construct(**{**ctx.api_config.model_dump(), "cores": 1e308})
+    ctx = ctx.model_copy(update={"api_config": huge})
+    with pytest.raises(InvalidConfig, match="cores"):
+        render_children(ctx, spec_for(ctx), RenderSettings())
