@@ -129,7 +129,8 @@ async def init_db(settings: DatabaseSettings | None = None, *, create_schema: bo
         refused = _login_refusal(exc)
         if refused is not None:
             raise LoginRefused(
-                f"the database {settings.display_url} (from {settings.source}) refused the login: {refused}"
+                f"the database {settings.display_url} (from {settings.source}) refused the login: {refused} "
+                f"(the server said: {settings.redact(_error_text(exc))})"
             ) from None
         if _is_connection_error(exc):
             raise DatabaseUnavailable(
