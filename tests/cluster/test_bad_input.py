@@ -309,3 +309,48 @@ async def test_a_bad_mlserve_is_refused_by_name_and_stops_nothing_else(
 
 def test_the_suite_holds_thirty_bad_mlserves() -> None:
     assert len(INVALID) + len(REFUSED) >= 30
+
+
+@pytest.mark.mariadb
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("deployments.status", "PAUSED"), ("serves.type", "batch")],
+)
+async def test_a_row_gone_bad_under_a_running_mlserve_is_named_on_it_and_deletes_nothing(
+    column: str, value: str, database: DatabaseSettings, kube: AsyncClient, namespace: str
+) -> None:
+    client = kube
+    seed = await darwin.seed_api_serve("iris", "prod", namespace, versions=("v1",))
+    deployment = await darwin.deploy(seed, "v1")
+    state = SyncState()
+    await sync.sync_once(client, "local", state, clock=lambda: 10.0)
+    settings = operator_settings()
+    report = await reconcile(
+        (await mlserves(client, namespace))["iris-prod"], Runtime(settings, client, RecordingEvents())
+    )
+    assert report.error is None, report.error
+
+    table, name = column.split(".")
+    key = deployment if table == "deployments" else seed.serve
+    await darwin.query(f"UPDATE {table} SET {name} = ? WHERE id = ?", value, key)
+    before = await database_rows()
+    sync_events = RecordingEvents()
+    result = await sync.sync_once(
+        client,
+        "local",
+        state,
+        force_full=True,
+        clock=lambda: 20.0,
+        events=sync_events,
+        operator_namespace=OPERATOR_NAMESPACE,
+    )
+    assert not result.deleted and not result.updated, "a row the operator cannot read never deletes its MLServe"
+    assert [e.name for e in sync_events.events if e.reason == "InvalidDatabaseRow"] == ["iris-prod"]
+
+    events = RecordingEvents()
+    report = await reconcile((await mlserves(client, namespace))["iris-prod"], Runtime(settings, client, events))
+    assert report.error is not None and report.error.reason == "InvalidDatabaseRow", report.error
+    assert column in report.error.message
+    assert any(e.reason == "InvalidDatabaseRow" and e.type == "Warning" for e in events.events)
+    assert await client.get(K8sDeployment, "iris-prod", namespace=namespace), "the children are kept"
+    assert await database_rows() == before
