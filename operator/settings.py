@@ -200,16 +200,19 @@ def _namespaces(raw: str | None, variable: str = PREFIX + "NAMESPACES") -> tuple
 
 def _namespace_policy(reader: EnvReader, operator_namespace: str | None) -> NamespacePolicy:
     """MLSERVE_ALLOWED_NAMESPACES (empty: any) and MLSERVE_DENIED_NAMESPACES (unset: Kubernetes'
-    own namespaces; ``none``: no namespace but the operator's own)."""
+    own namespaces and the operator's, MLSERVE_OPERATOR_NAMESPACE; ``none``: none). A list
+    given replaces the whole default."""
     denied_raw = reader.text(PREFIX + "DENIED_NAMESPACES")
+    refused_own: str | None = None
     if denied_raw is None:
         denied: tuple[str, ...] = DEFAULT_DENIED_NAMESPACES
+        refused_own = operator_namespace
     elif denied_raw.strip().lower() == "none":
         denied = ()
     else:
         denied = _namespaces(denied_raw, PREFIX + "DENIED_NAMESPACES")
     allowed = _namespaces(reader.text(PREFIX + "ALLOWED_NAMESPACES"), PREFIX + "ALLOWED_NAMESPACES")
-    return NamespacePolicy(allowed=allowed, denied=denied, operator_namespace=operator_namespace)
+    return NamespacePolicy(allowed=allowed, denied=denied, operator_namespace=refused_own)
 
 
 def _liveness(raw: str | None, default: str | None) -> str | None:
@@ -308,10 +311,7 @@ class OperatorSettings:
 
     def namespace_refusal(self, namespace: str) -> str | None:
         """Why the database may not point at ``namespace`` (naming the setting), or None."""
-        policy = self.namespace_policy
-        if policy.operator_namespace is None and self.operator_namespace is not None:
-            policy = NamespacePolicy(policy.allowed, policy.denied, self.operator_namespace)
-        return policy.refusal(namespace)
+        return self.namespace_policy.refusal(namespace)
 
     @property
     def clusterwide(self) -> bool:

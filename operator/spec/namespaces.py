@@ -88,9 +88,9 @@ class NamespacePolicy:
     """The namespaces the database may point the operator at (``env_configs.namespace``).
 
     ``allowed`` is ``MLSERVE_ALLOWED_NAMESPACES`` (empty: any), ``denied`` is
-    ``MLSERVE_DENIED_NAMESPACES`` (default: Kubernetes' own namespaces); both take names and
-    kopf patterns, as ``MLSERVE_NAMESPACES`` does. The operator's own namespace
-    (``MLSERVE_OPERATOR_NAMESPACE``) is always refused: serves never run beside the operator.
+    ``MLSERVE_DENIED_NAMESPACES``; both take names and kopf patterns, as ``MLSERVE_NAMESPACES``
+    does. When ``MLSERVE_DENIED_NAMESPACES`` is not set, Kubernetes' own namespaces and the
+    operator's (``operator_namespace``, from ``MLSERVE_OPERATOR_NAMESPACE``) are refused.
     """
 
     allowed: tuple[str, ...] = ()
@@ -101,8 +101,9 @@ class NamespacePolicy:
         """Why ``namespace`` may not hold serves (a message naming the setting), or None."""
         if namespace == self.operator_namespace:
             return (
-                f"namespace {namespace!r} is the operator's own (MLSERVE_OPERATOR_NAMESPACE): serves never "
-                "run there; point env_configs.namespace at another namespace"
+                f"namespace {namespace!r} is the operator's own (MLSERVE_OPERATOR_NAMESPACE), which "
+                "MLSERVE_DENIED_NAMESPACES refuses by default: point env_configs.namespace at another "
+                "namespace, or set MLSERVE_DENIED_NAMESPACES"
             )
         if self.denied and watches_namespace(self.denied, namespace):
             return (

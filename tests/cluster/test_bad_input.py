@@ -109,8 +109,14 @@ async def sqlite_database(tmp_path: Path) -> AsyncIterator[DatabaseSettings]:
 
 
 def operator_settings() -> OperatorSettings:
+    """As ``mlserve run`` reads them with MLSERVE_OPERATOR_NAMESPACE set and the namespace
+    settings left to their defaults (Kubernetes' own namespaces and the operator's refused)."""
     return OperatorSettings(
-        cluster_name="local", render=RenderSettings(), database=None, operator_namespace=OPERATOR_NAMESPACE
+        cluster_name="local",
+        render=RenderSettings(),
+        database=None,
+        operator_namespace=OPERATOR_NAMESPACE,
+        namespace_policy=NamespacePolicy(operator_namespace=OPERATOR_NAMESPACE),
     )
 
 

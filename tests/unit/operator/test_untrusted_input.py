@@ -137,10 +137,12 @@ def test_failing_pairs_back_off_one_by_one() -> None:
         ({"MLSERVE_ALLOWED_NAMESPACES": "team-*"}, ["serving", "kube-system"], ["team-a"]),
         ({"MLSERVE_DENIED_NAMESPACES": "none"}, [], ["kube-system"]),
         (
-            {"MLSERVE_DENIED_NAMESPACES": "scratch-*", "MLSERVE_OPERATOR_NAMESPACE": "ops"},
+            {"MLSERVE_DENIED_NAMESPACES": "scratch-*,ops", "MLSERVE_OPERATOR_NAMESPACE": "ops"},
             ["scratch-1", "ops"],
             ["kube-system"],
         ),
+        # a list given replaces the whole default, the operator's namespace included
+        ({"MLSERVE_DENIED_NAMESPACES": "scratch-*", "MLSERVE_OPERATOR_NAMESPACE": "ops"}, ["scratch-1"], ["ops"]),
     ],
 )
 def test_the_namespace_settings(env: dict[str, str], refused: list[str], allowed: list[str]) -> None:
