@@ -269,7 +269,8 @@ async def test_a_bad_mlserve_is_refused_by_name_and_stops_nothing_else(
     assert result.created == [f"{namespace}/good-prod"], result
     before = await database_rows()
 
-    name = f"bad-{case.id}"[:63].rstrip("-")
+    # after "good-prod" by name: of two claims made in the same second the first name holds
+    name = f"refused-{case.id}"[:63].rstrip("-")
     body = {
         "apiVersion": "mlserve.darwin.io/v1alpha1",
         "kind": "MLServe",
