@@ -29,15 +29,27 @@ from .enums import NodeCapacityType
 from .errors import InvalidConfig
 
 __all__ = [
+    "MAX_CORES",
+    "MAX_MEMORY_GB",
+    "MAX_REPLICAS",
+    "MIN_CORES",
     "EnvConfig",
     "FastAPIConfig",
     "HeadNodeConfig",
     "InvalidConfig",
     "WorkerNodeConfig",
     "env_value_text",
+    "lenient_json_loads",
     "parse_environment_variables",
     "parse_worker_node_configs",
 ]
+
+# The bounds of the MLServe CRD (crds/mlserve.darwin.io_mlserves.yaml) for the same numbers:
+# a value the CRD refuses in an MLServe is refused in the database too.
+MIN_CORES = 0.1
+MAX_CORES = 128.0
+MAX_MEMORY_GB = 1024
+MAX_REPLICAS = 1000
 
 # Kubernetes namespace names are DNS-1123 labels.
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -87,6 +99,17 @@ def invalid_config_from(exc: ValidationError, field: str) -> InvalidConfig:
     problems = tuple((_path(field, tuple(e["loc"])), _describe(e)) for e in exc.errors())
     first_field, first_message = problems[0]
     return InvalidConfig(first_field, first_message, problems=problems)
+
+
+def lenient_json_loads(text: str | bytes) -> Any:
+    """The decoder of Darwin's JSON columns: the decoded value, or the text as it is when it is
+    not JSON. Loading a row never fails on one column (the ORM would raise for the whole query,
+    echoing the column's content); the typed view of the column then reports it, naming the
+    column and never its content."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _capacity(value: Any) -> NodeCapacityType:
@@ -193,11 +216,11 @@ class FastAPIConfig(_JSONView):
 
     column: ClassVar[str] = "fast_api_config"
 
-    min_replicas: int = Field(ge=1)
-    max_replicas: int = Field(ge=1)
-    cores: float = Field(gt=0)
+    min_replicas: int = Field(ge=1, le=MAX_REPLICAS)
+    max_replicas: int = Field(ge=1, le=MAX_REPLICAS)
+    cores: float = Field(ge=MIN_CORES, le=MAX_CORES, allow_inf_nan=False)
     """CPUs per pod (requests = limits)."""
-    memory: int = Field(gt=0)
+    memory: int = Field(ge=1, le=MAX_MEMORY_GB)
     """Whole GB per pod (requests = limits)."""
     node_capacity_type: CapacityType = NodeCapacityType.ON_DEMAND
 
@@ -209,10 +232,10 @@ class WorkerNodeConfig(_JSONView):
 
     column: ClassVar[str] = "worker_node_config"
 
-    cores_per_pods: float = Field(gt=0)
-    memory_per_pods: int = Field(gt=0)
-    min_pods: int = Field(ge=0)
-    max_pods: int = Field(ge=1)
+    cores_per_pods: float = Field(ge=MIN_CORES, le=MAX_CORES, allow_inf_nan=False)
+    memory_per_pods: int = Field(ge=1, le=MAX_MEMORY_GB)
+    min_pods: int = Field(ge=0, le=MAX_REPLICAS)
+    max_pods: int = Field(ge=1, le=MAX_REPLICAS)
     node_capacity_type: CapacityType = NodeCapacityType.ON_DEMAND
 
     _pod_bounds = field_validator("max_pods")(_at_least_min)
@@ -223,8 +246,8 @@ class HeadNodeConfig(_JSONView):
 
     column: ClassVar[str] = "head_node_config"
 
-    cores: float = Field(gt=0)
-    memory: int = Field(gt=0)
+    cores: float = Field(ge=MIN_CORES, le=MAX_CORES, allow_inf_nan=False)
+    memory: int = Field(ge=1, le=MAX_MEMORY_GB)
     node_capacity_type: CapacityType = NodeCapacityType.ON_DEMAND
 
 

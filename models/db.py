@@ -29,7 +29,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.migrations.executor import MigrationExecutor, MigrationTarget
 
-from .errors import DatabaseUnavailable, SchemaNotReady
+from .errors import DatabaseUnavailable, LoginRefused, SchemaNotReady
 from .settings import DatabaseSettings
 
 __all__ = [
@@ -137,6 +137,12 @@ async def init_db(
         raise
     except Exception as exc:  # noqa: BLE001 - every driver error is classified below
         await close_db()
+        refused = _login_refusal(exc)
+        if refused is not None:
+            raise LoginRefused(
+                f"the database {settings.display_url} (from {settings.source}) refused the login: {refused} "
+                f"(the server said: {settings.redact(_error_text(exc))})"
+            ) from None
         if _is_connection_error(exc):
             raise DatabaseUnavailable(
                 f"cannot use the database {settings.display_url} (from {settings.source}): "
@@ -354,6 +360,29 @@ async def _adopt_if_needed(
     await executor.migrate([MigrationTarget(APP_LABEL, INITIAL_MIGRATION)], fake=True)
     log.info("adopted a schema created by Darwin ML Serve; recorded %s", INITIAL_MIGRATION)
     return SchemaState("adopted", applied=(INITIAL_MIGRATION,))
+
+
+# MySQL's answers that mean "fix the settings", not "wait": the server is there and said no.
+_LOGIN_ERRORS: dict[int, str] = {
+    1044: "the user has no rights on this database: grant them (see the README's least-privilege user)",
+    1045: "wrong user or password: check MYSQL_USERNAME / MYSQL_PASSWORD (or the URL, or the conf file)",
+    1049: "the database does not exist: check its name (MYSQL_DATABASE, the URL's path or the conf file)",
+    1698: "the user may not log in with a password: use the operator's own MySQL user",
+    3159: "the server requires TLS: set MLSERVE_DB_TLS to require or verify",
+}
+
+
+def _login_refusal(exc: BaseException) -> str | None:
+    """What to fix when ``exc`` (or an exception it wraps) is the server refusing the login."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        args = getattr(current, "args", ())
+        if args and isinstance(args[0], int) and args[0] in _LOGIN_ERRORS:
+            return f"MySQL error {args[0]}, {_LOGIN_ERRORS[args[0]]}"
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _is_connection_error(exc: BaseException) -> bool:

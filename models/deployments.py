@@ -31,7 +31,7 @@ from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from . import _validators
-from .configs import parse_environment_variables
+from .configs import lenient_json_loads, parse_environment_variables
 from .enums import DeploymentStatus, ServeType
 from .errors import ActiveDeploymentConflict, InvalidConfig
 from .serves import Environment, Serve
@@ -138,9 +138,9 @@ class AppLayerDeployment(Model):
         "models.Deployment", related_name="app_layer", on_delete=fields.CASCADE
     )
     deployment_strategy = fields.CharField(max_length=50, null=True)
-    deployment_params: fields.JSONField[Any] = fields.JSONField(null=True)
+    deployment_params: fields.JSONField[Any] = fields.JSONField(decoder=lenient_json_loads, null=True)
     environment_variables: fields.JSONField[Any] = fields.JSONField(
-        null=True, validators=[_validators.environment_variables()]
+        decoder=lenient_json_loads, null=True, validators=[_validators.environment_variables()]
     )
 
     class Meta:
@@ -162,7 +162,7 @@ class ScheduledWorkflowDeployment(Model):
     )
     workflow_id = fields.CharField(max_length=255)
     job_cluster_id = fields.CharField(max_length=255)
-    input_params: fields.JSONField[Any] = fields.JSONField(null=True)
+    input_params: fields.JSONField[Any] = fields.JSONField(decoder=lenient_json_loads, null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

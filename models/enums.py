@@ -77,12 +77,13 @@ class BackendType(str, Enum):
         raise _not_a_member(cls, value)
 
 
-# The column each enum is stored in, for error messages.
+# The column each enum is stored in, for error messages (a row read with a value the operator
+# does not know names its table and column).
 _COLUMNS: dict[str, str] = {
-    "ServeType": "type",
-    "JobStatus": "status",
-    "DeploymentStatus": "status",
-    "BackendType": "backend_type",
+    "ServeType": "serves.type",
+    "JobStatus": "artifact_builder_job.status",
+    "DeploymentStatus": "deployments.status",
+    "BackendType": "api_serve_configs.backend_type",
     "NodeCapacityType": "node_capacity_type",
 }
 

@@ -10,6 +10,7 @@ __all__ = [
     "ActiveDeploymentConflict",
     "DatabaseUnavailable",
     "InvalidConfig",
+    "LoginRefused",
     "ModelsError",
     "SchemaNotReady",
     "SettingsError",
@@ -81,3 +82,13 @@ class DatabaseUnavailable(ModelsError):
 class SchemaNotReady(ModelsError):
     """The database's schema is not one the operator may use as it is, and the settings do not
     allow it to change it at start: the message says which command (and which grants) fix it."""
+
+
+class LoginRefused(DatabaseUnavailable):
+    """The server answered and refused the login: a wrong user or password, a user without
+    rights on the database, a database that does not exist, or a server that requires TLS.
+
+    A setting to fix, not a fault that goes away by waiting: ``mlserve run`` stops with it at
+    start-up (exit status 1). Once running, it is still retried as the database being
+    unavailable (a password being rotated). The message never holds the password.
+    """

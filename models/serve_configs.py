@@ -8,7 +8,7 @@ from tortoise import fields
 from tortoise.models import Model
 
 from . import _validators
-from .configs import FastAPIConfig, HeadNodeConfig, WorkerNodeConfig, parse_worker_node_configs
+from .configs import FastAPIConfig, HeadNodeConfig, WorkerNodeConfig, lenient_json_loads, parse_worker_node_configs
 from .enums import BackendType
 
 if TYPE_CHECKING:
@@ -30,7 +30,9 @@ class APIServeInfraConfig(Model):
         BackendType, max_length=50, validators=[_validators.EnumValue(BackendType, "backend_type")]
     )
     additional_hosts = fields.TextField(null=True)
-    fast_api_config: fields.JSONField[Any] = fields.JSONField(null=True, validators=[_validators.fast_api_config()])
+    fast_api_config: fields.JSONField[Any] = fields.JSONField(
+        decoder=lenient_json_loads, null=True, validators=[_validators.fast_api_config()]
+    )
     created_by: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
         "models.User", related_name=False, on_delete=fields.CASCADE
     )
@@ -68,9 +70,13 @@ class WorkflowServeInfraConfig(Model):
         "models.Environment", related_name="workflow_configs", on_delete=fields.CASCADE
     )
     schedule = fields.CharField(max_length=50)
-    worker_node_config: fields.JSONField[Any] = fields.JSONField(validators=[_validators.worker_node_config()])
+    worker_node_config: fields.JSONField[Any] = fields.JSONField(
+        decoder=lenient_json_loads, validators=[_validators.worker_node_config()]
+    )
     # Darwin declares this field but its tables lack the column; ours adds it, nullable.
-    head_node_config: fields.JSONField[Any] = fields.JSONField(null=True, validators=[_validators.head_node_config()])
+    head_node_config: fields.JSONField[Any] = fields.JSONField(
+        decoder=lenient_json_loads, null=True, validators=[_validators.head_node_config()]
+    )
     created_by: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
         "models.User", related_name=False, on_delete=fields.CASCADE
     )

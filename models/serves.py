@@ -8,7 +8,7 @@ from tortoise import fields
 from tortoise.models import Model
 
 from . import _validators
-from .configs import EnvConfig
+from .configs import EnvConfig, lenient_json_loads
 from .enums import ServeType
 
 if TYPE_CHECKING:
@@ -53,7 +53,9 @@ class Environment(Model):
 
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=255, unique=True)
-    env_configs: fields.JSONField[Any] = fields.JSONField(validators=[_validators.env_configs()])
+    env_configs: fields.JSONField[Any] = fields.JSONField(
+        decoder=lenient_json_loads, validators=[_validators.env_configs()]
+    )
     is_protected = fields.BooleanField(default=False, db_default=False)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)

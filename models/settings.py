@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +42,9 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from .errors import SettingsError
+
+TLSMode = Literal["off", "require", "verify"]
+TLS_MODES: tuple[str, ...] = ("off", "require", "verify")
 
 __all__ = [
     "DATABASE_VARIABLES",
@@ -80,6 +84,8 @@ DATABASE_VARIABLES = (
     "MYSQL_SLAVE_HOST",
     "MLSERVE_DB_PATH",
     "MLSERVE_DB_POOL_SIZE",
+    "MLSERVE_DB_TLS",
+    "MLSERVE_DB_TLS_CA",
 )
 """Every variable :meth:`DatabaseSettings.from_env` reads."""
 
@@ -183,6 +189,12 @@ class DatabaseSettings(BaseModel):
     statement_timeout: float | None = None
     """The longest one statement or transaction may run once it has a connection (the wait for
     a pooled connection is not counted): :mod:`mlserve.models.backend`. None: no limit."""
+    tls: TLSMode = "off"
+    """MySQL only: ``off`` (plain TCP), ``require`` (encrypted, the server's certificate not
+    checked) or ``verify`` (encrypted, the certificate checked against :attr:`tls_ca`, or the
+    system's CAs, and the host name)."""
+    tls_ca: str | None = None
+    """MySQL only: a PEM file of the CA(s) that signed the server's certificate."""
     source: str = "default"
     """Where these settings came from, for messages (never contains the password)."""
 
@@ -205,17 +217,43 @@ class DatabaseSettings(BaseModel):
     @classmethod
     def _from_env(cls, env: EnvReader) -> DatabaseSettings:
         url = env.text("MLSERVE_DB_URL")
+        tls = env.text("MLSERVE_DB_TLS")
+        tls_ca = env.text("MLSERVE_DB_TLS_CA")
         if url is not None:
-            return cls.from_url(url, source="MLSERVE_DB_URL")
-        conf = _config_file(env)
-        if conf is not None:
-            return cls.from_conf_file(conf, environ=env.environ)
-        if env.text("MYSQL_HOST") is not None:
-            return cls._from_darwin_env(env)
-        path = env.text("MLSERVE_DB_PATH")
-        return cls(
-            engine="sqlite", path=path or str(DEFAULT_SQLITE_PATH), source="MLSERVE_DB_PATH" if path else "default"
-        )
+            found = cls.from_url(url, source="MLSERVE_DB_URL")
+        elif (conf := _config_file(env)) is not None:
+            found = cls.from_conf_file(conf, environ=env.environ)
+        elif env.text("MYSQL_HOST") is not None:
+            found = cls._from_darwin_env(env)
+        else:
+            path = env.text("MLSERVE_DB_PATH")
+            found = cls(
+                engine="sqlite", path=path or str(DEFAULT_SQLITE_PATH), source="MLSERVE_DB_PATH" if path else "default"
+            )
+        return found.with_tls(tls, tls_ca, "MLSERVE_DB_TLS") if tls or tls_ca else found
+
+    def with_tls(self, mode: str | None, ca: str | None, variable: str) -> DatabaseSettings:
+        """These settings with TLS ``mode`` (off, require, verify; a CA alone means verify)
+        and ``ca``, checked: ``variable`` names the setting in errors."""
+        chosen = (mode or ("verify" if ca else "off")).strip().lower()
+        if chosen not in TLS_MODES:
+            raise SettingsError(variable, f"{mode!r} is not a TLS mode: write off, require or verify")
+        if self.engine != "mysql" and chosen != "off":
+            raise SettingsError(variable, "applies to MySQL only: remove it, or point the operator at a MySQL server")
+        if ca is not None:
+            if chosen != "verify":
+                raise SettingsError(
+                    variable + "_CA" if variable.isupper() else variable,
+                    f"a CA file is only used with TLS mode verify, not {chosen}: set the mode to verify",
+                )
+            try:
+                Path(ca).expanduser().read_bytes()
+            except OSError as exc:
+                raise SettingsError(
+                    variable + "_CA" if variable.isupper() else variable,
+                    f"cannot read the CA file {ca} ({exc.strerror}): point it at a PEM file",
+                ) from None
+        return self.model_copy(update={"tls": chosen, "tls_ca": ca})
 
     @classmethod
     def sqlite(cls, path: str | os.PathLike[str]) -> DatabaseSettings:
@@ -235,7 +273,14 @@ class DatabaseSettings(BaseModel):
             if scheme == "mysql":
                 query = dict(parse_qsl(parts.query))
                 replica = query.pop("replica_host", None)
-                return cls(
+                tls, tls_ca = query.pop("tls", None), query.pop("tls_ca", None)
+                if not parts.username:
+                    raise SettingsError(
+                        source,
+                        "names no user: write mysql://USER:PASSWORD@HOST:PORT/DATABASE with the "
+                        "operator's own MySQL user (the README says which grants it needs)",
+                    )
+                found = cls(
                     engine="mysql",
                     host=parts.hostname or "localhost",
                     port=parts.port or 3306,
@@ -246,6 +291,9 @@ class DatabaseSettings(BaseModel):
                     options=query,
                     source=source,
                 )
+                return found.with_tls(tls, tls_ca, f"{source} (?tls=, ?tls_ca=)") if tls or tls_ca else found
+        except SettingsError:
+            raise
         except ValueError:
             pass
         # Never echo the URL: it may hold the password.
@@ -278,22 +326,36 @@ class DatabaseSettings(BaseModel):
         if not port_text.isdigit():
             raise SettingsError(f"{file.name}.port", f"must be a port number, got {port_text!r}")
         password = values.get("password")
-        return cls(
+        username = values.get("username")
+        if not username:
+            raise SettingsError(
+                f"{file.name}.username",
+                'is required: set username = "<the operator\'s MySQL user>" (the README says which grants it needs)',
+            )
+        found = cls(
             engine="mysql",
             host=host,
             port=int(port_text),
             database=values.get("database") or DEFAULT_DATABASE,
-            username=values.get("username") or None,
+            username=username,
             password=SecretStr(password) if password else None,
             replica_host=replica if replica and replica != host else None,
             source=str(file),
         )
+        tls, tls_ca = values.get("tls"), values.get("tlsCa")
+        return found.with_tls(tls, tls_ca, f"{file.name}.tls") if tls or tls_ca else found
 
     @classmethod
     def _from_darwin_env(cls, env: EnvReader) -> DatabaseSettings:
         port = env.port("MYSQL_PORT")
         host = env.text("MYSQL_HOST") or "localhost"
         replica = env.text("MYSQL_SLAVE_HOST")
+        if env.text("MYSQL_USERNAME") is None:
+            raise SettingsError(
+                "MYSQL_USERNAME",
+                "is required with MYSQL_HOST: set it to the operator's own MySQL user (there is no "
+                "default user; the README says which grants it needs)",
+            )
         return cls(
             engine="mysql",
             host=host,
@@ -349,11 +411,13 @@ class DatabaseSettings(BaseModel):
         return result
 
     def _mysql(self, host: str) -> dict[str, Any]:
+        if not self.username:
+            raise SettingsError(self.source, "names no MySQL user: set one (there is no default user)")
         credentials: dict[str, Any] = {
             "host": host,
             "port": self.port,
             "database": self.database,
-            "user": self.username or "root",
+            "user": self.username,
             "password": self.password.get_secret_value() if self.password else "",
             "charset": "utf8mb4",
             "minsize": 1,
@@ -363,7 +427,23 @@ class DatabaseSettings(BaseModel):
             credentials["statement_timeout"] = self.statement_timeout
         for key, value in self.options.items():
             credentials[key] = int(value) if value.isdigit() else value
+        if self.tls != "off":
+            credentials["ssl"] = self.ssl_context()
         return {"engine": ENGINE, "credentials": credentials}
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context of :attr:`tls`: ``verify`` checks the certificate (against
+        :attr:`tls_ca`, else the system's CAs) and the host name; ``require`` only encrypts."""
+        if self.tls == "verify":
+            context = ssl.create_default_context(cafile=str(Path(self.tls_ca).expanduser()) if self.tls_ca else None)
+            context.check_hostname = True
+            context.verify_mode = ssl.CERT_REQUIRED
+            return context
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
 
     def __str__(self) -> str:
         return self.display_url

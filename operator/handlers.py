@@ -194,6 +194,7 @@ async def _database_sync(state: OperatorState) -> None:
         pending=state.runtime.pending,
         rows=state.runtime.rows,
         heartbeat=state.heartbeat,
+        events=state.runtime.events,
     )
 
 

@@ -59,6 +59,9 @@ class Rule:
     audited: bool = True
     """False for a right that no request of the operator uses but an admission check on the
     operator's own requests does; the audit-log comparison cannot see those."""
+    resource_names_from: str = ""
+    """The setting that names the one object the rule is limited to (``resourceNames``);
+    empty: every object of the resource."""
 
     def applies(self, *, scope: Scope, peering: bool, dcm: bool = False) -> bool:
         return scope in self.scopes and (peering or not self.peering) and (dcm or not self.dcm)
@@ -159,8 +162,20 @@ RULES: tuple[Rule, ...] = (
         "undeploys a deletion had to skip when it starts or becomes the active replica; the "
         "finalizer and the sync's retries write the list with server-side apply when it changes "
         "(a PATCH; the API server checks create when it makes the ConfigMap) and delete the "
-        "ConfigMap when the list is empty again",
+        "ConfigMap when the list is empty again; limited to that one ConfigMap",
         own_namespace=True,
+        resource_names_from="MLSERVE_PENDING_CONFIGMAP",
+    ),
+    Rule(
+        "",
+        "events",
+        ("create",),
+        "reconcile.sync._report_issues: a Warning Event in the operator's own namespace about an "
+        "environment row the sync cannot use (env_configs that does not parse, a refused "
+        "namespace), and about unreadable entries of the pending-undeploy ConfigMap; sent only "
+        "when the database or the ConfigMap holds such a row, so the audited run may not see it",
+        own_namespace=True,
+        audited=False,
     ),
     Rule(
         "",

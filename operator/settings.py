@@ -27,6 +27,7 @@ from mlserve.models.errors import InvalidConfig, SettingsError
 from mlserve.models.settings import DATABASE_VARIABLES, DatabaseSettings, EnvReader, parse_duration
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.spec.api import FIELD_MANAGER
+from mlserve.operator.spec.namespaces import DEFAULT_DENIED_NAMESPACES, NamespacePolicy
 from mlserve.operator.spec.pods import pod_extras_of
 from mlserve.operator.spec.schedule import ScheduleSettings
 
@@ -75,6 +76,8 @@ OPERATOR_VARIABLES = (
     "MLSERVE_PEERING_PRIORITY",
     "MLSERVE_OPERATOR_NAMESPACE",
     "MLSERVE_PENDING_CONFIGMAP",
+    "MLSERVE_ALLOWED_NAMESPACES",
+    "MLSERVE_DENIED_NAMESPACES",
 )
 """The variables of :class:`OperatorSettings`' own fields."""
 
@@ -257,18 +260,35 @@ def read_schedule_settings(env: Mapping[str, str] | EnvReader | None = None) -> 
     return ScheduleSettings(history_limit=history_limit, starting_deadline=deadline)
 
 
-def _namespaces(raw: str | None) -> tuple[str, ...]:
+def _namespaces(raw: str | None, variable: str = PREFIX + "NAMESPACES") -> tuple[str, ...]:
     """MLSERVE_NAMESPACES: names or kopf patterns, comma-separated; empty is the whole cluster."""
     namespaces = tuple(n.strip() for n in (raw or "").split(",") if n.strip())
     for namespace in namespaces:
         if not _NAMESPACE_PATTERN.match(namespace) or len(namespace) > 64:
             raise SettingsError(
-                PREFIX + "NAMESPACES",
+                variable,
                 f"{namespace!r} is not a namespace name or pattern: list namespaces separated "
                 "by commas (globs like team-* and exclusions like !kube-* allowed), or leave "
-                "it empty to watch the whole cluster",
+                "it empty for the default",
             )
     return namespaces
+
+
+def _namespace_policy(reader: EnvReader, operator_namespace: str | None) -> NamespacePolicy:
+    """MLSERVE_ALLOWED_NAMESPACES (empty: any) and MLSERVE_DENIED_NAMESPACES (unset: Kubernetes'
+    own namespaces and the operator's, MLSERVE_OPERATOR_NAMESPACE; ``none``: none). A list
+    given replaces the whole default."""
+    denied_raw = reader.text(PREFIX + "DENIED_NAMESPACES")
+    refused_own: str | None = None
+    if denied_raw is None:
+        denied: tuple[str, ...] = DEFAULT_DENIED_NAMESPACES
+        refused_own = operator_namespace
+    elif denied_raw.strip().lower() == "none":
+        denied = ()
+    else:
+        denied = _namespaces(denied_raw, PREFIX + "DENIED_NAMESPACES")
+    allowed = _namespaces(reader.text(PREFIX + "ALLOWED_NAMESPACES"), PREFIX + "ALLOWED_NAMESPACES")
+    return NamespacePolicy(allowed=allowed, denied=denied, operator_namespace=refused_own)
 
 
 def _liveness(raw: str | None, default: str | None) -> str | None:
@@ -416,6 +436,10 @@ class OperatorSettings:
     """MLSERVE_PENDING_CONFIGMAP: the ConfigMap (in MLSERVE_OPERATOR_NAMESPACE) that keeps the
     undeploys a deletion had to skip across restarts."""
 
+    namespace_policy: NamespacePolicy = field(default_factory=NamespacePolicy)
+    """MLSERVE_ALLOWED_NAMESPACES / MLSERVE_DENIED_NAMESPACES: the namespaces the database may
+    point the operator at (the operator's own namespace is always refused)."""
+
     database: DatabaseSettings | None = field(default=None, repr=False)
     """The database settings; None: read from the environment when connecting."""
 
@@ -424,6 +448,10 @@ class OperatorSettings:
 
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings, repr=False)
     """The scheduler's settings (MLSERVE_SCHEDULE_HISTORY_LIMIT, MLSERVE_SCHEDULE_STARTING_DEADLINE)."""
+
+    def namespace_refusal(self, namespace: str) -> str | None:
+        """Why the database may not point at ``namespace`` (naming the setting), or None."""
+        return self.namespace_policy.refusal(namespace)
 
     @property
     def clusterwide(self) -> bool:
@@ -484,6 +512,7 @@ class OperatorSettings:
             raise SettingsError(PREFIX + "WORKERS", f"{workers} must be between 1 and 256, e.g. 8")
         reconcile_rate = _rate(reader.text(PREFIX + "RECONCILE_RATE"), cls.reconcile_rate)
 
+        operator_namespace = reader.text(PREFIX + "OPERATOR_NAMESPACE")
         return cls(
             cluster_name=cluster_name,
             namespaces=namespaces,
@@ -509,7 +538,8 @@ class OperatorSettings:
             dcm_listen=_listen(reader.text(PREFIX + "DCM_LISTEN")),
             peering_name=reader.text(PREFIX + "PEERING_NAME"),
             peering_priority=reader.integer(PREFIX + "PEERING_PRIORITY"),
-            operator_namespace=reader.text(PREFIX + "OPERATOR_NAMESPACE"),
+            operator_namespace=operator_namespace,
+            namespace_policy=_namespace_policy(reader, operator_namespace),
             pending_configmap=reader.text(PREFIX + "PENDING_CONFIGMAP") or cls.pending_configmap,
             database=DatabaseSettings.from_env(reader).model_copy(update={"statement_timeout": db_timeout}),
             render=read_render_settings(reader),

@@ -87,18 +87,25 @@ def configure_logging(log_format: str, level: str, secrets: Iterable[str] = ()) 
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _check_schema(settings: OperatorSettings) -> None:
-    """Before anything watches: the schema as the settings allow (created in an empty
-    database, migrated only when asked), or exit 3 naming the command that fixes it. A
-    database that does not answer yet is waited for by the operator, which checks the same."""
+def _check_database(settings: OperatorSettings) -> None:
+    """Before anything watches, log in once and check the schema. A login the server refuses
+    (wrong password, no such user or database, TLS required) or a schema the settings do not
+    let the operator use as it is (a migration pending) stops ``mlserve run`` with exit code 3
+    and the reason, instead of a start-up retried forever. A server that does not answer is
+    left to the operator's own retries (it may come up later); it checks the schema then."""
     from mlserve.models.db import close_db, init_db, prepare_schema
-    from mlserve.models.errors import DatabaseUnavailable, SchemaNotReady
+    from mlserve.models.errors import DatabaseUnavailable, LoginRefused, SchemaNotReady
 
     async def check() -> None:
         try:
-            await init_db(settings.database, create_schema=False)
-        except DatabaseUnavailable as exc:
-            logging.getLogger("mlserve.operator").warning("%s; the operator waits for it", exc)
+            async with asyncio.timeout(settings.db_timeout):
+                await init_db(settings.database, create_schema=False)
+        except LoginRefused:
+            raise
+        except (DatabaseUnavailable, TimeoutError) as exc:
+            logging.getLogger(__name__).warning(
+                "the database did not answer at start-up (%s); the operator starts and retries", type(exc).__name__
+            )
             return
         try:
             await prepare_schema(create=settings.db_create_schema, migrate_on_start=settings.db_migrate_on_start)
@@ -107,6 +114,8 @@ def _check_schema(settings: OperatorSettings) -> None:
 
     try:
         asyncio.run(check())
+    except LoginRefused as exc:
+        raise DatabaseDown(f"not started: {exc}") from None
     except SchemaNotReady as exc:
         raise DatabaseDown(f"not started: {exc}") from None
 
@@ -122,7 +131,7 @@ def run() -> None:
         raise click.ClickException(f"invalid setting: {exc}") from None
 
     configure_logging(settings.log_format, settings.log_level, _secrets_of(settings.database))
-    _check_schema(settings)
+    _check_database(settings)
     if settings.metrics_port:
         from mlserve.operator import metrics
 

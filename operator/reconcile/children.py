@@ -40,6 +40,9 @@ class Rendered:
     """A schedule run as one RayJob per cron time, by the scheduler, not as a RayCronJob."""
     owner: Owner
     selector: dict[str, str]
+    run_done: bool = False
+    """An unscheduled workflow whose RayJob already finished (:func:`.observe.finished_run`):
+    RayJobs are neither applied nor pruned."""
 
 
 def render_step(
@@ -77,7 +80,7 @@ async def apply_step(
 ) -> ApplyResult:
     """Apply the children and prune the rest (only list them while paused), report hand
     edits put back, and observe the serving child."""
-    kinds = _kinds_for(spec, rendered.scheduled_per_run)
+    kinds = _kinds_for(spec, rendered.scheduled_per_run or rendered.run_done)
     namespace = str((body.get("metadata") or {}).get("namespace"))
     if spec.paused:
         live = await live_children(rt.client, rt.children, kinds, namespace, rendered.selector)

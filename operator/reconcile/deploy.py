@@ -59,6 +59,7 @@ from mlserve.models import (
 )
 from mlserve.models import errors as models_errors
 from mlserve.operator.spec.api import ConditionType, Reason
+from mlserve.operator.spec.images import image_reference_problem
 
 from . import builds
 from .errors import InvalidInput, TemporaryFailure
@@ -151,6 +152,13 @@ async def resolve(
     if artifact is None or not artifact.image_url:
         build = await builds.latest_build(serve.pk, artifact_version)
         raise builds.artifact_unavailable(serve_name, artifact_version, artifact, build)
+    problem = image_reference_problem(artifact.image_url)
+    if problem is not None:
+        raise InvalidInput(
+            Reason.INVALID_IMAGE,
+            f"artifact {artifact_version!r} of serve {serve_name!r} (artifacts.id {artifact.pk}): its "
+            f"image_url {problem}; nothing was deployed",
+        )
     return Resolved(serve=serve, environment=environment, env_config=config, artifact=artifact)
 
 

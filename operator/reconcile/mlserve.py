@@ -11,6 +11,7 @@ when they first appear) and reports in :class:`Report` whether and when to retry
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Mapping, Sequence
@@ -27,12 +28,12 @@ from mlserve.operator.spec import MLServeSpec, ServeContext, api
 from mlserve.operator.spec.api import ConditionType, Phase, Reason
 
 from . import deploy
-from .children import apply_step, render_step, schedule_step
+from .children import Rendered, apply_step, render_step, schedule_step
 from .context import context_from_rows, load_context
 from .errors import ClaimConflict, InvalidInput, ReconcileError, TemporaryFailure
 from .identity import Claim, claim_of, holder, reflected_id, rivals
 from .kube import MLServe, RequestCounter, as_dict, current_counter
-from .observe import Observation, previous_reason
+from .observe import Observation, Workload, finished_run, previous_reason
 from .rollback import answer_rollback, pending_rollback, take_rollback_request
 from .rows import ClusterRows
 from .runtime import Report, Runtime
@@ -147,8 +148,14 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
         else:
             _observe_deployment(obs, db.context, db.outcome)
             body = _current(report)
-            rendered = render_step(rt, body, db.spec, db.context, obs)
+            rendered = _without_finished_run(render_step(rt, body, db.spec, db.context, obs), previous_status)
             applied = await apply_step(rt, body, db.spec, rendered, obs)
+            if rendered.run_done:
+                obs.workload = Workload(
+                    api.RAYJOB.kind,
+                    str(previous_status.get("activeRayJob")),
+                    job_status=previous_status.get("lastRunStatus"),
+                )
             report.applied, report.pruned = applied.applied, applied.pruned
             if rendered.scheduled_per_run and not db.spec.paused:
                 report.requeue_after = await schedule_step(rt, body, rendered, obs)
@@ -157,6 +164,17 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
     except ReconcileError as exc:
         obs.error = exc
     return await _finish(rt, _current(report), previous_status, obs, report)
+
+
+def _without_finished_run(rendered: Rendered, previous_status: Mapping[str, Any]) -> Rendered:
+    """The children without the RayJob of a run that already finished: done, not drift."""
+    done = finished_run(previous_status, rendered.manifests)
+    if done is None:
+        return rendered
+    manifests = [
+        m for m in rendered.manifests if not (m.get("kind") == api.RAYJOB.kind and m["metadata"]["name"] == done)
+    ]
+    return dataclasses.replace(rendered, manifests=manifests, run_done=True)
 
 
 def _current(report: Report) -> Mapping[str, Any]:
@@ -187,6 +205,9 @@ async def _check_identity(
     assert mine is not None
     try:
         await deploy.check_binding(spec.environment, str(meta.get("namespace")), rt.settings.cluster_name, _rows(rt))
+        refused = rt.settings.namespace_refusal(str(meta.get("namespace")))
+        if refused is not None:
+            raise InvalidInput(Reason.NAMESPACE_REFUSED, f"{refused}; nothing was changed")
         first = holder([*rivals(claims, mine[1]), mine[1]])
         if first is not None and first.uid != uid:
             raise ClaimConflict(
@@ -231,6 +252,13 @@ async def _database(
         return await _resolve_and_record(rt, body, spec, previous_status, obs, report)
     except (ReconcileError, ApiError):
         raise
+    except InvalidConfig as exc:
+        # A row read with a value the operator does not know (serves.type, deployments.status):
+        # the data is wrong, not the database down; retrying cannot help until it is fixed.
+        raise InvalidInput(
+            Reason.INVALID_DATABASE_ROW,
+            f"a database row this MLServe names cannot be used: {exc}; nothing was changed",
+        ) from None
     except Exception as exc:
         if isinstance(exc, TimeoutError) or deploy.is_database_error(exc):
             raise deploy.as_unavailable(exc) from None

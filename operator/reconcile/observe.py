@@ -7,7 +7,7 @@ request still has to be judged against the database.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,7 @@ from mlserve.operator.spec.api import ConditionType
 
 from .errors import ReconcileError
 
-__all__ = ["Observation", "Workload", "previous_reason", "workload_of"]
+__all__ = ["Observation", "Workload", "finished_run", "previous_reason", "workload_of"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,27 @@ def _rollout_failure(conditions: list[Mapping[str, Any]]) -> tuple[str, str] | N
     failure = by_type.get("ReplicaFailure") or {}
     if failure.get("status") == "True":
         return "ReplicaFailure", str(failure.get("message") or failure.get("reason") or "pods could not be created")
+    return None
+
+
+# Ray's terminal job states, as ``status.lastRunStatus`` keeps them.
+_FINISHED_RUN = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
+
+
+def finished_run(status: Mapping[str, Any], manifests: Sequence[Mapping[str, Any]]) -> str | None:
+    """The RayJob of the current deployment when its run already finished, or None.
+
+    An unscheduled workflow runs once per deployment (the RayJob's name carries the
+    deployment id). Once the status recorded that RayJob with a terminal ``lastRunStatus``,
+    the run is done: deleting the RayJob (by hand, or KubeRay's ``ttlSecondsAfterFinished``)
+    is not drift, and the batch is not run again. A new deployment renders another name.
+    """
+    name = status.get("activeRayJob")
+    if not name or str(status.get("lastRunStatus") or "").upper() not in _FINISHED_RUN:
+        return None
+    for manifest in manifests:
+        if manifest.get("kind") == api.RAYJOB.kind and (manifest.get("metadata") or {}).get("name") == name:
+            return str(name)
     return None
 
 

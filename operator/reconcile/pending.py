@@ -36,7 +36,14 @@ from mlserve.operator.spec.times import parse_rfc3339
 
 from .identity import Pair
 
-__all__ = ["ConfigMapStore", "EndDeployment", "PendingEnd", "PendingStore", "PendingUndeploys"]
+__all__ = [
+    "ConfigMapStore",
+    "EndDeployment",
+    "PendingEnd",
+    "PendingStore",
+    "PendingUndeploys",
+    "parse_entries",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +82,37 @@ class PendingEnd:
             mlserve=str(raw.get("mlserve") or ""),
             since=since,
         )
+
+
+def parse_entries(text: str) -> tuple[list[PendingEnd], list[str]]:
+    """The entries of the stored list that can be read, and the others as text (the whole
+    value when it is not a JSON list)."""
+    try:
+        items = json.loads(text)
+    except ValueError:
+        return [], [text]
+    if not isinstance(items, list):
+        return [], [text]
+    entries: list[PendingEnd] = []
+    malformed: list[str] = []
+    for item in items:
+        try:
+            if not isinstance(item, dict):
+                raise TypeError("not an object")
+            entries.append(PendingEnd.from_json(item))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            malformed.append(json.dumps(item, sort_keys=True))
+    return entries, malformed
+
+
+def _json_list(text: str | None) -> list[str]:
+    if not text:
+        return []
+    try:
+        items = json.loads(text)
+    except ValueError:
+        return [text]
+    return [str(item) for item in items] if isinstance(items, list) else [text]
 
 
 class PendingStore(Protocol):
@@ -139,6 +177,8 @@ class PendingUndeploys:
         if self.store is None:
             return 0
         stored = await self.store.load()
+        if getattr(self.store, "malformed", None):
+            self._dirty = True  # the next flush moves what could not be read aside
         for entry in stored:
             if self._entries.setdefault((entry.serve, entry.environment), entry) is entry:
                 log.info(
@@ -206,25 +246,51 @@ class ConfigMapStore:
     ConfigMap is deleted when the list is empty."""
 
     KEY = "pending.json"
+    MALFORMED_KEY = "malformed.json"
+    """Entries of :attr:`KEY` that could not be read, kept for a person to look at."""
 
     def __init__(self, client: Any, namespace: str, name: str, field_manager: str) -> None:
         self.client = client
         self.namespace = namespace
         self.name = name
         self.field_manager = field_manager
+        self.malformed: list[str] = []
+        """The unreadable entries (as text), written back under :attr:`MALFORMED_KEY`."""
+        self.warnings: list[str] = []
+        """Messages about unreadable content not yet reported (the sync posts them as Events)."""
+
+    def reference(self) -> dict[str, Any]:
+        """The ConfigMap as an Event's object."""
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": self.name, "namespace": self.namespace}}
 
     async def load(self) -> list[PendingEnd]:
+        """The entries that can be read. What cannot (the key is not JSON, an entry lacks a
+        field) never stops the sync: it is logged, kept aside under :attr:`MALFORMED_KEY` (the
+        next write keeps it there, for a person to fix or remove) and said in :attr:`warnings`."""
         try:
             found = await self.client.get(ConfigMap, self.name, namespace=self.namespace)
         except ApiError as exc:
             if exc.status.code == 404:
                 return []
             raise
-        raw = (found.data or {}).get(self.KEY) or "[]"
-        return [PendingEnd.from_json(item) for item in json.loads(raw)]
+        data = found.data or {}
+        entries, malformed = parse_entries(data.get(self.KEY) or "[]")
+        kept = _json_list(data.get(self.MALFORMED_KEY))
+        new = [item for item in malformed if item not in kept and item not in self.malformed]
+        self.malformed = [*kept, *(m for m in self.malformed if m not in kept), *new]
+        if new:
+            message = (
+                f"ConfigMap {self.namespace}/{self.name} (MLSERVE_PENDING_CONFIGMAP), key {self.KEY}: "
+                f"{len(new)} entr{'y' if len(new) == 1 else 'ies'} cannot be read (each needs serve, "
+                f"environment and since; the key a JSON list): kept aside under key {self.MALFORMED_KEY}; "
+                "the sync goes on without them. Fix them back into the list, or remove that key"
+            )
+            log.warning("%s", message)
+            self.warnings.append(message)
+        return entries
 
     async def save(self, entries: list[PendingEnd]) -> None:
-        if not entries:  # nothing pending: no ConfigMap left behind
+        if not entries and not self.malformed:  # nothing pending: no ConfigMap left behind
             try:
                 await self.client.delete(ConfigMap, self.name, namespace=self.namespace)
             except ApiError as exc:
@@ -237,6 +303,9 @@ class ConfigMapStore:
                 namespace=self.namespace,
                 labels={api.LABEL_MANAGED_BY: api.MANAGED_BY},
             ),
-            data={self.KEY: json.dumps([e.to_json() for e in entries], sort_keys=True)},
+            data={
+                self.KEY: json.dumps([e.to_json() for e in entries], sort_keys=True),
+                **({self.MALFORMED_KEY: json.dumps(self.malformed)} if self.malformed else {}),
+            },
         )
         await self.client.apply(body, field_manager=self.field_manager, force=True)

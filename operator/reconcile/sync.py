@@ -32,7 +32,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,11 +44,13 @@ from mlserve.operator.spec import api
 
 from . import sync_reads
 from .deploy import end_deployment, is_database_error
-from .identity import Pair
+from .events import EventSink
+from .identity import Pair, pair_of
 from .kube import MLServe, as_dict
-from .pending import PendingUndeploys
+from .pending import ConfigMapStore, PendingUndeploys
 from .rows import RowCache
 from .status import waits_for_artifact
+from .sync_checks import SyncIssue
 from .sync_plan import (
     Snapshot,
     decide,
@@ -63,6 +65,13 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class _Retry:
+    failures: int
+    next_at: float
+    why: str
+
+
+@dataclass
 class SyncState:
     """What the loop remembers between ticks."""
 
@@ -71,6 +80,28 @@ class SyncState:
     """``clock()`` at the last full pass that succeeded."""
     unwatched: set[str] = field(default_factory=set)
     """Environments already logged as outside the watched namespaces."""
+    retry_delay: float = 5.0
+    retry_max_delay: float = 120.0
+    """Backoff of a failing pair (MLSERVE_RETRY_DELAY, doubling up to MLSERVE_RETRY_MAX_DELAY)."""
+    retries: dict[Hashable, _Retry] = field(default_factory=dict)
+    """Pairs (and environments) that failed: each is left alone until its own retry time, and a
+    pass runs when one is due; the others are not held back by it."""
+    reported: dict[tuple[str, ...], SyncIssue] = field(default_factory=dict)
+    """The issues of the last pass, each logged and posted once (again when it changes)."""
+
+    def backoff(self, key: Hashable, now: float, why: str) -> None:
+        failures = self.retries[key].failures + 1 if key in self.retries else 1
+        delay = min(self.retry_max_delay, self.retry_delay * float(2 ** min(failures - 1, 16)))
+        self.retries[key] = _Retry(failures, now + delay, why)
+
+    def waiting(self, now: float) -> dict[Hashable, str]:
+        """What waits for its retry time at ``now``."""
+        return {
+            key: f"retried at its own pace ({retry.why})" for key, retry in self.retries.items() if retry.next_at > now
+        }
+
+    def retry_due(self, now: float) -> bool:
+        return any(retry.next_at <= now for retry in self.retries.values())
 
 
 # --- one pass: read, decide, write ---------------------------------------------------------------
@@ -106,27 +137,37 @@ async def _list_mlserves(
     return listed
 
 
+@dataclass(frozen=True)
+class _PassOptions:
+    namespaces: Sequence[str] = ()
+    unwatched: set[str] | None = None
+    pending: PendingUndeploys | None = None
+    refusal: Callable[[str], str | None] = lambda _: None
+    waiting: Mapping[Hashable, str] = field(default_factory=dict)
+
+
 async def _full_pass(
-    client: AsyncClient,
-    cluster_name: str,
-    field_manager: str,
-    result: SyncResult,
-    namespaces: Sequence[str] = (),
-    unwatched: set[str] | None = None,
-    pending: PendingUndeploys | None = None,
-) -> None:
+    client: AsyncClient, cluster_name: str, field_manager: str, result: SyncResult, options: _PassOptions
+) -> Snapshot:
     # Skipped undeploys first, so the rows read next already reflect them.
-    held = await _retry_pending(pending, result) if pending is not None else set()
-    bound = await sync_reads.bound_environments(cluster_name, namespaces, unwatched)
-    rows, duplicates = await sync_reads.active_rows(bound)
+    held = await _retry_pending(options.pending, result) if options.pending is not None else set()
+    bound = await sync_reads.bound_environments(
+        cluster_name, options.namespaces, options.unwatched, issues=result.issues, refusal=options.refusal
+    )
+    rows, duplicates = await sync_reads.active_rows(bound, issues=result.issues)
     metrics.SYNC_ROWS.set(len(rows))
     environments = {env.name: env.namespace for env in bound.values()}
+    held_back: dict[Pair, str] = {
+        key: why for key, why in options.waiting.items() if isinstance(key, tuple) and len(key) == 2
+    }
+    held_back.update({issue.pair: issue.message for issue in result.issues if issue.pair is not None})
     snapshot = Snapshot(
         rows=rows,
         duplicates=duplicates,
         environments=environments,
         mlserves=await _list_mlserves(client, sorted(set(environments.values())), result),
         held=held,
+        held_back=held_back,
     )
     result.waiting_for_artifact.extend(
         str(body["metadata"].get("uid"))
@@ -138,6 +179,51 @@ async def _full_pass(
     ended = await sync_reads.ended_deployments(deployments_to_check(snapshot))
     actions = decide(dataclasses.replace(snapshot, ended=ended))
     await execute(client, actions, field_manager, result)
+    return snapshot
+
+
+def _issue_key(issue: SyncIssue) -> Hashable:
+    return issue.pair if issue.pair is not None else ("environment", str(issue.environment), "")
+
+
+def _report_issues(
+    state: SyncState,
+    snapshot: Snapshot | None,
+    result: SyncResult,
+    events: EventSink | None,
+    operator_namespace: str | None,
+) -> None:
+    """Log and post each new issue once: a Warning Event on the pair's MLServe (or on the
+    MLServe the sync would create), or, for an environment, on the operator's namespace."""
+    current = {issue.key: issue for issue in result.issues}
+    for key, issue in current.items():
+        if key in state.reported:
+            continue
+        log.warning("%s", issue.text)
+        if events is None:
+            continue
+        body = _event_object(issue, snapshot, operator_namespace)
+        if body is not None:
+            try:
+                events.post(body, "Warning", str(issue.reason), issue.text)
+            except Exception as exc:  # noqa: BLE001 - a report that cannot be posted never stops the sync
+                log.warning("could not post the Event %s: %s", issue.reason, type(exc).__name__)
+    state.reported = current
+
+
+def _event_object(issue: SyncIssue, snapshot: Snapshot | None, operator_namespace: str | None) -> dict[str, Any] | None:
+    if issue.pair is not None and issue.namespace is not None:
+        for body in snapshot.mlserves.get(issue.namespace, ()) if snapshot is not None else ():
+            if pair_of(body, by_labels=True) == issue.pair:
+                return dict(body)
+        return issue.mlserve_reference()
+    if operator_namespace:
+        return {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": operator_namespace, "namespace": operator_namespace},
+        }
+    return None
 
 
 # --- the tick and the loop -----------------------------------------------------------------------
@@ -155,6 +241,9 @@ async def sync_once(
     namespaces: Sequence[str] = (),
     pending: PendingUndeploys | None = None,
     rows: RowCache | None = None,
+    events: EventSink | None = None,
+    namespace_refusal: Callable[[str], str | None] = lambda _: None,
+    operator_namespace: str | None = None,
 ) -> SyncResult:
     """One tick: read the watermark; when it moved (or a full pass is due) act on every pair.
 
@@ -162,10 +251,14 @@ async def sync_once(
     namespace it does not match are left alone. ``pending`` holds the undeploys deletions
     had to skip (the operator's one list; None: nothing is pending). ``rows`` is the cluster's
     snapshot the reconciles read (:mod:`.rows`): refreshed before a pass, when the watermark
-    moved, and confirmed by an idle tick.
+    moved, and confirmed by an idle tick. ``namespace_refusal`` says why
+    ``env_configs.namespace`` may not hold serves (the settings' namespace policy).
 
-    Database errors propagate (the loop logs them and tries again next tick); API errors on
-    one MLServe are collected in ``result.failed`` and do not stop the others.
+    Database errors propagate (the loop logs them and tries again next tick). A database row
+    the operator cannot use is an issue of its pair (or environment): logged and posted as an
+    Event (``events``) once, the pair left alone. An API error on one MLServe is collected in
+    ``result.failed``; the pair is retried on its own with backoff (``state.retries``) and
+    does not hold the watermark back, nor stop the other pairs.
     """
     result = SyncResult()
     watermark = await read_watermark()
@@ -173,7 +266,8 @@ async def sync_once(
     full_due = state.last_full_pass is None or now - state.last_full_pass >= full_resync_interval
     has_pending = bool(pending)
     moved = watermark != state.watermark
-    if not (force_full or full_due or has_pending or moved):
+    retry_due = state.retry_due(now)
+    if not (force_full or full_due or has_pending or retry_due or moved):
         if rows is not None:
             rows.confirm()
         return result
@@ -181,13 +275,29 @@ async def sync_once(
         # Before the pass: the reconciles its writes wake read the new rows.
         await rows.refresh()
     result.full_pass = True
-    await _full_pass(client, cluster_name, field_manager, result, namespaces, state.unwatched, pending)
+    waiting = state.waiting(now)
+    options = _PassOptions(namespaces, state.unwatched, pending, namespace_refusal, waiting)
+    snapshot = await _full_pass(client, cluster_name, field_manager, result, options)
     if rows is not None:
         rows.confirm()  # a long pass (thousands of creates) does not age the snapshot out
-    if not result.failed:
+    _report_issues(state, snapshot, result, events, operator_namespace)
+    _update_retries(state, result, waiting, now)
+    if not result.blocking_failures:
         state.watermark = watermark
         state.last_full_pass = now
     return result
+
+
+def _update_retries(state: SyncState, result: SyncResult, waiting: Mapping[Hashable, str], now: float) -> None:
+    """Back off what failed this pass, one by one; forget what was tried again and worked."""
+    failed: dict[Hashable, str] = dict.fromkeys(result.failed_pairs, "a write failed")
+    failed.update({_issue_key(issue): "its database row cannot be used" for issue in result.issues})
+    for key in list(state.retries):
+        if key not in failed and key not in waiting:
+            del state.retries[key]
+    for key, why in failed.items():
+        if key not in waiting:
+            state.backoff(key, now, why)
 
 
 async def _tick(
@@ -196,7 +306,8 @@ async def _tick(
     state: SyncState,
     field_manager: str,
     pending: PendingUndeploys,
-    rows: RowCache | None,
+    rows: RowCache | None = None,
+    events: EventSink | None = None,
 ) -> SyncResult:
     """One tick of the loop, logged when it made a full pass."""
     result = await sync_once(
@@ -208,6 +319,9 @@ async def _tick(
         namespaces=settings.namespaces,
         pending=pending,
         rows=rows,
+        events=events,
+        namespace_refusal=getattr(settings, "namespace_refusal", lambda _: None),
+        operator_namespace=getattr(settings, "operator_namespace", None),
     )
     if result.full_pass:
         log.debug(
@@ -237,6 +351,23 @@ class SyncHeartbeat:
     def age(self) -> float:
         """Seconds since the last beat."""
         return self.clock() - self.last
+
+
+def _report_store_warnings(pending: PendingUndeploys, events: EventSink | None) -> None:
+    """Post what the pending list's store could not read (kept aside, never a stop)."""
+    store = pending.store
+    if isinstance(store, ConfigMapStore):
+        for message in store.warnings:
+            if events is not None:
+                events.post(store.reference(), "Warning", str(api.Reason.PENDING_LIST_MALFORMED), message)
+        store.warnings.clear()
+
+
+def _new_state(settings: Any) -> SyncState:
+    return SyncState(
+        retry_delay=float(getattr(settings, "retry_delay", 5.0)),
+        retry_max_delay=float(getattr(settings, "retry_max_delay", 120.0)),
+    )
 
 
 def _log_failure(exc: Exception, interval: float) -> None:
@@ -282,6 +413,7 @@ async def run_sync_loop(
     pending: PendingUndeploys | None = None,
     rows: RowCache | None = None,
     heartbeat: SyncHeartbeat | None = None,
+    events: EventSink | None = None,
 ) -> None:
     """Tick every ``settings.sync_interval`` seconds until ``stop`` is set.
 
@@ -295,7 +427,8 @@ async def run_sync_loop(
     the cluster, and it starts again with a full pass when it says yes.
 
     ``pending`` is the operator's list of undeploys deletions had to skip (the one the
-    finalizer adds to); without it, one in memory that only this loop sees.
+    finalizer adds to); without it, one in memory that only this loop sees. ``events`` posts
+    the Warning Events about database rows the sync cannot use.
 
     ``rows`` is the cluster's snapshot the reconciles read: refreshed when the watermark
     moves, dropped when a tick fails. Each tick runs under ``settings.sync_tick_timeout``
@@ -304,7 +437,7 @@ async def run_sync_loop(
     """
     pending = pending if pending is not None else PendingUndeploys()
     replica = _Replica(active)
-    state = SyncState()
+    state = _new_state(settings)
     field_manager = api.sync_field_manager(settings.field_manager)
     failures = 0
     restored = False
@@ -317,7 +450,7 @@ async def run_sync_loop(
     tick_timeout = float(getattr(settings, "sync_tick_timeout", 120.0))
     while not stop.is_set():
         if not replica.acts():
-            state = SyncState()  # when it acts again, a full pass: the active replica wrote meanwhile
+            state = _new_state(settings)  # when it acts again, a full pass: the active replica wrote meanwhile
             restored = False  # and the pending undeploys as the active replica left them
             if rows is not None:
                 rows.invalidate()  # the active replica's writes are not seen here
@@ -333,8 +466,9 @@ async def run_sync_loop(
                     # re-create the MLServes that were deleted.
                     await pending.restore()
                     restored = True
+                    _report_store_warnings(pending, events)
                 with metrics.SYNC_TICK_DURATION.time():
-                    result = await _tick(client, settings, state, field_manager, pending, rows)
+                    result = await _tick(client, settings, state, field_manager, pending, rows, events)
             metrics.SYNC_TICKS.labels("ok").inc()
             if on_result is not None:
                 on_result(result)

@@ -76,6 +76,9 @@ class Snapshot:
     ended: Collection[int] = frozenset()
     """Deployments that are not ACTIVE any more (ENDED, or the row is gone). Read for the
     ids :func:`deployments_to_check` names."""
+    held_back: Mapping[Pair, str] = field(default_factory=dict)
+    """Pairs left alone this pass, with why: a database row the operator cannot use
+    (:mod:`.sync_checks`), or a write that failed and waits for its retry time."""
 
 
 @dataclass(frozen=True)
@@ -262,9 +265,16 @@ def decide(snapshot: Snapshot) -> list[Action]:
     found = _found(snapshot)
     actions: list[Action] = [Skip(pair, "several active deployments") for pair in sorted(snapshot.duplicates)]
     for row in sorted(snapshot.rows, key=lambda r: r.pair):
-        actions.extend(_for_active(row, snapshot, found))
+        if row.pair in snapshot.held_back:
+            actions.append(Skip(row.pair, snapshot.held_back[row.pair]))
+        else:
+            actions.extend(_for_active(row, snapshot, found))
     for pair, bodies in sorted(_undeployed(snapshot, found).items()):
-        actions.extend(_for_undeployed(pair, bodies, snapshot.ended))
+        if pair in snapshot.held_back:
+            # its row is unusable (it may well still be active) or a write waits: never deleted
+            actions.append(Skip(pair, snapshot.held_back[pair]))
+        else:
+            actions.extend(_for_undeployed(pair, bodies, snapshot.ended))
     return actions
 
 

@@ -9,7 +9,7 @@ and whether the deployments the MLServes of undeployed pairs reflect have ended
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +18,12 @@ from mlserve.models import (
     Deployment,
     DeploymentStatus,
     Environment,
-    InvalidConfig,
 )
+from mlserve.operator.spec.api import Reason
 from mlserve.operator.spec.namespaces import watches_namespace
 
 from .identity import Pair
+from .sync_checks import SyncIssue, check_active_row, check_environment
 from .sync_plan import ActiveRow
 
 __all__ = [
@@ -150,79 +151,137 @@ class BoundEnvironment:
 
 
 async def bound_environments(
-    cluster_name: str, namespaces: Sequence[str] = (), unwatched: set[str] | None = None
+    cluster_name: str,
+    namespaces: Sequence[str] = (),
+    unwatched: set[str] | None = None,
+    *,
+    issues: list[SyncIssue] | None = None,
+    refusal: Callable[[str], str | None] = lambda _: None,
 ) -> dict[int, BoundEnvironment]:
     """The environments of this cluster whose namespace this operator watches.
 
     An environment in a namespace outside ``namespaces`` (``MLSERVE_NAMESPACES``) is skipped:
     no worker of this operator would reconcile an MLServe there. It is logged once per
-    environment (``unwatched`` remembers which, across ticks).
+    environment (``unwatched`` remembers which, across ticks). An environment whose row cannot
+    be used (``env_configs`` that does not parse, a name the CRD refuses, a namespace
+    ``refusal`` refuses) is skipped too, and added to ``issues``
+    (:func:`.sync_checks.check_environment`): one bad row never stops the others.
     """
     bound: dict[int, BoundEnvironment] = {}
-    for environment in await Environment.all():
-        try:
-            config = environment.config
-        except InvalidConfig as exc:
-            log.warning("environment %s skipped by the database sync: %s", environment.name, exc)
+    for raw in await _raw_environments():
+        checked = check_environment(int(raw["id"]), raw["name"], raw["env_configs"], cluster_name, refusal)
+        if isinstance(checked, SyncIssue):
+            if issues is not None:
+                issues.append(checked)
             continue
-        if config.cluster_name != cluster_name:
-            continue
+        if checked is None:
+            continue  # another cluster's
+        config = checked
+        name = str(raw["name"])
         if not watches_namespace(namespaces, config.namespace):
-            if unwatched is not None and environment.name not in unwatched:
-                unwatched.add(environment.name)
+            if unwatched is not None and name not in unwatched:
+                unwatched.add(name)
                 log.info(
                     "environment %s skipped by the database sync: its namespace %s is not among "
                     "the namespaces this operator watches (MLSERVE_NAMESPACES=%s)",
-                    environment.name,
+                    name,
                     config.namespace,
                     ",".join(namespaces),
                 )
             continue
-        bound[environment.pk] = BoundEnvironment(environment.name, config.namespace)
+        bound[int(raw["id"])] = BoundEnvironment(name, config.namespace)
     return bound
 
 
-async def active_rows(bound: Mapping[int, BoundEnvironment]) -> tuple[list[ActiveRow], set[Pair]]:
-    """The active deployments of the bound environments, and the pairs with more than one."""
+async def _raw_environments() -> list[dict[str, Any]]:
+    """``environments`` as the columns hold them: no enum or JSON decoded by the models, so one
+    malformed row cannot fail the query for every environment."""
+    connection = Environment._meta.db
+    return list(await connection.execute_query_dict("SELECT id, name, env_configs FROM environments ORDER BY id"))
+
+
+_ACTIVE_SQL = (
+    "SELECT a.environment_id AS environment_id, a.deployment_id AS deployment_id,"
+    " d.status AS deployment_status, s.id AS serve_id, s.name AS serve_name, s.type AS serve_type,"
+    " d.artifact_id AS artifact_id, ar.version AS artifact_version"
+    " FROM active_deployments a"
+    " JOIN serves s ON s.id = a.serve_id"
+    " JOIN deployments d ON d.id = a.deployment_id"
+    " LEFT JOIN artifacts ar ON ar.id = d.artifact_id"
+    " WHERE a.environment_id IN ({ids})"
+)
+
+
+async def active_rows(
+    bound: Mapping[int, BoundEnvironment], *, issues: list[SyncIssue] | None = None
+) -> tuple[list[ActiveRow], set[Pair]]:
+    """The active deployments of the bound environments, and the pairs with more than one.
+
+    The columns are read as the database holds them and checked row by row
+    (:func:`.sync_checks.check_active_row`): a row the operator cannot use is added to
+    ``issues`` and its pair left out of the rows; the other pairs go on.
+    """
     if not bound:
         return [], set()
-    pointers = await ActiveDeployment.filter(environment_id__in=list(bound)).select_related(
-        "serve", "deployment", "deployment__artifact"
-    )
+    ids = ",".join(str(int(i)) for i in sorted(bound))  # integers of our own dict: no quoting needed
+    raw_rows = await ActiveDeployment._meta.db.execute_query_dict(_ACTIVE_SQL.format(ids=ids))
     by_pair: dict[Pair, list[ActiveRow]] = {}
-    for pointer in pointers:
-        deployment = pointer.deployment
-        if deployment.status != DeploymentStatus.ACTIVE:
+    for raw in raw_rows:
+        environment = bound[int(raw["environment_id"])]
+        checked = check_active_row(raw, environment.name, environment.namespace)
+        if isinstance(checked, SyncIssue):
+            if issues is not None:
+                issues.append(checked)
+            continue
+        if checked is None:
             continue  # ended without its pointer removed: the pair is undeployed
-        environment = bound[pointer.environment_id]
+        serve_type, version = checked
         row = ActiveRow(
-            serve=pointer.serve.name,
-            serve_type=str(pointer.serve.type),
+            serve=str(raw["serve_name"]),
+            serve_type=serve_type,
             environment=environment.name,
             namespace=environment.namespace,
-            deployment_id=deployment.pk,
-            artifact_version=deployment.artifact.version,
+            deployment_id=int(raw["deployment_id"]),
+            artifact_version=version,
         )
         by_pair.setdefault(row.pair, []).append(row)
     duplicates = {pair for pair, rows in by_pair.items() if len({r.deployment_id for r in rows}) > 1}
     for pair in sorted(duplicates):
-        ids = sorted({r.deployment_id for r in by_pair[pair]})
-        log.warning(
-            "serve %s has %d active deployments in %s (ids %s): the sync leaves the pair alone "
-            "until all but one are ended",
-            pair[0],
-            len(ids),
-            pair[1],
-            ids,
+        ids_of_pair = sorted({r.deployment_id for r in by_pair[pair]})
+        message = (
+            f"{len(ids_of_pair)} active deployments (ids {ids_of_pair}); the rule is at most one per serve "
+            "and environment: end all but one of them"
         )
+        if issues is not None:
+            first = by_pair[pair][0]
+            issues.append(
+                SyncIssue(
+                    Reason.DUPLICATE_ACTIVE_DEPLOYMENTS,
+                    message,
+                    "active_deployments",
+                    None,
+                    "deployment_id",
+                    environment=first.environment,
+                    namespace=first.namespace,
+                    pair=pair,
+                )
+            )
+        else:
+            log.warning("serve %s in %s: %s", pair[0], pair[1], message)
     rows = [rows[0] for pair, rows in by_pair.items() if pair not in duplicates]
     return rows, duplicates
 
 
 async def ended_deployments(deployment_ids: Iterable[int]) -> set[int]:
-    """The ids among ``deployment_ids`` that are not ACTIVE any more (ENDED, or the row is gone)."""
+    """The ids among ``deployment_ids`` that are not ACTIVE any more (ENDED, or the row is gone);
+    a status the operator does not know is neither."""
     ids = sorted(set(deployment_ids))
     if not ids:
         return set()
-    active = await Deployment.filter(id__in=ids, status=DeploymentStatus.ACTIVE).values("id")
-    return set(ids) - {int(row["id"]) for row in active}
+    # The status as the column holds it: one the operator does not know counts as neither
+    # (the MLServe is left alone), never as ended.
+    rows = await Deployment._meta.db.execute_query_dict(
+        f"SELECT id, status FROM deployments WHERE id IN ({','.join(str(int(i)) for i in ids)})"
+    )
+    status = {int(row["id"]): row["status"] for row in rows}
+    return {i for i in ids if i not in status or status[i] == DeploymentStatus.ENDED.value}

@@ -21,8 +21,9 @@ from lightkube.types import CascadeType, PatchType
 
 from mlserve.operator import logfields
 
-from .identity import Pair
+from .identity import Pair, pair_of
 from .kube import MLServe, as_dict
+from .sync_checks import SyncIssue
 from .sync_plan import (
     Action,
     ActiveRow,
@@ -61,6 +62,16 @@ class SyncResult:
     """uids of the MLServes whose status says their version has no usable artifact yet (being
     built, failed, missing): the operator wakes them after a full pass, which runs when the
     watermark saw the builds change."""
+    failed_pairs: list[Pair] = field(default_factory=list)
+    """The pairs of the failures in :attr:`failed` that were one pair's write: each retried on
+    its own, with backoff, without holding back the watermark."""
+    issues: list[SyncIssue] = field(default_factory=list)
+    """Database rows the pass could not use (:mod:`.sync_checks`): their pairs were left alone."""
+
+    @property
+    def blocking_failures(self) -> int:
+        """Failures that concern no one pair (a list, a pending undeploy): the watermark waits."""
+        return len(self.failed) - len(self.failed_pairs)
 
     @property
     def writes(self) -> int:
@@ -129,6 +140,7 @@ async def _write(client: AsyncClient, action: Create | SetVersion, field_manager
     except ApiError as exc:
         code = exc.status.code
         result.failed.append(f"{action.ref}: {code} {exc.status.message}")
+        result.failed_pairs.append(row.pair)
         if code in (409, 422):  # changed meanwhile: the next tick decides again
             log.info("MLServe %s changed while the sync read it; deciding again next tick", action.ref)
         else:
@@ -166,6 +178,8 @@ async def _delete(client: AsyncClient, action: Delete, result: SyncResult) -> No
     except ApiError as exc:
         if exc.status.code != 404:
             result.failed.append(f"{action.ref}: {exc.status.code} {exc.status.message}")
+            pair = pair_of(action.mlserve, by_labels=True)
+            result.failed_pairs.append(pair if pair is not None else ("", action.ref))
             return
     result.deleted.append(action.ref)
     log.info("deleted MLServe %s: its deployment %s ended in the database", action.ref, list(action.deployment_ids))

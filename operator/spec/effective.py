@@ -30,6 +30,7 @@ from .context import EnvironmentContext, ServeContext
 from .env import EnvVar, container_environment
 from .mlserve import MLServeSpec
 from .pods import PodExtras, pod_extras_from_env_config
+from .schedule import InvalidSchedule, parse_schedule
 
 __all__ = [
     "DEFAULT_HEAD",
@@ -295,6 +296,11 @@ def resolve_workflow(ctx: ServeContext, spec: MLServeSpec) -> WorkflowServe:
     workers = effective_worker_groups(ctx, spec)
     _named_groups_unique(workers)
     schedule = spec.schedule if spec.schedule is not None else ctx.schedule
+    if spec.schedule is None and (ctx.schedule or "").strip():
+        try:
+            parse_schedule(str(ctx.schedule))
+        except InvalidSchedule as exc:
+            raise InvalidConfig("workflow_serve_configs.schedule", str(exc)) from None
     return WorkflowServe(
         **_common_fields(ctx, spec),
         schedule=(schedule or "").strip() or None,

@@ -9,10 +9,22 @@ read them. ``tests/operator/test_reconcile_units.py`` checks them against kopf's
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import Enum
 from fnmatch import fnmatchcase
 
-__all__ = ["Scope", "is_pattern", "matches_pattern", "scope_of", "watches_namespace"]
+__all__ = [
+    "DEFAULT_DENIED_NAMESPACES",
+    "NamespacePolicy",
+    "Scope",
+    "is_pattern",
+    "matches_pattern",
+    "scope_of",
+    "watches_namespace",
+]
+
+DEFAULT_DENIED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+"""``MLSERVE_DENIED_NAMESPACES`` when it is not set: Kubernetes' own namespaces."""
 
 
 class Scope(Enum):
@@ -69,3 +81,38 @@ def watches_namespace(namespaces: Sequence[str], namespace: str) -> bool:
     if not namespaces:
         return True
     return any(matches_pattern(namespace, pattern) for pattern in namespaces)
+
+
+@dataclass(frozen=True)
+class NamespacePolicy:
+    """The namespaces the database may point the operator at (``env_configs.namespace``).
+
+    ``allowed`` is ``MLSERVE_ALLOWED_NAMESPACES`` (empty: any), ``denied`` is
+    ``MLSERVE_DENIED_NAMESPACES``; both take names and kopf patterns, as ``MLSERVE_NAMESPACES``
+    does. When ``MLSERVE_DENIED_NAMESPACES`` is not set, Kubernetes' own namespaces and the
+    operator's (``operator_namespace``, from ``MLSERVE_OPERATOR_NAMESPACE``) are refused.
+    """
+
+    allowed: tuple[str, ...] = ()
+    denied: tuple[str, ...] = DEFAULT_DENIED_NAMESPACES
+    operator_namespace: str | None = None
+
+    def refusal(self, namespace: str) -> str | None:
+        """Why ``namespace`` may not hold serves (a message naming the setting), or None."""
+        if namespace == self.operator_namespace:
+            return (
+                f"namespace {namespace!r} is the operator's own (MLSERVE_OPERATOR_NAMESPACE), which "
+                "MLSERVE_DENIED_NAMESPACES refuses by default: point env_configs.namespace at another "
+                "namespace, or set MLSERVE_DENIED_NAMESPACES"
+            )
+        if self.denied and watches_namespace(self.denied, namespace):
+            return (
+                f"namespace {namespace!r} is refused by MLSERVE_DENIED_NAMESPACES ({','.join(self.denied)}): "
+                "point env_configs.namespace at another namespace, or change the setting"
+            )
+        if self.allowed and not watches_namespace(self.allowed, namespace):
+            return (
+                f"namespace {namespace!r} is not among MLSERVE_ALLOWED_NAMESPACES ({','.join(self.allowed)}): "
+                "point env_configs.namespace at an allowed namespace, or add it to the setting"
+            )
+        return None

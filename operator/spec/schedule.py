@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -100,7 +100,26 @@ def parse_schedule(expression: str) -> str:
             f"cron schedule {text!r} is not valid: check each field's range "
             "(minute 0-59, hour 0-23, day 1-31, month 1-12, weekday 0-6)"
         )
+    _check_fires(text)
     return text
+
+
+_REFERENCE = datetime(2000, 1, 1, tzinfo=UTC)
+"""A fixed start for :func:`_check_fires` (a leap year: February 29th is found)."""
+
+
+def _check_fires(text: str) -> None:
+    """A schedule that no date matches (``0 0 31 2 *``) passes the field ranges, then makes
+    every computation of its next time fail: compute one time before and one after a fixed
+    moment, and refuse it with the reason."""
+    try:
+        croniter(text, _REFERENCE).get_next(datetime)
+        croniter(text, _REFERENCE).get_prev(datetime)
+    except (ValueError, ArithmeticError, KeyError) as exc:
+        raise InvalidSchedule(
+            f"cron schedule {text!r} never fires: no date matches its day-of-month and month fields "
+            f"together ({type(exc).__name__}; e.g. February 30th or April 31st): fix those fields"
+        ) from None
 
 
 def _aware(moment: datetime) -> datetime:

@@ -22,19 +22,26 @@ from mlserve.operator.reconcile.rollback import rollback_in_database
 pytestmark = pytest.mark.mariadb
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-GRANT = re.compile(r"^GRANT (?P<privileges>[A-Z, ]+) ON darwin_ml_serve\.\* TO '(?P<user>[-\w]+)'@'%';$", re.M)
+GRANT = re.compile(
+    r"^GRANT (?P<privileges>[A-Z, ]+) ON darwin_ml_serve\.(?P<target>\*|\w+) TO '(?P<user>\w+)'@'%';$", re.M
+)
 
 
-def _readme_grants() -> dict[str, str]:
-    grants = {m["user"]: m["privileges"] for m in GRANT.finditer(README.read_text())}
-    assert set(grants) == {"mlserve-operator", "mlserve-migrate"}, grants
+def _readme_grants() -> dict[str, list[tuple[str, str]]]:
+    """user -> [(privileges, table or *)], from the README's SQL."""
+    grants: dict[str, list[tuple[str, str]]] = {}
+    for match in GRANT.finditer(README.read_text()):
+        grants.setdefault(match["user"], []).append((match["privileges"], match["target"]))
+    assert set(grants) == {"mlserve_operator", "mlserve_migrate"}, grants
     return grants
 
 
 async def _user(server: MariaDBServer, database: str, role: str) -> DatabaseSettings:
-    name, password = f"{role[:8]}_{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    name, password = f"{role[8:16]}_{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
     await server.execute(f"CREATE USER '{name}'@'%' IDENTIFIED BY '{password}'")
-    await server.execute(f"GRANT {_readme_grants()[role]} ON `{database}`.* TO '{name}'@'%'")
+    for privileges, target in _readme_grants()[role]:
+        table = "*" if target == "*" else f"`{target}`"
+        await server.execute(f"GRANT {privileges} ON `{database}`.{table} TO '{name}'@'%'")
     url = f"mysql://{name}:{password}@{server.host}:{server.port}/{database}"
     return DatabaseSettings.from_url(url, source="test user")
 
@@ -54,9 +61,11 @@ async def schema(mariadb_server: MariaDBServer) -> AsyncIterator[str]:
 async def test_the_operators_grants_run_every_database_write_it_makes(
     mariadb_server: MariaDBServer, schema: str
 ) -> None:
-    await init_db(await _user(mariadb_server, schema, "mlserve-operator"), create_schema=False)
+    await init_db(mariadb_server.settings(schema), create_schema=False)
+    made = await seed(cluster_name="local")  # Darwin's rows, written by Darwin's own user
+    await close_db()
+    await init_db(await _user(mariadb_server, schema, "mlserve_operator"), create_schema=False)
     assert (await prepare_schema(create=True, migrate_on_start=False)).action == "current"
-    made = await seed(cluster_name="local")
     user = await User.get(username=made.user.username)
     serve, environment = await Serve.get(name=DEMO_API_SERVE), await Environment.get(name="dev")
     for version in ("1.0.0", "1.1.0"):
@@ -75,12 +84,12 @@ async def test_the_operators_grants_cannot_change_the_schema_and_the_migrations_
     await conn.execute_script("DROP TABLE tortoise_migrations")
     await close_db()
 
-    await init_db(await _user(mariadb_server, schema, "mlserve-operator"), create_schema=False)
+    await init_db(await _user(mariadb_server, schema, "mlserve_operator"), create_schema=False)
     assert (await inspect_schema()).action == "darwin"
     with pytest.raises(Exception, match="(?i)denied"):
         await migrate()
     await close_db()
 
-    await init_db(await _user(mariadb_server, schema, "mlserve-migrate"), create_schema=False)
+    await init_db(await _user(mariadb_server, schema, "mlserve_migrate"), create_schema=False)
     assert (await migrate()).action == "adopted"
     assert (await inspect_schema()).action == "current"

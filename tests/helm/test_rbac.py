@@ -16,8 +16,8 @@ from mlserve.operator import permissions
 from mlserve.operator.reconcile.kube import API_KINDS, WORKFLOW_KINDS
 from mlserve.operator.spec.namespaces import scope_of
 
-# (namespace or None for cluster-wide, API group, resource, verb)
-Grant = tuple[str | None, str, str, str]
+# (namespace or None for cluster-wide, API group, resource, verb, resourceNames or ())
+Grant = tuple[str | None, str, str, str, tuple[str, ...]]
 
 
 def aggregated(role: dict[str, Any]) -> bool:
@@ -44,17 +44,19 @@ def granted(objects: list[dict[str, Any]], service_account: str) -> set[Grant]:
         assert key in roles, f"{binding['kind']} {binding['metadata']['name']} refers to a role the chart lacks: {key}"
         bound.add(key)
         for rule in roles[key]["rules"]:
-            assert set(rule) == {"apiGroups", "resources", "verbs"}, f"unexpected rule fields: {rule}"
+            assert set(rule) <= {"apiGroups", "resources", "verbs", "resourceNames"}, f"unexpected rule fields: {rule}"
+            names = tuple(sorted(rule.get("resourceNames") or ()))
             for group in rule["apiGroups"]:
                 for resource in rule["resources"]:
                     for verb in rule["verbs"]:
                         assert "*" not in (group, resource, verb), f"wildcard in {key}: {rule}"
-                        grants.add((namespace, group, resource, verb))
+                        grants.add((namespace, group, resource, verb, names))
     assert bound == set(roles), f"roles bound to nothing: {set(roles) - bound}"
     return grants
 
 
-def expected(values: dict[str, Any]) -> set[Grant]:
+def expected(values: dict[str, Any], settings: dict[str, str]) -> set[Grant]:
+    """``settings``: the chart's ConfigMap of MLSERVE_* values (names resourceNames refer to)."""
     namespaces = values["watchNamespaces"]
     rules = permissions.rules_for(
         namespaces=namespaces, peering=values["peering"]["enabled"], dcm=values.get("dcm", {}).get("enabled", False)
@@ -65,8 +67,9 @@ def expected(values: dict[str, Any]) -> set[Grant]:
         scopes: list[str | None] = list(namespaces) if per_namespace and not rule.cluster_scoped else [None]
         if rule.own_namespace:
             scopes = [RELEASE_NAMESPACE]
+        names = (settings[rule.resource_names_from],) if rule.resource_names_from else ()
         for group, resource, verb in permissions.expand([rule]):
-            out.update((scope, group, resource, verb) for scope in scopes)
+            out.update((scope, group, resource, verb, names) for scope in scopes)
     return out
 
 
@@ -77,7 +80,8 @@ def test_chart_rbac_equals_the_permission_table(helm: Helm, value_set: str) -> N
     deployment = objects_of(objects, "Deployment")[0]
     service_account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
     have = granted(objects, service_account)
-    want = expected(values)
+    settings = objects_of(objects, "ConfigMap")[0]["data"]
+    want = expected(values, settings)
     assert not have - want, f"the chart grants what no code path uses: {sorted(have - want, key=str)}"
     assert not want - have, f"the chart lacks what the operator needs: {sorted(want - have, key=str)}"
 
@@ -125,7 +129,7 @@ def test_table_rules_are_well_formed() -> None:
         assert rule.why.strip(), rule
         assert rule.verbs == tuple(sorted(set(rule.verbs))), f"verbs of {rule.resource} unsorted or repeated"
         assert set(rule.verbs) <= {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
-        key = (rule.group, rule.resource, rule.scopes, rule.peering)
+        key = (rule.group, rule.resource, rule.scopes, rule.peering, rule.own_namespace)
         assert key not in seen, f"{key} twice"
         seen.add(key)
 

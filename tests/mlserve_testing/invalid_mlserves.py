@@ -83,6 +83,16 @@ INVALID: tuple[Invalid, ...] = (
         mlserve(_with(WORKFLOW, workerGroups=[{**GROUP, "name": "GPU"}])),
         "spec.workerGroups[0].name",
     ),
+    # the same bounds as the database's numbers (mlserve.models.configs)
+    Invalid("cores-1e308", mlserve(_with(API, resources={"cores": 1e308})), "spec.resources.cores"),
+    Invalid("memory-over-1024", mlserve(_with(API, resources={"memory": 4096})), "spec.resources.memory"),
+    Invalid("replicas-over-1000", mlserve(_with(API, replicas={"min": 1, "max": 1001})), "spec.replicas.max"),
+    Invalid(
+        "worker-group-a-million-pods",
+        mlserve(_with(WORKFLOW, workerGroups=[{**GROUP, "maxReplicas": 10**6}])),
+        "spec.workerGroups[0].maxReplicas",
+    ),
+    Invalid("hosts-over-20", mlserve(_with(API, hosts=[f"h{i}.example.com" for i in range(21)])), "spec.hosts"),
     # CEL rules
     Invalid(
         "replicas-min-above-max",
@@ -162,3 +172,42 @@ INVALID: tuple[Invalid, ...] = (
         before=mlserve(_with(API, serve="fraud-score")),
     ),
 )
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An MLServe the API server admits and the operator refuses, with a named condition.
+
+    ``tests/cluster/test_bad_input.py`` applies it next to the rows it seeds: serve ``iris``
+    (API; artifacts v1, v2, ``unbuilt`` without an image, ``badimage`` with one that cannot
+    be pulled), workflow serve ``etl`` (v1), environments ``prod`` (the test's namespace),
+    ``elsewhere`` (another namespace), ``foreign`` (another cluster).
+    """
+
+    id: str
+    spec: dict[str, Any]
+    reason: str
+    settings: dict[str, Any] | None = None
+    """OperatorSettings fields the case changes."""
+    annotations: dict[str, str] | None = None
+
+
+_IRIS: dict[str, Any] = {"serve": "iris", "environment": "prod", "type": "api", "artifactVersion": "v1"}
+_ETL: dict[str, Any] = {"serve": "etl", "environment": "prod", "type": "workflow", "artifactVersion": "v1"}
+
+REFUSED: tuple[Refused, ...] = (
+    Refused("unknown-serve", _with(_IRIS, serve="nope"), "UnknownServe"),
+    Refused("unknown-environment", _with(_IRIS, environment="nope"), "UnknownEnvironment"),
+    Refused("unknown-artifact", _with(_IRIS, artifactVersion="v9"), "UnknownArtifact"),
+    Refused("artifact-not-built", _with(_IRIS, artifactVersion="unbuilt"), "ArtifactNotBuilt"),
+    Refused("image-cannot-be-pulled", _with(_IRIS, artifactVersion="badimage"), "InvalidImage"),
+    Refused("type-not-the-serves", _with(_ETL, type="api"), "ServeTypeMismatch"),
+    Refused("environment-of-another-namespace", _with(_IRIS, environment="elsewhere"), "WrongNamespace"),
+    Refused("environment-of-another-cluster", _with(_IRIS, environment="foreign"), "ForeignCluster"),
+    Refused("namespace-not-allowed", _IRIS, "NamespaceRefused", settings={"allowed": ("team-*",)}),
+    Refused("deploy-user-missing", _IRIS, "UnknownUser", settings={"deploy_user": "ghost"}),
+    Refused("schedule-never-fires", _with(_ETL, schedule="0 0 31 2 *"), "InvalidSpec"),
+    Refused("schedule-april-31st", _with(_ETL, schedule="0 0 31 4 *"), "InvalidSpec"),
+    Refused("second-mlserve-of-a-pair", _with(_IRIS, serve="good"), "PairClaimed"),
+)
+"""Named by the operator, not by admission (the reason of the condition and the Event)."""

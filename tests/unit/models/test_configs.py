@@ -83,9 +83,13 @@ def test_fast_api_config_normalises_capacity_and_accepts_int_cores() -> None:
     [
         ({"min_replicas": 4, "max_replicas": 3}, "fast_api_config.max_replicas", ["min_replicas <= max_replicas"]),
         ({"min_replicas": 0}, "fast_api_config.min_replicas", ["at least 1"]),
-        ({"cores": 0}, "fast_api_config.cores", ["greater than 0"]),
-        ({"cores": -1.5}, "fast_api_config.cores", ["greater than 0"]),
-        ({"memory": 0}, "fast_api_config.memory", ["greater than 0"]),
+        ({"cores": 0}, "fast_api_config.cores", ["at least 0.1"]),
+        ({"cores": -1.5}, "fast_api_config.cores", ["at least 0.1"]),
+        ({"memory": 0}, "fast_api_config.memory", ["at least 1"]),
+        # the CRD's upper bounds hold for the database's numbers too
+        ({"cores": 1e308}, "fast_api_config.cores", ["at most 128"]),
+        ({"memory": 4096}, "fast_api_config.memory", ["at most 1024"]),
+        ({"min_replicas": 10**8, "max_replicas": 10**8}, "fast_api_config.min_replicas", ["at most 1000"]),
         ({"memory": 1.5}, "fast_api_config.memory", ["whole number"]),
         ({"min_replicas": "1"}, "fast_api_config.min_replicas", ["whole number"]),
         ({"node_capacity_type": "cheap"}, "fast_api_config.node_capacity_type", ["spot", "on_demand"]),
@@ -174,7 +178,7 @@ def test_enums_are_strings_with_darwins_values() -> None:
     assert ServeType.API == "api" and f"{ServeType.API}" == "api"
     with pytest.raises(InvalidConfig) as caught:
         ServeType("batch")
-    assert caught.value.field == "type"
+    assert caught.value.field == "serves.type"
     assert "'api', 'workflow'" in str(caught.value)
 
 

@@ -48,7 +48,7 @@ def test_darwin_variables() -> None:
 
 
 def test_a_replica_equal_to_the_primary_is_no_replica() -> None:
-    settings = DatabaseSettings.from_env({"MYSQL_HOST": "db", "MYSQL_SLAVE_HOST": "db"})
+    settings = DatabaseSettings.from_env({"MYSQL_HOST": "db", "MYSQL_USERNAME": "serve", "MYSQL_SLAVE_HOST": "db"})
     assert settings.replica_host is None
 
 
@@ -57,8 +57,10 @@ def test_url_beats_conf_file_beats_darwin_variables(tmp_path: Path) -> None:
     conf.write_text(CONF)
     env = {
         "MYSQL_HOST": "from-vars",
+        "MYSQL_USERNAME": "serve",
         "MYSQL_REPLICA": "db-replica",
         "DB_PASSWORD": PASSWORD,
+        "DB_USER": "serve",
         "MLSERVE_DB_CONFIG_FILE": str(conf),
         "MLSERVE_DB_URL": "mysql://u:p@from-url:3306/x",
     }
@@ -144,7 +146,84 @@ async def test_password_never_in_connection_error_or_debug_log(
 
 
 def test_tortoise_config_holds_the_password_only_in_credentials() -> None:
-    settings = DatabaseSettings.from_env({"MYSQL_HOST": "db", "MYSQL_PASSWORD": PASSWORD})
+    settings = DatabaseSettings.from_env({"MYSQL_HOST": "db", "MYSQL_USERNAME": "serve", "MYSQL_PASSWORD": PASSWORD})
     config = tortoise_config(settings)
     assert config["connections"]["default"]["credentials"]["password"] == PASSWORD
     assert PASSWORD not in repr(config["apps"])
+
+
+# --- no default user, TLS through every settings path ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ({"MYSQL_HOST": "db", "MYSQL_PASSWORD": PASSWORD}, "MYSQL_USERNAME"),
+        ({"MLSERVE_DB_URL": "mysql://db:3306/darwin"}, "MLSERVE_DB_URL"),
+    ],
+)
+def test_no_default_mysql_user(env: dict[str, str], field: str) -> None:
+    with pytest.raises(InvalidConfig) as caught:
+        DatabaseSettings.from_env(env)
+    assert caught.value.field == field
+    assert "user" in str(caught.value) and PASSWORD not in str(caught.value)
+
+
+def test_a_conf_file_without_username_is_refused(tmp_path: Path) -> None:
+    conf = tmp_path / "connection-prod.conf"
+    conf.write_text('masterHost = "db"\npassword = "x"\n')
+    with pytest.raises(InvalidConfig) as caught:
+        DatabaseSettings.from_env({"MLSERVE_DB_CONFIG_FILE": str(conf)})
+    assert caught.value.field == "connection-prod.conf.username"
+
+
+def _ca_file(tmp_path: Path) -> Path:
+    import ssl as _ssl
+
+    ca = tmp_path / "ca.pem"
+    paths = _ssl.get_default_verify_paths()
+    source = Path(paths.cafile) if paths.cafile else None
+    ca.write_bytes(source.read_bytes() if source is not None and source.is_file() else b"")
+    return ca
+
+
+def test_tls_through_every_settings_path(tmp_path: Path) -> None:
+    import ssl as _ssl
+
+    ca = _ca_file(tmp_path)
+    conf = tmp_path / "connection-prod.conf"
+    conf.write_text(f'masterHost = "db"\nusername = "serve"\ntls = "verify"\ntlsCa = "{ca}"\n')
+    found = [
+        DatabaseSettings.from_env({"MLSERVE_DB_URL": f"mysql://serve:x@db/darwin?tls=verify&tls_ca={ca}"}),
+        DatabaseSettings.from_env({"MLSERVE_DB_CONFIG_FILE": str(conf)}),
+        DatabaseSettings.from_env({"MYSQL_HOST": "db", "MYSQL_USERNAME": "serve", "MLSERVE_DB_TLS_CA": str(ca)}),
+        DatabaseSettings.from_env({"MLSERVE_DB_URL": "mysql://serve:x@db/darwin", "MLSERVE_DB_TLS": "verify"}),
+    ]
+    for settings in found:
+        assert settings.tls == "verify"
+        context = settings.connections()["default"]["credentials"]["ssl"]
+        assert context.verify_mode == _ssl.CERT_REQUIRED and context.check_hostname
+        assert "tls" not in settings.connections()["default"]["credentials"], "no unknown driver keyword"
+    required = DatabaseSettings.from_env({"MYSQL_HOST": "db", "MYSQL_USERNAME": "s", "MLSERVE_DB_TLS": "require"})
+    context = required.connections()["default"]["credentials"]["ssl"]
+    assert context.verify_mode == _ssl.CERT_NONE
+    plain = DatabaseSettings.from_env({"MYSQL_HOST": "db", "MYSQL_USERNAME": "s"})
+    assert plain.tls == "off" and "ssl" not in plain.connections()["default"]["credentials"]
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ({"MYSQL_HOST": "db", "MYSQL_USERNAME": "s", "MLSERVE_DB_TLS": "maybe"}, "MLSERVE_DB_TLS"),
+        ({"MYSQL_HOST": "db", "MYSQL_USERNAME": "s", "MLSERVE_DB_TLS_CA": "/nonexistent/ca.pem"}, "MLSERVE_DB_TLS_CA"),
+        (
+            {"MYSQL_HOST": "db", "MYSQL_USERNAME": "s", "MLSERVE_DB_TLS": "require", "MLSERVE_DB_TLS_CA": "/x"},
+            "MLSERVE_DB_TLS_CA",
+        ),
+        ({"MLSERVE_DB_PATH": "/tmp/x.sqlite3", "MLSERVE_DB_TLS": "verify"}, "MLSERVE_DB_TLS"),
+    ],
+)
+def test_bad_tls_settings_name_the_variable(env: dict[str, str], field: str) -> None:
+    with pytest.raises(InvalidConfig) as caught:
+        DatabaseSettings.from_env(env)
+    assert caught.value.field == field

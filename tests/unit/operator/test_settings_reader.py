@@ -32,11 +32,11 @@ def documented() -> set[str]:
 def read_by_the_operator(tmp_path: Path) -> set[str]:
     """Every variable ``OperatorSettings.from_env`` asks for, over the database's sources."""
     conf = tmp_path / "connection-x.conf"
-    conf.write_text('masterHost = "db"\n')
+    conf.write_text('masterHost = "db"\nusername = "serve"\n')
     read: set[str] = set()
     for env in (
         {},
-        {"MYSQL_HOST": "db"},
+        {"MYSQL_HOST": "db", "MYSQL_USERNAME": "serve"},
         {"MLSERVE_ENV": "x", "MLSERVE_DB_CONFIG_DIR": str(tmp_path)},
         {"MLSERVE_DB_URL": "sqlite://:memory:"},
     ):
@@ -67,7 +67,9 @@ def test_the_one_error_names_the_variable_and_is_a_models_error() -> None:
 
 
 def test_sections_are_typed_values() -> None:
-    settings = OperatorSettings.from_env({"MLSERVE_CLUSTER_NAME": "x", "MYSQL_HOST": "db", "MYSQL_PASSWORD": "s3cret!"})
+    settings = OperatorSettings.from_env(
+        {"MLSERVE_CLUSTER_NAME": "x", "MYSQL_HOST": "db", "MYSQL_USERNAME": "u", "MYSQL_PASSWORD": "s3cret!"}
+    )
     assert settings.database is not None and settings.database.engine == "mysql"
     assert "s3cret!" not in repr(settings) and "s3cret!" not in repr(settings.database)
 
