@@ -12,12 +12,16 @@ from tortoise.backends.base.client import (
     TransactionContext,
     TransactionContextPooled,
 )
+from tortoise.backends.mysql import client as mysql_client
 from tortoise.backends.mysql.client import MySQLClient, TransactionWrapper
 from tortoise.exceptions import TransactionManagementError
 
 from .backend import TIMEOUT_KEY, Clock, connections, seconds_of, timed_out
 
-__all__ = ["TimedMySQLClient"]
+__all__ = ["DRIVER", "TimedMySQLClient"]
+
+DRIVER: str = mysql_client.mysql.__name__
+"""The MySQL driver Tortoise found: ``asyncmy`` when it is installed (the default), else ``aiomysql``."""
 
 
 class _TimedPoolConnection(PoolConnectionWrapper[Any]):
@@ -113,8 +117,10 @@ class TimedMySQLClient(MySQLClient):
         self.statement_timeout: float | None = None if seconds is None else float(seconds)
         if self.statement_timeout is not None:
             # A new connection of the pool: TCP connect and every read (the handshake too).
+            # aiomysql has no read timeout: there the statement's own timeout bounds the reads.
             kwargs.setdefault("connect_timeout", self.statement_timeout)
-            kwargs.setdefault("read_timeout", self.statement_timeout)
+            if DRIVER == "asyncmy":
+                kwargs.setdefault("read_timeout", self.statement_timeout)
         super().__init__(**kwargs)
 
     def acquire_connection(self) -> ConnectionWrapper[Any] | PoolConnectionWrapper[Any]:

@@ -18,6 +18,7 @@ migration would run (``mlserve db migrate --sql``), for a database administrator
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -390,13 +391,14 @@ def _is_connection_error(exc: BaseException) -> bool:
 
     if isinstance(exc, DBConnectionError | ConnectionError | OSError):
         return True
-    try:
-        import asyncmy.errors as mysql_errors
-
-        if isinstance(exc, mysql_errors.OperationalError):
+    # asyncmy's errors, or PyMySQL's (aiomysql raises those): whichever driver is installed
+    for module in ("asyncmy.errors", "pymysql.err"):
+        try:
+            errors = importlib.import_module(module)
+        except ImportError:
+            continue
+        if isinstance(exc, errors.OperationalError):
             return True
-    except ImportError:  # pragma: no cover - asyncmy is a dependency
-        pass
     return False
 
 

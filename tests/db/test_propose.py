@@ -6,7 +6,6 @@ import asyncio
 import random
 
 import pytest
-from asyncmy.errors import OperationalError as DriverOperationalError
 from mlserve_testing import factories as f
 from mlserve_testing.darwin import count
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -31,6 +30,10 @@ from mlserve.models import (
 from mlserve.models import deployments as deployments_module
 from mlserve.models.settings import DatabaseSettings
 from mlserve.operator.reconcile import deploy
+
+
+class DriverOperationalError(Exception):
+    """A MySQL driver's error as asyncmy and PyMySQL raise them: ``(code, message)``."""
 
 
 async def _pair() -> tuple[User, Serve, Environment, list[Artifact]]:

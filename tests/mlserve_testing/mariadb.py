@@ -80,9 +80,9 @@ class MariaDBServer:
 
     async def execute(self, sql: str) -> None:
         """Run one statement outside any database, as the test user."""
-        import asyncmy
+        from tortoise.backends.mysql.client import mysql as driver  # asyncmy, or aiomysql without it
 
-        conn = await asyncmy.connect(
+        conn = await driver.connect(
             host=self.host, port=self.port, user=self.user, password=self.password, autocommit=True
         )
         try:
