@@ -120,7 +120,7 @@ def project_child(obj: Mapping[str, Any]) -> dict[str, Any]:
                 # A rollout's verdict (observe.workload_of: ProgressDeadlineExceeded,
                 # ReplicaFailure), without the times that move on every update.
                 kept["conditions"] = [
-                    {k: c.get(k) for k in ("type", "status", "reason", "message")} for c in kept["conditions"]
+                    {k: c[k] for k in ("type", "status", "reason", "message") if k in c} for c in kept["conditions"]
                 ]
             if kept:
                 out["status"] = kept

@@ -333,7 +333,7 @@ def test_probes_call_the_operators_liveness_endpoint(helm: Helm, value_set: str)
 def test_the_dcm_endpoint_is_off_unless_enabled_and_then_served(helm: Helm) -> None:
     objects = helm.template()
     assert "MLSERVE_DCM_LISTEN" not in _settings_env(objects, existing_secret={})
-    assert [p["name"] for p in _container(objects)["ports"]] == ["health"]
+    assert "dcm" not in [p["name"] for p in _container(objects)["ports"]]
     assert not [s for s in objects_of(objects, "Service") if s["metadata"]["name"].endswith("-dcm")]
 
     objects = helm.template(value_set="dcm")

@@ -61,7 +61,13 @@ def test_a_child_keeps_what_the_reconcile_reads_only() -> None:
     assert "kubectl.kubernetes.io/last-applied-configuration" not in meta.get("annotations", {})
     assert meta["ownerReferences"] and meta["labels"] == names.labels("iris", "dev")
     assert projected["spec"] == _deployment()["spec"]
-    assert projected["status"] == {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1}
+    assert projected["status"] == {
+        "observedGeneration": 1,
+        "replicas": 1,
+        "updatedReplicas": 1,
+        "readyReplicas": 1,
+        "conditions": [{"type": "Available"}],  # the rollout's verdict, without the times that move
+    }
 
 
 def test_children_are_found_by_namespace_and_selector() -> None:
