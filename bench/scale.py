@@ -43,6 +43,7 @@ import asyncio
 import collections
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -255,13 +256,17 @@ class Bench:
         self.local: LocalCluster | None = None
         self.mariadb: MariaDBServer | None = None
         self.operator: OperatorProcess | None = None
+        self.json_path = Path(args.json) if args.json else self.work / "scale.json"
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coroutine)
 
     def row(self, phase: str, figure: str) -> None:
+        """Print a figure as soon as it is known, and keep the JSON up to date: a run stopped
+        part-way keeps what it measured."""
         self.rows.append((phase, figure))
         print(f"  {phase:<9} {figure}", flush=True)
+        self.json_path.write_text(json.dumps(self.results, indent=2) + "\n")
 
     def database_url(self) -> str:
         if self.args.db == "sqlite":
@@ -272,6 +277,8 @@ class Bench:
     def main(self) -> int:
         args = self.args
         print(f"work folder {self.work}; {args.serves} serves; database {args.db}", flush=True)
+        # SIGTERM stops the run as Ctrl-C does: the operator, the cluster and the database too
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             return self._main()
         finally:
@@ -328,12 +335,11 @@ class Bench:
         if args.memory_points:
             self.memory(handle, args.memory_points)
 
-        out = Path(args.json) if args.json else self.work / "scale.json"
-        out.write_text(json.dumps(self.results, indent=2) + "\n")
+        self.json_path.write_text(json.dumps(self.results, indent=2) + "\n")
         print(f"\n{'phase':<9} figure")
         for phase, figure in self.rows:
             print(f"{phase:<9} {figure}")
-        print(f"\nJSON: {out}")
+        print(f"\nJSON: {self.json_path}")
         return 0
 
     # --- 2. converge --------------------------------------------------------------------------
@@ -515,25 +521,32 @@ class Bench:
         watch.start()
         total = self.args.serves
         measured: list[tuple[int, float]] = []
+        result: dict[str, Any] = {"points": []}
+        self.results["memory"] = result
         for point in points:
             if point < total:
                 raise SystemExit(f"--memory-points {point}: fewer than the {total} MLServes already there")
             self.operator.stop()
             rows = self.run(_memory_rows(total - self.args.serves, point - total))
-            self.run(_apply_paused(rows, self.operator.env))
+            self.run(_apply_paused(rows))
             total = point
+            began = time.monotonic()
             self.operator.start()
             expected = point - self.args.serves
             wait(lambda n=expected: len(watch.reconciled) >= n, self.args.timeout, f"{expected} paused MLServes")
+            reconciled = time.monotonic() - began
             time.sleep(10)
             rss = self.operator.rss_mib()
             measured.append((point, rss))
-            self.row("memory", f"{point} MLServes ({expected} paused, no children): RSS {rss:.0f} MiB")
-        result: dict[str, Any] = {"points": [{"mlserves": n, "rss_mib": r} for n, r in measured]}
+            result["points"].append({"mlserves": point, "rss_mib": rss, "start_to_all_reconciled_seconds": reconciled})
+            self.row(
+                "memory",
+                f"{point} MLServes ({expected} paused, no children): RSS {rss:.0f} MiB "
+                f"(start to every status written: {reconciled:.0f} s)",
+            )
         if len(measured) >= 2:
             result["slope_mib_per_1000"] = _slope(measured) * 1000
             self.row("", f"slope {result['slope_mib_per_1000']:.0f} MiB per 1,000 MLServes")
-        self.results["memory"] = result
 
 
 async def _memory_rows(start: int, count: int) -> list[ActiveRow]:
@@ -549,7 +562,7 @@ async def _memory_rows(start: int, count: int) -> list[ActiveRow]:
     return rows
 
 
-async def _apply_paused(rows: list[ActiveRow], env: Mapping[str, str]) -> None:
+async def _apply_paused(rows: list[ActiveRow]) -> None:
     """The MLServes the sync would create for ``rows``, paused."""
     client = make_client(FIELD_MANAGER)
     gate = asyncio.Semaphore(CONCURRENCY)
