@@ -379,11 +379,17 @@ class Bench:
         )
         self.row("", f"API requests meanwhile: {_verbs_text(verbs)}")
 
-    def _wait_synced(self, watch: MLServeWatch, wanted: Mapping[str, int], timeout: float, what: str) -> None:
+    def _wait_synced(
+        self, watch: MLServeWatch, wanted: Mapping[str, int], timeout: float, what: str, *, required: bool = True
+    ) -> dict[str, float]:
+        """When each MLServe of ``wanted`` was seen Synced for its deployment; past ``timeout``
+        the run stops (``required``) or the ones seen so far are returned."""
         deadline = time.monotonic() + timeout
         shown = time.monotonic()
         while len(watch.when_synced(wanted)) < len(wanted):
             if time.monotonic() > deadline:
+                if not required:
+                    break
                 done = len(watch.when_synced(wanted))
                 raise SystemExit(
                     f"{what}: only {done} of {len(wanted)} within {timeout:g} s (log: {self.work / 'operator.log'})"
@@ -392,43 +398,40 @@ class Bench:
                 print(f"    ... {len(watch.when_synced(wanted))} of {len(wanted)} Synced", flush=True)
                 shown = time.monotonic()
             time.sleep(0.1)
+        return watch.when_synced(wanted)
 
     # --- 3. latency ---------------------------------------------------------------------------
 
     def latency(self, seeded: Seeded, watch: MLServeWatch) -> None:
         args = self.args
-        serves = list(seeded.serves)
-        version = dict.fromkeys(serves, "v1")
+        serves = list(seeded.serves)[: args.latency_deploys]  # one deploy per serve
         committed: dict[str, tuple[int, float]] = {}
-        latencies: list[float] = []
         began = time.monotonic()
-        for index in range(args.latency_deploys):
+        for index, name in enumerate(serves):
             time.sleep(max(0.0, began + index * args.latency_interval - time.monotonic()))
-            name = serves[index % len(serves)]
-            version[name] = "v2" if version[name] == "v1" else "v1"
-            deployment = self.run(darwin.deploy(seeded.serves[name], version[name]))
-            at = time.monotonic()
-            mlserve = mlserve_name(name, seeded.environment)
-            if mlserve in committed:  # the same serve again (fewer serves than deploys): settle the last one
-                self._wait_synced(watch, {mlserve: committed[mlserve][0]}, 300, "a deploy")
-                latencies.append(watch.when_synced({mlserve: committed[mlserve][0]})[mlserve] - committed[mlserve][1])
-            committed[mlserve] = (deployment, at)
+            deployment = self.run(darwin.deploy(seeded.serves[name], "v2"))
+            committed[mlserve_name(name, seeded.environment)] = (deployment, time.monotonic())
         wanted = {name: deployment for name, (deployment, _) in committed.items()}
-        self._wait_synced(watch, wanted, 300, "the deploys")
-        synced = watch.when_synced(wanted)
-        latencies += [synced[name] - at for name, (_, at) in committed.items()]
-        result = {
-            "deploys": len(latencies),
+        timeout = args.latency_timeout
+        synced = self._wait_synced(watch, wanted, timeout, "the deploys", required=False)
+        latencies = [synced[name] - at for name, (_, at) in committed.items() if name in synced]
+        missing = len(committed) - len(latencies)
+        result: dict[str, Any] = {
+            "deploys": len(committed),
             "interval_seconds": args.latency_interval,
-            "p50": percentile(latencies, 0.5),
-            "p95": percentile(latencies, 0.95),
-            "max": max(latencies),
+            "not_synced": missing,
+            "timeout_seconds": timeout,
         }
+        if latencies:
+            result.update(p50=percentile(latencies, 0.5), p95=percentile(latencies, 0.95), max=max(latencies))
         self.results["latency"] = result
+        figures = (
+            f"p50 {result['p50']:.2f} s, p95 {result['p95']:.2f} s, max {result['max']:.2f} s" if latencies else "-"
+        )
+        lost = f"; {missing} not Synced within {timeout:g} s (left out of the figures)" if missing else ""
         self.row(
             "latency",
-            f"{len(latencies)} deploys, one every {args.latency_interval:g} s, commit -> Synced: "
-            f"p50 {result['p50']:.2f} s, p95 {result['p95']:.2f} s, max {result['max']:.2f} s",
+            f"{len(committed)} deploys, one every {args.latency_interval:g} s, commit -> Synced: {figures}{lost}",
         )
 
     # --- 4. idle ------------------------------------------------------------------------------
@@ -636,10 +639,14 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--latency-deploys", type=int, default=20)
     parser.add_argument("--latency-interval", type=float, default=2.0, help="seconds between two deploys")
+    parser.add_argument("--latency-timeout", type=float, default=300.0, help="the longest wait for the deploys")
     parser.add_argument("--restart-seconds", type=float, default=90.0, help="the window counted after a restart")
     parser.add_argument("--memory-points", type=_ints, default=[], help="e.g. 1000,5000,10000 (MLServes in all)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="the longest wait of any phase")
-    return Bench(parser.parse_args()).main()
+    args = parser.parse_args()
+    if args.latency_deploys > args.serves:
+        parser.error("--latency-deploys: at most --serves (one deploy per serve)")
+    return Bench(args).main()
 
 
 if __name__ == "__main__":
