@@ -24,8 +24,8 @@ infra config each), then measures, in this order:
    ``Com_*`` counters, less this script's own), per sync tick. SQLite has no server counters:
    not counted.
 5. restart: SIGKILL, start again with N converged; writes and LISTs within ``--restart-seconds``,
-   and the time to idle: from the start to the last write or LIST before the first 10 s
-   without any (periodic LISTs after that quiet are the idle phase's figure).
+   and the time to idle: from the start to the last write, and any LIST right after it, that
+   10 s without a write or LIST follow (periodic LISTs after that quiet are the idle phase's).
 6. memory: the RSS at converge; with ``--memory-points 1000,5000,10000`` the operator is
    restarted with that many MLServes in all (MLServes only: the added ones are paused, so it
    reads the database and writes their status but applies no children) and the RSS and its
@@ -486,9 +486,14 @@ class Bench:
         verbs = by_verb(requests)
         writes = [r for r in requests if r["verb"] in WRITE_VERBS]
         last_write = max((when(r) for r in writes), default=None)
+        since_write = healthy if last_write is None else last_write - started
         idle_after = _quiet_after(
-            sorted(when(r) - started for r in requests if r["verb"] in WRITE_VERBS or r["verb"] == "list"),
-            healthy,
+            sorted(
+                at
+                for at in (when(r) - started for r in requests if r["verb"] in WRITE_VERBS or r["verb"] == "list")
+                if at >= since_write
+            ),
+            since_write,
             window,
         )
         result = {
@@ -509,7 +514,7 @@ class Bench:
             + (
                 f"idle after {idle_after:.1f} s (then no write or LIST for {QUIET_SECONDS:g} s)"
                 if idle_after is not None
-                else f"never {QUIET_SECONDS:g} s without a write or LIST"
+                else f"not idle within the window (last write at {since_write:.1f} s)"
             ),
         )
         self.row("", f"API requests: {_verbs_text(verbs)}")
@@ -644,7 +649,7 @@ def main() -> int:
     parser.add_argument("--memory-points", type=_ints, default=[], help="e.g. 1000,5000,10000 (MLServes in all)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="the longest wait of any phase")
     args = parser.parse_args()
-    if args.latency_deploys > args.serves:
+    if "latency" not in args.skip and args.latency_deploys > args.serves:
         parser.error("--latency-deploys: at most --serves (one deploy per serve)")
     return Bench(args).main()
 
