@@ -16,50 +16,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-from common import FIELD_MANAGER, db_now, install_mlserve_crd, p50_p90_max, start_cluster, wait
+from common import FIELD_MANAGER, install_mlserve_crd, p50_p90_max, start_cluster, wait
 from lightkube import ApiError, Client
-from tortoise import Tortoise
 
 from mlserve.models.db import close_db, init_db
 from mlserve.models.settings import DatabaseSettings
 from mlserve.operator.dev.cluster import LocalCluster
+from mlserve.operator.dev.darwin import db_now, insert
 from mlserve.operator.dev.demo import CLUSTER_NAME, _Operator
 from mlserve.operator.reconcile.kube import MLServe
 
 NAMESPACE = "bench"
 
 
-class Writer:
-    """Plain INSERTs, as Darwin writes them."""
-
-    def __init__(self) -> None:
-        self.conn = Tortoise.get_connection("default")
-        self.mysql = self.conn.capabilities.dialect == "mysql"
-
-    async def insert(self, table: str, **columns: Any) -> int:
-        mark = "%s" if self.mysql else "?"
-        names = ", ".join(columns)
-        values = [json.dumps(v) if isinstance(v, dict) else v for v in columns.values()]
-        return int(
-            await self.conn.execute_insert(
-                f"INSERT INTO {table} ({names}) VALUES ({', '.join(mark for _ in columns)})", values
-            )
-        )
-
-
 async def _prepare(db_url: str) -> tuple[int, int]:
     await init_db(DatabaseSettings.from_url(db_url))
-    w = Writer()
     now = db_now()
-    user = await w.insert("users", username="admin", token="t", created_at=now, updated_at=now)
-    env = await w.insert(
+    user = await insert("users", username="admin", token="t", created_at=now, updated_at=now)
+    env = await insert(
         "environments",
         name="bench",
         env_configs={
@@ -78,15 +57,14 @@ async def _prepare(db_url: str) -> tuple[int, int]:
 async def _insert_deployments(run: int, count: int, user: int, env: int) -> tuple[list[str], float]:
     """N serves, each with an artifact, an infra config and an active deployment; returns the
     serve names and the wall-clock time of the last commit."""
-    w = Writer()
     serves: list[str] = []
     for index in range(count):
         now = db_now()
         name = f"b{run}-s{index}"
-        serve = await w.insert(
+        serve = await insert(
             "serves", name=name, type="api", space="bench", created_by=user, created_at=now, updated_at=now
         )
-        artifact = await w.insert(
+        artifact = await insert(
             "artifacts",
             serve_id=serve,
             version="v1",
@@ -95,7 +73,7 @@ async def _insert_deployments(run: int, count: int, user: int, env: int) -> tupl
             created_at=now,
             created_by_id=user,
         )
-        await w.insert(
+        await insert(
             "api_serve_configs",
             serve_id=serve,
             environment_id=env,
@@ -106,7 +84,7 @@ async def _insert_deployments(run: int, count: int, user: int, env: int) -> tupl
             created_at=now,
             updated_at=now,
         )
-        deployment = await w.insert(
+        deployment = await insert(
             "deployments",
             serve_id=serve,
             artifact_id=artifact,
@@ -115,7 +93,7 @@ async def _insert_deployments(run: int, count: int, user: int, env: int) -> tupl
             created_at=now,
             status="ACTIVE",
         )
-        await w.insert(
+        await insert(
             "active_deployments",
             deployment_id=deployment,
             environment_id=env,

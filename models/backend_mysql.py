@@ -20,7 +20,7 @@ from .backend import TIMEOUT_KEY, Clock, connections, seconds_of, timed_out
 
 __all__ = ["DRIVER", "TimedMySQLClient"]
 
-DRIVER: str = mysql_client.mysql.__name__
+DRIVER: str = mysql_client.mysql.__name__  # type: ignore[attr-defined]  # the module it imported
 """The MySQL driver Tortoise found: ``asyncmy`` when it is installed (the default), else ``aiomysql``."""
 
 

@@ -29,6 +29,8 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, ServiceAccountToken
 
 from mlserve.operator.dev.cluster import names
+from mlserve.operator.dev.cluster.audit import read_events
+from mlserve.operator.dev.cluster.kubeconfig import write_token_kubeconfig
 from mlserve_testing.chart import CHART, VALUES_DIR, Helm, project_helm
 
 #: "chart" (default): the operator's end-to-end tests run as the chart's ServiceAccount;
@@ -78,29 +80,6 @@ class ChartIdentity:
     namespaces: tuple[str, ...]
     """watchNamespaces of the install (MLSERVE_NAMESPACES of the operator it is for)."""
     peering_name: str | None
-
-
-def _kubeconfig_with_token(admin_kubeconfig: Path, token: str, username: str, path: Path) -> Path:
-    """The admin kubeconfig's cluster (server and CA), with the token as its only user."""
-    config: dict[str, Any] = yaml.safe_load(admin_kubeconfig.read_text())
-    current = config.get("current-context") or config["contexts"][0]["name"]
-    (context,) = [c for c in config["contexts"] if c["name"] == current]
-    (cluster,) = [c for c in config["clusters"] if c["name"] == context["context"]["cluster"]]
-    cluster_entry = dict(cluster["cluster"])
-    ca = cluster_entry.get("certificate-authority")
-    if ca and not Path(ca).is_absolute():
-        cluster_entry["certificate-authority"] = str((admin_kubeconfig.parent / ca).resolve())
-    out = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": cluster["name"], "cluster": cluster_entry}],
-        "users": [{"name": username, "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": cluster["name"], "user": username}}],
-        "current-context": "operator",
-    }
-    path.write_text(yaml.safe_dump(out))
-    path.chmod(0o600)
-    return path
 
 
 def install_identity(
@@ -154,7 +133,7 @@ def install_identity(
         namespace=namespace,
     ).status.token
     username = f"system:serviceaccount:{namespace}:{account}"
-    kubeconfig = _kubeconfig_with_token(cluster.kubeconfig, token, username, folder / f"{release}.kubeconfig")
+    kubeconfig = write_token_kubeconfig(cluster.kubeconfig, token, username, folder / f"{release}.kubeconfig")
     peering_name = peerings.pop() if peerings else None
     return ChartIdentity(username, kubeconfig, release, namespace, tuple(namespaces), peering_name)
 
@@ -242,13 +221,8 @@ def audited_requests(log: Path, username: str) -> list[AuditedRequest]:
     A server-side apply that created its object (PATCH answered 201) is also listed as a
     create: the API server checks that right inside the PATCH, with no audit event of its own.
     """
-    last: dict[str, dict[str, Any]] = {}
-    with log.open() as lines:
-        for line in lines:
-            event = json.loads(line)
-            if event.get("user", {}).get("username") != username or "objectRef" not in event:
-                continue
-            last[event["auditID"]] = event
+    events, _ = read_events(log, username)
+    last = {event["auditID"]: event for event in events}
     out = []
     for event in last.values():
         ref = event["objectRef"]
