@@ -149,6 +149,7 @@ class OperatorProcess:
             "MLSERVE_DB_URL": self.db_url,
             "MLSERVE_CLUSTER_NAME": "local",
             "MLSERVE_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.port}/healthz",
+            "MLSERVE_METRICS_PORT": "0",  # several operators may run on one machine
             **self.settings,
         }
 

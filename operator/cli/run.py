@@ -135,7 +135,13 @@ def run() -> None:
     if settings.metrics_port:
         from mlserve.operator import metrics
 
-        metrics.serve(settings.metrics_port)
+        try:
+            metrics.serve(settings.metrics_port)
+        except OSError as exc:
+            raise click.ClickException(
+                f"MLSERVE_METRICS_PORT={settings.metrics_port}: cannot serve the metrics there "
+                f"({exc.strerror}): choose a free port, or 0 for none"
+            ) from None
 
     import kopf
 

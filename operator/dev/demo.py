@@ -259,12 +259,14 @@ class _Operator:
         self.pid_file = pid_file
         self.process: subprocess.Popen[bytes] | None = None
         self.port = _free_port()
+        self.metrics_port = _free_port()
 
     def start(self) -> None:
         env = {
             **self.env,
             "MLSERVE_CLUSTER_NAME": CLUSTER_NAME,
             "MLSERVE_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.port}/healthz",
+            "MLSERVE_METRICS_PORT": str(self.metrics_port),
             "MLSERVE_SYNC_INTERVAL": "1s",
             "MLSERVE_LOG_LEVEL": "INFO",
             # The local cluster's fake nodes carry no Karpenter capacity-type label.
@@ -449,6 +451,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
         )
         operator.start()
         _wait(operator.healthy, options.timeout, "the operator's liveness endpoint")
+        echo(f"metrics: curl http://127.0.0.1:{operator.metrics_port}/metrics")
 
         environment = rows.environment
         namespace = rows.namespaces[environment]
