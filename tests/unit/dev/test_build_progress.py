@@ -3,30 +3,16 @@ spent and the components left; compiler errors come through as they are."""
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-FOLDER = Path(__file__).resolve().parents[3] / "deploy" / "local-cluster"
-
-pytestmark = pytest.mark.skipif(shutil.which("go") is None, reason="needs go on PATH")
+from mlserve_testing.local_cluster import load_script
 
 
 @pytest.fixture(scope="module")
 def build() -> ModuleType:
-    sys.path.insert(0, str(FOLDER))
-    try:
-        spec = importlib.util.spec_from_file_location("local_cluster_build", FOLDER / "build.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(FOLDER))
+    return load_script("build")
 
 
 def _module(tmp_path: Path, source: str) -> Path:

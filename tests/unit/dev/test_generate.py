@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-LOCAL_CLUSTER = Path(__file__).resolve().parents[3] / "deploy" / "local-cluster"
+from mlserve_testing.local_cluster import LOCAL_CLUSTER, load_script
 
 GOMOD = """module k8s.io/kubernetes
 
@@ -36,15 +32,7 @@ replace k8s.io/kubectl => ./staging/src/k8s.io/kubectl
 
 @pytest.fixture(scope="module")
 def generate() -> ModuleType:
-    sys.path.insert(0, str(LOCAL_CLUSTER))
-    try:
-        spec = importlib.util.spec_from_file_location("local_cluster_generate", LOCAL_CLUSTER / "generate.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(LOCAL_CLUSTER))
+    return load_script("generate")
 
 
 def test_required_staging_modules_are_pinned_to_the_matching_release(generate: ModuleType) -> None:
