@@ -71,7 +71,7 @@ __all__ = [
     "check_binding",
     "end_deployment",
     "from_rows",
-    "kept_superseded",
+    "kept_verdict",
     "owns_pair",
     "resolve",
     "sync_deployment",
@@ -113,14 +113,21 @@ class DeployOutcome:
         return self.state in ("superseded", "followed")
 
 
-def kept_superseded(status: Mapping[str, Any], outcome: DeployOutcome) -> str | None:
-    """The message of a ``Superseded`` condition that still holds: the MLServe still
-    reflects the deployment that superseded its request (kept until the next request)."""
+_KEPT_STATES = {Reason.SUPERSEDED: "superseded", Reason.DEPLOYMENT_RECORDED: "recorded", Reason.IN_SYNC: "in_sync"}
+
+
+def kept_verdict(status: Mapping[str, Any], outcome: DeployOutcome) -> tuple[str, str] | None:
+    """The ``DatabaseSynced`` verdict the status already gives for the deployment the MLServe
+    still reflects: ``(state, message)`` of a deploy it recorded, of a request the database
+    superseded, or of a deployment it followed, kept while nothing new happens. A later
+    reconcile that finds the pair in step would otherwise rewrite the condition once ("in sync")
+    for every deploy: one needless status write each, at the next drift check."""
     if outcome.state != "in_sync" or outcome.active is None or status.get("deploymentId") != outcome.active.pk:
         return None
     for condition in status.get("conditions") or []:
-        if condition.get("type") == ConditionType.DATABASE_SYNCED and condition.get("reason") == Reason.SUPERSEDED:
-            return str(condition.get("message") or "")
+        if condition.get("type") == ConditionType.DATABASE_SYNCED and condition.get("status") == "True":
+            state = _KEPT_STATES.get(condition.get("reason"))
+            return None if state is None else (state, str(condition.get("message") or ""))
     return None
 
 

@@ -305,9 +305,9 @@ def _from_rows(
     if context is None:
         return None
     obs.db_state, obs.db_message = outcome.state, outcome.message
-    kept = deploy.kept_superseded(previous_status, outcome)
+    kept = deploy.kept_verdict(previous_status, outcome)
     if kept is not None:
-        obs.db_state, obs.db_message = "superseded", kept
+        obs.db_state, obs.db_message = kept
     return DatabaseStep(spec, resolved, outcome, context)
 
 
@@ -338,9 +338,9 @@ async def _resolve_and_record(
         resolved, reflects=reflected_id(body), paused=spec.paused, deploy_user=rt.settings.deploy_user
     )
     obs.db_state, obs.db_message = outcome.state, outcome.message
-    kept = deploy.kept_superseded(previous_status, outcome)
+    kept = deploy.kept_verdict(previous_status, outcome)
     if kept is not None:
-        obs.db_state, obs.db_message = "superseded", kept
+        obs.db_state, obs.db_message = kept
     context = None
     if outcome.active is not None and outcome.active_artifact is not None:
         context = await load_context(
