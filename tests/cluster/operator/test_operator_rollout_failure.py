@@ -32,10 +32,10 @@ async def test_a_rollout_with_no_room_for_its_pods_is_failed_until_there_is(
             metadata=ObjectMeta(name="no-room", namespace=namespace), spec=ResourceQuotaSpec(hard={"pods": "1"})
         )
     )
-    wait_for(lambda: _quota_counted(kube_client, namespace), timeout=30, what="the quota's usage counted")
+    wait_for(lambda: _quota_counted(kube_client, namespace), timeout=60, what="the quota's usage counted")
 
     apply(kube_client, mlserve(serve, namespace, env, "v2"))
-    body = wait_condition(kube_client, serve, namespace, "Ready", "False", reason="ReplicaFailure", timeout=90)
+    body = wait_condition(kube_client, serve, namespace, "Ready", "False", reason="ReplicaFailure", timeout=180)
     ready = next(c for c in body["status"]["conditions"] if c["type"] == "Ready")
     assert body["status"]["phase"] == "Failed"
     assert "exceeded quota" in ready["message"] and "0/1 pods of this version ready" in ready["message"]
@@ -43,5 +43,5 @@ async def test_a_rollout_with_no_room_for_its_pods_is_failed_until_there_is(
     assert any(e.reason == "ReplicaFailure" for e in events(kube_client, namespace, serve))
 
     kube_client.delete(ResourceQuota, "no-room", namespace=namespace)
-    body = wait_condition(kube_client, serve, namespace, "Ready", timeout=120)
+    body = wait_condition(kube_client, serve, namespace, "Ready", timeout=180)
     assert body["status"]["phase"] == "Ready" and body["status"]["ready"] == "1/1"
