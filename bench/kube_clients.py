@@ -27,7 +27,8 @@ makes ``--concurrency`` LISTs at once (not timed) to open its connections. Each 
 process, twice: once timed (wall time, p50/p95 per call, resident memory: after import and
 client, after the calls, after the watch), once under ``tracemalloc`` (its peak for the
 calls and for the watch; tracemalloc slows Python down, so that run is not timed). Ratios
-are to lightkube (above 1: lightkube is faster or smaller). A shared machine makes single
+are to lightkube (above 1: lightkube is faster or smaller). The watch's RSS delta can be
+negative: memory the calls freed is given back during the watch. A shared machine makes single
 figures noisy; the ratios, measured in one run, are the figures.
 """
 
