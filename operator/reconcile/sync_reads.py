@@ -273,15 +273,25 @@ async def active_rows(
 
 
 async def ended_deployments(deployment_ids: Iterable[int]) -> set[int]:
-    """The ids among ``deployment_ids`` that are not ACTIVE any more (ENDED, or the row is gone);
-    a status the operator does not know is neither."""
+    """The ids among ``deployment_ids`` whose pair is undeployed now: the deployment is ENDED
+    (or its row is gone) and its pair has no ACTIVE deployment at the time of this read. A
+    status the operator does not know is neither.
+
+    An ENDED deployment whose pair has another ACTIVE one was *replaced*, not undeployed: a
+    deploy committed while the pass ran, after it read the active rows (a pass that read no
+    row for the pair, then listed an MLServe that reflects the pair's first deployment, which a
+    second deploy ended before this read). Its MLServe is followed to the new deployment by
+    the next pass, never deleted."""
     ids = sorted(set(deployment_ids))
     if not ids:
         return set()
     # The status as the column holds it: one the operator does not know counts as neither
     # (the MLServe is left alone), never as ended.
     rows = await Deployment._meta.db.execute_query_dict(
-        f"SELECT id, status FROM deployments WHERE id IN ({','.join(str(int(i)) for i in ids)})"
+        "SELECT d.id AS id, d.status AS status, EXISTS ("
+        " SELECT 1 FROM active_deployments a JOIN deployments n ON n.id = a.deployment_id"
+        " WHERE a.serve_id = d.serve_id AND a.environment_id = d.environment_id AND n.status = 'ACTIVE'"
+        f") AS deployed FROM deployments d WHERE d.id IN ({','.join(str(int(i)) for i in ids)})"
     )
-    status = {int(row["id"]): row["status"] for row in rows}
-    return {i for i in ids if i not in status or status[i] == DeploymentStatus.ENDED.value}
+    status = {int(row["id"]): (row["status"], bool(row["deployed"])) for row in rows}
+    return {i for i in ids if i not in status or (status[i][0] == DeploymentStatus.ENDED.value and not status[i][1])}

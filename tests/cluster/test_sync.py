@@ -382,6 +382,22 @@ async def test_an_ended_deployment_whose_pointer_stayed_counts_as_undeployed(sql
     assert rows == []
 
 
+async def test_a_deployment_replaced_while_the_pass_ran_is_not_an_undeploy(sqlite_db: DarwinSQL) -> None:
+    """A pass that read no row for a pair, then listed its MLServe reflecting the pair's first
+    deployment, which a second deploy ended before the pass checked it: replaced, not undeployed,
+    so the MLServe is not deleted (the next pass follows it to the second deployment)."""
+    db = sqlite_db
+    user = await db.user()
+    dev = await db.environment("dev", "local", "ml-dev")
+    iris = await db.serve("iris", user)
+    first = await db.deploy(iris, dev, await db.artifact(iris, "v1", user), user)
+    second = await db.deploy(iris, dev, await db.artifact(iris, "v2", user), user)
+    assert await sync_reads.ended_deployments([first]) == set()
+    await db.undeploy(iris, dev)
+    assert await sync_reads.ended_deployments([first, second]) == {first, second}
+    assert await sync_reads.ended_deployments([first + second + 100]) == {first + second + 100}  # gone
+
+
 async def test_two_active_pointers_for_one_pair_are_left_alone(sqlite_db: DarwinSQL) -> None:
     db = sqlite_db
     user = await db.user()
