@@ -25,8 +25,6 @@ from mlserve.operator.render import names
 
 pytestmark = [pytest.mark.cluster]
 
-TABLES = ("deployments", "active_deployments", "app_layer_deployments", "api_serve_configs", "artifacts")
-
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -58,8 +56,24 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-async def _counts() -> dict[str, int]:
-    return {table: await darwin.count(table) for table in TABLES}
+# Each table's rows of one serve (the operator serves other tests' MLServes meanwhile: a
+# deletion they left may still end its deployment while this test counts).
+_OF_SERVE = {
+    "deployments": "SELECT COUNT(*) AS n FROM deployments WHERE serve_id = ?",
+    "active_deployments": "SELECT COUNT(*) AS n FROM active_deployments WHERE serve_id = ?",
+    "app_layer_deployments": (
+        "SELECT COUNT(*) AS n FROM app_layer_deployments l JOIN deployments d ON d.id = l.deployment_id"
+        " WHERE d.serve_id = ?"
+    ),
+    "api_serve_configs": "SELECT COUNT(*) AS n FROM api_serve_configs WHERE serve_id = ?",
+    "artifacts": "SELECT COUNT(*) AS n FROM artifacts WHERE serve_id = ?",
+}
+
+
+async def _counts(serve: str) -> dict[str, int]:
+    """The rows of ``serve`` in each table Darwin's calls could make the operator write."""
+    (row,) = await darwin.query("SELECT id FROM serves WHERE name = ?", serve)
+    return {table: int((await darwin.query(sql, row["id"]))[0]["n"]) for table, sql in _OF_SERVE.items()}
 
 
 async def _darwin_records_deploy(seed: darwin.Seed, version: str, variables: dict[str, Any] | None) -> int:
@@ -106,7 +120,7 @@ async def test_darwin_deploy_infra_update_redeploy_and_undeploy_replayed(
         "host": f"{serve}-{env}.models.example.com",
     }
     mls_name = names.mlserve_name(serve, env)
-    before = await _counts()
+    before = await _counts(serve)
 
     # Deploy: Darwin packs the values, then starts the release; both accepted as DCM does.
     built = dcm.replay(dcm_url, "deploy_build", **fill)
@@ -121,7 +135,7 @@ async def test_darwin_deploy_infra_update_redeploy_and_undeploy_replayed(
     assert started.status_code == 202, started.text
     assert started.json()["data"] == {"resource_id": f"{env}-{serve}"}
     # One writer per fact: the endpoint recorded nothing, and created nothing.
-    assert await _counts() == before
+    assert await _counts(serve) == before
     assert gone(kube_client, MLServe, mls_name, namespace)
 
     deployment_id = await _darwin_records_deploy(seed, "v1", {"log_level": "info"})
@@ -211,7 +225,7 @@ async def test_a_bad_call_gets_its_code_and_a_message_naming_the_field(
     await darwin.seed_api_serve(serve, env, namespace)
     call = dcm.call(fixture, env=env, serve=serve, version="v1", namespace=namespace, cluster=CLUSTER_NAME, host="h")
     body = {**call["body"], **change}
-    before = await _counts()
+    before = await _counts(serve)
     answer = dcm.send(dcm_url, call["method"], call["path"], body)
     assert answer.status_code == code, answer.text
     payload = answer.json()
@@ -219,7 +233,7 @@ async def test_a_bad_call_gets_its_code_and_a_message_naming_the_field(
     assert payload["field"] == field
     assert payload["message"].startswith(f"{field}: ")
     assert "s3cr3t-in-values" not in answer.text
-    assert await _counts() == before
+    assert await _counts(serve) == before
 
 
 async def test_not_json_an_unbuilt_version_and_a_one_click_release_are_refused(
