@@ -145,6 +145,8 @@ async def floor(seeded: Seeded, settings: OperatorSettings) -> dict[str, Any]:
         nonlocal objects
         row = ActiveRow(name, "api", seeded.environment, FLOOR_NAMESPACE, seeded.serves[name].serve, "v1")
         body = new_mlserve(row)
+        # no operator watches the floor's namespace to release a finalizer, and it is deleted
+        body["metadata"].pop("finalizers", None)
         async with gate:
             live = await apply_object(
                 client, MLServe, body, namespace=FLOOR_NAMESPACE, field_manager=settings.field_manager, what=name

@@ -28,7 +28,7 @@ down, API errors) are retried with doubling backoff and jitter (the equivalent o
 ``kopf.TemporaryError(delay=...)``). Neither crashes the operator.
 
 Deletion: the reconcile puts the finalizer (:data:`~.spec.api.FINALIZER`) on an MLServe once
-it reflects a deployment; when the MLServe is being deleted the controller runs
+it reflects a deployment (the sync creates its MLServes with it); when the MLServe is being deleted the controller runs
 :func:`~.reconcile.finalize.finalize` (retried with backoff until the database answers or
 ``MLSERVE_DELETION_DB_TIMEOUT`` passes) and then removes the finalizer with a JSON patch.
 """

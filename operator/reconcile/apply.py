@@ -22,6 +22,13 @@ left behind by an MLServe deleted with ``--cascade=orphan``). The read by name, 
 and the writes that follow hold a lock per name (taken in sorted order), so two MLServes of
 one operator rendering the same new names cannot both find them free: the first holds them
 all; MLServes of other names in the namespace go on at the same time.
+
+A new child is read by name and then applied, not created with a POST (which would answer
+409 for a taken name and spare the read): the fields of a POST are recorded under our field
+manager's operation ``Update``, an owner apart from its ``Apply``, so a later apply of a
+rendering that dropped one of them (an env var, a limit) would leave it in place
+(``tests/cluster/test_server_side_apply.py`` shows it). Created by apply, the child's fields
+are ours to remove.
 """
 
 from __future__ import annotations

@@ -168,7 +168,15 @@ def mlserve_name_for(row: ActiveRow, taken: Mapping[str, Pair | None]) -> str:
 
 def new_mlserve(row: ActiveRow, name: str | None = None) -> dict[str, Any]:
     """The MLServe the sync creates for a pair: labelled, marked, the four spec fields only
-    (overrides stay the user's)."""
+    (overrides stay the user's), and held by the operator's finalizer from birth.
+
+    It reflects its deployment (the annotation) from birth, so the reconcile would add the
+    finalizer in its first metadata patch anyway (``mlserve._ensure_metadata`` holds every
+    MLServe that reflects a deployment): carrying the labels, the annotation and the finalizer
+    at creation leaves that patch nothing to write. It also means a deletion before the first
+    reconcile ends the deployment like any later one, instead of the sync creating the
+    MLServe again next tick for a deployment still active. The sync only creates in watched
+    namespaces, so an operator is there to release the finalizer."""
     return {
         "apiVersion": api.API_VERSION,
         "kind": api.KIND,
@@ -181,6 +189,7 @@ def new_mlserve(row: ActiveRow, name: str | None = None) -> dict[str, Any]:
                 api.LABEL_MANAGED_BY: api.MANAGED_BY,
             },
             "annotations": {api.ANNOTATION_DEPLOYMENT_ID: str(row.deployment_id)},
+            "finalizers": [api.FINALIZER],
         },
         "spec": {
             "serve": row.serve,

@@ -470,6 +470,8 @@ def test_a_new_mlserve_is_named_by_the_rule_and_carries_the_marker() -> None:
     assert body["metadata"]["namespace"] == "ml-dev"
     assert body["metadata"]["annotations"] == {ANNOTATION_DEPLOYMENT_ID: "12"}
     assert body["metadata"]["labels"]["mlserve.darwin.io/serve"] == "iris"
+    # held from birth: it reflects deployment 12, so the first reconcile has no metadata to patch
+    assert body["metadata"]["finalizers"] == ["mlserve.darwin.io/finalizer"]
     assert body["spec"] == {"serve": "iris", "environment": "dev", "type": "api", "artifactVersion": "v3"}
 
 
