@@ -64,4 +64,6 @@ def test_an_object_created_by_post_keeps_a_field_a_later_apply_drops(kube_client
         ConfigMap(metadata=ObjectMeta(name="settings", namespace=namespace), data={"mode": "serve", "extra": "1"}),
         field_manager=MANAGER,
     )
-    assert kube_client.apply(_config_map(namespace, "serve"), field_manager=MANAGER, force=True).data == {"mode": "serve"}
+    assert kube_client.apply(_config_map(namespace, "serve"), field_manager=MANAGER, force=True).data == {
+        "mode": "serve"
+    }
