@@ -35,6 +35,7 @@ __all__ = [
     "DatabaseDown",
     "database_settings",
     "emit",
+    "environment_option",
     "output_option",
     "run_with_database",
 ]
@@ -55,6 +56,10 @@ output_option = click.option(
     show_default=True,
     help="table for people; json or yaml for programs (the same fields, in full).",
 )
+
+
+environment_option = click.option("--env", "environment", required=True, help="The environment (environments.name).")
+"""The ``--env ENV`` of the commands that act on one (serve, environment)."""
 
 
 class DatabaseDown(click.ClickException):

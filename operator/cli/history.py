@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .common import database_settings, emit, output_option, run_with_database
+from .common import database_settings, emit, environment_option, output_option, run_with_database
 
 __all__ = ["history"]
 
@@ -37,7 +37,7 @@ async def _history(serve_name: str, environment_name: str, limit: int) -> list[d
 
 @click.command("history")
 @click.argument("serve")
-@click.option("--env", "environment", required=True, help="The environment (environments.name).")
+@environment_option
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="At most this many.")
 @output_option
 def history(serve: str, environment: str, limit: int, output: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import click
 
-from .common import database_settings, run_with_database
+from .common import database_settings, environment_option, run_with_database
 
 __all__ = ["rollback"]
 
@@ -40,7 +40,7 @@ async def _rollback(serve: str, environment: str, user: str, dry_run: bool) -> s
 
 @click.command("rollback")
 @click.argument("serve")
-@click.option("--env", "environment", required=True, help="The environment (environments.name).")
+@environment_option
 @click.option(
     "--user",
     default="admin",

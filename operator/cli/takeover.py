@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from .common import ClusterDown, database_settings, run_with_database
+from .common import ClusterDown, database_settings, environment_option, run_with_database
 
 __all__ = ["takeover"]
 
@@ -46,7 +46,7 @@ async def _pair(serve: str, environment: str) -> object:
 
 @click.command("takeover")
 @click.argument("serve")
-@click.option("--env", "environment", required=True, help="The environment (environments.name).")
+@environment_option
 @click.option(
     "--timeout",
     default="10m",
