@@ -24,6 +24,26 @@ DRIVER: str = mysql_client.mysql.__name__  # type: ignore[attr-defined]  # the m
 """The MySQL driver Tortoise found: ``asyncmy`` when it is installed (the default), else ``aiomysql``."""
 
 
+def _time_new_connections(pool: Any, seconds: float) -> None:
+    """Bound the opening of ``pool``'s new connections by ``seconds`` (aiomysql only).
+
+    aiomysql times out only the TCP connect: the handshake that follows waits for ever on a
+    hung server, and it runs inside the pool's lock, so every later call would wait behind it.
+    The pool opens connections in one method, called with that lock held, that never waits for
+    another call to give a connection back: timing that method times exactly the opening of
+    connections, never a wait for the pool. (asyncmy has a read timeout of its own.)
+    """
+    fill = pool._fill_free_pool
+
+    async def fill_in_time(override_min: bool) -> None:
+        try:
+            await asyncio.wait_for(fill(override_min), seconds)
+        except TimeoutError as exc:
+            raise timed_out(seconds) from exc
+
+    pool._fill_free_pool = fill_in_time
+
+
 class _TimedPoolConnection(PoolConnectionWrapper[Any]):
     """A pooled connection for one statement: waits for the pool, then times the statement."""
 
@@ -122,6 +142,11 @@ class TimedMySQLClient(MySQLClient):
             if DRIVER == "asyncmy":
                 kwargs.setdefault("read_timeout", self.statement_timeout)
         super().__init__(**kwargs)
+
+    async def create_connection(self, with_db: bool) -> None:
+        await super().create_connection(with_db)
+        if DRIVER == "aiomysql" and self.statement_timeout is not None:
+            _time_new_connections(self._pool, self.statement_timeout)
 
     def acquire_connection(self) -> ConnectionWrapper[Any] | PoolConnectionWrapper[Any]:
         return _TimedPoolConnection(self)
