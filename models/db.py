@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -138,11 +139,18 @@ async def init_db(
         raise
     except Exception as exc:  # noqa: BLE001 - every driver error is classified below
         await close_db()
-        refused = _login_refusal(exc)
+        refused = _login_refusal(exc, encrypted=settings.tls != "off")
         if refused is not None:
             raise LoginRefused(
                 f"the database {settings.display_url} (from {settings.source}) refused the login: {refused} "
                 f"(the server said: {settings.redact(_error_text(exc))})"
+            ) from None
+        rejected = _rejected_certificate(exc)
+        if rejected is not None:
+            raise LoginRefused(
+                f"the database {settings.display_url} (from {settings.source}): its TLS certificate was not "
+                f"accepted ({rejected}): point MLSERVE_DB_TLS_CA at the CA that signed it, and connect by a "
+                "host name or address the certificate names"
             ) from None
         if _is_connection_error(exc):
             raise DatabaseUnavailable(
@@ -373,15 +381,35 @@ _LOGIN_ERRORS: dict[int, str] = {
 }
 
 
-def _login_refusal(exc: BaseException) -> str | None:
-    """What to fix when ``exc`` (or an exception it wraps) is the server refusing the login."""
+# MariaDB refuses a plain connection to a user or server that requires TLS with 1045, like a wrong
+# password (MySQL says 3159): without TLS, that answer may mean either.
+_PLAIN_1045 = " or, if the server requires encrypted connections, set MLSERVE_DB_TLS to require or verify"
+
+
+def _login_refusal(exc: BaseException, *, encrypted: bool) -> str | None:
+    """What to fix when ``exc`` (or an exception it wraps) is the server refusing the login
+    (``encrypted``: the connection asked for TLS)."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         args = getattr(current, "args", ())
         if args and isinstance(args[0], int) and args[0] in _LOGIN_ERRORS:
-            return f"MySQL error {args[0]}, {_LOGIN_ERRORS[args[0]]}"
+            also = _PLAIN_1045 if args[0] == 1045 and not encrypted else ""
+            return f"MySQL error {args[0]}, {_LOGIN_ERRORS[args[0]]}{also}"
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _rejected_certificate(exc: BaseException) -> str | None:
+    """Why the server's certificate failed the check, when that is what ``exc`` (or an exception
+    it wraps) is: a setting to fix, not a server that may answer later."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return str(current.verify_message or current.reason or "verification failed")
         current = current.__cause__ or current.__context__
     return None
 

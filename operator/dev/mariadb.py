@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 import uuid
@@ -34,6 +35,7 @@ __all__ = [
     "INSTALL_HINT",
     "MariaDBServer",
     "MariaDBUnavailable",
+    "ServerTLS",
     "external_server",
     "find_mariadbd",
     "start_mariadb",
@@ -53,6 +55,24 @@ class MariaDBUnavailable(RuntimeError):
     """The throwaway server could not be found or started."""
 
 
+@dataclass(frozen=True)
+class ServerTLS:
+    """TLS for the server: the CA that signed its certificate, the certificate and its key (PEM).
+
+    With ``required`` the server refuses every connection over TCP that is not encrypted
+    (``require_secure_transport``); its own socket, used to set it up, still works.
+    """
+
+    ca: Path
+    cert: Path
+    key: Path
+    required: bool = True
+
+    def options(self) -> list[str]:
+        required = ["--require-secure-transport=ON"] if self.required else []
+        return [f"--ssl-ca={self.ca}", f"--ssl-cert={self.cert}", f"--ssl-key={self.key}", *required]
+
+
 @dataclass
 class MariaDBServer:
     """A MySQL-compatible server one may create and drop databases on."""
@@ -64,6 +84,7 @@ class MariaDBServer:
     process: subprocess.Popen[bytes] | None = None
     datadir: Path | None = None
     log_file: Path | None = None
+    tls: ServerTLS | None = None
     created: list[str] = field(default_factory=list)
 
     def url(self, database: str = "") -> str:
@@ -80,8 +101,9 @@ class MariaDBServer:
 
         driver = client.mysql  # type: ignore[attr-defined]  # asyncmy, or aiomysql without it
 
+        encrypted = {"ssl": ssl.create_default_context(cafile=str(self.tls.ca))} if self.tls else {}
         conn = await driver.connect(
-            host=self.host, port=self.port, user=self.user, password=self.password, autocommit=True
+            host=self.host, port=self.port, user=self.user, password=self.password, autocommit=True, **encrypted
         )
         try:
             async with conn.cursor() as cursor:
@@ -150,11 +172,12 @@ def _client(socket_path: Path) -> list[str]:
     return [binary, "--no-defaults", "--user=root", f"--socket={socket_path}", "--batch"]
 
 
-def start_mariadb(base_dir: Path, *, timeout: float = START_TIMEOUT) -> MariaDBServer:
+def start_mariadb(base_dir: Path, *, timeout: float = START_TIMEOUT, tls: ServerTLS | None = None) -> MariaDBServer:
     """Initialise a data directory under ``base_dir`` and start a server on it.
 
     The server listens on 127.0.0.1 on a free port; a user with a random password has
-    every right. Raises :class:`MariaDBUnavailable` with the server's log on failure.
+    every right; with ``tls`` it speaks TLS. Raises :class:`MariaDBUnavailable` with the
+    server's log on failure.
     """
     server_binary = find_mariadbd()
     install_db = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
@@ -202,6 +225,7 @@ def start_mariadb(base_dir: Path, *, timeout: float = START_TIMEOUT) -> MariaDBS
             "--sync-binlog=0",
             "--character-set-server=utf8mb4",
             "--collation-server=utf8mb4_unicode_ci",
+            *(tls.options() if tls else []),
             *as_root,
         ],
         stdout=subprocess.DEVNULL,
@@ -215,6 +239,7 @@ def start_mariadb(base_dir: Path, *, timeout: float = START_TIMEOUT) -> MariaDBS
         process=process,
         datadir=datadir,
         log_file=log_file,
+        tls=tls,
     )
     client = _client(socket_path)
 
