@@ -1,8 +1,10 @@
 """Fixtures shared by every suite come from the plugins in ``mlserve_testing``: the local
 control plane, MariaDB, the operator as a subprocess, the project's helm, and the chart's
-ServiceAccount, which the operator's tests run as."""
+ServiceAccount, which the operator's tests run as; and the check that no seeded secret value
+shows in any log, status or Event of the whole run."""
 
 pytest_plugins: list[str] = [
+    "mlserve_testing.secrets",  # first: the others import it
     "mlserve_testing.cluster",
     "mlserve_testing.mariadb",
     "mlserve_testing.operator",

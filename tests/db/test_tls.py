@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mlserve_testing.mariadb import start_mariadb
 from tortoise import Tortoise
 
 from mlserve.models import User
@@ -19,7 +20,7 @@ from mlserve.models.db import close_db, init_db
 from mlserve.models.errors import LoginRefused
 from mlserve.models.settings import DatabaseSettings
 from mlserve.operator.dev.cluster.pki import CertificateAuthority
-from mlserve.operator.dev.mariadb import MariaDBServer, ServerTLS, start_mariadb
+from mlserve.operator.dev.mariadb import MariaDBServer, ServerTLS
 
 pytestmark = pytest.mark.mariadb
 

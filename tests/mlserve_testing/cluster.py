@@ -29,6 +29,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
 from mlserve.operator.dev.cluster import ClusterHandle, DevClusterError, LocalCluster, ensure_binaries
+from mlserve_testing.secrets import check_namespace
 
 #: "1": use the cluster of $KUBECONFIG instead of starting one
 ENV_USE_KUBECONFIG = "MLSERVE_TEST_USE_KUBECONFIG"
@@ -123,6 +124,7 @@ def namespace(kube_client: Client, request: pytest.FixtureRequest) -> Iterator[s
     name = f"{stem}-{uuid.uuid4().hex[:6]}"
     kube_client.create(Namespace(metadata=ObjectMeta(name=name, labels={NAMESPACE_LABEL: "true"})))
     yield name
+    check_namespace(kube_client, name)
     try:
         kube_client.delete(Namespace, name)
     except ApiError as exc:

@@ -16,18 +16,22 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mlserve.models.settings import DatabaseSettings
+from mlserve.operator.dev import mariadb as dev_mariadb
 from mlserve.operator.dev.mariadb import (
     INSTALL_HINT,
     MariaDBServer,
     MariaDBUnavailable,
     external_server,
     find_mariadbd,
-    start_mariadb,
 )
+
+from .secrets import MIN_LENGTH, seeded_secret
 
 __all__ = [
     "MariaDBServer",
@@ -39,12 +43,21 @@ __all__ = [
 ]
 
 
+def start_mariadb(base_dir: Path, **options: Any) -> MariaDBServer:
+    """:func:`mlserve.operator.dev.mariadb.start_mariadb`, its password a seeded secret."""
+    server = dev_mariadb.start_mariadb(base_dir, **options)
+    seeded_secret(server.password)
+    return server
+
+
 @pytest.fixture(scope="session")
 def mariadb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDBServer]:
     """The suite's MariaDB server (started once per session unless a URL is given)."""
     url = os.environ.get("MLSERVE_TEST_MYSQL_URL")
     if url:
         external = external_server(url)
+        if len(external.password) >= MIN_LENGTH:
+            seeded_secret(external.password)
         try:
             yield external
         finally:

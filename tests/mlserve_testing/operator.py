@@ -39,6 +39,7 @@ from tortoise import Tortoise
 
 from mlserve_testing.kuberay import kuberay_crd_dir
 from mlserve_testing.mariadb import MariaDBServer, start_mariadb
+from mlserve_testing.secrets import check_namespace, check_text
 from mlserve_testing.wait import wait_for
 
 MODELS = {"models": ["mlserve.models"]}
@@ -160,6 +161,7 @@ class OperatorProcess:
             assert self.proc is not None
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
+            self._check_log()
 
     def stop(self) -> None:
         if self.running:
@@ -169,6 +171,12 @@ class OperatorProcess:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
+            self._check_log()
+
+    def _check_log(self) -> None:
+        """No seeded secret in what the operator logged (its database password included)."""
+        with contextlib.suppress(OSError):
+            check_text(f"the log of the operator process ({self.log_path.name})", "operator logs", self.log_text())
 
     def ensure_running(self) -> None:
         if not self.running:
@@ -337,6 +345,7 @@ def operator_namespace(kube_client: Client, request: pytest.FixtureRequest) -> I
     name = f"{NAMESPACE_PREFIX}{stem}-{uuid.uuid4().hex[:6]}"
     kube_client.create(Namespace(metadata=ObjectMeta(name=name)))
     yield name
+    check_namespace(kube_client, name)
     try:
         kube_client.delete(Namespace, name)
     except ApiError as exc:

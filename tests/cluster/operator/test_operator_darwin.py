@@ -13,13 +13,14 @@ from lightkube.resources.apps_v1 import Deployment
 from mlserve_testing import darwin
 from mlserve_testing.mlserves import apply, events, get, mlserve, unique, wait_condition
 from mlserve_testing.operator import OperatorProcess
+from mlserve_testing.secrets import seeded_secret
 from mlserve_testing.wait import wait_for
 
 from mlserve.operator.render import names
 
 pytestmark = [pytest.mark.cluster]
 
-SEEDED_SECRET = "pa55-never-in-status-9f2c"
+SEEDED_SECRET = seeded_secret("pa55-never-in-status-9f2c")
 
 
 async def test_a_darwin_deploy_gets_env_service_name_and_its_variables_as_darwin_sets_them(
