@@ -13,6 +13,10 @@ queue_depth / queue_wait_seconds                            MLServes waiting for
                                                             long they waited (the work queue)
 sync_ticks_total{result} / sync_tick_duration_seconds       database → cluster ticks
 sync_rows                                                   active deployments the last full pass saw
+sync_issues{reason, scope}                                  database rows the sync leaves alone
+                                                            now, by reason; scope ``pair`` (one
+                                                            serve in one environment) or
+                                                            ``environment`` (every serve of one)
 db_calls_total{result} / db_call_duration_seconds           database statements and transactions,
                                                             timed from the moment they had a
                                                             connection (pool waits not counted)
@@ -114,9 +118,34 @@ class _Pending(Collector):
         )
 
 
+class _SyncIssues(Collector):
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            PREFIX + "sync_issues",
+            "Database rows the sync leaves alone, by reason and by what they hold back (a pair or an environment).",
+            labels=["reason", "scope"],
+        )
+        for (reason, scope), count in sorted(self.counts.items()):
+            family.add_metric([reason, scope], count)
+        yield family
+
+
 _pending = _Pending()
+_sync_issues = _SyncIssues()
 REGISTRY.register(_Phases())
 REGISTRY.register(_pending)
+REGISTRY.register(_sync_issues)
+
+
+def record_sync_issues(issues: Iterable[tuple[str, str]]) -> None:
+    """The sync's current issues, each as (reason, scope): replaces the last tick's."""
+    counts: dict[tuple[str, str], int] = {}
+    for key in issues:
+        counts[key] = counts.get(key, 0) + 1
+    _sync_issues.counts = counts  # one assignment: a scrape sees the old counts or the new
 
 
 def watch_pending(size: Callable[[], int]) -> None:

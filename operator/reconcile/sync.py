@@ -196,6 +196,9 @@ def _report_issues(
     """Log and post each new issue once: a Warning Event on the pair's MLServe (or on the
     MLServe the sync would create), or, for an environment, on the operator's namespace."""
     current = {issue.key: issue for issue in result.issues}
+    metrics.record_sync_issues(
+        (str(issue.reason), "pair" if issue.pair is not None else "environment") for issue in current.values()
+    )
     for key, issue in current.items():
         if key in state.reported:
             continue

@@ -34,6 +34,7 @@ from mlserve_testing.bad_rows import BAD_ROWS, OPERATOR_NAMESPACE, TEXT_ROWS, Ba
 from mlserve_testing.invalid_mlserves import INVALID, REFUSED, Refused
 from mlserve_testing.kuberay import kuberay_crd_dir
 from mlserve_testing.wait import wait_for
+from prometheus_client import REGISTRY
 
 from mlserve.models.db import close_db, init_db
 from mlserve.models.settings import DatabaseSettings
@@ -208,6 +209,9 @@ async def check_bad_row(case: BadRow, client: AsyncClient, namespace: str) -> No
         assert posted and all(e.type == "Warning" for e in posted), sync_events.events
         issue = next(i for i in result.issues if str(i.reason) == case.reason)
         assert issue.where, "the issue names the row and the column"
+        scope = "pair" if issue.pair is not None else "environment"
+        shown = REGISTRY.get_sample_value("mlserve_operator_sync_issues", {"reason": case.reason, "scope": scope})
+        assert shown is not None and shown >= 1, "the sync_issues metric counts it"
         assert set(reports) == {"good-prod"}, "no MLServe for a pair the sync cannot use"
     else:
         (bad,) = [name for name in reports if name != "good-prod"]
