@@ -65,30 +65,44 @@ def check_namespace(client: Any, namespace: str) -> None:
             raise
 
 
-class _LogWatch(logging.Handler):
-    """Checks every log record that reaches the root logger, with its traceback."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = record.getMessage()
-            if record.exc_info:
-                text += "\n" + logging.Formatter().formatException(record.exc_info)
-        except Exception:  # a record that cannot be formatted is not ours to judge
-            return
-        check_text(f"log record of {record.name} ({record.pathname}:{record.lineno})", "log records", text)
+def _check_record(record: logging.LogRecord) -> None:
+    try:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+    except Exception:  # a record that cannot be formatted is not ours to judge
+        return
+    check_text(f"log record of {record.name} ({record.pathname}:{record.lineno})", "log records", text)
 
 
-_watch = _LogWatch(level=logging.DEBUG)
+_make_record = logging.getLogRecordFactory()
+
+
+def _watching_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    """Every log record, checked as it is made: whatever handlers a test (or `mlserve run`'s
+    own logging set-up, which replaces the root's) puts in place, none is missed."""
+    record = _make_record(*args, **kwargs)
+    _check_record(record)
+    return record
+
+
+def _watch_the_operators_logs() -> None:
+    # The operator's own records at every level, as `MLSERVE_LOG_LEVEL=DEBUG` would log them
+    # (again before each test: a test that sets up the CLI's logging changes the level).
+    logging.getLogger("mlserve").setLevel(logging.DEBUG)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    # The operator's own records at every level, as `MLSERVE_LOG_LEVEL=DEBUG` would log them.
-    logging.getLogger("mlserve").setLevel(logging.DEBUG)
-    logging.getLogger().addHandler(_watch)
+    logging.setLogRecordFactory(_watching_factory)
+    _watch_the_operators_logs()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _watch_the_operators_logs()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    logging.getLogger().removeHandler(_watch)
+    logging.setLogRecordFactory(_make_record)
     if _leaks and exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
