@@ -21,7 +21,8 @@ from .backend import TIMEOUT_KEY, Clock, connections, seconds_of, timed_out
 __all__ = ["DRIVER", "TimedMySQLClient"]
 
 DRIVER: str = mysql_client.mysql.__name__  # type: ignore[attr-defined]  # the module it imported
-"""The MySQL driver Tortoise found: ``asyncmy`` when it is installed (the default), else ``aiomysql``."""
+"""The MySQL driver Tortoise found: ``aiomysql`` (the operator's), or ``asyncmy``, which Tortoise
+takes instead whenever it is installed (not a dependency, not tested; its read timeout is set)."""
 
 
 def _time_new_connections(pool: Any, seconds: float) -> None:

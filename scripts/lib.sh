@@ -22,6 +22,8 @@ ensure_venv() {
     if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/requirements.lock" -nt "$stamp" ]; then
         echo "==> installing $target into $VENV (versions of requirements.lock)"
         "$VENV/bin/pip" install --quiet -c "$ROOT/requirements.lock" -e "$target"
+        # Earlier versions installed asyncmy, which Tortoise takes over aiomysql when present.
+        "$VENV/bin/pip" uninstall --quiet --yes asyncmy 2>/dev/null || true
         touch "$stamp"
     fi
 }

@@ -162,3 +162,11 @@ def test_the_lock_pins_every_dependency_within_its_range() -> None:
         assert requirement.specifier.contains(pins[name], prereleases=True), (
             f"requirements.lock pins {requirement.name}=={pins[name]}, outside {requirement.specifier}"
         )
+
+
+def test_the_mysql_driver_is_aiomysql() -> None:
+    """The driver the package declares is the one the tests run on: Tortoise takes asyncmy over
+    it whenever asyncmy is installed (``scripts/lib.sh`` removes it from the project's venv)."""
+    from mlserve.models.backend_mysql import DRIVER
+
+    assert DRIVER == "aiomysql", f"Tortoise uses {DRIVER}: uninstall it (pip uninstall asyncmy)"

@@ -99,7 +99,7 @@ class MariaDBServer:
         """Run one statement outside any database."""
         from tortoise.backends.mysql import client
 
-        driver = client.mysql  # type: ignore[attr-defined]  # asyncmy, or aiomysql without it
+        driver = client.mysql  # type: ignore[attr-defined]  # aiomysql (asyncmy when installed)
 
         encrypted = {"ssl": ssl.create_default_context(cafile=str(self.tls.ca))} if self.tls else {}
         conn = await driver.connect(
