@@ -6,8 +6,10 @@ Why: the operator uses aiomysql (the design's driver); asyncmy, its default befo
 worth a second driver if it is faster. asyncmy is not a dependency, and Tortoise takes it
 whenever it is installed, so run this in an environment of its own::
 
-    python3 -m venv /tmp/drivers && /tmp/drivers/bin/pip install -c requirements.lock -e . asyncmy
-    /tmp/drivers/bin/python bench/mysql_drivers.py Each driver runs, against the same throwaway server:
+    python3 -m venv .venv-drivers && .venv-drivers/bin/pip install -c requirements.lock -e . asyncmy
+    .venv-drivers/bin/python bench/mysql_drivers.py
+
+Each driver runs, against the same throwaway server:
 
 * ``watermark``: the sync's idle tick, one aggregate ``SELECT`` (``sync_reads``), sequentially;
 * ``deploy-tx``: a deploy's transaction shape, ``BEGIN; SELECT … FOR UPDATE; UPDATE; COMMIT``,

@@ -1,7 +1,7 @@
 """Tortoise clients whose every database call runs under a timeout that starts once it has a
 connection.
 
-Tortoise 1.1's MySQL client takes a connection from asyncmy's pool for each statement
+Tortoise 1.1's MySQL client takes a connection from the driver's pool for each statement
 (``acquire_connection``) and for each transaction (``_in_transaction``); its SQLite client has
 one connection behind a lock, taken the same two ways. A timeout around the caller's code counts
 the time spent waiting for that connection: under load (many reconciles, a small pool) a

@@ -83,7 +83,17 @@ def configure_logging(log_format: str, level: str, secrets: Iterable[str] = ()) 
     root.setLevel(level)
     # kopf's own per-event lines would drown the operator's; its warnings and errors stay.
     logging.getLogger("kopf").setLevel(logging.WARNING)
-    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "aiohttp.access", "tortoise", "asyncio", "asyncmy"):
+    for noisy in (
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "httpcore2",
+        "aiohttp.access",
+        "tortoise",
+        "asyncio",
+        "aiomysql",
+        "asyncmy",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
