@@ -1,6 +1,6 @@
 """Fixtures shared by every suite come from the plugins in ``mlserve_testing``: the local
-control plane, MariaDB, the operator as a subprocess, the project's helm, and the chart's
-ServiceAccount, which the operator's tests run as."""
+control plane, MariaDB, the operator as a subprocess, the project's helm, the chart's
+ServiceAccount, which the operator's tests run as, and KubeRay's controller."""
 
 pytest_plugins: list[str] = [
     "mlserve_testing.cluster",
@@ -8,4 +8,5 @@ pytest_plugins: list[str] = [
     "mlserve_testing.operator",
     "mlserve_testing.chart",
     "mlserve_testing.identity",
+    "mlserve_testing.kuberay",
 ]
