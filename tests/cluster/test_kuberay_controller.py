@@ -40,6 +40,7 @@ from mlserve_testing.kuberay import (
     SUBMITTER_FINISHED_TIMEOUT,
     KubeRayController,
     RayCluster,
+    wait_until_kuberay_ends_run,
 )
 from mlserve_testing.wait import wait_for
 
@@ -54,11 +55,6 @@ from mlserve.operator.reconcile.sync import SyncState
 from mlserve.operator.render import names
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.settings import OperatorSettings
-
-#: from the RayJob's creation to KubeRay's Failed: the cluster and the submitter take seconds on
-#: kwok, then the 30 s KubeRay waits after the submitter, then its retry back-off (it keeps
-#: failing to reach the dashboard, and controller-runtime spaces those retries out)
-FAILED_WITHIN = 150.0
 
 
 @pytest.fixture
@@ -250,7 +246,8 @@ async def test_kuberay_runs_our_rayjob_until_ray_itself_must_answer(
     # 4. kwok completes the submitter's pod; KubeRay waits 30 s for Ray's answer, then fails the run
     wait_for(lambda: _job_complete(kube_client, job_name, namespace), 60, "the submitter Job to complete")
     completed = time.monotonic()
-    status = wait_for(lambda: deployment_status("Failed", "Complete"), FAILED_WITHIN, "KubeRay to end the run")
+    status = wait_until_kuberay_ends_run(kube_client, job_name, namespace)
+    deployment_status("Failed")
     assert time.monotonic() - completed >= SUBMITTER_FINISHED_TIMEOUT - 5
     assert (status["jobDeploymentStatus"], status["jobStatus"], status["reason"]) == (
         "Failed",

@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lightkube import ApiError, Client
@@ -85,10 +86,11 @@ class KubeRayController:
 
 
 @pytest.fixture(scope="session")
-def kuberay_installed(local_cluster: LocalCluster | None, kube_client: Client) -> Path | None:
+def kuberay_installed(local_cluster: LocalCluster | None, kube_client: Client, mlserve_crd: None) -> Path | None:
     """KubeRay's four CRDs and its controller's ClusterRole, installed once per session on
     the local control plane (returns the CRD folder); on $KUBECONFIG's cluster KubeRay must be
-    installed already (None)."""
+    installed already (None). After ``mlserve_crd``, which gives the nodes the capacity-type
+    labels our pods' node selectors ask for (else KubeRay's pods stay Pending)."""
     if local_cluster is None:
         try:
             kube_client.get(CustomResourceDefinition, "rayclusters.ray.io")
@@ -139,3 +141,25 @@ def _delete_rayjobs(client: Client, namespace: str) -> None:
         60,
         f"KubeRay to let the RayJobs of {namespace} go (remove {RAYJOB_FINALIZER})",
     )
+
+
+#: from a RayJob's creation to KubeRay's end of it on kwok: the cluster and the submitter take
+#: seconds, then KubeRay waits SUBMITTER_FINISHED_TIMEOUT for Ray's answer, then its retry
+#: back-off (it keeps failing to reach the dashboard, and controller-runtime spaces the
+#: retries of a failing reconcile out, up to doubling the wait)
+RUN_ENDS_WITHIN = 150.0
+
+
+def wait_until_kuberay_ends_run(client: Client, name: str, namespace: str) -> dict[str, Any]:
+    """Wait until KubeRay's controller ends RayJob ``name`` and return its status.
+
+    On kwok's nodes no Ray head answers, so the run ends the one way KubeRay can end it
+    without Ray: ``jobDeploymentStatus: Failed``, ``jobStatus: FAILED``, reason
+    ``JobDeploymentStatusTransitionGracePeriodExceeded``, 30 s after the submitter Job is done.
+    ``SUCCEEDED`` cannot be reached here (it needs Ray's own answer)."""
+
+    def ended() -> dict[str, Any] | None:
+        status = dict(client.get(RayJob, name, namespace=namespace).to_dict().get("status") or {})
+        return status if status.get("jobDeploymentStatus") in ("Complete", "Failed") else None
+
+    return wait_for(ended, RUN_ENDS_WITHIN, f"KubeRay's controller to end RayJob {name}")
