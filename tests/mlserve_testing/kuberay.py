@@ -62,6 +62,8 @@ def kuberay_release() -> str:
 
 # --- KubeRay's controller, for the tests that watch it act on our RayJobs and RayCronJobs ---------
 
+#: the field manager of every CRD the tests apply (the same one: re-applying is then a no-op)
+CRD_FIELD_MANAGER = "mlserve-tests"
 #: KubeRay's resources the controller makes (the CRDs come from KubeRay's module)
 RayCluster = create_namespaced_resource("ray.io", "v1", "RayCluster", "rayclusters")
 #: KubeRay's finalizer on the RayJobs it runs (``utils.RayJobStopJobFinalizer``)
@@ -101,7 +103,7 @@ def kuberay_installed(local_cluster: LocalCluster | None, kube_client: Client, m
             )
         return None
     folder = kuberay_crd_dir()
-    install_kuberay(kube_client, folder)
+    install_kuberay(kube_client, folder, field_manager=CRD_FIELD_MANAGER)
     return folder
 
 

@@ -70,9 +70,15 @@ def _established(client: Client, name: str) -> bool:
     return any(c.type == "Established" and c.status == "True" for c in conditions)
 
 
-def install_kuberay(client: Client, crd_dir: Path, timeout: float = START_TIMEOUT) -> list[str]:
+def install_kuberay(
+    client: Client, crd_dir: Path, timeout: float = START_TIMEOUT, field_manager: str = FIELD_MANAGER
+) -> list[str]:
     """Apply KubeRay's four CRDs and its controller's ClusterRole, bound to ``kuberay-operator``;
-    wait until the CRDs are Established. Returns the CRDs' names."""
+    wait until the CRDs are served. Returns the CRDs' names.
+
+    ``field_manager``: the same as whoever else applies these CRDs to the cluster, so that the
+    applies of the same files are no-ops (taking a 1.4 MB CRD's fields over from another
+    manager is slow, and makes its storage re-initialise)."""
     missing = [f for f in names.KUBERAY_CONTROLLER_CRD_FILES if not (crd_dir / f).is_file()]
     if missing:
         raise DevClusterError(f"no {', '.join(missing)} in {crd_dir} (KubeRay's CRD folder)")
@@ -81,7 +87,7 @@ def install_kuberay(client: Client, crd_dir: Path, timeout: float = START_TIMEOU
     for filename in names.KUBERAY_CONTROLLER_CRD_FILES:
         for document in _documents(crd_dir / filename):
             # server-side apply: these CRDs are too large for client-side apply's annotation
-            client.apply(codecs.from_dict(document), field_manager=FIELD_MANAGER, force=True)
+            client.apply(codecs.from_dict(document), field_manager=field_manager, force=True)
             crds.append(str(document["metadata"]["name"]))
             spec = document["spec"]
             served = next(v["name"] for v in spec["versions"] if v.get("storage"))
@@ -93,7 +99,7 @@ def install_kuberay(client: Client, crd_dir: Path, timeout: float = START_TIMEOU
     if len(roles) != 1:
         raise DevClusterError(f"KubeRay's {names.KUBERAY_ROLE_FILE} holds {len(roles)} ClusterRoles, not one")
     role = codecs.from_dict(roles[0])
-    client.apply(role, field_manager=FIELD_MANAGER, force=True)
+    client.apply(role, field_manager=field_manager, force=True)
     client.apply(
         ClusterRoleBinding(
             metadata=ObjectMeta(name=names.KUBERAY_CLUSTER_ROLE_BINDING),
@@ -102,7 +108,7 @@ def install_kuberay(client: Client, crd_dir: Path, timeout: float = START_TIMEOU
             ),
             subjects=[Subject(kind="User", name=names.KUBERAY_USER[0], apiGroup="rbac.authorization.k8s.io")],
         ),
-        field_manager=FIELD_MANAGER,
+        field_manager=field_manager,
         force=True,
     )
     deadline = time.monotonic() + timeout
