@@ -1,7 +1,7 @@
 """Fixtures shared by every suite come from the plugins in ``mlserve_testing``: the local
-control plane, MariaDB, the operator as a subprocess, the project's helm, and the chart's
-ServiceAccount, which the operator's tests run as; and the check that no seeded secret value
-shows in any log, status or Event of the whole run."""
+control plane, MariaDB, the operator as a subprocess, the project's helm, the chart's
+ServiceAccount, which the operator's tests run as, and KubeRay's controller; and the check that
+no seeded secret value shows in any log, status or Event of the whole run."""
 
 pytest_plugins: list[str] = [
     "mlserve_testing.secrets",  # first: the others import it
@@ -10,4 +10,5 @@ pytest_plugins: list[str] = [
     "mlserve_testing.operator",
     "mlserve_testing.chart",
     "mlserve_testing.identity",
+    "mlserve_testing.kuberay",
 ]

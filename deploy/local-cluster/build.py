@@ -4,6 +4,7 @@
     python3 build.py                 # kube-apiserver, kube-controller-manager, kube-scheduler,
                                      # kubectl, etcd and kwok
     python3 build.py helm            # only helm
+    python3 build.py kuberay-operator  # only KubeRay's controller (its version: "kuberay")
     python3 build.py --print-dir     # where the binaries go, and nothing else
     python3 build.py --kuberay-crds  # download KubeRay's module (once); print its CRD folder
 
@@ -333,7 +334,14 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("go is not on PATH: install Go 1.26 to build the local control plane")
         chosen = args.components or DEFAULTS
         for i, name in enumerate(chosen):
-            build(COMPONENTS[name], versions[name], out, args.force, versions["kubernetes"], tuple(chosen[i + 1 :]))
+            build(
+                COMPONENTS[name],
+                versions[COMPONENTS[name].versions_key],
+                out,
+                args.force,
+                versions["kubernetes"],
+                tuple(chosen[i + 1 :]),
+            )
     print(out)
     return 0
 

@@ -13,6 +13,13 @@ HERE = Path(__file__).resolve().parent
 VERSIONS_FILE = HERE / "versions.json"
 LOCAL_MODULE_PREFIX = "mlserve.local/local-cluster"  # + "/<component>" names each module
 
+#: KubeRay's operator module: its CRDs are installed beside ours (and are the schemas the tests
+#: validate RayJobs and RayCronJobs against), and its controller is the kuberay-operator
+#: component; its version is "kuberay" in versions.json
+KUBERAY_MODULE = "github.com/ray-project/kuberay/ray-operator"
+KUBERAY_CRD_DIR = "config/crd/bases"  # in the module
+KUBERAY = "kuberay"
+
 
 @dataclass(frozen=True)
 class Component:
@@ -22,6 +29,12 @@ class Component:
     module: str  # upstream module that holds the programs
     programs: dict[str, str]  # binary name -> package path
     default: bool = True  # built when no component is named
+    version_key: str | None = None  # its key in versions.json, when not its name
+
+    @property
+    def versions_key(self) -> str:
+        """The key of its version in versions.json."""
+        return self.version_key or self.name
 
     @property
     def folder(self) -> Path:
@@ -62,21 +75,23 @@ COMPONENTS: dict[str, Component] = {
         ),
         # needed by the chart's tests only, so built when asked for
         Component("helm", "helm.sh/helm/v3", {"helm": "helm.sh/helm/v3/cmd/helm"}, default=False),
+        # KubeRay's controller, for the tests that watch it act on our RayJobs and RayCronJobs;
+        # built when asked for
+        Component(
+            "kuberay-operator",
+            KUBERAY_MODULE,
+            {"kuberay-operator": KUBERAY_MODULE},
+            default=False,
+            version_key=KUBERAY,
+        ),
     )
 }
-
-
-#: KubeRay's operator module: only its CRDs are used (installed beside ours, and the schemas the
-#: tests validate RayJobs and RayCronJobs against); its version is "kuberay" in versions.json
-KUBERAY_MODULE = "github.com/ray-project/kuberay/ray-operator"
-KUBERAY_CRD_DIR = "config/crd/bases"  # in the module
-KUBERAY = "kuberay"
 
 
 def load_versions() -> dict[str, str]:
     """Version of each component, from versions.json."""
     versions: dict[str, str] = json.loads(VERSIONS_FILE.read_text())
-    missing = {*COMPONENTS, KUBERAY} - set(versions)
+    missing = {*(c.versions_key for c in COMPONENTS.values()), KUBERAY} - set(versions)
     if missing:
         raise SystemExit(f"{VERSIONS_FILE.name}: no version for {', '.join(sorted(missing))}")
     return versions

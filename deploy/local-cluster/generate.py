@@ -2,7 +2,7 @@
 """Generate the Go modules that build the local control plane.
 
 Each component lives in a module of its own (``kubernetes/``, ``etcd/``, ``kwok/``,
-``helm/``) because their dependency graphs would clash in one. The versions come from
+``helm/``, ``kuberay-operator/``) because their dependency graphs would clash in one. The versions come from
 ``versions.json``; this script writes each module's ``go.mod`` from them and lets
 ``go mod tidy`` write ``go.sum``. Both files are committed so that builds are
 reproducible, but this script is their source: edit ``versions.json`` and run it again.
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown component(s): {', '.join(sorted(unknown))}")
     versions = load_versions()
     for name in args.components or list(COMPONENTS):
-        generate(COMPONENTS[name], versions[name])
+        generate(COMPONENTS[name], versions[COMPONENTS[name].versions_key])
     return 0
 
 

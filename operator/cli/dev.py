@@ -1,8 +1,10 @@
 """``mlserve dev``: the local control plane for development, the demo and the tests.
 
-    mlserve dev build [--with-helm]           build (or reuse) the binaries (and fetch KubeRay's CRDs)
+    mlserve dev build [--with-helm] [--with-kuberay]
+                                              build (or reuse) the binaries (and fetch KubeRay's CRDs)
     mlserve dev kuberay-crds                  print the folder of KubeRay's CRDs (fetched once)
     mlserve dev cluster up [--nodes N]        start a cluster and return (it keeps running)
+    mlserve dev cluster up --with-kuberay     ... with KubeRay's controller beside it
     mlserve dev cluster up --foreground       ... or stay until Ctrl-C, then stop it
     mlserve dev cluster kubeconfig            print the kubeconfig path
     mlserve dev cluster down                  stop it
@@ -51,11 +53,16 @@ def dev() -> None:
 
 @dev.command()
 @click.option("--with-helm", is_flag=True, help="Also build helm (needed by the chart's tests).")
+@click.option(
+    "--with-kuberay",
+    is_flag=True,
+    help="Also build KubeRay's controller, kuberay-operator (needed by the RayJob tests).",
+)
 @click.option("--force", is_flag=True, help="Rebuild even when the cached binaries are current.")
-def build(with_helm: bool, force: bool) -> None:
+def build(with_helm: bool, with_kuberay: bool, force: bool) -> None:
     """Build the binaries from Go modules, or reuse the cached ones; print their folder."""
     try:
-        binaries = ensure_binaries(with_helm=with_helm, force=force)
+        binaries = ensure_binaries(with_helm=with_helm, with_kuberay=with_kuberay, force=force)
         crds = kuberay_crd_dir()
     except DevClusterError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -84,11 +91,24 @@ def cluster() -> None:
 @_state_dir_option
 @click.option("--foreground", is_flag=True, help="Stay until Ctrl-C or SIGTERM, then stop the cluster.")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for all-ready.")
-def up(nodes: int, state_dir: Path, foreground: bool, timeout: float) -> None:
+@click.option(
+    "--with-kuberay",
+    is_flag=True,
+    help="Also run KubeRay's controller (its CRDs installed), watching every namespace; built first when missing.",
+)
+def up(nodes: int, state_dir: Path, foreground: bool, timeout: float, with_kuberay: bool) -> None:
     """Start a cluster and wait until it is ready."""
     try:
-        binaries = ensure_binaries()
-        local = LocalCluster(binaries, nodes=nodes, state_dir=state_dir, detach=not foreground, start_timeout=timeout)
+        binaries = ensure_binaries(with_kuberay=with_kuberay)
+        local = LocalCluster(
+            binaries,
+            nodes=nodes,
+            state_dir=state_dir,
+            detach=not foreground,
+            start_timeout=timeout,
+            kuberay=with_kuberay,
+            kuberay_crds=kuberay_crd_dir() if with_kuberay else None,
+        )
         handle = local.start()
     except DevClusterError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -1,11 +1,14 @@
 """The scheduler's I/O half against the real API server: RayJobs created, owned, trimmed.
 
-No KubeRay operator runs here, so a RayJob's run is finished by writing its status the way
-KubeRay would (``jobDeploymentStatus: Complete``).
+KubeRay's real controller runs the scheduled RayJobs (``kuberay_operator``) and ends each run:
+on kwok's nodes it ends them ``FAILED`` 30 s after their submitter Job, since no Ray head
+answers (see tests/cluster/test_kuberay_controller.py). For the scheduler a run that ended is
+finished, whichever way it ended.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,9 +18,8 @@ import pytest
 from lightkube import ApiError, AsyncClient, Client, codecs
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
-from lightkube.types import PatchType
 from mlserve_testing import darwin
-from mlserve_testing.kuberay import kuberay_crd_dir
+from mlserve_testing.kuberay import KubeRayController, kuberay_crd_dir, wait_until_kuberay_ends_run
 from mlserve_testing.wait import wait_for
 
 from mlserve.models import EnvConfig, ServeType
@@ -117,17 +119,15 @@ async def _jobs(client: AsyncClient, namespace: str) -> dict[str, dict[str, Any]
     return {j["metadata"]["name"]: j for j in jobs if not j["metadata"].get("deletionTimestamp")}
 
 
-async def _finish(client: AsyncClient, namespace: str, name: str) -> None:
-    await client.patch(
-        RayJob.Status,
-        name,
-        {"status": {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}},
-        namespace=namespace,
-        patch_type=PatchType.MERGE,
-    )
+async def _finish(kube_client: Client, namespace: str, name: str) -> None:
+    """Let KubeRay's controller run RayJob ``name`` to its end."""
+    status = await asyncio.to_thread(wait_until_kuberay_ends_run, kube_client, name, namespace)
+    assert (status["jobDeploymentStatus"], status["jobStatus"]) == ("Failed", "FAILED"), status
 
 
-async def test_runs_are_created_owned_one_at_a_time_and_trimmed(aclient: AsyncClient, namespace: str) -> None:
+async def test_runs_are_created_owned_one_at_a_time_and_trimmed(
+    aclient: AsyncClient, kube_client: Client, namespace: str, kuberay_operator: KubeRayController
+) -> None:
     body = await _mlserve(aclient, namespace)
     created_at = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
     owner = Owner(MLSERVE_API_VERSION, MLSERVE_KIND, "etl-dev", namespace, body["metadata"]["uid"])
@@ -173,10 +173,10 @@ async def test_runs_are_created_owned_one_at_a_time_and_trimmed(aclient: AsyncCl
     assert busy.plan.reason is PlanReason.BUSY and busy.created is None
     assert busy.requeue_after is not None and busy.requeue_after <= 30
 
-    await _finish(aclient, namespace, first.created)
+    await _finish(kube_client, namespace, first.created)
     second = await tick(second_time + timedelta(seconds=40), first.status)
     assert second.created == names.scheduled_rayjob_name("etl", "dev", second_time)
-    await _finish(aclient, namespace, second.created)
+    await _finish(kube_client, namespace, second.created)
 
     # downtime of an hour: only the latest time runs, once, and the history keeps one finished run
     late = second_time + timedelta(hours=1, minutes=2)

@@ -8,6 +8,7 @@ example kind) instead, unchanged. Nothing is skipped: a cluster that cannot be b
 started makes the tests that need it error, with the failing component's log tail.
 
 Fixtures:
+    local_cluster session LocalCluster, or None when the tests use $KUBECONFIG's cluster
     cluster      session  ClusterHandle (kubeconfig path, server URL, .client())
     kube_client  session  a lightkube Client with admin rights
     namespace    function a fresh namespace, deleted afterwards
@@ -36,7 +37,9 @@ ENV_USE_KUBECONFIG = "MLSERVE_TEST_USE_KUBECONFIG"
 #: how many kwok nodes the local cluster gets
 ENV_NODES = "MLSERVE_TEST_CLUSTER_NODES"
 DEFAULT_NODES = 2
-CLUSTER_FIXTURES = frozenset({"cluster", "kube_client", "namespace"})
+CLUSTER_FIXTURES = frozenset({"cluster", "kube_client", "namespace", "local_cluster"})
+#: tests using this fixture (mlserve_testing.kuberay) need KubeRay's controller built
+KUBERAY_FIXTURE = "kuberay_operator"
 NAMESPACE_LABEL = "mlserve.darwin.io/test-namespace"
 
 _started_in: list[float] = []
@@ -77,8 +80,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     if not any(item.get_closest_marker("cluster") for item in session.items):
         return
+    with_kuberay = any(KUBERAY_FIXTURE in getattr(item, "fixturenames", ()) for item in session.items)
     try:
-        config.stash[_binaries_key] = ensure_binaries()
+        config.stash[_binaries_key] = ensure_binaries(with_kuberay=with_kuberay)
     except DevClusterError as exc:
         config.stash[_binaries_key] = exc
 
@@ -89,10 +93,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 @pytest.fixture(scope="session")
-def cluster(pytestconfig: pytest.Config) -> Iterator[ClusterHandle]:
-    """The session's cluster: the local control plane, or $KUBECONFIG's when asked for."""
+def local_cluster(pytestconfig: pytest.Config) -> Iterator[LocalCluster | None]:
+    """The session's local control plane, started here; None with $KUBECONFIG's cluster."""
     if use_external_cluster():
-        yield ClusterHandle.from_kubeconfig(_external_kubeconfig())
+        yield None
         return
     binaries = pytestconfig.stash.get(_binaries_key, None)
     if binaries is None:  # not built at collection (e.g. the fixture was reached indirectly)
@@ -102,12 +106,20 @@ def cluster(pytestconfig: pytest.Config) -> Iterator[ClusterHandle]:
     nodes = int(os.environ.get(ENV_NODES, DEFAULT_NODES))
     local = LocalCluster(binaries, nodes=nodes)
     try:
-        handle = local.start()
+        local.start()
         if local.started_in is not None:
             _started_in.append(local.started_in)
-        yield handle
+        yield local
     finally:
         local.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(local_cluster: LocalCluster | None) -> ClusterHandle:
+    """The session's cluster: the local control plane, or $KUBECONFIG's when asked for."""
+    if local_cluster is None:
+        return ClusterHandle.from_kubeconfig(_external_kubeconfig())
+    return local_cluster.handle
 
 
 @pytest.fixture(scope="session")

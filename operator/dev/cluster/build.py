@@ -1,4 +1,5 @@
-"""Build (or reuse) the control plane's binaries with ``deploy/local-cluster/build.py``.
+"""Build (or reuse) the control plane's binaries (and, when asked for, helm and KubeRay's
+controller) with ``deploy/local-cluster/build.py``.
 
 The Go build itself lives beside the Go modules, in ``deploy/local-cluster/``, so it can
 be run without this package; this module finds that folder, runs it and says where the
@@ -83,20 +84,30 @@ def binary_dir() -> Path:
     return _run_build_script(["--print-dir"], quiet=True)
 
 
-def ensure_binaries(*, with_helm: bool = False, force: bool = False) -> Binaries:
-    """Build what is missing or out of date (seconds when the cache is current)."""
+def ensure_binaries(*, with_helm: bool = False, with_kuberay: bool = False, force: bool = False) -> Binaries:
+    """Build what is missing or out of date (seconds when the cache is current); helm and
+    KubeRay's controller (``kuberay-operator``) only when asked for."""
+    expected = [
+        *names.DEFAULT_PROGRAMS,
+        *([names.HELM] if with_helm else []),
+        *([names.KUBERAY_OPERATOR] if with_kuberay else []),
+    ]
     if shutil.which("go") is None:
         prebuilt = Binaries(binary_dir())
-        if not prebuilt.missing() and (not with_helm or not prebuilt.missing([names.HELM])):
+        lacking = prebuilt.missing(expected)
+        if not lacking:
             return prebuilt
         raise DevClusterError(
-            f"go is not on PATH and {prebuilt.folder} lacks "
-            f"{', '.join(prebuilt.missing() or [names.HELM])}: install Go 1.26 to build the control plane"
+            f"go is not on PATH and {prebuilt.folder} lacks {', '.join(lacking)}: "
+            "install Go 1.26 to build the control plane"
         )
-    components = ["kubernetes", "etcd", "kwok"] + (["helm"] if with_helm else [])
+    components = (
+        ["kubernetes", "etcd", "kwok"]
+        + (["helm"] if with_helm else [])
+        + ([names.KUBERAY_OPERATOR] if with_kuberay else [])
+    )
     folder = _run_build_script([*components, *(["--force"] if force else [])], quiet=False)
     binaries = Binaries(folder)
-    expected = [*names.DEFAULT_PROGRAMS, *([names.HELM] if with_helm else [])]
     missing = binaries.missing(expected)
     if missing:
         raise DevClusterError(f"the build left no {', '.join(missing)} in {folder}")

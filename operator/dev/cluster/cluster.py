@@ -1,5 +1,6 @@
 """Start and stop a local control plane: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and kwok playing the kubelet for N fake nodes.
+kube-scheduler and kwok playing the kubelet for N fake nodes; and, when asked for, KubeRay's
+controller beside them (``kuberay=True``, or :meth:`LocalCluster.start_kuberay_operator`).
 
     with LocalCluster(ensure_binaries(), nodes=2) as cluster:
         client = cluster.handle.client()
@@ -24,7 +25,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +40,7 @@ from lightkube.models.rbac_v1 import RoleRef, Subject
 from lightkube.resources.core_v1 import Node, ServiceAccount
 from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
 
+from . import kuberay as kuberay_controller
 from . import names
 from .build import Binaries
 from .errors import DevClusterError
@@ -118,7 +120,12 @@ class LocalCluster:
     #: leave the processes running when this interpreter exits (``mlserve dev cluster up``)
     detach: bool = False
     start_timeout: float = DEFAULT_START_TIMEOUT
+    #: also start KubeRay's controller, watching every namespace (needs its binary and its
+    #: CRD folder, ``kuberay_crd_dir()``)
+    kuberay: bool = False
+    kuberay_crds: Path | None = None
     processes: dict[str, ManagedProcess] = field(default_factory=dict, init=False)
+    _ca: CertificateAuthority | None = field(default=None, init=False, repr=False)
     _handle: ClusterHandle | None = field(default=None, init=False)
     _temporary: bool = field(default=False, init=False)
     started_in: float | None = field(default=None, init=False)
@@ -134,9 +141,14 @@ class LocalCluster:
     def start(self) -> ClusterHandle:
         if self.nodes < 0:
             raise DevClusterError("the number of nodes cannot be negative")
-        missing = self.binaries.missing((*names.CLUSTER_PROGRAMS, names.KWOK_STAGES))
+        missing = self.binaries.missing(
+            (*names.CLUSTER_PROGRAMS, names.KWOK_STAGES, *([names.KUBERAY_OPERATOR] if self.kuberay else []))
+        )
+        if self.kuberay and self.kuberay_crds is None:
+            raise DevClusterError("kuberay=True needs kuberay_crds, the folder of KubeRay's CRDs")
         if missing:
-            raise DevClusterError(f"{self.binaries.folder} lacks {', '.join(missing)}: run `mlserve dev build` first")
+            build = "mlserve dev build" + (" --with-kuberay" if self.kuberay else "")
+            raise DevClusterError(f"{self.binaries.folder} lacks {', '.join(missing)}: run `{build}` first")
         began = time.monotonic()
         try:
             self._start(deadline=began + self.start_timeout)
@@ -179,6 +191,7 @@ class LocalCluster:
         server = f"https://{names.HOST}:{ports.apiserver}"
 
         ca = CertificateAuthority.create(pki_dir, f"{names.CLUSTER_NAME}-ca")
+        self._ca = ca
         serving = ca.issue(
             pki_dir,
             "apiserver",
@@ -250,7 +263,76 @@ class LocalCluster:
             self._wait(kcm, "ServiceAccount default/default", deadline, lambda: _default_service_account(client))
         finally:
             client.close()
+        if self.kuberay:
+            assert self.kuberay_crds is not None
+            self.start_kuberay_operator(self.kuberay_crds, timeout=max(1.0, deadline - time.monotonic()))
         self._write_state(state)
+
+    # --- KubeRay's controller --------------------------------------------------------------
+
+    def start_kuberay_operator(
+        self,
+        crd_dir: Path,
+        watch_namespaces: Sequence[str] = (),
+        timeout: float = kuberay_controller.START_TIMEOUT,
+        *,
+        install: bool = True,
+    ) -> ManagedProcess:
+        """Install KubeRay's CRDs and ClusterRole (unless ``install`` is false: done already)
+        and start its controller, watching ``watch_namespaces`` (every namespace when empty);
+        returns once it answers /readyz.
+
+        Several may run at once, each for its own namespaces; :meth:`stop_process` (or the
+        cluster's stop) stops one. Its log is ``logs/kuberay-operator[-<namespaces>].log``.
+        """
+        if self._ca is None or self.state_dir is None:
+            raise DevClusterError("the cluster is not started")
+        if self.binaries.missing([names.KUBERAY_OPERATOR]):
+            raise DevClusterError(
+                f"{self.binaries.folder} lacks {names.KUBERAY_OPERATOR}: run `mlserve dev build --with-kuberay` first"
+            )
+        name = kuberay_controller.log_name(watch_namespaces)
+        if name in self.processes and self.processes[name].running():
+            raise DevClusterError(f"{name} is already running")
+        if install:
+            with self.handle.client() as client:
+                kuberay_controller.install_kuberay(client, crd_dir, timeout)
+        components = self.state_dir / "components"
+        user = names.KUBERAY_USER
+        pair = self._ca.issue(self.state_dir / "pki", names.KUBERAY_OPERATOR, user[0], organisation=user[1])
+        kubeconfig = write_kubeconfig(
+            components / f"{names.KUBERAY_OPERATOR}.kubeconfig",
+            server=self.handle.server,
+            ca_file=self._ca.pair.cert,
+            user=user[0],
+            client=pair,
+            cluster=names.CLUSTER_NAME,
+        )
+        port = kuberay_controller.probe_port()
+        process = ManagedProcess(
+            name,
+            [
+                str(self.binaries.path(names.KUBERAY_OPERATOR)),
+                *kuberay_controller.operator_args(kubeconfig, port, watch_namespaces),
+            ],
+            self.state_dir / "logs" / f"{name}.log",
+            detach=self.detach,
+        )
+        self.processes[name] = process.start()
+        try:
+            kuberay_controller.wait_ready(process, port, timeout)
+        except BaseException:
+            self.stop_process(name)
+            raise
+        if self.detach:
+            self._write_state(self.state_dir)
+        return process
+
+    def stop_process(self, name: str) -> None:
+        """Stop one program started beside the control plane (e.g. a KubeRay controller)."""
+        process = self.processes.pop(name, None)
+        if process is not None:
+            process.stop()
 
     def _prepare_state_dir(self) -> Path:
         if self.state_dir is None:
@@ -544,6 +626,9 @@ def running_pids(state_dir: Path) -> dict[str, int]:
 def stop_recorded(state_dir: Path) -> dict[str, int]:
     """Stop a detached cluster by the process groups recorded in its state folder."""
     pids = running_pids(state_dir)
+    for name, pid in pids.items():  # KubeRay's controller first: it talks to the API server
+        if name not in names.CLUSTER_PROGRAMS:
+            stop_group(pid)
     for name in reversed(names.CLUSTER_PROGRAMS):
         if name in pids:
             stop_group(pids[name])

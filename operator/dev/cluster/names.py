@@ -26,14 +26,25 @@ KWOK = "kwok"
 KWOK_STAGES = "kwok-stages"  # prints the kwok Stages (see deploy/local-cluster/kwok/stages)
 KUBECTL = "kubectl"
 HELM = "helm"
+#: KubeRay's controller (RayCluster, RayJob, RayService, RayCronJob), started when asked for
+KUBERAY_OPERATOR = "kuberay-operator"
 
 #: KubeRay's CRDs of the kinds the operator makes (the module has RayCluster's and RayService's too)
 KUBERAY_CRD_FILES = ("ray.io_rayjobs.yaml", "ray.io_raycronjobs.yaml")
+#: every CRD KubeRay's controller watches: it does not start without all four
+KUBERAY_CONTROLLER_CRD_FILES = (*KUBERAY_CRD_FILES, "ray.io_rayclusters.yaml", "ray.io_rayservices.yaml")
+#: KubeRay's own ClusterRole for its controller, in its module (``config/rbac/``)
+KUBERAY_ROLE_FILE = "role.yaml"
+#: KubeRay's alpha features the controller runs with: the RayCronJob controller is off by
+#: default in KubeRay 1.6 and only starts with its feature gate
+KUBERAY_FEATURE_GATES = "RayCronJob=true"
 
 #: programs started by the cluster, in start order
 CLUSTER_PROGRAMS = (ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER, KWOK)
-#: programs every build provides (helm only when asked for)
+#: programs every build provides (helm and kuberay-operator only when asked for)
 DEFAULT_PROGRAMS = (*CLUSTER_PROGRAMS, KWOK_STAGES, KUBECTL)
+#: programs a cluster may run beside its own, started after them (and stopped first)
+OPTIONAL_PROGRAMS = (KUBERAY_OPERATOR,)
 
 # --- cluster ---------------------------------------------------------------------------
 HOST = "127.0.0.1"
@@ -52,6 +63,9 @@ ADMIN_USER = ("mlserve-admin", "system:masters")
 CONTROLLER_MANAGER_USER = ("system:kube-controller-manager", None)
 SCHEDULER_USER = ("system:kube-scheduler", None)
 KWOK_USER = ("system:kwok-controller", None)
+#: KubeRay's controller, bound to KubeRay's own ClusterRole
+KUBERAY_USER = ("kuberay-operator", None)
+KUBERAY_CLUSTER_ROLE_BINDING = "mlserve-dev:kuberay-operator"
 FRONT_PROXY_USER = "front-proxy-client"  # the API server, towards aggregated API servers
 KWOK_CLUSTER_ROLE_BINDING = "mlserve-dev:kwok-controller"
 

@@ -3,10 +3,13 @@ seeded as Darwin writes it. Each test waits on conditions with deadlines, never 
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from lightkube import Client
 from lightkube.resources.apps_v1 import Deployment
 from mlserve_testing import darwin
+from mlserve_testing.kuberay import KubeRayController, wait_until_kuberay_ends_run
 from mlserve_testing.mlserves import (
     MLServe,
     apply,
@@ -133,8 +136,11 @@ async def test_invalid_env_configs_in_the_database(
 
 
 async def test_a_workflow_serve_runs_one_rayjob_per_deployment(
-    operator_db: OperatorProcess, kube_client: Client, namespace: str
+    operator_db: OperatorProcess, kube_client: Client, namespace: str, kuberay_operator: KubeRayController
 ) -> None:
+    """The operator's RayJob, run by KubeRay's real controller: the operator follows the status
+    KubeRay writes (submitted, then the run's end, FAILED on kwok where no Ray head answers)
+    through its watch, and leaves the RayJob as it is."""
     serve, env = unique("batch"), unique("prod")
     seed = await darwin.seed_workflow_serve(serve, env, namespace)
     body = mlserve(serve, namespace, env, "v1")
@@ -149,3 +155,12 @@ async def test_a_workflow_serve_runs_one_rayjob_per_deployment(
     assert job["spec"]["shutdownAfterJobFinishes"] is True
     assert job["metadata"]["ownerReferences"][0]["uid"] == got["metadata"]["uid"]
     assert children(kube_client, namespace) == {}  # no API children for a workflow
+    assert condition(got, "Ready")["reason"] == "JobSubmitted"  # type: ignore[index]
+
+    ended = await asyncio.to_thread(wait_until_kuberay_ends_run, kube_client, name, namespace)
+    assert ended["jobStatus"] == "FAILED", ended
+    got = wait_condition(kube_client, serve, namespace, "Ready", "False", reason="JobFailed", timeout=60)
+    assert (got["status"]["phase"], got["status"]["lastRunStatus"]) == ("Failed", "FAILED")
+    live = kube_client.get(RayJob, name, namespace=namespace)
+    applied = [f for f in live.metadata.managedFields or [] if f.manager != "kuberay-operator"]
+    assert [(f.operation, f.subresource) for f in applied] == [("Apply", None)], "applied once, never again"

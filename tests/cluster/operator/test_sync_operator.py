@@ -12,6 +12,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Namespace
 from mlserve_testing import darwin
+from mlserve_testing.kuberay import KubeRayController
 from mlserve_testing.mlserves import apply, children, get, gone, mlserve, unique, wait_condition
 from mlserve_testing.operator import OperatorProcess
 from mlserve_testing.wait import wait_for
@@ -127,8 +128,10 @@ async def test_an_mlserve_of_the_pair_in_another_namespace_does_not_block_the_sy
 
 
 async def test_a_scheduled_workflow_gets_its_rayjob_at_the_cron_time(
-    operator_db: OperatorProcess, kube_client: Client, namespace: str
+    operator_db: OperatorProcess, kube_client: Client, namespace: str, kuberay_operator: KubeRayController
 ) -> None:
+    """The run of the cron time, which KubeRay's real controller takes (the end of a run, and
+    the next one waiting for it, are in tests/cluster/test_schedule_cluster.py)."""
     serve, env = unique("etl"), unique("dev")
     seed = await darwin.seed_api_serve(serve, env, namespace, versions=("v1",), serve_type="workflow")
     await darwin.insert(
@@ -162,3 +165,11 @@ async def test_a_scheduled_workflow_gets_its_rayjob_at_the_cron_time(
     )
     assert status["activeRayJob"] == jobs[0]["metadata"]["name"]
     assert jobs[0]["metadata"]["ownerReferences"][0]["name"] == name
+
+    first = jobs[0]["metadata"]["name"]
+    taken = wait_for(
+        lambda: kube_client.get(RayJob, first, namespace=namespace).to_dict().get("status", {}).get("rayClusterName"),
+        timeout=60,
+        what=f"KubeRay's controller to take RayJob {first}",
+    )
+    assert taken.startswith(first)
