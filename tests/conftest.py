@@ -8,4 +8,5 @@ pytest_plugins: list[str] = [
     "mlserve_testing.operator",
     "mlserve_testing.chart",
     "mlserve_testing.identity",
+    "mlserve_testing.faults",
 ]

@@ -9,6 +9,7 @@ started makes the tests that need it error, with the failing component's log tai
 
 Fixtures:
     cluster      session  ClusterHandle (kubeconfig path, server URL, .client())
+    local_cluster function the LocalCluster behind it (its processes), for restarting programs
     kube_client  session  a lightkube Client with admin rights
     namespace    function a fresh namespace, deleted afterwards
 
@@ -39,6 +40,8 @@ CLUSTER_FIXTURES = frozenset({"cluster", "kube_client", "namespace"})
 NAMESPACE_LABEL = "mlserve.darwin.io/test-namespace"
 
 _started_in: list[float] = []
+_local: list[LocalCluster] = []
+"""The session's local control plane, once started (the fault suite stops and starts its programs)."""
 _binaries_key = pytest.StashKey["Binaries | DevClusterError"]()
 
 
@@ -104,9 +107,21 @@ def cluster(pytestconfig: pytest.Config) -> Iterator[ClusterHandle]:
         handle = local.start()
         if local.started_in is not None:
             _started_in.append(local.started_in)
+        _local.append(local)
         yield handle
     finally:
+        _local.clear()
         local.stop()
+
+
+@pytest.fixture
+def local_cluster(cluster: ClusterHandle) -> LocalCluster:
+    """The session's local control plane itself, whose programs a test may stop and start
+    again (the API server and etcd restarted under the operator). A cluster named by
+    KUBECONFIG is not this session's to restart: the tests that need this fixture are skipped."""
+    if use_external_cluster() or not _local:
+        pytest.skip(f"{ENV_USE_KUBECONFIG}=1: the cluster's programs are not this session's to stop and start")
+    return _local[0]
 
 
 @pytest.fixture(scope="session")
