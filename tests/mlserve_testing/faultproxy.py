@@ -114,6 +114,8 @@ class Rule:
     times: int | None = 1
     """How many matching requests to act on; ``None``: every one until the rule is removed."""
     hits: int = 0
+    first_at: float | None = None
+    """When the first request was acted on (``time.monotonic()``)."""
     dropped: int = 0
     """Held requests dropped instead of forwarded (:meth:`FaultProxy.release` with ``forward=False``)."""
     _forward: bool = field(default=True, repr=False)
@@ -282,6 +284,8 @@ class FaultProxy:
             for rule in self.rules:
                 if rule.matches(verb, path):
                     rule.hits += 1
+                    if rule.first_at is None:
+                        rule.first_at = time.monotonic()
                     if rule._released is None:
                         rule._released = asyncio.Event()
                     return rule
