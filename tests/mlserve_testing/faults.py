@@ -171,7 +171,7 @@ class Ledger:
         for pointer in await self.pointers():
             deployment = int(pointer["deployment_id"])
             await darwin.query(
-                "UPDATE deployments SET status = 'ENDED', ended_at = ? WHERE id = ?", darwin.db_now(), deployment
+                "UPDATE deployments SET status = 'ENDED', ended_at = ? WHERE id = ?", darwin._now(), deployment
             )
             await darwin.query("DELETE FROM active_deployments WHERE id = ?", int(pointer["id"]))
             ended.append(deployment)
