@@ -337,9 +337,12 @@ class FaultProxy:
             response.enable_chunked_encoding()
             await response.prepare(request)
             record.status = upstream.status
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+            except (ClientError, ConnectionError):
+                pass  # the client went away (a watch closed, the operator killed): nothing to answer
             return response
 
 

@@ -348,12 +348,15 @@ def proxied_operator(
     folder: Path,
     namespaces: Sequence[str],
     name: str = "operator",
+    admin: bool = False,
     **settings: str,
 ) -> Iterator[ProxiedOperator]:
-    """A fault proxy and an operator (not started) that reaches the API server through it."""
+    """A fault proxy and an operator (not started) that reaches the API server through it;
+    ``admin``: as a cluster-admin ServiceAccount whatever the session's identity (the chart
+    the session installs has no peering rights)."""
     from mlserve_testing.identity import operator_runs_as_chart
 
-    if operator_runs_as_chart():
+    if operator_runs_as_chart() and not admin:
         identity = request.getfixturevalue("chart_identity")
         token, own_namespace = token_of(identity.kubeconfig), identity.namespace
     else:
