@@ -44,6 +44,8 @@ CONFIGMAP = "mlserve-operator-pending"
 LIMIT = 1024 * 1024
 """The API server's limit on a ConfigMap's data (bytes of its values)."""
 SHORT = 40
+CAUSES = {"500": "injected by", "rbac": "forbidden", "oversized": "Too long"}
+"""What the operator's log line says of each refusal."""
 
 
 def _cleanup_configmap(client: Client, namespace: str) -> None:
@@ -196,6 +198,8 @@ async def test_a_refused_pending_write_loses_no_undeploy(
             what="the pending list's write refused",
         )
         assert operator.running
+        refused = [line for line in operator.log_text().splitlines() if "could not keep the pending undeploys" in line]
+        assert CAUSES[refusal] in refused[-1], refused[-1]
     finally:
         operator_mariadb.start()
     restarted = time.monotonic()
