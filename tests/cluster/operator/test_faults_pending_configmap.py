@@ -44,7 +44,7 @@ CONFIGMAP = "mlserve-operator-pending"
 LIMIT = 1024 * 1024
 """The API server's limit on a ConfigMap's data (bytes of its values)."""
 SHORT = 40
-CAUSES = {"500": "injected by", "rbac": "forbidden", "oversized": "Too long"}
+CAUSES = {"500": "500 Internal Server Error", "rbac": "forbidden", "oversized": "Too long"}
 """What the operator's log line says of each refusal."""
 
 
@@ -141,9 +141,9 @@ def proxied(
     try:
         yield running
     finally:
-        _cleanup_configmap(kube_client, own_namespace)
-        for _ in gen:
+        for _ in gen:  # the operator stopped first: it would write its list (and what it keeps aside) again
             pass
+        _cleanup_configmap(kube_client, own_namespace)
         if refusal == "rbac":
             kube_client.delete(Namespace, own_namespace)
 
