@@ -11,4 +11,5 @@ pytest_plugins: list[str] = [
     "mlserve_testing.chart",
     "mlserve_testing.identity",
     "mlserve_testing.kuberay",
+    "mlserve_testing.faults",
 ]

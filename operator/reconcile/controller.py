@@ -51,6 +51,10 @@ __all__ = ["Controller"]
 log = logging.getLogger(__name__)
 
 CHILD_SELECTOR = {api.LABEL_MANAGED_BY: api.MANAGED_BY}
+PEERING_POLL = 0.2
+"""Seconds between two looks at kopf's peering (whether this replica acts); a worker also looks
+before it starts a reconcile, so none starts once another replica acts (one already running
+finishes: kopf's peering has no fencing)."""
 SYNC_DEADLINE = 60.0
 """Seconds the workers wait for every informer's first list before they start anyway."""
 
@@ -197,7 +201,7 @@ class Controller:
                 self._acting.clear()
             if self._active is None:
                 await asyncio.Event().wait()  # standalone: nothing more to follow
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(PEERING_POLL)
 
     async def _worker(self) -> None:
         while True:
@@ -205,6 +209,10 @@ class Controller:
             uid = await self.queue.get()
             metrics.QUEUE_WAIT.observe(self.queue.last_wait)
             try:
+                if self._acting.is_set() and self._active is not None and not self._active():
+                    # Paused since the last look: no reconcile starts from now on.
+                    log.info("another replica acts: the reconciles pause")
+                    self._acting.clear()
                 if not self._acting.is_set():
                     self.queue.add(uid)  # processed once this replica acts again
                     continue

@@ -43,6 +43,7 @@ KUBERAY_FIXTURE = "kuberay_operator"
 NAMESPACE_LABEL = "mlserve.darwin.io/test-namespace"
 
 _started_in: list[float] = []
+"""The session's local control plane, once started (the fault suite stops and starts its programs)."""
 _binaries_key = pytest.StashKey["Binaries | DevClusterError"]()
 
 

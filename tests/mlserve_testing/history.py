@@ -73,6 +73,7 @@ __all__ = [
     "Violation",
     "WriteCounter",
     "install_mlserve_crd",
+    "pair_violations",
     "run_schedule",
 ]
 
@@ -789,70 +790,19 @@ class Schedule:
                     f"{body['metadata']['namespace']}/{body['metadata']['name']} still has its finalizer",
                 )
         for pair in self.pairs:
-            mine = [
-                r
-                for r in rows
-                if int(r["serve_id"]) == pair.serve_id and int(r["environment_id"]) == pair.environment_id
-            ]
-            active = [int(r["id"]) for r in mine if r["status"] == "ACTIVE"]
-            ptrs = [
-                p
-                for p in pointers
-                if int(p["serve_id"]) == pair.serve_id and int(p["environment_id"]) == pair.environment_id
-            ]
-            if len(active) > 1:
-                self._violate("two-active", f"{pair.serve}: ACTIVE deployments {active}")
-            if len(ptrs) > 1:
-                self._violate("two-pointers", f"{pair.serve}: pointers to {[p['deployment_id'] for p in ptrs]}")
-            pointed = sorted(int(p["deployment_id"]) for p in ptrs)
-            if pointed != sorted(active):
-                self._violate("pointer-mismatch", f"{pair.serve}: pointer to {pointed}, ACTIVE {active}")
-            held = [b for b in mlserves if pair_of(b) == pair.key]
-            if not ptrs:
-                # A paused MLServe's request waits for its user (it records nothing): not checked.
-                running = [b for b in held if not (b.get("spec") or {}).get("paused")]
-                if running:
-                    self._violate(
-                        "undeployed-still-served",
-                        f"{pair.serve}: no active deployment, MLServes {[b['metadata']['name'] for b in running]} "
-                        f"(annotation {[(b['metadata'].get('annotations') or {}).get(api.ANNOTATION_DEPLOYMENT_ID) for b in running]})",
-                    )
-                continue
-            active_row = next((r for r in mine if int(r["id"]) == int(ptrs[0]["deployment_id"])), None)
-            if active_row is None:
-                continue
-            version = artifacts[int(active_row["artifact_id"])]
-            if len(held) != 1:
-                self._violate(
-                    "mlserve-count", f"{pair.serve}: deployment {active_row['id']} ({version}), {len(held)} MLServes"
-                )
-                continue
-            body = held[0]
-            spec = body.get("spec") or {}
-            if spec.get("paused"):
-                continue  # paused: the user holds it; what runs is not checked
-            if spec.get("artifactVersion") != version:
-                self._violate(
-                    "cluster-version",
-                    f"{pair.serve}: database deployment {active_row['id']} runs {version}, "
-                    f"MLServe asks for {spec.get('artifactVersion')} "
-                    f"(annotation {((body['metadata'].get('annotations') or {}).get(api.ANNOTATION_DEPLOYMENT_ID))}, "
-                    f"status {(body.get('status') or {}).get('phase')})",
-                )
-                continue
             image = await self._image(pair)
-            expected = f"registry.example.com/{pair.serve}:{version}"
-            if image != expected:
-                reasons = [
-                    f"{c.get('type')}={c.get('reason')}"
-                    for c in (body.get("status") or {}).get("conditions") or []
-                    if c.get("status") == ("True" if c.get("type") == "Conflict" else "False")
-                ]
-                self._violate(
-                    "cluster-image",
-                    f"{pair.serve}: Deployment runs {image}, database says {expected} "
-                    f"(MLServe {(body.get('status') or {}).get('phase')}: {', '.join(reasons) or 'no failing condition'})",
-                )
+            for violation in pair_violations(
+                pair.serve,
+                pair.environment,
+                pair.serve_id,
+                pair.environment_id,
+                rows,
+                pointers,
+                mlserves,
+                artifacts,
+                image,
+            ):
+                self._violate(violation.kind, violation.message)
 
     async def _image(self, pair: PairInfo) -> str | None:
         name = names.child_name(pair.serve, pair.environment)
@@ -866,6 +816,91 @@ class Schedule:
             return None
         containers = found.spec.template.spec.containers if found.spec and found.spec.template.spec else []
         return containers[0].image if containers else None
+
+
+def pair_violations(
+    serve: str,
+    environment: str,
+    serve_id: int,
+    environment_id: int,
+    rows: Sequence[Mapping[str, Any]],
+    pointers: Sequence[Mapping[str, Any]],
+    mlserves: Sequence[Mapping[str, Any]],
+    artifacts: Mapping[int, str],
+    image: str | None,
+) -> list[Violation]:
+    """The sync protocol's invariants for one (serve, environment) once the writers settled.
+
+    ``rows``: ``deployments`` rows (id, serve_id, environment_id, artifact_id, status);
+    ``pointers``: ``active_deployments`` rows (id, serve_id, environment_id, deployment_id);
+    ``mlserves``: the MLServes of the environment's namespace; ``artifacts``: artifacts.id ->
+    version; ``image``: the image the pair's Deployment runs (None: no Deployment). Holds when:
+    at most one ACTIVE deployment and one pointer, the pointer names the ACTIVE one, an
+    undeployed pair has no running MLServe, a deployed pair exactly one MLServe asking for the
+    active version, and its Deployment runs that version's image."""
+    found: list[Violation] = []
+    mine = [r for r in rows if int(r["serve_id"]) == serve_id and int(r["environment_id"]) == environment_id]
+    active = [int(r["id"]) for r in mine if r["status"] == "ACTIVE"]
+    ptrs = [p for p in pointers if int(p["serve_id"]) == serve_id and int(p["environment_id"]) == environment_id]
+    if len(active) > 1:
+        found.append(Violation("two-active", f"{serve}: ACTIVE deployments {active}"))
+    if len(ptrs) > 1:
+        found.append(Violation("two-pointers", f"{serve}: pointers to {[p['deployment_id'] for p in ptrs]}"))
+    pointed = sorted(int(p["deployment_id"]) for p in ptrs)
+    if pointed != sorted(active):
+        found.append(Violation("pointer-mismatch", f"{serve}: pointer to {pointed}, ACTIVE {active}"))
+    held = [b for b in mlserves if pair_of(b) == (serve, environment)]
+    if not ptrs:
+        # A paused MLServe's request waits for its user (it records nothing): not checked.
+        running = [b for b in held if not (b.get("spec") or {}).get("paused")]
+        if running:
+            found.append(
+                Violation(
+                    "undeployed-still-served",
+                    f"{serve}: no active deployment, MLServes {[b['metadata']['name'] for b in running]} "
+                    f"(annotation {[(b['metadata'].get('annotations') or {}).get(api.ANNOTATION_DEPLOYMENT_ID) for b in running]})",
+                )
+            )
+        return found
+    active_row = next((r for r in mine if int(r["id"]) == int(ptrs[0]["deployment_id"])), None)
+    if active_row is None:
+        return found
+    version = artifacts[int(active_row["artifact_id"])]
+    if len(held) != 1:
+        found.append(
+            Violation("mlserve-count", f"{serve}: deployment {active_row['id']} ({version}), {len(held)} MLServes")
+        )
+        return found
+    body = held[0]
+    spec = body.get("spec") or {}
+    if spec.get("paused"):
+        return found  # paused: the user holds it; what runs is not checked
+    if spec.get("artifactVersion") != version:
+        found.append(
+            Violation(
+                "cluster-version",
+                f"{serve}: database deployment {active_row['id']} runs {version}, "
+                f"MLServe asks for {spec.get('artifactVersion')} "
+                f"(annotation {((body['metadata'].get('annotations') or {}).get(api.ANNOTATION_DEPLOYMENT_ID))}, "
+                f"status {(body.get('status') or {}).get('phase')})",
+            )
+        )
+        return found
+    expected = f"registry.example.com/{serve}:{version}"
+    if image != expected:
+        reasons = [
+            f"{c.get('type')}={c.get('reason')}"
+            for c in (body.get("status") or {}).get("conditions") or []
+            if c.get("status") == ("True" if c.get("type") == "Conflict" else "False")
+        ]
+        found.append(
+            Violation(
+                "cluster-image",
+                f"{serve}: Deployment runs {image}, database says {expected} "
+                f"(MLServe {(body.get('status') or {}).get('phase')}: {', '.join(reasons) or 'no failing condition'})",
+            )
+        )
+    return found
 
 
 @dataclass

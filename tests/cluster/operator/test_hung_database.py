@@ -11,6 +11,7 @@ connection looks) under the operator as it runs (``mlserve run``), on a server o
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 from lightkube import Client
 from mlserve_testing import darwin
+from mlserve_testing.faults import record
 from mlserve_testing.mariadb import MariaDBServer, start_mariadb
 from mlserve_testing.mlserves import get, unique, wait_condition
 from mlserve_testing.operator import MODELS, OperatorProcess, _free_port, operator_env
@@ -84,6 +86,7 @@ async def test_a_hung_database_times_out_and_the_sync_recovers(
         await Tortoise.close_connections()
 
         hung_server.freeze()
+        frozen = time.monotonic()
         try:
             wait_for(
                 lambda: "database sync: the database did not answer" in process.log_text(),
@@ -93,6 +96,7 @@ async def test_a_hung_database_times_out_and_the_sync_recovers(
             assert process.running and _health(process) == 200, "a hung database is no reason to restart"
         finally:
             hung_server.thaw()
+        thawed = time.monotonic()
 
         await Tortoise.init(db_url=database_url, modules=MODELS)
         second = await darwin.deploy(seed, "v2")
@@ -103,6 +107,13 @@ async def test_a_hung_database_times_out_and_the_sync_recovers(
         )
         assert "database sync recovered" in process.log_text()
         assert _health(process) == 200
+        record(
+            "MariaDB hung (SIGSTOP) under the sync",
+            1,
+            survived=process.running,
+            converge_seconds=time.monotonic() - thawed,
+            note=f"frozen {thawed - frozen:.1f} s",
+        )
     finally:
         process.stop()
 

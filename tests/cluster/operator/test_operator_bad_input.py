@@ -13,6 +13,7 @@ from lightkube import Client
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap, Event
 from mlserve_testing import darwin
+from mlserve_testing.faults import record
 from mlserve_testing.mlserves import unique, wait_condition
 from mlserve_testing.operator import OperatorProcess
 from mlserve_testing.wait import wait_for
@@ -110,4 +111,5 @@ async def test_a_pending_configmap_that_cannot_be_read_is_kept_aside_not_a_stop(
 
     data = wait_for(moved_aside, timeout=30, what="the unreadable entries moved under malformed.json")
     assert len(json.loads(data["malformed.json"])) == len(unreadable)
+    record("pending ConfigMap malformed", len(unreadable), survived=operator_db.running)
     kube_client.delete(ConfigMap, configmap, namespace=own_namespace)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import ConfigMap
 from lightkube.types import PatchType
 from mlserve_testing import darwin
+from mlserve_testing.faults import record
 from mlserve_testing.mlserves import (
     MLServe,
     apply,
@@ -127,6 +129,7 @@ async def test_sigkill_mid_deploy_converges_with_one_active_deployment(
     # Kill as soon as the deploy is in the database, before the children and status follow.
     await async_wait_for(v2_row, timeout=60, what="the v2 deployment written", interval=0.01)
     operator_db.kill()
+    killed = time.monotonic()
     operator_db.start()
 
     wait_for(lambda: _image(kube_client, f"{serve}-{env}", namespace).endswith(":v2"), timeout=60, what="v2 running")
@@ -140,6 +143,12 @@ async def test_sigkill_mid_deploy_converges_with_one_active_deployment(
         ),
         timeout=60,
         what=f"status naming deployment {rows[1]['id']} and Ready",
+    )
+    record(
+        "operator SIGKILLed once the deploy is in the database",
+        1,
+        survived=True,
+        converge_seconds=time.monotonic() - killed,
     )
 
 
@@ -164,8 +173,15 @@ async def test_database_down_during_reconcile_reports_and_recovers(
     finally:
         operator_mariadb.start()
 
+    restarted = time.monotonic()
     wait_condition(kube_client, serve, namespace, "DatabaseSynced", "True", timeout=90)
     wait_for(lambda: _image(kube_client, f"{serve}-{env}", namespace).endswith(":v2"), timeout=60, what="v2 running")
+    record(
+        "MariaDB stopped during a reconcile, restarted",
+        1,
+        survived=operator_db.running,
+        converge_seconds=time.monotonic() - restarted,
+    )
     # This process's pooled connections died with the server: retry until a fresh one answers.
     rows = await async_wait_for(
         lambda: darwin.deployments(seed.serve, seed.environment), timeout=30, what="the database", ignore=(Exception,)
@@ -196,10 +212,17 @@ async def test_deletion_completes_with_the_database_down(
         rows = await darwin.deployments(seed.serve, seed.environment)
         return bool(rows) and all(r["status"] == "ENDED" for r in rows)
 
+    restarted = time.monotonic()
     await async_wait_for(
         ended, timeout=60, what="the deployment ENDED after the database came back", ignore=(Exception,)
     )
     assert await darwin.active_rows(seed.serve, seed.environment) == []
+    record(
+        "MariaDB stopped during a deletion, restarted",
+        1,
+        survived=operator_db.running,
+        converge_seconds=time.monotonic() - restarted,
+    )
     # The database sync must not bring the deleted pair back (at most transiently: an MLServe it
     # creates from a read made before the pending write is removed on its next pass).
     wait_for(
