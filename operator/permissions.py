@@ -13,7 +13,8 @@ A rule is (API group, resource, verbs). Which rules apply depends on two setting
   grant; patterns (``team-*``, ``!kube-*``) make kopf list and watch namespaces to match them,
   and the matching namespaces are not known in advance, so their rights come from a ClusterRole;
 - peering on (``MLSERVE_PEERING_NAME`` set) or off (standalone);
-- the DCM endpoint on (``MLSERVE_DCM_LISTEN`` set, the chart's ``dcm.enabled``) or off.
+- the DCM endpoint on (``MLSERVE_DCM_LISTEN`` set, the chart's ``dcm.enabled``) or off;
+- the artifact builder on (``MLSERVE_BUILDER_ENABLED``, the chart's ``builder.enabled``) or off.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class Rule:
     """Applies only when peering is on."""
     dcm: bool = False
     """Applies only when the DCM endpoint is on."""
+    builder: bool = False
+    """Applies only when the artifact builder is on."""
     cluster_scoped: bool = False
     """A cluster-scoped resource: granted by a ClusterRole even for a namespaced operator."""
     own_namespace: bool = False
@@ -63,8 +66,13 @@ class Rule:
     """The setting that names the one object the rule is limited to (``resourceNames``);
     empty: every object of the resource."""
 
-    def applies(self, *, scope: Scope, peering: bool, dcm: bool = False) -> bool:
-        return scope in self.scopes and (peering or not self.peering) and (dcm or not self.dcm)
+    def applies(self, *, scope: Scope, peering: bool, dcm: bool = False, builder: bool = False) -> bool:
+        return (
+            scope in self.scopes
+            and (peering or not self.peering)
+            and (dcm or not self.dcm)
+            and (builder or not self.builder)
+        )
 
 
 def child_resources() -> list[tuple[str, str]]:
@@ -185,6 +193,16 @@ RULES: tuple[Rule, ...] = (
         "by the children's selector, as Darwin's cluster manager answered it",
         dcm=True,
     ),
+    Rule(
+        "batch",
+        "jobs",
+        ("create", "get"),
+        "reconcile.builder.Builder (MLSERVE_BUILDER_ENABLED): creates the Kubernetes Job of each "
+        "build job it leases and reads it (one GET per held build and tick) until it completes "
+        "or fails; in the builder's namespace, the operator's own in the chart",
+        own_namespace=True,
+        builder=True,
+    ),
 )
 
 #: Requests kopf would send for an operator watching namespaces given by name, deliberately
@@ -214,11 +232,12 @@ REFUSED_WHEN_NAMESPACED: tuple[Rule, ...] = (
 )
 
 
-def rules_for(*, namespaces: Sequence[str], peering: bool, dcm: bool = False) -> list[Rule]:
+def rules_for(*, namespaces: Sequence[str], peering: bool, dcm: bool = False, builder: bool = False) -> list[Rule]:
     """The rules that apply to an operator run with these settings (``MLSERVE_NAMESPACES``
-    as a list, whether ``MLSERVE_PEERING_NAME`` is set, whether ``MLSERVE_DCM_LISTEN`` is)."""
+    as a list, whether ``MLSERVE_PEERING_NAME`` is set, whether ``MLSERVE_DCM_LISTEN`` is,
+    whether ``MLSERVE_BUILDER_ENABLED`` is)."""
     scope = scope_of(namespaces)
-    return [r for r in RULES if r.applies(scope=scope, peering=peering, dcm=dcm)]
+    return [r for r in RULES if r.applies(scope=scope, peering=peering, dcm=dcm, builder=builder)]
 
 
 def expand(rules: Iterable[Rule]) -> Iterator[tuple[str, str, str]]:
