@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lightkube.resources.networking_v1 import Ingress
+
 from mlserve.models import InvalidConfig, ServeType
 from mlserve.operator.render import names, render_children
 from mlserve.operator.spec import MLServeSpec, ServeContext, api
@@ -25,7 +27,7 @@ from .kube import API_KINDS, RayCronJob, RayJob
 from .observe import Observation, Workload, workload_of
 from .runtime import Runtime
 
-__all__ = ["Rendered", "apply_step", "render_step", "schedule_step"]
+__all__ = ["HOST_RECHECK_SECONDS", "Rendered", "apply_step", "render_step", "schedule_step"]
 
 
 @dataclass(frozen=True)
@@ -86,9 +88,10 @@ async def apply_step(
         live = await live_children(rt.client, rt.children, kinds, namespace, rendered.selector)
         result = ApplyResult(live=live)
     else:
+        manifests = await _unless_host_claimed(rt, body, rendered, obs)
         result = await apply_children(
             rt.client,
-            rendered.manifests,
+            manifests,
             rendered.owner,
             rendered.selector,
             kinds,
@@ -143,6 +146,47 @@ async def schedule_step(rt: Runtime, body: Mapping[str, Any], rendered: Rendered
             job_status=(newest.get("status") or {}).get("jobStatus"),
         )
     return run.requeue_after
+
+
+HOST_RECHECK_SECONDS = 2.0
+"""While the MLServe's Ingress is held back, the reconcile looks again this often."""
+
+
+async def _unless_host_claimed(
+    rt: Runtime, body: Mapping[str, Any], rendered: Rendered, obs: Observation
+) -> list[dict[str, Any]]:
+    """The manifests, without the Ingress while another Ingress of the namespace claims one of
+    its hosts (``obs.ingress_held`` says which), so two Ingresses never claim one host: e.g.
+    the Ingress of Darwin's Helm release until ``mlserve takeover`` removes it. Checked only
+    while the MLServe's own Ingress does not exist yet (one LIST of the namespace's Ingresses
+    then; none once it exists, from the cache); an Ingress appearing later for a host the
+    MLServe already has is the newcomer's problem, not a reason to drop the MLServe's."""
+    ingresses = [m for m in rendered.manifests if m.get("kind") == api.INGRESS.kind]
+    hosts = set(obs.hosts or ())
+    if not ingresses or not hosts:
+        return rendered.manifests
+    namespace = rendered.owner.namespace
+    live = await live_children(rt.client, rt.children, (Ingress,), namespace, rendered.selector)
+    if any(kind == api.INGRESS.kind for kind, _ in live):
+        return rendered.manifests
+    ours = {str(m["metadata"]["name"]) for m in ingresses}
+    claims: list[str] = []
+    async for other in rt.client.list(Ingress, namespace=namespace):
+        if other.metadata is None or other.metadata.name in ours or other.spec is None:
+            continue
+        taken = sorted(hosts & {rule.host for rule in other.spec.rules or [] if rule.host})
+        if taken:
+            claims.append(f"Ingress {namespace}/{other.metadata.name} claims {', '.join(taken)}")
+    if not claims:
+        return rendered.manifests
+    obs.ingress_held = (
+        f"the Ingress is held back while {'; '.join(claims)} (e.g. Darwin's release before "
+        "`mlserve takeover` removes it): delete that Ingress and the MLServe's is created"
+    )
+    previous = (body.get("status") or {}).get("conditions") or []
+    if not any(c.get("type") == "Synced" and c.get("reason") == Reason.HOST_CLAIMED for c in previous):
+        rt.events.post(body, "Warning", Reason.HOST_CLAIMED, obs.ingress_held)
+    return [m for m in rendered.manifests if m.get("kind") != api.INGRESS.kind]
 
 
 def _kinds_for(spec: MLServeSpec, scheduled_per_run: bool) -> tuple[Any, ...]:

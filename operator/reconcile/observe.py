@@ -62,6 +62,8 @@ class Observation:
     children: list[dict[str, str]] | None = None
     applied: bool = False
     """The children were applied (or already matched) in this reconcile."""
+    ingress_held: str | None = None
+    """Why the MLServe's Ingress was not created: another Ingress claims one of its hosts."""
     workload: Workload | None = None
     schedule_status: dict[str, Any] = field(default_factory=dict)
     """Fields owned by the workflow scheduler (lastScheduledTime, ...), passed through."""

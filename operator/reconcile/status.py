@@ -352,6 +352,8 @@ def _synced(obs: Observation) -> _Condition | None:
         return _Condition(
             ConditionType.SYNCED, False, Reason.PAUSED, "spec.paused is true: children are left as they are"
         )
+    if obs.applied and obs.ingress_held:
+        return _Condition(ConditionType.SYNCED, False, Reason.HOST_CLAIMED, obs.ingress_held)
     if obs.applied:
         return _Condition(ConditionType.SYNCED, True, Reason.APPLIED, "every child is applied as rendered")
     return None
@@ -382,6 +384,8 @@ def _ready(obs: Observation, previous_phase: str | None) -> _Verdict:
         phase = Phase.PAUSED
     if obs.db_state == "superseded" and phase == Phase.READY:
         message = f"{message}; {obs.db_message}"
+    if obs.ingress_held and phase == Phase.READY:
+        message = f"{message}; {obs.ingress_held}"
     return _Verdict((_Condition(ConditionType.READY, ready, reason, message),), phase, message)
 
 
