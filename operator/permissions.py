@@ -191,9 +191,10 @@ RULES: tuple[Rule, ...] = (
         "",
         "pods",
         ("list",),
-        "dcm.server.kube_pod_lister (MLSERVE_DCM_LISTEN): Darwin's status call lists a serve's pods "
-        "by the children's selector, as Darwin's cluster manager answered it",
-        dcm=True,
+        "reconcile.children._image_pulls: a rollout not Ready for 10 s lists its serve's pods by the "
+        "children's selector (can they pull their image?); dcm.server.kube_pod_lister "
+        "(MLSERVE_DCM_LISTEN): Darwin's status call lists a serve's pods the same way",
+        audited=False,
     ),
     Rule(
         "batch",

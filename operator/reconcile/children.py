@@ -8,10 +8,12 @@ workflow's schedule as one RayJob per cron time when no RayCronJob does.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lightkube.resources.core_v1 import Pod
 from lightkube.resources.networking_v1 import Ingress
 
 from mlserve.models import InvalidConfig, ServeType
@@ -23,11 +25,11 @@ from mlserve.operator.spec.schedule import cron_job_status
 from . import schedule
 from .apply import ApplyResult, Owner, apply_children, live_children
 from .errors import InvalidInput
-from .kube import API_KINDS, RayCronJob, RayJob
-from .observe import Observation, Workload, workload_of
+from .kube import API_KINDS, RayCronJob, RayJob, as_dict
+from .observe import Observation, Workload, image_pull_failure, not_ready_since, workload_of
 from .runtime import Runtime
 
-__all__ = ["HOST_RECHECK_SECONDS", "Rendered", "apply_step", "render_step", "schedule_step"]
+__all__ = ["HOST_RECHECK_SECONDS", "POD_CHECK_AFTER_SECONDS", "Rendered", "apply_step", "render_step", "schedule_step"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ async def apply_step(
         for m in rendered.manifests
     ]
     obs.workload = workload_of(spec, result.live)
+    await _image_pulls(rt, body, rendered, obs)
     if obs.workload is not None and obs.workload.kind == api.RAYCRONJOB.kind:
         obs.schedule_status = cron_job_status(
             str(spec.schedule or rendered.context.schedule),
@@ -146,6 +149,40 @@ async def schedule_step(rt: Runtime, body: Mapping[str, Any], rendered: Rendered
             job_status=(newest.get("status") or {}).get("jobStatus"),
         )
     return run.requeue_after
+
+
+POD_CHECK_AFTER_SECONDS = 10.0
+"""A rollout not Ready for this long has its pods looked at (can they pull their image?), and is
+looked at again this often until it is Ready or Failed."""
+
+
+async def _image_pulls(rt: Runtime, body: Mapping[str, Any], rendered: Rendered, obs: Observation) -> None:
+    """Pods that cannot pull their image make the rollout Failed (``ImagePullError``), with the
+    kubelet's reason: the Deployment controller only says so at its progress deadline.
+
+    Pods are not cached (a watch of every serve's pods costs memory and events at thousands
+    of serves); they are listed, by the serve's selector in its namespace, only for a rollout
+    that has not been Ready for :data:`POD_CHECK_AFTER_SECONDS` (its previous status says
+    since when), so a healthy rollout and a converged serve list nothing. Such a rollout is
+    looked at again that often (``obs.pods_recheck``) while it stays neither Ready nor Failed."""
+    workload = obs.workload
+    if workload is None or workload.kind != api.DEPLOYMENT.kind or not workload.exists:
+        return
+    if workload.failure is not None or (workload.rolled_out and workload.ready >= max(workload.desired, 1)):
+        return
+    since = not_ready_since(body.get("status") or {})
+    if since is None or (rt.clock() - since).total_seconds() < POD_CHECK_AFTER_SECONDS:
+        obs.pods_recheck = True
+        return
+    selector: dict[str, Any] = dict(names.selector(rendered.spec.serve, rendered.spec.environment))
+    pods = [
+        as_dict(pod, "Pod") async for pod in rt.client.list(Pod, namespace=rendered.owner.namespace, labels=selector)
+    ]
+    failure = image_pull_failure(pods)
+    if failure is None:
+        obs.pods_recheck = True
+        return
+    obs.workload = dataclasses.replace(workload, failure=failure)
 
 
 HOST_RECHECK_SECONDS = 2.0

@@ -35,7 +35,7 @@ from mlserve.operator.spec.times import format_rfc3339
 
 from .errors import ArtifactPending, ClaimConflict, InvalidInput, ReconcileError
 from .kube import MLServe
-from .observe import Observation, Workload
+from .observe import IMAGE_PULL_FAILURE, Observation, Workload
 
 __all__ = ["Observation", "Workload", "compute_status", "status_patch", "waits_for_artifact", "write_status"]
 
@@ -103,7 +103,10 @@ def _workload_phase(
     desired = max(workload.desired, 1)
     if workload.failure is not None and not (workload.rolled_out and workload.ready >= desired):
         why, detail = workload.failure
-        reason = Reason.ROLLOUT_STALLED if why == "ProgressDeadlineExceeded" else Reason.REPLICA_FAILURE
+        reason = {
+            "ProgressDeadlineExceeded": Reason.ROLLOUT_STALLED,
+            IMAGE_PULL_FAILURE: Reason.IMAGE_PULL_ERROR,
+        }.get(why, Reason.REPLICA_FAILURE)
         return (
             Phase.FAILED,
             False,

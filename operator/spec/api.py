@@ -191,6 +191,8 @@ class Reason(StrEnum):
     """The Deployment made no progress for ``progressDeadlineSeconds``: phase Failed."""
     REPLICA_FAILURE = "ReplicaFailure"
     """The Deployment's pods could not be created (quota, admission): phase Failed."""
+    IMAGE_PULL_ERROR = "ImagePullError"
+    """The rollout's pods cannot pull their image (ErrImagePull, ImagePullBackOff...): phase Failed."""
     CHILD_MISSING = "ChildMissing"
     JOB_SUBMITTED = "JobSubmitted"
     JOB_RUNNING = "JobRunning"
