@@ -161,6 +161,11 @@ async def startup(
     state.controller = Controller(state.runtime, lambda: kube.make_client(ours.field_manager), active=state.active)
     state.background.append(asyncio.create_task(state.controller.run(), name="reconcile-controller"))
     state.background.append(asyncio.create_task(_database_sync(state), name="database-sync"))
+    if ours.builder.enabled:
+        from .reconcile.builder import run_builder_loop
+
+        builder = run_builder_loop(ours.builder, client, state.stop, active=state.active)
+        state.background.append(asyncio.create_task(builder, name="artifact-builder"))
     if ours.dcm_listen is not None:
         from .dcm.server import serve_forever
 

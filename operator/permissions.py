@@ -13,7 +13,8 @@ A rule is (API group, resource, verbs). Which rules apply depends on two setting
   grant; patterns (``team-*``, ``!kube-*``) make kopf list and watch namespaces to match them,
   and the matching namespaces are not known in advance, so their rights come from a ClusterRole;
 - peering on (``MLSERVE_PEERING_NAME`` set) or off (standalone);
-- the DCM endpoint on (``MLSERVE_DCM_LISTEN`` set, the chart's ``dcm.enabled``) or off.
+- the DCM endpoint on (``MLSERVE_DCM_LISTEN`` set, the chart's ``dcm.enabled``) or off;
+- the artifact builder on (``MLSERVE_BUILDER_ENABLED``, the chart's ``builder.enabled``) or off.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class Rule:
     """Applies only when peering is on."""
     dcm: bool = False
     """Applies only when the DCM endpoint is on."""
+    builder: bool = False
+    """Applies only when the artifact builder is on."""
     cluster_scoped: bool = False
     """A cluster-scoped resource: granted by a ClusterRole even for a namespaced operator."""
     own_namespace: bool = False
@@ -63,8 +66,13 @@ class Rule:
     """The setting that names the one object the rule is limited to (``resourceNames``);
     empty: every object of the resource."""
 
-    def applies(self, *, scope: Scope, peering: bool, dcm: bool = False) -> bool:
-        return scope in self.scopes and (peering or not self.peering) and (dcm or not self.dcm)
+    def applies(self, *, scope: Scope, peering: bool, dcm: bool = False, builder: bool = False) -> bool:
+        return (
+            scope in self.scopes
+            and (peering or not self.peering)
+            and (dcm or not self.dcm)
+            and (builder or not self.builder)
+        )
 
 
 def child_resources() -> list[tuple[str, str]]:
@@ -79,7 +87,9 @@ _CHILD_WHY = (
     "list per kind by the MLServe's labels, a get by name of each rendered child the cache "
     "did not find (is the name taken?), server-side apply (a PATCH; when the child does "
     "not exist yet the API server also checks create), delete of children no longer "
-    "rendered; reconcile.schedule: server-side apply and delete of scheduled RayJobs"
+    "rendered; reconcile.schedule: server-side apply and delete of scheduled RayJobs; "
+    "reconcile.children: one list of the namespace's Ingresses while an MLServe's own "
+    "Ingress does not exist yet (is another Ingress claiming its host?)"
 )
 
 RULES: tuple[Rule, ...] = (
@@ -181,9 +191,20 @@ RULES: tuple[Rule, ...] = (
         "",
         "pods",
         ("list",),
-        "dcm.server.kube_pod_lister (MLSERVE_DCM_LISTEN): Darwin's status call lists a serve's pods "
-        "by the children's selector, as Darwin's cluster manager answered it",
-        dcm=True,
+        "reconcile.children._image_pulls: a rollout not Ready for 10 s lists its serve's pods by the "
+        "children's selector (can they pull their image?); dcm.server.kube_pod_lister "
+        "(MLSERVE_DCM_LISTEN): Darwin's status call lists a serve's pods the same way",
+        audited=False,
+    ),
+    Rule(
+        "batch",
+        "jobs",
+        ("create", "get"),
+        "reconcile.builder.Builder (MLSERVE_BUILDER_ENABLED): creates the Kubernetes Job of each "
+        "build job it leases and reads it (one GET per held build and tick) until it completes "
+        "or fails; in the builder's namespace, the operator's own in the chart",
+        own_namespace=True,
+        builder=True,
     ),
 )
 
@@ -214,11 +235,12 @@ REFUSED_WHEN_NAMESPACED: tuple[Rule, ...] = (
 )
 
 
-def rules_for(*, namespaces: Sequence[str], peering: bool, dcm: bool = False) -> list[Rule]:
+def rules_for(*, namespaces: Sequence[str], peering: bool, dcm: bool = False, builder: bool = False) -> list[Rule]:
     """The rules that apply to an operator run with these settings (``MLSERVE_NAMESPACES``
-    as a list, whether ``MLSERVE_PEERING_NAME`` is set, whether ``MLSERVE_DCM_LISTEN`` is)."""
+    as a list, whether ``MLSERVE_PEERING_NAME`` is set, whether ``MLSERVE_DCM_LISTEN`` is,
+    whether ``MLSERVE_BUILDER_ENABLED`` is)."""
     scope = scope_of(namespaces)
-    return [r for r in RULES if r.applies(scope=scope, peering=peering, dcm=dcm)]
+    return [r for r in RULES if r.applies(scope=scope, peering=peering, dcm=dcm, builder=builder)]
 
 
 def expand(rules: Iterable[Rule]) -> Iterator[tuple[str, str, str]]:

@@ -27,14 +27,17 @@ from mlserve.models.errors import InvalidConfig, SettingsError
 from mlserve.models.settings import DATABASE_VARIABLES, DatabaseSettings, EnvReader, parse_duration
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.spec.api import FIELD_MANAGER
+from mlserve.operator.spec.images import image_reference_problem
 from mlserve.operator.spec.namespaces import DEFAULT_DENIED_NAMESPACES, NamespacePolicy
 from mlserve.operator.spec.pods import pod_extras_of
 from mlserve.operator.spec.schedule import ScheduleSettings
 
 __all__ = [
+    "BUILDER_VARIABLES",
     "OPERATOR_VARIABLES",
     "RENDER_VARIABLES",
     "SCHEDULE_VARIABLES",
+    "BuilderSettings",
     "OperatorSettings",
     "SettingsError",
     "parse_duration",
@@ -109,9 +112,32 @@ SCHEDULE_VARIABLES = ("MLSERVE_SCHEDULE_HISTORY_LIMIT", "MLSERVE_SCHEDULE_STARTI
 """The variables of :class:`ScheduleSettings`."""
 
 
+BUILDER_VARIABLES = (
+    "MLSERVE_BUILDER_ENABLED",
+    "MLSERVE_BUILDER_IMAGE",
+    "MLSERVE_BUILDER_ARGS",
+    "MLSERVE_BUILDER_IMAGE_URL",
+    "MLSERVE_BUILDER_NAMESPACE",
+    "MLSERVE_BUILDER_TIMEOUT",
+    "MLSERVE_BUILDER_MAX_RETRIES",
+    "MLSERVE_BUILDER_LEASE",
+    "MLSERVE_BUILDER_CONCURRENCY",
+    "MLSERVE_BUILDER_SERVICE_ACCOUNT",
+    "MLSERVE_BUILDER_SECRET",
+    "MLSERVE_BUILDER_POD_LABELS",
+)
+"""The variables of :class:`BuilderSettings`."""
+
+
 def variables() -> tuple[str, ...]:
     """Every variable the operator's settings read, in the order of the README's tables."""
-    return (*OPERATOR_VARIABLES, *SCHEDULE_VARIABLES, *RENDER_VARIABLES.values(), *DATABASE_VARIABLES)
+    return (
+        *OPERATOR_VARIABLES,
+        *SCHEDULE_VARIABLES,
+        *RENDER_VARIABLES.values(),
+        *BUILDER_VARIABLES,
+        *DATABASE_VARIABLES,
+    )
 
 
 # The render fields whose value ``none`` means "leave it out", the plain text ones, the numbers.
@@ -333,6 +359,136 @@ def _listen(raw: str | None) -> tuple[str, int] | None:
     return host, int(port)
 
 
+_KANIKO = "gcr.io/kaniko-project/executor:v1.23.2"
+_KANIKO_ARGS = ("--context=$(BUILD_GIT_CONTEXT)", "--destination=$(BUILD_IMAGE)")
+_IMAGE_URL_FIELDS = ("serve", "version", "job")
+
+
+@dataclass(frozen=True)
+class BuilderSettings:
+    """The optional artifact builder (``MLSERVE_BUILDER_*``): PENDING ``artifact_builder_job``
+    rows built as Kubernetes Jobs (``reconcile/builder.py``). Off by default."""
+
+    enabled: bool = False
+    """MLSERVE_BUILDER_ENABLED: build PENDING jobs of the database (any serve, any environment)."""
+
+    image: str = _KANIKO
+    """MLSERVE_BUILDER_IMAGE: the image of the Job's one container: a Dockerfile builder (kaniko's
+    executor by default; buildkit's ``moby/buildkit:rootless`` with ``buildctl-daemonless.sh``
+    works as well)."""
+
+    args: tuple[str, ...] = _KANIKO_ARGS
+    """MLSERVE_BUILDER_ARGS: the container's arguments, a JSON list. Kubernetes expands
+    ``$(BUILD_...)`` from the variables the container gets: BUILD_JOB_ID, BUILD_SERVE,
+    BUILD_VERSION, BUILD_REPOSITORY, BUILD_BRANCH, BUILD_GIT_CONTEXT (kaniko's
+    ``git://host/path#refs/heads/branch``) and BUILD_IMAGE (where to push)."""
+
+    image_url: str = ""
+    """MLSERVE_BUILDER_IMAGE_URL: where a build pushes and what ``artifacts.image_url`` records,
+    with ``{serve}``, ``{version}`` and ``{job}`` filled in; Darwin's is
+    ``<registry>/<repository>:{serve}_{version}``. Required when the builder is enabled."""
+
+    namespace: str = ""
+    """MLSERVE_BUILDER_NAMESPACE: where the build Jobs run; default MLSERVE_OPERATOR_NAMESPACE."""
+
+    timeout: float = 1800.0
+    """MLSERVE_BUILDER_TIMEOUT: the longest one build may run, retries included (the Job's
+    ``activeDeadlineSeconds``); then the job is FAILED."""
+
+    max_retries: int = 2
+    """MLSERVE_BUILDER_MAX_RETRIES: how many times a failed build pod is started again (the Job's
+    ``backoffLimit``) before the job is FAILED."""
+
+    lease: float = 10.0
+    """MLSERVE_BUILDER_LEASE: how long a job's ``last_picked_at`` keeps it from other pickers;
+    renewed every quarter of it while the build runs. 10 s is Darwin's poller's, so a job the
+    operator builds is never taken by Darwin's poller either."""
+
+    concurrency: int = 2
+    """MLSERVE_BUILDER_CONCURRENCY: builds one operator runs at once."""
+
+    service_account: str | None = None
+    """MLSERVE_BUILDER_SERVICE_ACCOUNT: the build pods' service account (e.g. one with the
+    registry's push rights through workload identity)."""
+
+    secret: str | None = None
+    """MLSERVE_BUILDER_SECRET: a Secret of the builder's namespace whose keys become the build
+    container's variables (``envFrom``): Git and registry credentials, never in the database."""
+
+    pod_labels: tuple[tuple[str, str], ...] = ()
+    """MLSERVE_BUILDER_POD_LABELS: extra labels of the build pods, a JSON object."""
+
+    def image_url_of(self, serve: str, version: str, job: int) -> str:
+        return self.image_url.format(serve=serve, version=version, job=job)
+
+
+def _builder_settings(reader: EnvReader, operator_namespace: str | None) -> BuilderSettings:
+    defaults = BuilderSettings()
+    enabled = _flag(reader, "BUILDER_ENABLED", defaults.enabled)
+    raw_args = reader.text(PREFIX + "BUILDER_ARGS")
+    args = defaults.args
+    if raw_args is not None:
+        try:
+            parsed = json.loads(raw_args)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, list) or not all(isinstance(a, str) for a in parsed):
+            raise SettingsError(
+                PREFIX + "BUILDER_ARGS", 'must be a JSON list of strings, e.g. ["--destination=$(BUILD_IMAGE)"]'
+            )
+        args = tuple(parsed)
+    image_url = reader.text(PREFIX + "BUILDER_IMAGE_URL") or ""
+    namespace = reader.text(PREFIX + "BUILDER_NAMESPACE") or operator_namespace or ""
+    if enabled:
+        if not image_url:
+            raise SettingsError(
+                PREFIX + "BUILDER_IMAGE_URL",
+                "is required with MLSERVE_BUILDER_ENABLED: where builds push, e.g. registry.example.com/serves:{serve}_{version}",
+            )
+        if not namespace:
+            raise SettingsError(
+                PREFIX + "BUILDER_NAMESPACE",
+                "is required with MLSERVE_BUILDER_ENABLED when MLSERVE_OPERATOR_NAMESPACE is not set: the build Jobs' namespace",
+            )
+    if image_url:
+        try:
+            sample = image_url.format(serve="serve", version="1.0", job=1)
+        except (KeyError, IndexError, ValueError):
+            raise SettingsError(
+                PREFIX + "BUILDER_IMAGE_URL", "may hold only {serve}, {version} and {job} as fields"
+            ) from None
+        problem = image_reference_problem(sample)
+        if problem:
+            raise SettingsError(PREFIX + "BUILDER_IMAGE_URL", problem)
+    timeout = reader.duration(PREFIX + "BUILDER_TIMEOUT")
+    lease = reader.duration(PREFIX + "BUILDER_LEASE")
+    if lease is not None and lease < 2:
+        raise SettingsError(
+            PREFIX + "BUILDER_LEASE", f"{lease:g}s is too short: at least 2s (Darwin's poller uses 10s)"
+        )
+    retries = reader.integer(PREFIX + "BUILDER_MAX_RETRIES")
+    if retries is not None and not 0 <= retries <= 20:
+        raise SettingsError(PREFIX + "BUILDER_MAX_RETRIES", f"{retries} must be between 0 and 20")
+    concurrency = reader.integer(PREFIX + "BUILDER_CONCURRENCY")
+    if concurrency is not None and not 1 <= concurrency <= 64:
+        raise SettingsError(PREFIX + "BUILDER_CONCURRENCY", f"{concurrency} must be between 1 and 64")
+    raw_labels = reader.text(PREFIX + "BUILDER_POD_LABELS")
+    return BuilderSettings(
+        enabled=enabled,
+        image=reader.text(PREFIX + "BUILDER_IMAGE") or defaults.image,
+        args=args,
+        image_url=image_url,
+        namespace=namespace,
+        timeout=defaults.timeout if timeout is None else max(1.0, timeout),
+        max_retries=defaults.max_retries if retries is None else retries,
+        lease=defaults.lease if lease is None else lease,
+        concurrency=defaults.concurrency if concurrency is None else concurrency,
+        service_account=reader.text(PREFIX + "BUILDER_SERVICE_ACCOUNT"),
+        secret=reader.text(PREFIX + "BUILDER_SECRET"),
+        pod_labels=() if raw_labels is None else _annotations(PREFIX + "BUILDER_POD_LABELS", raw_labels),
+    )
+
+
 @dataclass(frozen=True)
 class OperatorSettings:
     """What ``mlserve run`` needs; build it with :meth:`from_env`."""
@@ -449,6 +605,9 @@ class OperatorSettings:
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings, repr=False)
     """The scheduler's settings (MLSERVE_SCHEDULE_HISTORY_LIMIT, MLSERVE_SCHEDULE_STARTING_DEADLINE)."""
 
+    builder: BuilderSettings = field(default_factory=BuilderSettings, repr=False)
+    """The optional artifact builder's settings (MLSERVE_BUILDER_*)."""
+
     def namespace_refusal(self, namespace: str) -> str | None:
         """Why the database may not point at ``namespace`` (naming the setting), or None."""
         return self.namespace_policy.refusal(namespace)
@@ -544,6 +703,7 @@ class OperatorSettings:
             database=DatabaseSettings.from_env(reader).model_copy(update={"statement_timeout": db_timeout}),
             render=read_render_settings(reader),
             schedule=read_schedule_settings(reader),
+            builder=_builder_settings(reader, operator_namespace),
         )
 
     def backoff(self, retry: int) -> float:

@@ -10,13 +10,17 @@ and Helm keeps the release in Secrets labelled ``owner=helm,name=<release>``. Th
    sync would (the database's active deployment, so it records nothing);
 2. wait until it is Ready on that deployment: its pods serve beside Darwin's, whose Ingress
    still routes the host to Darwin's pods;
-3. remove the release: ``helm uninstall`` when helm is at hand and knows the release, else its
-   objects by label, the Ingress first (the host is then only the MLServe's) and Helm's
-   records last. Nothing is removed when step 2 times out: Darwin's release keeps serving.
+3. remove the release's Ingress, then wait until the MLServe's own Ingress exists: the
+   reconcile holds the MLServe's Ingress back while another Ingress of the namespace claims
+   one of its hosts (``reconcile/children.py``, condition Synced ``HostClaimed``) and looks
+   again every two seconds, so the host is never claimed by two Ingresses, only unclaimed
+   for those seconds;
+4. remove the rest of the release: ``helm uninstall`` when helm is at hand and knows the
+   release, else its objects by label, Helm's records last.
 
-Two Ingresses claim the host from step 1 to step 3. ingress-nginx keeps routing it by the
-older rule (Darwin's) until that one is deleted; other controllers (AWS's ALB without an
-IngressGroup) provision a load balancer per Ingress: see the README's cutover steps.
+Nothing is removed when step 2 times out: Darwin's release keeps serving. When step 3 times
+out, Darwin's Ingress is gone and its pods are left serving nothing; the command says so and
+exits 1 (the MLServe's Ingress follows once its reconcile runs).
 """
 
 from __future__ import annotations
@@ -231,10 +235,57 @@ def takeover(
     ready = wait_ready(client, pair.namespace, name, pair.deployment_id, timeout, clock=clock, sleep=sleep)
     say(f"MLServe {pair.namespace}/{name} is Ready ({(ready.get('status') or {}).get('ready') or 'ready'})")
 
-    removed = remove_release(client, pair.namespace, pair.release, helm=helm)
+    removed = _remove_ingresses(client, pair.namespace, pair.release)
     for what in removed:
         say(f"removed {what}")
+    ingress = names.child_name(pair.serve, pair.environment)
+    say(f"waiting for the MLServe's Ingress {pair.namespace}/{ingress}")
+    _wait_ingress(client, pair.namespace, ingress, timeout, clock=clock, sleep=sleep)
+    rest = remove_release(client, pair.namespace, pair.release, helm=helm)
+    for what in rest:
+        say(f"removed {what}")
+    return removed + rest
+
+
+def _remove_ingresses(client: Client, namespace: str, release: str) -> list[str]:
+    """Delete the release's Ingresses: the host is then free for the MLServe's."""
+    removed = []
+    for kind, name in release_objects(client, namespace, release):
+        if kind is not Ingress:
+            continue
+        try:
+            client.delete(Ingress, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+        removed.append(f"Ingress/{name}")
     return removed
+
+
+def _wait_ingress(
+    client: Client,
+    namespace: str,
+    name: str,
+    timeout: float,
+    *,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> None:
+    deadline = clock() + timeout
+    while True:
+        try:
+            client.get(Ingress, name, namespace=namespace)
+            return
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+        if clock() >= deadline:
+            raise TakeoverFailed(
+                f"Darwin's Ingress is removed but the MLServe's Ingress {namespace}/{name} did not appear within "
+                f"{timeout:g}s (is the operator running? see the MLServe's Synced condition); the rest of "
+                "Darwin's release is left as it was: run the takeover again to finish"
+            )
+        sleep(0.5)
 
 
 def helm_binary() -> str | None:

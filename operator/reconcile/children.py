@@ -8,9 +8,13 @@ workflow's schedule as one RayJob per cron time when no RayCronJob does.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from lightkube.resources.core_v1 import Pod
+from lightkube.resources.networking_v1 import Ingress
 
 from mlserve.models import InvalidConfig, ServeType
 from mlserve.operator.render import names, render_children
@@ -21,11 +25,11 @@ from mlserve.operator.spec.schedule import cron_job_status
 from . import schedule
 from .apply import ApplyResult, Owner, apply_children, live_children
 from .errors import InvalidInput
-from .kube import API_KINDS, RayCronJob, RayJob
-from .observe import Observation, Workload, workload_of
+from .kube import API_KINDS, RayCronJob, RayJob, as_dict
+from .observe import Observation, Workload, image_pull_failure, not_ready_since, workload_of
 from .runtime import Runtime
 
-__all__ = ["Rendered", "apply_step", "render_step", "schedule_step"]
+__all__ = ["HOST_RECHECK_SECONDS", "POD_CHECK_AFTER_SECONDS", "Rendered", "apply_step", "render_step", "schedule_step"]
 
 
 @dataclass(frozen=True)
@@ -86,9 +90,10 @@ async def apply_step(
         live = await live_children(rt.client, rt.children, kinds, namespace, rendered.selector)
         result = ApplyResult(live=live)
     else:
+        manifests = await _unless_host_claimed(rt, body, rendered, obs)
         result = await apply_children(
             rt.client,
-            rendered.manifests,
+            manifests,
             rendered.owner,
             rendered.selector,
             kinds,
@@ -108,6 +113,7 @@ async def apply_step(
         for m in rendered.manifests
     ]
     obs.workload = workload_of(spec, result.live)
+    await _image_pulls(rt, body, rendered, obs)
     if obs.workload is not None and obs.workload.kind == api.RAYCRONJOB.kind:
         obs.schedule_status = cron_job_status(
             str(spec.schedule or rendered.context.schedule),
@@ -143,6 +149,81 @@ async def schedule_step(rt: Runtime, body: Mapping[str, Any], rendered: Rendered
             job_status=(newest.get("status") or {}).get("jobStatus"),
         )
     return run.requeue_after
+
+
+POD_CHECK_AFTER_SECONDS = 10.0
+"""A rollout not Ready for this long has its pods looked at (can they pull their image?), and is
+looked at again this often until it is Ready or Failed."""
+
+
+async def _image_pulls(rt: Runtime, body: Mapping[str, Any], rendered: Rendered, obs: Observation) -> None:
+    """Pods that cannot pull their image make the rollout Failed (``ImagePullError``), with the
+    kubelet's reason: the Deployment controller only says so at its progress deadline.
+
+    Pods are not cached (a watch of every serve's pods costs memory and events at thousands
+    of serves); they are listed, by the serve's selector in its namespace, only for a rollout
+    that has not been Ready for :data:`POD_CHECK_AFTER_SECONDS` (its previous status says
+    since when), so a healthy rollout and a converged serve list nothing. Such a rollout is
+    looked at again that often (``obs.pods_recheck``) while it stays neither Ready nor Failed."""
+    workload = obs.workload
+    if workload is None or workload.kind != api.DEPLOYMENT.kind or not workload.exists:
+        return
+    if workload.failure is not None or (workload.rolled_out and workload.ready >= max(workload.desired, 1)):
+        return
+    since = not_ready_since(body.get("status") or {})
+    if since is None or (rt.clock() - since).total_seconds() < POD_CHECK_AFTER_SECONDS:
+        obs.pods_recheck = True
+        return
+    selector: dict[str, Any] = dict(names.selector(rendered.spec.serve, rendered.spec.environment))
+    pods = [
+        as_dict(pod, "Pod") async for pod in rt.client.list(Pod, namespace=rendered.owner.namespace, labels=selector)
+    ]
+    failure = image_pull_failure(pods)
+    if failure is None:
+        obs.pods_recheck = True
+        return
+    obs.workload = dataclasses.replace(workload, failure=failure)
+
+
+HOST_RECHECK_SECONDS = 2.0
+"""While the MLServe's Ingress is held back, the reconcile looks again this often."""
+
+
+async def _unless_host_claimed(
+    rt: Runtime, body: Mapping[str, Any], rendered: Rendered, obs: Observation
+) -> list[dict[str, Any]]:
+    """The manifests, without the Ingress while another Ingress of the namespace claims one of
+    its hosts (``obs.ingress_held`` says which), so two Ingresses never claim one host: e.g.
+    the Ingress of Darwin's Helm release until ``mlserve takeover`` removes it. Checked only
+    while the MLServe's own Ingress does not exist yet (one LIST of the namespace's Ingresses
+    then; none once it exists, from the cache); an Ingress appearing later for a host the
+    MLServe already has is the newcomer's problem, not a reason to drop the MLServe's."""
+    ingresses = [m for m in rendered.manifests if m.get("kind") == api.INGRESS.kind]
+    hosts = set(obs.hosts or ())
+    if not ingresses or not hosts:
+        return rendered.manifests
+    namespace = rendered.owner.namespace
+    live = await live_children(rt.client, rt.children, (Ingress,), namespace, rendered.selector)
+    if any(kind == api.INGRESS.kind for kind, _ in live):
+        return rendered.manifests
+    ours = {str(m["metadata"]["name"]) for m in ingresses}
+    claims: list[str] = []
+    async for other in rt.client.list(Ingress, namespace=namespace):
+        if other.metadata is None or other.metadata.name in ours or other.spec is None:
+            continue
+        taken = sorted(hosts & {rule.host for rule in other.spec.rules or [] if rule.host})
+        if taken:
+            claims.append(f"Ingress {namespace}/{other.metadata.name} claims {', '.join(taken)}")
+    if not claims:
+        return rendered.manifests
+    obs.ingress_held = (
+        f"the Ingress is held back while {'; '.join(claims)} (e.g. Darwin's release before "
+        "`mlserve takeover` removes it): delete that Ingress and the MLServe's is created"
+    )
+    previous = (body.get("status") or {}).get("conditions") or []
+    if not any(c.get("type") == "Synced" and c.get("reason") == Reason.HOST_CLAIMED for c in previous):
+        rt.events.post(body, "Warning", Reason.HOST_CLAIMED, obs.ingress_held)
+    return [m for m in rendered.manifests if m.get("kind") != api.INGRESS.kind]
 
 
 def _kinds_for(spec: MLServeSpec, scheduled_per_run: bool) -> tuple[Any, ...]:

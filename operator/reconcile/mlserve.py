@@ -28,7 +28,7 @@ from mlserve.operator.spec import MLServeSpec, ServeContext, api
 from mlserve.operator.spec.api import ConditionType, Phase, Reason
 
 from . import deploy
-from .children import Rendered, apply_step, render_step, schedule_step
+from .children import HOST_RECHECK_SECONDS, POD_CHECK_AFTER_SECONDS, Rendered, apply_step, render_step, schedule_step
 from .context import context_from_rows, load_context
 from .errors import ClaimConflict, InvalidInput, ReconcileError, TemporaryFailure
 from .identity import Claim, claim_of, holder, reflected_id, rivals
@@ -157,6 +157,10 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
                     job_status=previous_status.get("lastRunStatus"),
                 )
             report.applied, report.pruned = applied.applied, applied.pruned
+            if obs.ingress_held:
+                report.requeue_after = HOST_RECHECK_SECONDS  # create the Ingress once the host is free
+            elif obs.pods_recheck:
+                report.requeue_after = POD_CHECK_AFTER_SECONDS  # can the rollout's pods pull their image?
             if rendered.scheduled_per_run and not db.spec.paused:
                 report.requeue_after = await schedule_step(rt, body, rendered, obs)
     except ApiError as exc:

@@ -7,7 +7,7 @@ request still has to be judged against the database.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,10 +16,20 @@ from mlserve.models import ServeType
 from mlserve.operator.render import names
 from mlserve.operator.spec import MLServeSpec, api
 from mlserve.operator.spec.api import ConditionType
+from mlserve.operator.spec.times import parse_rfc3339
 
 from .errors import ReconcileError
 
-__all__ = ["Observation", "Workload", "finished_run", "previous_reason", "workload_of"]
+__all__ = [
+    "IMAGE_PULL_FAILURE",
+    "Observation",
+    "Workload",
+    "finished_run",
+    "image_pull_failure",
+    "not_ready_since",
+    "previous_reason",
+    "workload_of",
+]
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,10 @@ class Observation:
     children: list[dict[str, str]] | None = None
     applied: bool = False
     """The children were applied (or already matched) in this reconcile."""
+    pods_recheck: bool = False
+    """A rollout that is neither Ready nor Failed: look at its pods again soon."""
+    ingress_held: str | None = None
+    """Why the MLServe's Ingress was not created: another Ingress claims one of its hosts."""
     workload: Workload | None = None
     schedule_status: dict[str, Any] = field(default_factory=dict)
     """Fields owned by the workflow scheduler (lastScheduledTime, ...), passed through."""
@@ -122,6 +136,44 @@ def _rollout_failure(conditions: list[Mapping[str, Any]]) -> tuple[str, str] | N
     failure = by_type.get("ReplicaFailure") or {}
     if failure.get("status") == "True":
         return "ReplicaFailure", str(failure.get("message") or failure.get("reason") or "pods could not be created")
+    return None
+
+
+IMAGE_PULL_FAILURE = "ImagePullError"
+"""The :attr:`Workload.failure` reason when the rollout's pods cannot pull their image."""
+
+_IMAGE_PULL_REASONS = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "RegistryUnavailable"}
+)
+"""The kubelet's reasons for a container waiting on an image it cannot pull."""
+
+
+def image_pull_failure(pods: Iterable[Mapping[str, Any]]) -> tuple[str, str] | None:
+    """(IMAGE_PULL_FAILURE, what the kubelet says) for the first pod (by name) with a container
+    waiting on an image it cannot pull, or None. Pods being deleted are left out."""
+    for pod in sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("name"))):
+        meta = pod.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        status = pod.get("status") or {}
+        for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            reason = str(waiting.get("reason") or "")
+            if reason in _IMAGE_PULL_REASONS:
+                said = str(waiting.get("message") or "").strip()
+                return (
+                    IMAGE_PULL_FAILURE,
+                    f"pod {meta.get('name')} cannot pull image {container.get('image')!r} of container "
+                    f"{container.get('name')!r}: {reason}" + (f" ({said[:500]})" if said else ""),
+                )
+    return None
+
+
+def not_ready_since(status: Mapping[str, Any]) -> datetime | None:
+    """Since when the previous status's Ready condition has been False (None: it is not)."""
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == ConditionType.READY and condition.get("status") == "False":
+            return parse_rfc3339(condition.get("lastTransitionTime"))
     return None
 
 

@@ -35,7 +35,7 @@ from mlserve.operator.spec.times import format_rfc3339
 
 from .errors import ArtifactPending, ClaimConflict, InvalidInput, ReconcileError
 from .kube import MLServe
-from .observe import Observation, Workload
+from .observe import IMAGE_PULL_FAILURE, Observation, Workload
 
 __all__ = ["Observation", "Workload", "compute_status", "status_patch", "waits_for_artifact", "write_status"]
 
@@ -103,7 +103,10 @@ def _workload_phase(
     desired = max(workload.desired, 1)
     if workload.failure is not None and not (workload.rolled_out and workload.ready >= desired):
         why, detail = workload.failure
-        reason = Reason.ROLLOUT_STALLED if why == "ProgressDeadlineExceeded" else Reason.REPLICA_FAILURE
+        reason = {
+            "ProgressDeadlineExceeded": Reason.ROLLOUT_STALLED,
+            IMAGE_PULL_FAILURE: Reason.IMAGE_PULL_ERROR,
+        }.get(why, Reason.REPLICA_FAILURE)
         return (
             Phase.FAILED,
             False,
@@ -352,6 +355,8 @@ def _synced(obs: Observation) -> _Condition | None:
         return _Condition(
             ConditionType.SYNCED, False, Reason.PAUSED, "spec.paused is true: children are left as they are"
         )
+    if obs.applied and obs.ingress_held:
+        return _Condition(ConditionType.SYNCED, False, Reason.HOST_CLAIMED, obs.ingress_held)
     if obs.applied:
         return _Condition(ConditionType.SYNCED, True, Reason.APPLIED, "every child is applied as rendered")
     return None
@@ -382,6 +387,8 @@ def _ready(obs: Observation, previous_phase: str | None) -> _Verdict:
         phase = Phase.PAUSED
     if obs.db_state == "superseded" and phase == Phase.READY:
         message = f"{message}; {obs.db_message}"
+    if obs.ingress_held and phase == Phase.READY:
+        message = f"{message}; {obs.ingress_held}"
     return _Verdict((_Condition(ConditionType.READY, ready, reason, message),), phase, message)
 
 

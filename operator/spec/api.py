@@ -172,6 +172,8 @@ class Reason(StrEnum):
     LIST_FAILED = "ListFailed"
     PRUNE_FAILED = "PruneFailed"
     KIND_NOT_INSTALLED = "KindNotInstalled"
+    HOST_CLAIMED = "HostClaimed"
+    """The MLServe's Ingress is held back: another Ingress of the namespace claims one of its hosts."""
     """A write refused because the cluster does not serve the kind (its CRD is not installed)."""
     NAME_TAKEN = "NameTaken"
     """A child's name is held by an object this MLServe does not control (made by hand, or
@@ -189,6 +191,8 @@ class Reason(StrEnum):
     """The Deployment made no progress for ``progressDeadlineSeconds``: phase Failed."""
     REPLICA_FAILURE = "ReplicaFailure"
     """The Deployment's pods could not be created (quota, admission): phase Failed."""
+    IMAGE_PULL_ERROR = "ImagePullError"
+    """The rollout's pods cannot pull their image (ErrImagePull, ImagePullBackOff...): phase Failed."""
     CHILD_MISSING = "ChildMissing"
     JOB_SUBMITTED = "JobSubmitted"
     JOB_RUNNING = "JobRunning"

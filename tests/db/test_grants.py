@@ -13,7 +13,7 @@ import pytest
 from mlserve_testing.mariadb import MariaDBServer
 from tortoise import Tortoise
 
-from mlserve.models import Artifact, Environment, Serve, User, activate, end_active
+from mlserve.models import Artifact, Environment, Serve, User, activate, builds, end_active
 from mlserve.models.db import close_db, init_db, inspect_schema, migrate, prepare_schema
 from mlserve.models.seed import DEMO_API_SERVE, seed
 from mlserve.models.settings import DatabaseSettings
@@ -63,6 +63,12 @@ async def test_the_operators_grants_run_every_database_write_it_makes(
 ) -> None:
     await init_db(mariadb_server.settings(schema), create_schema=False)
     made = await seed(cluster_name="local")  # Darwin's rows, written by Darwin's own user
+    await Tortoise.get_connection("default").execute_query(  # and a build job, as Darwin's POST /artifact
+        "INSERT INTO artifact_builder_job (serve_id, version, github_repo_url, status, created_at, last_picked_at, "
+        "created_by_id) SELECT id, '9.9.9', 'https://git.example.com/x', 'PENDING', NOW(), NOW() - INTERVAL 1 HOUR, %s "
+        "FROM serves WHERE name = %s",
+        [made.user.pk, DEMO_API_SERVE],
+    )
     await close_db()
     await init_db(await _user(mariadb_server, schema, "mlserve_operator"), create_schema=False)
     assert (await prepare_schema(create=True, migrate_on_start=False)).action == "current"
@@ -73,6 +79,13 @@ async def test_the_operators_grants_run_every_database_write_it_makes(
     _, rolled_from, artifact = await rollback_in_database(DEMO_API_SERVE, "dev", user.username)
     assert artifact.version == "1.0.0" and rolled_from.pk
     assert await end_active(serve, environment, deployment_id=None) is not None
+    # The artifact builder's writes: lease the job Darwin wrote, renew it, record the artifact.
+    leased = await builds.pick(10)
+    assert leased is not None
+    leased = await builds.renew(leased, task_id="kubernetes job b/mlserve-build-1")
+    assert leased is not None
+    assert await builds.finish(leased, succeeded=True, image_url="registry.example.com/x:9.9.9")
+    assert (await Artifact.get(serve_id=serve.pk, version="9.9.9")).image_url == "registry.example.com/x:9.9.9"
 
 
 async def test_the_operators_grants_cannot_change_the_schema_and_the_migrations_can(

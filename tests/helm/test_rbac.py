@@ -59,7 +59,10 @@ def expected(values: dict[str, Any], settings: dict[str, str]) -> set[Grant]:
     """``settings``: the chart's ConfigMap of MLSERVE_* values (names resourceNames refer to)."""
     namespaces = values["watchNamespaces"]
     rules = permissions.rules_for(
-        namespaces=namespaces, peering=values["peering"]["enabled"], dcm=values.get("dcm", {}).get("enabled", False)
+        namespaces=namespaces,
+        peering=values["peering"]["enabled"],
+        dcm=values.get("dcm", {}).get("enabled", False),
+        builder=values.get("builder", {}).get("enabled", False),
     )
     per_namespace = not scope_of(namespaces).cluster_role
     out: set[Grant] = set()

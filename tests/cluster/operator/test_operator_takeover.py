@@ -31,7 +31,7 @@ from lightkube.models.networking_v1 import (
     ServiceBackendPort,
 )
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import Pod, Secret, Service
+from lightkube.resources.core_v1 import Event, Pod, Secret, Service
 from lightkube.resources.networking_v1 import Ingress
 from mlserve_testing import darwin
 from mlserve_testing.mlserves import unique, wait_condition
@@ -153,6 +153,42 @@ class ReadyPods:
         self._thread.join(timeout=10)
 
 
+class IngressClaims:
+    """Watches the namespace's Ingresses and records, after every change the API server made,
+    which Ingresses claim which host: the watch's events are the API server's changes in
+    order, so a moment when two Ingresses claimed one host shows as one recorded state."""
+
+    def __init__(self, client: Client, namespace: str, host: str) -> None:
+        self.client, self.namespace, self.host = client, namespace, host
+        self.live: dict[str, set[str]] = {}
+        self.states: list[list[str]] = []
+        """After each event: the Ingresses claiming the host, sorted."""
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def claimants(self) -> list[str]:
+        return sorted(name for name, hosts in self.live.items() if self.host in hosts)
+
+    def _run(self) -> None:
+        try:
+            for kind, obj in self.client.watch(Ingress, namespace=self.namespace, server_timeout=240):
+                name = obj.metadata.name
+                if kind == "DELETED":
+                    self.live.pop(name, None)
+                else:
+                    self.live[name] = set(_hosts(obj))
+                self.states.append(self.claimants())
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    def __enter__(self) -> IngressClaims:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        pass  # the watch ends by its server timeout; the thread is a daemon
+
+
 @pytest.fixture
 def kube_env(operator_process: OperatorProcess, cluster: Any) -> Iterator[dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLSERVE_", "MYSQL_"))}
@@ -168,8 +204,12 @@ async def test_takeover_moves_a_serve_from_darwins_release_with_a_ready_pod_thro
     release = darwin_release(kube_client, namespace, serve, env, host)
     monitor = ReadyPods(kube_client, namespace, release, names.selector(serve, env))
     wait_for(lambda: monitor.count()[0] == 2, timeout=60, what="Darwin's release's 2 pods ready")
+    claims = IngressClaims(kube_client, namespace, host)
+    darwins_ingress = next(i.metadata.name for i in kube_client.list(Ingress, namespace=namespace))
+    ours = names.child_name(serve, env)
 
-    with monitor:
+    with monitor, claims:
+        wait_for(lambda: claims.states, timeout=30, what="the Ingress watch's first event")
         # Darwin deployed it (its rows); the sync creates the MLServe beside the release.
         seed = await darwin.seed_api_serve(serve, env, namespace, min_replicas=2, max_replicas=2)
         deployment_id = await darwin.deploy(seed, "v1")
@@ -177,7 +217,17 @@ async def test_takeover_moves_a_serve_from_darwins_release_with_a_ready_pod_thro
         done = mlserve_takeover(kube_env, serve, env, "--timeout", "120s", "--no-helm")
         assert done.returncode == 0, done.stdout + done.stderr
         wait_for(lambda: monitor.count() == (0, 2), timeout=60, what="only the MLServe's 2 pods ready")
+        wait_for(lambda: claims.claimants() == [ours], timeout=30, what="the watch seeing only the MLServe's Ingress")
     assert monitor.error is None, monitor.error
+    assert claims.error is None, claims.error
+
+    # Never two Ingresses on the host: Darwin's alone, then (after a gap) the MLServe's alone.
+    assert all(len(state) <= 1 for state in claims.states), claims.states
+    held = [state for i, state in enumerate(claims.states) if i == 0 or state != claims.states[i - 1]]
+    assert held == [[darwins_ingress], [], [ours]], held
+    # While Darwin's Ingress stood, the MLServe said why its own was held back.
+    events = [e for e in kube_client.list(Event, namespace=namespace) if e.reason == "HostClaimed"]
+    assert events and darwins_ingress in (events[0].message or "")
 
     # Never a moment without a ready pod; both ran side by side, then only ours.
     after_darwin_ready = monitor.samples

@@ -1,0 +1,161 @@
+"""Pods that fail on demand: kwok Stages keyed on one pod label, beside kwok's defaults.
+
+kwok's default pod Stages make every pod Running and Ready, and a Job's pod Succeeded. A test
+that needs a pod to go wrong labels it (through the template of whatever creates it)
+``kwok.mlserve.dev/outcome`` with one of :data:`OUTCOMES`:
+
+- ``fail``: the container exits 1 (reason ``Error``): the pod is ``Failed`` (a Job's pod
+  counts as a failed attempt);
+- ``image-pull-error``: the container waits with reason ``ErrImagePull`` (or the annotation
+  ``kwok.mlserve.dev/reason``, e.g. ``ImagePullBackOff``), as a kubelet reports an image it
+  cannot pull; the pod stays ``Pending``, never Ready;
+- ``hang``: Running and Ready, and never completes (a Job's pod runs until its deadline).
+
+kwok picks among matching Stages at random by weight; so that a labelled pod follows only
+these, :func:`with_outcomes` adds "the label does not exist" to every default pod Stage but
+the deletion one (a labelled pod is still deleted as any other).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+__all__ = ["OUTCOMES", "OUTCOME_LABEL", "REASON_ANNOTATION", "with_outcomes"]
+
+OUTCOME_LABEL = "kwok.mlserve.dev/outcome"
+REASON_ANNOTATION = "kwok.mlserve.dev/reason"
+OUTCOMES = ("fail", "image-pull-error", "hang")
+
+_KEY = f'.metadata.labels["{OUTCOME_LABEL}"]'
+
+
+def _pod_stage(name: str, outcome: str, extra: list[dict[str, Any]], template: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "Stage",
+        "metadata": {"name": name},
+        "spec": {
+            "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+            "selector": {
+                "matchExpressions": [
+                    {"key": _KEY, "operator": "In", "values": [outcome]},
+                    {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
+                    *extra,
+                ]
+            },
+            "weight": 1,
+            "next": {"statusTemplate": template},
+        },
+    }
+
+
+_PENDING = [{"key": ".status.phase", "operator": "In", "values": ["Pending"]}]
+
+_FAIL = """{{ $now := Now }}
+conditions:
+- lastTransitionTime: {{ $now | Quote }}
+  status: "False"
+  reason: PodFailed
+  type: Ready
+containerStatuses:
+{{ range .spec.containers }}
+- image: {{ .image | Quote }}
+  name: {{ .name | Quote }}
+  ready: false
+  restartCount: 0
+  started: false
+  state:
+    terminated:
+      exitCode: 1
+      finishedAt: {{ $now | Quote }}
+      reason: Error
+      message: "the container exited 1"
+      startedAt: {{ $now | Quote }}
+{{ end }}
+phase: Failed
+startTime: {{ $now | Quote }}
+"""
+
+_IMAGE_PULL_ERROR = """{{ $now := Now }}
+{{ $annotations := or .metadata.annotations dict }}
+{{ $reason := or ( index $annotations "kwok.mlserve.dev/reason" ) "ErrImagePull" }}
+conditions:
+- lastTransitionTime: {{ $now | Quote }}
+  status: "True"
+  type: PodScheduled
+- lastTransitionTime: {{ $now | Quote }}
+  status: "False"
+  reason: ContainersNotReady
+  type: Ready
+- lastTransitionTime: {{ $now | Quote }}
+  status: "False"
+  reason: ContainersNotReady
+  type: ContainersReady
+containerStatuses:
+{{ range .spec.containers }}
+- image: {{ .image | Quote }}
+  name: {{ .name | Quote }}
+  ready: false
+  restartCount: 0
+  started: false
+  state:
+    waiting:
+      reason: {{ $reason | Quote }}
+      message: {{ printf "failed to pull image %q: not found" .image | Quote }}
+{{ end }}
+phase: Pending
+startTime: {{ $now | Quote }}
+"""
+
+_HANG = """{{ $now := Now }}
+conditions:
+- lastTransitionTime: {{ $now | Quote }}
+  status: "True"
+  type: Ready
+- lastTransitionTime: {{ $now | Quote }}
+  status: "True"
+  type: ContainersReady
+containerStatuses:
+{{ range .spec.containers }}
+- image: {{ .image | Quote }}
+  name: {{ .name | Quote }}
+  ready: true
+  restartCount: 0
+  started: true
+  state:
+    running:
+      startedAt: {{ $now | Quote }}
+{{ end }}
+phase: Running
+startTime: {{ $now | Quote }}
+"""
+
+_STAGES = (
+    _pod_stage("mlserve-pod-fail", "fail", _PENDING, _FAIL),
+    _pod_stage(
+        "mlserve-pod-image-pull-error",
+        "image-pull-error",
+        [*_PENDING, {"key": ".status.containerStatuses", "operator": "DoesNotExist"}],
+        _IMAGE_PULL_ERROR,
+    ),
+    _pod_stage("mlserve-pod-hang", "hang", _PENDING, _HANG),
+)
+
+
+def with_outcomes(default_stages: str) -> str:
+    """kwok's default Stages (multi-document YAML) with the outcome Stages added, and every
+    default pod Stage but the deletion one made to skip labelled pods."""
+    documents = [doc for doc in yaml.safe_load_all(default_stages) if doc]
+    for stage in documents:
+        spec = stage.get("spec") or {}
+        is_pod = (spec.get("resourceRef") or {}).get("kind") == "Pod"
+        deletes = any(
+            e.get("key") == ".metadata.deletionTimestamp" and e.get("operator") == "Exists"
+            for e in (spec.get("selector") or {}).get("matchExpressions") or []
+        )
+        if is_pod and not deletes:
+            expressions = spec.setdefault("selector", {}).setdefault("matchExpressions", [])
+            expressions.append({"key": _KEY, "operator": "DoesNotExist"})
+    return yaml.safe_dump_all([*documents, *_STAGES], sort_keys=False)
