@@ -64,6 +64,7 @@ __all__ = [
     "Informer",
     "MLServeCache",
     "pack",
+    "sync_view",
     "unpack",
     "watched_namespaces",
 ]
@@ -244,6 +245,35 @@ class ChildCache:
         return found
 
 
+_SYNC_SPEC = ("serve", "environment", "type", "artifactVersion")
+
+
+def sync_view(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the database sync reads of an MLServe (``sync_plan``, ``status.waits_for_artifact``,
+    the object of an Event, the version patch): the metadata as kept, the spec's fields the
+    sync writes, and the ``ArtifactResolved`` condition. A pass reads this small copy of every
+    MLServe, not the whole body."""
+    spec = body.get("spec") or {}
+    view: dict[str, Any] = {
+        "apiVersion": body.get("apiVersion", api.API_VERSION),
+        "kind": body.get("kind", api.KIND),
+        "metadata": _metadata(body, keep_version=True),
+        "spec": {key: spec[key] for key in _SYNC_SPEC if key in spec},
+    }
+    conditions = [
+        condition
+        for condition in ((body.get("status") or {}).get("conditions") or [])
+        if condition.get("type") == api.ConditionType.ARTIFACT_RESOLVED
+    ]
+    if conditions:
+        view["status"] = {"conditions": conditions}
+    return view
+
+
+def _view_bytes(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(sync_view(body), separators=(",", ":")).encode()
+
+
 @dataclass(frozen=True, slots=True)
 class _Serve:
     blob: bytes
@@ -251,6 +281,8 @@ class _Serve:
     namespace: str
     fingerprint: tuple[Any, ...]
     pair: Pair | None
+    view: bytes
+    """:func:`sync_view`, as JSON: what a database sync pass reads."""
 
 
 class MLServeCache:
@@ -272,9 +304,9 @@ class MLServeCache:
         self._claims: dict[Pair, dict[str, Claim]] = {}
         self._clock = clock
         self._expect_for = expect_for
-        self._expected: dict[str, tuple[float, dict[str, Any]]] = {}
-        """uid -> (until when, the body as the server answered its creation): created by this
-        process, not delivered by the watch yet."""
+        self._expected: dict[str, tuple[float, str, bytes]] = {}
+        """uid -> (until when, its namespace, :func:`sync_view` of the server's answer to its
+        creation): created by this process, not delivered by the watch yet."""
         self._gone: dict[str, float] = {}
         """uid -> when the watch said it was deleted (kept ``expect_for`` seconds): an answer
         to a create that arrives after its deletion's event expects nothing."""
@@ -319,6 +351,7 @@ class MLServeCache:
                 bool(meta.get("deletionTimestamp")),
             ),
             pair=got[0] if got else None,
+            view=_view_bytes(body),
         )
         old = self._objects.get(uid)
         if old is not None and old.pair is not None and old.pair != serve.pair:
@@ -365,8 +398,8 @@ class MLServeCache:
         current = self._objects.get(uid)
         if current is None:
             expected = self._expected.get(uid)
-            if expected is not None and expected[1]["metadata"].get("resourceVersion") == basis_version:
-                self._expected[uid] = (expected[0], {**body, "metadata": _metadata(body, keep_version=True)})
+            if expected is not None and json.loads(expected[2])["metadata"].get("resourceVersion") == basis_version:
+                self._expected[uid] = (expected[0], expected[1], _view_bytes(body))
             return
         if current.version != (basis_version or ""):
             return
@@ -382,30 +415,30 @@ class MLServeCache:
         self._prune()
         if uid in self._objects or uid in self._gone:
             return  # the watch was first
-        projected = {**body, "metadata": _metadata(body, keep_version=True)}
-        self._expected[uid] = (self._clock() + self._expect_for, projected)
+        self._expected[uid] = (self._clock() + self._expect_for, str(meta.get("namespace")), _view_bytes(body))
 
     def _prune(self) -> None:
         now = self._clock()
-        for uid in [uid for uid, (until, _) in self._expected.items() if until <= now]:
+        for uid in [uid for uid, (until, _, _) in self._expected.items() if until <= now]:
             del self._expected[uid]
         for uid in [uid for uid, at in self._gone.items() if now - at > self._expect_for]:
             del self._gone[uid]
 
     def by_namespace(self, namespaces: Collection[str]) -> dict[str, list[dict[str, Any]]]:
         """The MLServes of each of ``namespaces`` (every one of them a key, maybe with no
-        MLServe), as a list of them would answer: the ones the watch delivered and the ones
-        this process created that it has not delivered yet (:meth:`expect`)."""
+        MLServe) as the database sync reads them (:func:`sync_view`): the ones the watch
+        delivered and the ones this process created that it has not delivered yet
+        (:meth:`expect`)."""
         found: dict[str, list[dict[str, Any]]] = {namespace: [] for namespace in namespaces}
         for serve in self._objects.values():
-            bodies = found.get(serve.namespace)
-            if bodies is not None:
-                bodies.append(unpack(serve.blob))
+            views = found.get(serve.namespace)
+            if views is not None:
+                views.append(json.loads(serve.view))
         self._prune()
-        for _, body in self._expected.values():
-            bodies = found.get(str(body["metadata"].get("namespace")))
-            if bodies is not None:
-                bodies.append(json.loads(json.dumps(body)))  # a copy the caller may change
+        for _, namespace, view in self._expected.values():
+            views = found.get(namespace)
+            if views is not None:
+                views.append(json.loads(view))
         return found
 
 

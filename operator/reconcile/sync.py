@@ -312,14 +312,21 @@ async def sync_once(
         if rows is not None:
             rows.confirm()
         return result
+    changed: set[Pair] = set()
     if rows is not None and (moved or full_due or force_full):
-        # Before the pass: the reconciles its writes wake read the new rows.
-        await rows.refresh()
+        # Before the pass: the reconciles its writes wake read the new rows. The MLServes of
+        # the pairs whose rows changed are woken after it: a deploy's MLServe is then set to
+        # the new deployment by this pass, not by its reconcile racing the pass's patch.
+        changed = await rows.refresh(notify=False)
     result.full_pass = True
     waiting = state.waiting(now)
     options = _PassOptions(namespaces, state.unwatched, pending, namespace_refusal, waiting)
     source = mlserves if mlserves is not None else ListedMLServes(client)
-    snapshot = await _full_pass(client, source, cluster_name, field_manager, result, options)
+    try:
+        snapshot = await _full_pass(client, source, cluster_name, field_manager, result, options)
+    finally:
+        if rows is not None and changed:
+            rows.notify(changed)
     if rows is not None:
         rows.confirm()  # a long pass (thousands of creates) does not age the snapshot out
     _report_issues(state, snapshot, result, events, operator_namespace)

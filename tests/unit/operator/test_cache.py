@@ -295,3 +295,30 @@ def test_a_changed_request_is_urgent_and_a_rival_only_looks_again() -> None:
     assert urgent == ["m-1", "m-2", "m-1"] and looks == []
     cache.remove("m-1")
     assert looks == ["m-2"], "the rival of a holder that goes looks again"
+
+
+def test_the_sync_reads_a_small_view_with_everything_it_decides_on() -> None:
+    body = _mlserve(
+        "m-1",
+        labels={api.LABEL_SERVE: "iris", api.LABEL_ENVIRONMENT: "dev"},
+        annotations={api.ANNOTATION_DEPLOYMENT_ID: "7", "team": "a"},
+        finalizers=[api.FINALIZER],
+        managedFields=[{"manager": "x"}],
+    )
+    body["spec"].update(replicas=3, env={"A": "1"})
+    resolved = {"type": "ArtifactResolved", "status": "False", "reason": "ArtifactBuilding"}
+    body["status"] = {"phase": "Building", "conditions": [{"type": "Ready", "status": "False"}, resolved]}
+    cache = MLServeCache(Enqueued())
+    cache.put(body)
+    view = cache.by_namespace(["team"])["team"][0]
+    assert view["spec"] == {"serve": "iris", "environment": "dev", "type": "api", "artifactVersion": "v1"}
+    assert view["status"] == {"conditions": [resolved]}
+    meta = view["metadata"]
+    assert meta["annotations"] == body["metadata"]["annotations"], "the version patch adds to the annotations"
+    assert (meta["labels"], meta["generation"], meta["resourceVersion"], meta["uid"]) == (
+        body["metadata"]["labels"],
+        1,
+        "1",
+        "m-1",
+    )
+    assert "managedFields" not in meta

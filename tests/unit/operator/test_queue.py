@@ -75,7 +75,7 @@ def test_an_urgent_key_is_taken_before_the_keys_that_only_look_again() -> None:
 def test_an_urgent_add_while_processed_stays_urgent() -> None:
     queue = _queue(Clock())
     queue.add("a")
-    key, _ = queue.poll()
+    assert queue.poll() == ("a", None)
     queue.add("a", urgent=True)
     queue.add("a")
     queue.add("b")
