@@ -30,6 +30,7 @@ when they start and when a watch cannot be resumed (410 Gone, an error).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -124,7 +125,10 @@ class Controller:
         self._tasks: list[asyncio.Task[None]] = []
         self.synced = asyncio.Event()
         self.sync_source = CachedMLServes(
-            self.mlserves, [i for i in self.informers if i.resource is kube.MLServe], self._enqueue_urgent
+            self.mlserves,
+            [i for i in self.informers if i.resource is kube.MLServe],
+            self._enqueue_urgent,
+            self.queue.hold,
         )
         """What the database sync reads the MLServes from (``sync.MLServeSource``)."""
 
@@ -314,10 +318,22 @@ class CachedMLServes:
     the server answered it (:meth:`.MLServeCache.remember`) and enqueued, since the watch's
     event for it then changes nothing the cache compares."""
 
-    def __init__(self, cache: MLServeCache, informers: Sequence[Informer], enqueue: Callable[[Iterable[str]], None]):
+    def __init__(
+        self,
+        cache: MLServeCache,
+        informers: Sequence[Informer],
+        enqueue: Callable[[Iterable[str]], None],
+        hold: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
+    ):
         self.cache = cache
         self.informers = list(informers)
         self._enqueue = enqueue
+        self._hold = hold
+
+    def reading(self) -> contextlib.AbstractContextManager[None]:
+        """While a pass reads and decides, the workers start only urgent reconciles (a deploy
+        waits for this pass, not for a burst of status updates sharing the process)."""
+        return self._hold()
 
     def _informer_of(self, namespace: str) -> Informer | None:
         for informer in self.informers:

@@ -17,7 +17,9 @@ client-go's ``workqueue`` in asyncio, so that a few workers serve thousands of M
 - **two priorities** (as controller-runtime's priority queue): a key added ``urgent`` (someone
   asked for a change: a new MLServe, a new spec, a deploy) is taken before the keys that only
   look again (a child's status, the drift timer, a retry, the start-up), so a deploy never
-  waits behind a thousand status updates. Within one priority, first in first out.
+  waits behind a thousand status updates. Within one priority, first in first out. While
+  :meth:`WorkQueue.hold` is held (a database sync pass runs), only urgent keys are taken:
+  the pass, which decides the deploys, does not share the process with a burst of look-agains.
 
 The decisions are synchronous and take the time from an injected ``clock``
 (:meth:`WorkQueue.poll`: the next key, or how long to wait), so they are tested without
@@ -33,7 +35,7 @@ import itertools
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -116,6 +118,8 @@ class WorkQueue(Generic[K]):
         self._closed = False
         self._since: dict[K, float] = {}
         """Key -> when it became ready."""
+        self._holds = 0
+        """While above 0, only urgent keys are taken (:meth:`hold`)."""
         self.last_wait = 0.0
         """How long the key :meth:`poll` returned last had been ready (the queue's wait)."""
 
@@ -211,7 +215,7 @@ class WorkQueue(Generic[K]):
         """The next key to process (marked as processing), or None and the seconds to wait
         before asking again (None: until something is added)."""
         next_timer = self._promote_due()
-        if not self._ready and not self._urgent:
+        if not self._urgent and (not self._ready or self._holds):
             return None, next_timer
         wait = self._bucket.wait_time()
         if wait > 0 or not self._bucket.take():
@@ -239,6 +243,17 @@ class WorkQueue(Generic[K]):
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=wait)
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Within the block, only urgent keys are taken; the others wait until it ends (the
+        keys being processed finish)."""
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            self._changed.set()
 
     def close(self) -> None:
         self._closed = True

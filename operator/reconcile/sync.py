@@ -54,6 +54,7 @@ from .rows import RowCache
 from .status import waits_for_artifact
 from .sync_checks import SyncIssue
 from .sync_plan import (
+    Action,
     Snapshot,
     decide,
     deployments_to_check,
@@ -137,6 +138,11 @@ class MLServeSource(Protocol):
         """The pass created (``before`` None) or changed an MLServe; ``after`` is the server's answer."""
         ...
 
+    def reading(self) -> contextlib.AbstractContextManager[None]:
+        """Held while the pass reads and decides (the operator: its work queue starts no
+        reconcile that only looks again meanwhile)."""
+        ...
+
 
 class ListedMLServes:
     """The MLServes listed from the API server, one list per namespace, on every pass: the
@@ -158,6 +164,9 @@ class ListedMLServes:
 
     def written(self, before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> None:
         """Listed again next pass."""
+
+    def reading(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 async def _read_mlserves(
@@ -187,6 +196,15 @@ async def _full_pass(
     result: SyncResult,
     options: _PassOptions,
 ) -> Snapshot:
+    with source.reading():
+        snapshot, actions = await _read_and_decide(source, cluster_name, result, options)
+    await execute(client, actions, field_manager, result, written=source.written)
+    return snapshot
+
+
+async def _read_and_decide(
+    source: MLServeSource, cluster_name: str, result: SyncResult, options: _PassOptions
+) -> tuple[Snapshot, list[Action]]:
     # Skipped undeploys first, so the rows read next already reflect them.
     held = await _retry_pending(options.pending, result) if options.pending is not None else set()
     bound = await sync_reads.bound_environments(
@@ -215,9 +233,7 @@ async def _full_pass(
     )
     # Deployments the MLServes of undeployed pairs reflect: are they ended?
     ended = await sync_reads.ended_deployments(deployments_to_check(snapshot))
-    actions = decide(dataclasses.replace(snapshot, ended=ended))
-    await execute(client, actions, field_manager, result, written=source.written)
-    return snapshot
+    return snapshot, decide(dataclasses.replace(snapshot, ended=ended))
 
 
 def _issue_key(issue: SyncIssue) -> Hashable:
@@ -312,16 +328,17 @@ async def sync_once(
         if rows is not None:
             rows.confirm()
         return result
+    source = mlserves if mlserves is not None else ListedMLServes(client)
     changed: set[Pair] = set()
     if rows is not None and (moved or full_due or force_full):
         # Before the pass: the reconciles its writes wake read the new rows. The MLServes of
         # the pairs whose rows changed are woken after it: a deploy's MLServe is then set to
         # the new deployment by this pass, not by its reconcile racing the pass's patch.
-        changed = await rows.refresh(notify=False)
+        with source.reading():
+            changed = await rows.refresh(notify=False)
     result.full_pass = True
     waiting = state.waiting(now)
     options = _PassOptions(namespaces, state.unwatched, pending, namespace_refusal, waiting)
-    source = mlserves if mlserves is not None else ListedMLServes(client)
     try:
         snapshot = await _full_pass(client, source, cluster_name, field_manager, result, options)
     finally:

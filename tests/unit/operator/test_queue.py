@@ -207,3 +207,16 @@ async def test_get_waits_for_an_add_and_workers_share_the_keys() -> None:
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+
+
+def test_while_held_only_urgent_keys_are_taken() -> None:
+    """A database sync pass holds the queue: a deploy's reconcile may start, a look-again
+    waits until the pass has decided."""
+    queue = _queue(Clock())
+    queue.add("status")
+    with queue.hold():
+        queue.add("deploy", urgent=True)
+        assert queue.poll()[0] == "deploy"
+        queue.done("deploy")
+        assert queue.poll() == (None, None)
+    assert _drain(queue) == ["status"]
