@@ -200,6 +200,7 @@ async def _database_sync(state: OperatorState) -> None:
         rows=state.runtime.rows,
         heartbeat=state.heartbeat,
         events=state.runtime.events,
+        mlserves=state.controller.sync_source if state.controller is not None else None,
     )
 
 

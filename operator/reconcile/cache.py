@@ -26,6 +26,14 @@ A child the reconcile has just applied is put into the cache as the server answe
 the watch delivered a version of it meanwhile (:meth:`ChildCache.put_written`), and an MLServe the reconcile patched is kept
 as the reconcile left it until the watch brings a newer one (:meth:`MLServeCache.remember`):
 the next reconcile does not read its own writes as stale.
+
+The database sync reads the MLServes here too (:meth:`MLServeCache.by_namespace`), instead of
+listing them from the API server on every pass. An MLServe the sync has just created is
+*expected* (:meth:`MLServeCache.expect`, controller-runtime's expectations): the sync's next
+pass sees it although the watch has not delivered it yet, so a pass that runs in between never
+creates the pair's MLServe a second time. The expectation ends when the watch delivers the
+object (or its deletion), or after ``expect_for`` seconds (a watch that never brings it: the
+next create answers 409 and the pair is retried, never duplicated: the name is the same).
 """
 
 from __future__ import annotations
@@ -33,8 +41,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +64,7 @@ __all__ = [
     "Informer",
     "MLServeCache",
     "pack",
+    "sync_view",
     "unpack",
     "watched_namespaces",
 ]
@@ -235,6 +245,35 @@ class ChildCache:
         return found
 
 
+_SYNC_SPEC = ("serve", "environment", "type", "artifactVersion")
+
+
+def sync_view(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the database sync reads of an MLServe (``sync_plan``, ``status.waits_for_artifact``,
+    the object of an Event, the version patch): the metadata as kept, the spec's fields the
+    sync writes, and the ``ArtifactResolved`` condition. A pass reads this small copy of every
+    MLServe, not the whole body."""
+    spec = body.get("spec") or {}
+    view: dict[str, Any] = {
+        "apiVersion": body.get("apiVersion", api.API_VERSION),
+        "kind": body.get("kind", api.KIND),
+        "metadata": _metadata(body, keep_version=True),
+        "spec": {key: spec[key] for key in _SYNC_SPEC if key in spec},
+    }
+    conditions = [
+        condition
+        for condition in ((body.get("status") or {}).get("conditions") or [])
+        if condition.get("type") == api.ConditionType.ARTIFACT_RESOLVED
+    ]
+    if conditions:
+        view["status"] = {"conditions": conditions}
+    return view
+
+
+def _view_bytes(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(sync_view(body), separators=(",", ":")).encode()
+
+
 @dataclass(frozen=True, slots=True)
 class _Serve:
     blob: bytes
@@ -242,15 +281,35 @@ class _Serve:
     namespace: str
     fingerprint: tuple[Any, ...]
     pair: Pair | None
+    view: bytes
+    """:func:`sync_view`, as JSON: what a database sync pass reads."""
 
 
 class MLServeCache:
     """The MLServes and the claims index (see the module's docstring), keyed by uid."""
 
-    def __init__(self, notify: Notify) -> None:
+    def __init__(
+        self,
+        notify: Notify,
+        *,
+        urgent: Notify | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        expect_for: float = 60.0,
+    ) -> None:
         self._notify = notify
+        self._urgent = urgent if urgent is not None else notify
+        """Enqueue the MLServes whose request changed (new, a new spec or rollback token, a
+        deletion): before those that only look again."""
         self._objects: dict[str, _Serve] = {}
         self._claims: dict[Pair, dict[str, Claim]] = {}
+        self._clock = clock
+        self._expect_for = expect_for
+        self._expected: dict[str, tuple[float, str, bytes]] = {}
+        """uid -> (until when, its namespace, :func:`sync_view` of the server's answer to its
+        creation): created by this process, not delivered by the watch yet."""
+        self._gone: dict[str, float] = {}
+        """uid -> when the watch said it was deleted (kept ``expect_for`` seconds): an answer
+        to a create that arrives after its deletion's event expects nothing."""
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -292,6 +351,7 @@ class MLServeCache:
                 bool(meta.get("deletionTimestamp")),
             ),
             pair=got[0] if got else None,
+            view=_view_bytes(body),
         )
         old = self._objects.get(uid)
         if old is not None and old.pair is not None and old.pair != serve.pair:
@@ -312,14 +372,18 @@ class MLServeCache:
         """An MLServe from the watch: enqueue it when its request changed, its rivals when it
         is being deleted."""
         uid = str((body.get("metadata") or {}).get("uid"))
+        self._expected.pop(uid, None)
         old, new = self._store(uid, body)
         if old is None or old.fingerprint != new.fingerprint:
-            self._notify([uid])
+            self._urgent([uid])
         if new.fingerprint[2] and (old is None or not old.fingerprint[2]):
             self._notify(self._rivals(new, uid))
 
     def remove(self, uid: str) -> None:
         """The MLServe is gone: its rivals may take over its pair."""
+        self._expected.pop(uid, None)
+        self._gone[uid] = self._clock()
+        self._prune()
         old = self._objects.pop(uid, None)
         if old is None:
             return
@@ -332,9 +396,50 @@ class MLServeCache:
         """Keep ``body`` (the MLServe as a reconcile that started from ``basis_version`` left
         it) unless the watch has brought a newer version meanwhile."""
         current = self._objects.get(uid)
-        if current is None or current.version != (basis_version or ""):
+        if current is None:
+            expected = self._expected.get(uid)
+            if expected is not None and json.loads(expected[2])["metadata"].get("resourceVersion") == basis_version:
+                self._expected[uid] = (expected[0], expected[1], _view_bytes(body))
+            return
+        if current.version != (basis_version or ""):
             return
         self._store(uid, body)
+
+    # --- what the database sync reads -----------------------------------------------------------
+
+    def expect(self, body: Mapping[str, Any]) -> None:
+        """The server's answer to a create of this process: listed by :meth:`by_namespace`
+        until the watch delivers the object (or its deletion), at most ``expect_for`` seconds."""
+        meta = body.get("metadata") or {}
+        uid = str(meta.get("uid"))
+        self._prune()
+        if uid in self._objects or uid in self._gone:
+            return  # the watch was first
+        self._expected[uid] = (self._clock() + self._expect_for, str(meta.get("namespace")), _view_bytes(body))
+
+    def _prune(self) -> None:
+        now = self._clock()
+        for uid in [uid for uid, (until, _, _) in self._expected.items() if until <= now]:
+            del self._expected[uid]
+        for uid in [uid for uid, at in self._gone.items() if now - at > self._expect_for]:
+            del self._gone[uid]
+
+    def by_namespace(self, namespaces: Collection[str]) -> dict[str, list[dict[str, Any]]]:
+        """The MLServes of each of ``namespaces`` (every one of them a key, maybe with no
+        MLServe) as the database sync reads them (:func:`sync_view`): the ones the watch
+        delivered and the ones this process created that it has not delivered yet
+        (:meth:`expect`)."""
+        found: dict[str, list[dict[str, Any]]] = {namespace: [] for namespace in namespaces}
+        for serve in self._objects.values():
+            views = found.get(serve.namespace)
+            if views is not None:
+                views.append(json.loads(serve.view))
+        self._prune()
+        for _, namespace, view in self._expected.values():
+            views = found.get(namespace)
+            if views is not None:
+                views.append(json.loads(view))
+        return found
 
 
 def watched_namespaces(namespaces: tuple[str, ...]) -> list[str]:

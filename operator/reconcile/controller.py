@@ -21,17 +21,22 @@ the liveness endpoint; see ``handlers.py``):
 The workers start when every informer has listed once, so a start-up reconciles against full
 caches; under peering they run only while this replica is the active one (``active``), and
 every MLServe is enqueued each time it becomes so.
+
+The database sync reads the MLServes from the same cache (:class:`CachedMLServes`), so neither
+a deploy nor the periodic full pass lists them from the API server: the informers list only
+when they start and when a watch cannot be resumed (410 Gone, an error).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from lightkube import AsyncClient
+from lightkube import ALL_NS, AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.types import PatchType
 
@@ -46,7 +51,7 @@ from .mlserve import reconcile
 from .queue import WorkQueue
 from .runtime import Runtime
 
-__all__ = ["Controller"]
+__all__ = ["CachedMLServes", "Controller"]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +88,7 @@ class Controller:
             clock=clock,
         )
         metrics.QUEUE_DEPTH.set_function(lambda: len(self.queue))
-        self.mlserves = MLServeCache(self._enqueue)
+        self.mlserves = MLServeCache(self._enqueue, urgent=self._enqueue_urgent)
         self.children = ChildCache(self._enqueue)
         runtime.children = self.children
         self.informers: list[Informer] = []
@@ -123,6 +128,13 @@ class Controller:
         """uid -> when this process first saw the MLServe being deleted."""
         self._tasks: list[asyncio.Task[None]] = []
         self.synced = asyncio.Event()
+        self.sync_source = CachedMLServes(
+            self.mlserves,
+            [i for i in self.informers if i.resource is kube.MLServe],
+            self._enqueue_urgent,
+            self.queue.hold,
+        )
+        """What the database sync reads the MLServes from (``sync.MLServeSource``)."""
 
     def _mlserve_gone(self, namespace: str, name: str, uid: str) -> None:
         self.mlserves.remove(uid)
@@ -137,14 +149,23 @@ class Controller:
         for uid in uids:
             self.queue.add(uid)
 
+    def _enqueue_urgent(self, uids: Iterable[str]) -> None:
+        """A change someone asked for (a new MLServe or spec, a deploy): ahead of the keys that
+        only look again. Not while the informers fill the caches at the start: every MLServe is
+        new then, and none should go ahead of the deploys that come after."""
+        urgent = self.synced.is_set()
+        for uid in uids:
+            self.queue.add(uid, urgent=urgent)
+
     def enqueue(self, uids: Iterable[str]) -> None:
         """Reconcile these MLServes soon (something they read changed outside the watches)."""
         self._enqueue(uids)
 
     def enqueue_pairs(self, pairs: Iterable[Pair]) -> None:
-        """Reconcile the MLServes that claim these (serve, environment) pairs."""
+        """Reconcile the MLServes that claim these (serve, environment) pairs: their database
+        rows changed (a deploy, a config edit), so before the keys that only look again."""
         for pair in pairs:
-            self._enqueue(self.mlserves.uids_of(pair))
+            self._enqueue_urgent(self.mlserves.uids_of(pair))
 
     # --- running ------------------------------------------------------------------------------
 
@@ -292,3 +313,61 @@ class Controller:
             log.info("finalizer of %s/%s not removed yet: %s", meta["namespace"], meta["name"], exc.status.message)
             return False
         return True
+
+
+class CachedMLServes:
+    """The database sync's view of the MLServes (``sync.MLServeSource``): the controller's
+    cache instead of a list per pass.
+
+    A namespace is read once its informer has listed it (until then it is left out, as a list
+    that failed: the pass creates nothing there). What the sync writes is fed back, so its
+    next pass, which may run before the watch delivers the write, sees it: a created MLServe
+    is expected (:meth:`.MLServeCache.expect`), never created twice; a changed one is kept as
+    the server answered it (:meth:`.MLServeCache.remember`) and enqueued, since the watch's
+    event for it then changes nothing the cache compares."""
+
+    def __init__(
+        self,
+        cache: MLServeCache,
+        informers: Sequence[Informer],
+        enqueue: Callable[[Iterable[str]], None],
+        hold: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
+    ):
+        self.cache = cache
+        self.informers = list(informers)
+        self._enqueue = enqueue
+        self._hold = hold
+
+    def reading(self) -> contextlib.AbstractContextManager[None]:
+        """While a pass reads and decides, the workers start only urgent reconciles (a deploy
+        waits for this pass, not for a burst of status updates sharing the process)."""
+        return self._hold()
+
+    def _informer_of(self, namespace: str) -> Informer | None:
+        for informer in self.informers:
+            if informer.namespace in (namespace, ALL_NS):
+                return informer
+        return None
+
+    async def mlserves(self, namespaces: Sequence[str]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
+        ready: list[str] = []
+        failed: dict[str, str] = {}
+        for namespace in namespaces:
+            informer = self._informer_of(namespace)
+            if informer is None:
+                failed[namespace] = "not watched by this operator"
+            elif not informer.synced.is_set():
+                failed[namespace] = "its MLServes are not listed yet"
+            elif not informer.served:
+                failed[namespace] = "the cluster does not serve the MLServe kind"
+            else:
+                ready.append(namespace)
+        return self.cache.by_namespace(ready), failed
+
+    def written(self, before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> None:
+        if before is None:
+            self.cache.expect(after)
+            return
+        uid = str(after["metadata"].get("uid"))
+        self.cache.remember(uid, (before.get("metadata") or {}).get("resourceVersion"), after)
+        self._enqueue([uid])

@@ -13,7 +13,13 @@ client-go's ``workqueue`` in asyncio, so that a few workers serve thousands of M
   :meth:`WorkQueue.forget` resets it after a success;
 - **a global rate limit**: a token bucket (``rate`` per second, ``burst`` at once) that every
   key taken by a worker spends, so a start-up with thousands of keys, or a storm of events,
-  reaches the API server and the database at a bounded pace.
+  reaches the API server and the database at a bounded pace;
+- **two priorities** (as controller-runtime's priority queue): a key added ``urgent`` (someone
+  asked for a change: a new MLServe, a new spec, a deploy) is taken before the keys that only
+  look again (a child's status, the drift timer, a retry, the start-up), so a deploy never
+  waits behind a thousand status updates. Within one priority, first in first out. While
+  :meth:`WorkQueue.hold` is held (a database sync pass runs), only urgent keys are taken:
+  the pass, which decides the deploys, does not share the process with a burst of look-agains.
 
 The decisions are synchronous and take the time from an injected ``clock``
 (:meth:`WorkQueue.poll`: the next key, or how long to wait), so they are tested without
@@ -29,7 +35,7 @@ import itertools
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -96,11 +102,13 @@ class WorkQueue(Generic[K]):
         self._rand = rand
         self._bucket = TokenBucket(rate, burst, clock)
         self._ready: deque[K] = deque()
-        self._queued: set[K] = set()
-        """Keys in ``_ready`` (each once)."""
+        self._urgent: deque[K] = deque()
+        """Ready keys added ``urgent``: taken before those of ``_ready``."""
+        self._queued: dict[K, bool] = {}
+        """Keys in ``_ready`` or ``_urgent`` (each once), and whether urgent."""
         self._processing: set[K] = set()
-        self._dirty: set[K] = set()
-        """Keys added while processed: queued again by :meth:`done`."""
+        self._dirty: dict[K, bool] = {}
+        """Keys added while processed (and whether urgent): queued again by :meth:`done`."""
         self._timers: dict[K, float] = {}
         """Key -> when its delayed add is due (the earliest one)."""
         self._heap: list[tuple[float, int, K]] = []
@@ -110,24 +118,32 @@ class WorkQueue(Generic[K]):
         self._closed = False
         self._since: dict[K, float] = {}
         """Key -> when it became ready."""
+        self._holds = 0
+        """While above 0, only urgent keys are taken (:meth:`hold`)."""
         self.last_wait = 0.0
         """How long the key :meth:`poll` returned last had been ready (the queue's wait)."""
 
     # --- adding ---------------------------------------------------------------------------
 
-    def add(self, key: K) -> None:
-        """Make ``key`` ready now (once, however often it is added)."""
+    def add(self, key: K, *, urgent: bool = False) -> None:
+        """Make ``key`` ready now (once, however often it is added); ``urgent``: before the
+        keys that are not (a key waiting already moves ahead when added urgent)."""
         if self._closed:
             return
         self._timers.pop(key, None)  # the heap entry goes stale: skipped when it comes up
         if key in self._processing:
-            self._dirty.add(key)
+            self._dirty[key] = self._dirty.get(key, False) or urgent
             return
-        if key not in self._queued:
-            self._queued.add(key)
-            self._ready.append(key)
+        queued = self._queued.get(key)
+        if queued is None:
+            self._queued[key] = urgent
+            (self._urgent if urgent else self._ready).append(key)
             self._since[key] = self._clock()
             self._changed.set()
+        elif urgent and not queued:
+            self._ready.remove(key)
+            self._queued[key] = True
+            self._urgent.append(key)
 
     def add_after(self, key: K, delay: float) -> None:
         """Add ``key`` in ``delay`` seconds (an earlier pending add of it wins)."""
@@ -173,10 +189,9 @@ class WorkQueue(Generic[K]):
         processing it finishes; it is not processed again."""
         self._timers.pop(key, None)
         self._failures.pop(key, None)
-        self._dirty.discard(key)
+        self._dirty.pop(key, None)
         if key in self._queued:
-            self._queued.discard(key)
-            self._ready.remove(key)
+            (self._urgent if self._queued.pop(key) else self._ready).remove(key)
             self._since.pop(key, None)
 
     # --- taking ---------------------------------------------------------------------------
@@ -200,13 +215,13 @@ class WorkQueue(Generic[K]):
         """The next key to process (marked as processing), or None and the seconds to wait
         before asking again (None: until something is added)."""
         next_timer = self._promote_due()
-        if not self._ready:
+        if not self._urgent and (not self._ready or self._holds):
             return None, next_timer
         wait = self._bucket.wait_time()
         if wait > 0 or not self._bucket.take():
             return None, max(wait, 1e-3)
-        key = self._ready.popleft()
-        self._queued.discard(key)
+        key = (self._urgent or self._ready).popleft()
+        del self._queued[key]
         self._processing.add(key)
         self.last_wait = self._clock() - self._since.pop(key, self._clock())
         return key, None
@@ -215,8 +230,7 @@ class WorkQueue(Generic[K]):
         """The worker finished ``key``; added meanwhile, it is ready again."""
         self._processing.discard(key)
         if key in self._dirty:
-            self._dirty.discard(key)
-            self.add(key)
+            self.add(key, urgent=self._dirty.pop(key))
 
     async def get(self) -> K:
         """Wait for the next key (see :meth:`poll`); CancelledError ends a worker."""
@@ -230,6 +244,17 @@ class WorkQueue(Generic[K]):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=wait)
 
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Within the block, only urgent keys are taken; the others wait until it ends (the
+        keys being processed finish)."""
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            self._changed.set()
+
     def close(self) -> None:
         self._closed = True
         self._changed.set()
@@ -238,7 +263,7 @@ class WorkQueue(Generic[K]):
 
     def __len__(self) -> int:
         """Keys ready to be processed now."""
-        return len(self._ready)
+        return len(self._ready) + len(self._urgent)
 
     @property
     def waiting(self) -> int:

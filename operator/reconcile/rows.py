@@ -155,6 +155,8 @@ class RowCache:
         self._confirmed_at = 0.0
         self._listeners: list[Callable[[set[Pair]], None]] = []
         self.refreshes = 0
+        self._times: dict[Any, datetime | None] = {}
+        """``deployments.created_at`` as read -> as the models decode it, of the last refresh."""
 
     def subscribe(self, listener: Callable[[set[Pair]], None]) -> None:
         """``listener(pairs)`` after every refresh that changed the rows of ``pairs``."""
@@ -175,8 +177,14 @@ class RowCache:
         """The database could not be read: until the next refresh, reconciles read it themselves."""
         self._rows = None
 
-    async def refresh(self) -> set[Pair]:
-        """Read the rows again (four statements) and return the pairs whose rows changed."""
+    def notify(self, pairs: set[Pair]) -> None:
+        """Tell the listeners the rows of ``pairs`` changed."""
+        for listener in self._listeners:
+            listener(pairs)
+
+    async def refresh(self, *, notify: bool = True) -> set[Pair]:
+        """Read the rows again (four statements) and return the pairs whose rows changed; the
+        listeners are told at once unless ``notify`` is False (the caller does, later)."""
         connection = write_connection()
         environments = _bound(
             await connection.execute_query_dict("SELECT id, name, env_configs, is_protected FROM environments"),
@@ -189,15 +197,15 @@ class RowCache:
             pointers = await connection.execute_query_dict(_POINTERS_SQL.format(ids=ids))
             api = await connection.execute_query_dict(_API_CONFIGS_SQL.format(ids=ids))
             workflow = await connection.execute_query_dict(_WORKFLOW_CONFIGS_SQL.format(ids=ids))
-            pairs = _pairs(pointers, api, workflow, names)
+            self._times, times = {}, self._times
+            pairs = _pairs(pointers, api, workflow, names, _Times(times, self._times))
         rows = ClusterRows(environments, pairs)
         previous, self._rows = self._rows, rows
         self._confirmed_at = self.clock()
         self.refreshes += 1
         changed = _changed(previous, rows) if previous is not None else set()
-        if changed:
-            for listener in self._listeners:
-                listener(changed)
+        if changed and notify:
+            self.notify(changed)
         return changed
 
 
@@ -213,12 +221,31 @@ def _newest(rows: Iterable[Mapping[str, Any]], columns: tuple[str, ...], texts: 
     return {key: values for key, (_, values) in newest.items()}
 
 
+@dataclass(frozen=True, slots=True)
+class _Times:
+    """Decodes ``deployments.created_at`` as the models do, once per distinct value: the last
+    refresh's decoded values are reused (a thousand pairs, one new deployment)."""
+
+    before: dict[Any, datetime | None]
+    now: dict[Any, datetime | None]
+
+    def decode(self, raw: Any) -> datetime | None:
+        if raw in self.before:
+            value = self.before[raw]
+        else:
+            value = Deployment._meta.fields_map["created_at"].to_python_value(raw)
+        self.now[raw] = value
+        return value
+
+
 def _pairs(
     pointers: Iterable[Mapping[str, Any]],
     api: Iterable[Mapping[str, Any]],
     workflow: Iterable[Mapping[str, Any]],
     names: Mapping[int, str],
+    times: _Times | None = None,
 ) -> dict[Pair, PairRow]:
+    times = times if times is not None else _Times({}, {})
     texts: dict[str, str] = {}
     configs = _newest(api, ("backend_type", "additional_hosts", "fast_api_config"), texts)
     workflow_configs = _newest(workflow, ("schedule", "worker_node_config", "head_node_config"), texts)
@@ -229,7 +256,7 @@ def _pairs(
         pair = (str(row["serve_name"]), names[key[1]])
         seen[pair] = seen.get(pair, 0) + 1
         try:
-            pairs[pair] = _pair_row(row, key, pair, configs, workflow_configs, texts)
+            pairs[pair] = _pair_row(row, key, pair, configs, workflow_configs, texts, times)
         except (ValueError, TypeError, KeyError) as exc:
             # A value this code cannot read: the pair's reconcile reads the database and
             # reports it; the other pairs keep their snapshot.
@@ -250,10 +277,10 @@ def _pair_row(
     configs: Mapping[Any, Any],
     workflow_configs: Mapping[Any, Any],
     texts: dict[str, str],
+    times: _Times,
 ) -> PairRow:
     serve_type = str(row["serve_type"])
     infra = configs.get(key) if serve_type == "api" else workflow_configs.get(key)
-    created_at = Deployment._meta.fields_map["created_at"]
     return PairRow(
         serve_id=key[0],
         serve_name=pair[0],
@@ -262,7 +289,7 @@ def _pair_row(
         deployment_id=int(row["deployment_id"]),
         previous_deployment_id=None if row["previous_deployment_id"] is None else int(row["previous_deployment_id"]),
         status=str(row["status"]),
-        created_at=created_at.to_python_value(row["created_at"]),
+        created_at=times.decode(row["created_at"]),
         artifact_id=int(row["artifact_id"]),
         artifact_version=str(row["version"]),
         image_url=row["image_url"],

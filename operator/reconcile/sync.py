@@ -13,14 +13,16 @@ protocol is written down in ``docs/sync.md``; in short:
   has none and the MLServe reflects one that ended, the sync deletes the MLServe. An MLServe
   that reflects the active deployment but asks for another version has a request pending:
   its own reconcile records it. No clock is compared.
-* A namespace whose MLServes could not be listed is skipped for the pass (nothing is
+* The MLServes are read from the controller's cache, fed by its watches (:class:`MLServeSource`;
+  without one, a list per namespace, :class:`ListedMLServes`). A namespace whose MLServes
+  could not be read (not listed yet, a list refused) is skipped for the pass (nothing is
   created there).
 * Undeploys the finalizer could not write (database down) are retried first
   (:mod:`.pending`); until written, their pair is not re-created.
 * MLServes waiting for an artifact (a build running or failed, a version missing) are listed
   in the pass's result, so the operator wakes them: the watermark moves when a build ends.
 
-A pass reads (:mod:`.sync_reads`, the API server's list of MLServes), decides without I/O
+A pass reads (:mod:`.sync_reads`, the MLServes of an :class:`MLServeSource`), decides without I/O
 (:func:`.sync_plan.decide`) and writes the actions (:mod:`.sync_writes`). :func:`sync_once` is one tick
 (testable); :func:`run_sync_loop` repeats it until stopped.
 """
@@ -34,7 +36,7 @@ import logging
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
@@ -52,6 +54,7 @@ from .rows import RowCache
 from .status import waits_for_artifact
 from .sync_checks import SyncIssue
 from .sync_plan import (
+    Action,
     Snapshot,
     decide,
     deployments_to_check,
@@ -59,7 +62,7 @@ from .sync_plan import (
 from .sync_reads import Watermark, read_watermark
 from .sync_writes import SyncResult, execute
 
-__all__ = ["SyncHeartbeat", "SyncResult", "SyncState", "run_sync_loop", "sync_once"]
+__all__ = ["ListedMLServes", "MLServeSource", "SyncHeartbeat", "SyncResult", "SyncState", "run_sync_loop", "sync_once"]
 
 log = logging.getLogger(__name__)
 
@@ -123,18 +126,57 @@ async def _retry_pending(pending: PendingUndeploys, result: SyncResult) -> set[P
     return held
 
 
-async def _list_mlserves(
-    client: AsyncClient, namespaces: Sequence[str], result: SyncResult
+class MLServeSource(Protocol):
+    """Where a pass reads the MLServes, and hears of the ones it wrote."""
+
+    async def mlserves(self, namespaces: Sequence[str]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
+        """The MLServes of each namespace, and the namespaces that could not be read, with why
+        (left out of the first: the pass creates nothing there)."""
+        ...
+
+    def written(self, before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> None:
+        """The pass created (``before`` None) or changed an MLServe; ``after`` is the server's answer."""
+        ...
+
+    def reading(self) -> contextlib.AbstractContextManager[None]:
+        """Held while the pass reads and decides (the operator: its work queue starts no
+        reconcile that only looks again meanwhile)."""
+        ...
+
+
+class ListedMLServes:
+    """The MLServes listed from the API server, one list per namespace, on every pass: the
+    sync without the operator's caches (the tests, tools). The operator reads its cache
+    instead (``controller.CachedMLServes``): no list while idle."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+
+    async def mlserves(self, namespaces: Sequence[str]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
+        listed: dict[str, list[dict[str, Any]]] = {}
+        failed: dict[str, str] = {}
+        for namespace in namespaces:
+            try:
+                listed[namespace] = [as_dict(item) async for item in self.client.list(MLServe, namespace=namespace)]
+            except ApiError as exc:
+                failed[namespace] = str(exc.status.message)
+        return listed, failed
+
+    def written(self, before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> None:
+        """Listed again next pass."""
+
+    def reading(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+async def _read_mlserves(
+    source: MLServeSource, namespaces: Sequence[str], result: SyncResult
 ) -> dict[str, list[dict[str, Any]]]:
-    """The MLServes of each namespace; a namespace that cannot be listed is left out (and
+    """The MLServes of each namespace; a namespace that cannot be read is left out (and
     counted as failed: the pass is repeated)."""
-    listed: dict[str, list[dict[str, Any]]] = {}
-    for namespace in namespaces:
-        try:
-            listed[namespace] = [as_dict(item) async for item in client.list(MLServe, namespace=namespace)]
-        except ApiError as exc:
-            result.failed.append(f"list {namespace}: {exc.status.message}")
-    return listed
+    found, failed = await source.mlserves(namespaces)
+    result.failed.extend(f"list {namespace}: {why}" for namespace, why in sorted(failed.items()))
+    return found
 
 
 @dataclass(frozen=True)
@@ -147,8 +189,22 @@ class _PassOptions:
 
 
 async def _full_pass(
-    client: AsyncClient, cluster_name: str, field_manager: str, result: SyncResult, options: _PassOptions
+    client: AsyncClient,
+    source: MLServeSource,
+    cluster_name: str,
+    field_manager: str,
+    result: SyncResult,
+    options: _PassOptions,
 ) -> Snapshot:
+    with source.reading():
+        snapshot, actions = await _read_and_decide(source, cluster_name, result, options)
+    await execute(client, actions, field_manager, result, written=source.written)
+    return snapshot
+
+
+async def _read_and_decide(
+    source: MLServeSource, cluster_name: str, result: SyncResult, options: _PassOptions
+) -> tuple[Snapshot, list[Action]]:
     # Skipped undeploys first, so the rows read next already reflect them.
     held = await _retry_pending(options.pending, result) if options.pending is not None else set()
     bound = await sync_reads.bound_environments(
@@ -165,7 +221,7 @@ async def _full_pass(
         rows=rows,
         duplicates=duplicates,
         environments=environments,
-        mlserves=await _list_mlserves(client, sorted(set(environments.values())), result),
+        mlserves=await _read_mlserves(source, sorted(set(environments.values())), result),
         held=held,
         held_back=held_back,
     )
@@ -177,9 +233,7 @@ async def _full_pass(
     )
     # Deployments the MLServes of undeployed pairs reflect: are they ended?
     ended = await sync_reads.ended_deployments(deployments_to_check(snapshot))
-    actions = decide(dataclasses.replace(snapshot, ended=ended))
-    await execute(client, actions, field_manager, result)
-    return snapshot
+    return snapshot, decide(dataclasses.replace(snapshot, ended=ended))
 
 
 def _issue_key(issue: SyncIssue) -> Hashable:
@@ -247,6 +301,7 @@ async def sync_once(
     events: EventSink | None = None,
     namespace_refusal: Callable[[str], str | None] = lambda _: None,
     operator_namespace: str | None = None,
+    mlserves: MLServeSource | None = None,
 ) -> SyncResult:
     """One tick: read the watermark; when it moved (or a full pass is due) act on every pair.
 
@@ -256,6 +311,8 @@ async def sync_once(
     snapshot the reconciles read (:mod:`.rows`): refreshed before a pass, when the watermark
     moved, and confirmed by an idle tick. ``namespace_refusal`` says why
     ``env_configs.namespace`` may not hold serves (the settings' namespace policy).
+    ``mlserves`` is where the pass reads the MLServes (the operator: its cache, fed by the
+    watches); None: listed from the API server (:class:`ListedMLServes`).
 
     Database errors propagate (the loop logs them and tries again next tick). A database row
     the operator cannot use is an issue of its pair (or environment): logged and posted as an
@@ -274,13 +331,22 @@ async def sync_once(
         if rows is not None:
             rows.confirm()
         return result
+    source = mlserves if mlserves is not None else ListedMLServes(client)
+    changed: set[Pair] = set()
     if rows is not None and (moved or full_due or force_full):
-        # Before the pass: the reconciles its writes wake read the new rows.
-        await rows.refresh()
+        # Before the pass: the reconciles its writes wake read the new rows. The MLServes of
+        # the pairs whose rows changed are woken after it: a deploy's MLServe is then set to
+        # the new deployment by this pass, not by its reconcile racing the pass's patch.
+        with source.reading():
+            changed = await rows.refresh(notify=False)
     result.full_pass = True
     waiting = state.waiting(now)
     options = _PassOptions(namespaces, state.unwatched, pending, namespace_refusal, waiting)
-    snapshot = await _full_pass(client, cluster_name, field_manager, result, options)
+    try:
+        snapshot = await _full_pass(client, source, cluster_name, field_manager, result, options)
+    finally:
+        if rows is not None and changed:
+            rows.notify(changed)
     if rows is not None:
         rows.confirm()  # a long pass (thousands of creates) does not age the snapshot out
     _report_issues(state, snapshot, result, events, operator_namespace)
@@ -311,6 +377,7 @@ async def _tick(
     pending: PendingUndeploys,
     rows: RowCache | None = None,
     events: EventSink | None = None,
+    mlserves: MLServeSource | None = None,
 ) -> SyncResult:
     """One tick of the loop, logged when it made a full pass."""
     result = await sync_once(
@@ -325,6 +392,7 @@ async def _tick(
         events=events,
         namespace_refusal=getattr(settings, "namespace_refusal", lambda _: None),
         operator_namespace=getattr(settings, "operator_namespace", None),
+        mlserves=mlserves,
     )
     if result.full_pass:
         log.debug(
@@ -417,6 +485,7 @@ async def run_sync_loop(
     rows: RowCache | None = None,
     heartbeat: SyncHeartbeat | None = None,
     events: EventSink | None = None,
+    mlserves: MLServeSource | None = None,
 ) -> None:
     """Tick every ``settings.sync_interval`` seconds until ``stop`` is set.
 
@@ -436,7 +505,8 @@ async def run_sync_loop(
     ``rows`` is the cluster's snapshot the reconciles read: refreshed when the watermark
     moves, dropped when a tick fails. Each tick runs under ``settings.sync_tick_timeout``
     (every database call in it under its own timeout too); ``heartbeat`` beats after every
-    tick, failed or not, for the liveness probe.
+    tick, failed or not, for the liveness probe. ``mlserves``: where the passes read the
+    MLServes (the controller's cache; None: a list per namespace and pass).
     """
     pending = pending if pending is not None else PendingUndeploys()
     replica = _Replica(active)
@@ -471,7 +541,7 @@ async def run_sync_loop(
                     restored = True
                     _report_store_warnings(pending, events)
                 with metrics.SYNC_TICK_DURATION.time():
-                    result = await _tick(client, settings, state, field_manager, pending, rows, events)
+                    result = await _tick(client, settings, state, field_manager, pending, rows, events, mlserves)
             metrics.SYNC_TICKS.labels("ok").inc()
             if on_result is not None:
                 on_result(result)

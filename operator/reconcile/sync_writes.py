@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,9 +78,21 @@ class SyncResult:
         return len(self.created) + len(self.updated) + len(self.deleted)
 
 
-async def execute(client: AsyncClient, actions: Sequence[Action], field_manager: str, result: SyncResult) -> None:
+Written = Callable[[Mapping[str, Any] | None, Mapping[str, Any]], None]
+"""Told of each MLServe created (``None``, the answer) or changed (as read, the answer)."""
+
+
+async def execute(
+    client: AsyncClient,
+    actions: Sequence[Action],
+    field_manager: str,
+    result: SyncResult,
+    *,
+    written: Written | None = None,
+) -> None:
     """Carry out one pass's actions: the creates and version changes several at a time (a
-    burst of deploys is not written one after the other), then the deletes in order."""
+    burst of deploys is not written one after the other), then the deletes in order.
+    ``written`` hears of every MLServe created or changed (the cache the next pass reads)."""
     writes: list[Create | SetVersion] = []
     for action in actions:
         if isinstance(action, LeaveToMLServe):
@@ -102,7 +114,7 @@ async def execute(client: AsyncClient, actions: Sequence[Action], field_manager:
             deployment_id=row.deployment_id,
         ):
             async with gate:
-                await _write(client, action, field_manager, result)
+                await _write(client, action, field_manager, result, written)
 
     await asyncio.gather(*(gated(action) for action in writes))
     result.created.sort()
@@ -112,12 +124,18 @@ async def execute(client: AsyncClient, actions: Sequence[Action], field_manager:
             await _delete(client, action, result)
 
 
-async def _write(client: AsyncClient, action: Create | SetVersion, field_manager: str, result: SyncResult) -> None:
+async def _write(
+    client: AsyncClient, action: Create | SetVersion, field_manager: str, result: SyncResult, written: Written | None
+) -> None:
     """Create the pair's MLServe, or set its version; an API error is counted as failed."""
     row = action.row
     try:
         if isinstance(action, Create):
-            await client.create(MLServe.from_dict(new_mlserve(row, action.name or None)), field_manager=field_manager)
+            created = await client.create(
+                MLServe.from_dict(new_mlserve(row, action.name or None)), field_manager=field_manager
+            )
+            if written is not None:
+                written(None, as_dict(created))
             result.created.append(action.ref)
             log.info(
                 "created MLServe %s for deployment %s (%s %s in %s)",
@@ -128,7 +146,9 @@ async def _write(client: AsyncClient, action: Create | SetVersion, field_manager
                 row.environment,
             )
         else:
-            await _set_version(client, action.mlserve, row, field_manager)
+            patched = await _set_version(client, action.mlserve, row, field_manager)
+            if written is not None:
+                written(action.mlserve, patched)
             result.updated.append(action.ref)
             log.info(
                 "MLServe %s follows deployment %s: artifactVersion %s -> %s",
@@ -147,8 +167,10 @@ async def _write(client: AsyncClient, action: Create | SetVersion, field_manager
             log.warning("database sync could not write MLServe %s: %s", action.ref, exc.status.message)
 
 
-async def _set_version(client: AsyncClient, body: Mapping[str, Any], row: ActiveRow, field_manager: str) -> None:
-    await set_to_deployment(client, body, row.artifact_version, row.deployment_id, field_manager)
+async def _set_version(
+    client: AsyncClient, body: Mapping[str, Any], row: ActiveRow, field_manager: str
+) -> dict[str, Any]:
+    return await set_to_deployment(client, body, row.artifact_version, row.deployment_id, field_manager)
 
 
 async def set_to_deployment(

@@ -33,6 +33,8 @@ from mlserve.models.db import close_db, init_db
 from mlserve.models.settings import DatabaseSettings
 from mlserve.operator.dev.cluster import ClusterHandle
 from mlserve.operator.reconcile import deploy, sync, sync_reads
+from mlserve.operator.reconcile.cache import Informer, MLServeCache
+from mlserve.operator.reconcile.controller import CachedMLServes
 from mlserve.operator.reconcile.events import RecordingEvents
 from mlserve.operator.reconcile.finalize import finalize
 from mlserve.operator.reconcile.identity import claim_of, pair_of
@@ -1216,6 +1218,105 @@ async def test_a_namespace_that_could_not_be_listed_is_skipped_for_the_pass(
     assert await _mlserves(client, second_namespace) == {}, "created in a namespace it could not list"
     result = await sync.sync_once(client, "local", state)  # the list works again: the pass is repeated
     assert result.created == [f"{second_namespace}/iris-prod"]
+
+
+@contextlib.asynccontextmanager
+async def _cached_mlserves(
+    cluster: ClusterHandle, namespace: str, *, watch: bool = True
+) -> AsyncIterator[tuple[CachedMLServes, list[str]]]:
+    """The operator's view of the MLServes for the sync: a real informer of ``namespace`` into
+    an MLServeCache. ``watch`` False: the informer lists once and stops, so the cache never
+    sees what is written after (the watch's delay, stretched for good)."""
+    enqueued: list[str] = []
+    cache = MLServeCache(enqueued.extend)
+    watch_client = cluster.async_client(field_manager="mlserve-operator")
+    informer = Informer(
+        watch_client,
+        MLServe,
+        namespace,
+        put=cache.put,
+        remove=lambda _ns, _name, uid: cache.remove(uid),
+    )
+    task = asyncio.create_task(informer.run())
+    try:
+        async with asyncio.timeout(30):
+            await informer.synced.wait()
+        if not watch:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        yield CachedMLServes(cache, [informer], enqueued.extend), enqueued
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await watch_client.close()
+
+
+async def test_a_pass_reads_the_mlserves_from_the_cache_and_lists_nothing(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str, cluster: ClusterHandle
+) -> None:
+    """The operator's passes (a deploy, the periodic full pass) read the controller's cache:
+    the sync's own client sends the writes and nothing else."""
+    client, counter = kube
+    ids = await _seed(file_db, {"dev": ("local", namespace)})
+    await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
+    async with _cached_mlserves(cluster, namespace) as (source, _):
+        state = SyncState()
+        counter.reset()
+        result = await sync.sync_once(client, "local", state, mlserves=source)
+        assert result.created == [f"{namespace}/iris-dev"] and not result.failed
+        assert dict(counter.by_method) == {"POST": 1}, "a pass from the cache lists nothing"
+        await wait_for_async(lambda: len(source.cache) == 1, 20, "the watch to deliver the MLServe")
+        counter.reset()
+        again = await sync.sync_once(client, "local", state, mlserves=source, force_full=True)
+        assert again.writes == 0 and not again.failed
+        assert counter.total == 0, f"an in-step full pass sent {dict(counter.by_method)}"
+
+
+async def test_a_pass_before_the_watch_delivers_its_create_does_not_create_again(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str, cluster: ClusterHandle
+) -> None:
+    """The interleaving of a stale cache: a pass creates the pair's MLServe, the next pass
+    runs before the watch delivered it (here: never). The created MLServe is expected, so
+    the pass neither creates it again (a 409 and a backoff) nor under another name; a
+    version change to it is kept as the server answered it, so the pass after that is in step."""
+    client, counter = kube
+    ids = await _seed(file_db, {"dev": ("local", namespace)})
+    await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
+    async with _cached_mlserves(cluster, namespace, watch=False) as (source, enqueued):
+        state = SyncState()
+        assert (await sync.sync_once(client, "local", state, mlserves=source)).created == [f"{namespace}/iris-dev"]
+        assert len(source.cache) == 0, "the watch is stopped: the cache never sees the create"
+        counter.reset()
+        again = await sync.sync_once(client, "local", state, mlserves=source, force_full=True)
+        assert again.writes == 0 and not again.failed, again.failed
+        assert counter.total == 0
+        assert state.retries == {}
+
+        file_db.clock = datetime.now(UTC) + timedelta(seconds=2)
+        second = await file_db.deploy(ids["iris"], ids["dev"], ids["v2"], ids["user"])
+        moved = await sync.sync_once(client, "local", state, mlserves=source)
+        assert moved.updated == [f"{namespace}/iris-dev"] and not moved.failed
+        after = await sync.sync_once(client, "local", state, mlserves=source, force_full=True)
+        assert after.writes == 0 and not after.failed, "the pass read the MLServe as it was before its change"
+        assert enqueued, "a changed MLServe is enqueued: the watch's event would change nothing the cache compares"
+    body = (await _mlserves(client, namespace))["iris-dev"]
+    assert body["metadata"]["annotations"][ANNOTATION_DEPLOYMENT_ID] == str(second)
+    assert list(await _mlserves(client, namespace)) == ["iris-dev"]
+
+
+async def test_a_namespace_the_cache_has_not_listed_is_skipped_for_the_pass(
+    file_db: DarwinSQL, kube: tuple[AsyncClient, RequestCounter], namespace: str
+) -> None:
+    client, _ = kube
+    ids = await _seed(file_db, {"dev": ("local", namespace)})
+    await file_db.deploy(ids["iris"], ids["dev"], ids["v1"], ids["user"])
+    informer = Informer(client, MLServe, namespace, put=lambda _: None, remove=lambda *_: None)  # never run
+    source = CachedMLServes(MLServeCache(lambda _: None), [informer], lambda _: None)
+    state = SyncState()
+    result = await sync.sync_once(client, "local", state, mlserves=source)
+    assert result.created == [] and any("not listed yet" in failure for failure in result.failed)
+    assert result.blocking_failures, "the watermark waits: the next tick makes the pass again"
+    assert await _mlserves(client, namespace) == {}
 
 
 async def test_an_invalid_mlserve_deleted_while_the_database_is_down_is_not_resurrected(

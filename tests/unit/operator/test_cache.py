@@ -215,3 +215,110 @@ def test_the_answer_to_our_write_never_replaces_what_the_watch_delivered_since()
     fresh = ChildCache(Enqueued())
     fresh.put_written(written, None)
     assert fresh.children("team", _selector(), ["Deployment"])
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _names(found: dict[str, list[dict[str, Any]]]) -> dict[str, list[str]]:
+    return {ns: sorted(b["metadata"]["name"] for b in bodies) for ns, bodies in found.items()}
+
+
+def test_the_sync_reads_the_mlserves_of_its_namespaces_from_the_cache() -> None:
+    cache = MLServeCache(Enqueued())
+    cache.put(_mlserve("m-1", "iris"))
+    elsewhere = _mlserve("m-2", "wine")
+    elsewhere["metadata"]["namespace"] = "other"
+    cache.put(elsewhere)
+    assert _names(cache.by_namespace(["team", "empty"])) == {"team": ["iris"], "empty": []}
+    found = cache.by_namespace(["team"])["team"][0]
+    assert found["metadata"]["resourceVersion"] == "1", "the sync's generation test needs the body as read"
+    assert "managedFields" not in found["metadata"]
+
+
+def test_an_mlserve_the_sync_created_is_seen_before_the_watch_delivers_it() -> None:
+    """The interleaving of a stale cache: a pass creates ``iris``; the next pass runs before
+    the watch has delivered it. Without the expectation it would create ``iris`` again."""
+    clock = Clock()
+    enqueued = Enqueued()
+    cache = MLServeCache(enqueued, clock=clock, expect_for=60)
+    created = _mlserve("m-1", "iris")
+    cache.expect(created)
+    assert _names(cache.by_namespace(["team"])) == {"team": ["iris"]}
+    assert enqueued == [], "the watch's event enqueues it, as any new MLServe"
+    cache.put(created)  # the watch delivers it: one MLServe, not two
+    assert _names(cache.by_namespace(["team"])) == {"team": ["iris"]}
+    assert enqueued == ["m-1"]
+
+
+def test_an_expectation_ends_with_the_deletion_or_its_time() -> None:
+    clock = Clock()
+    cache = MLServeCache(Enqueued(), clock=clock, expect_for=60)
+    cache.expect(_mlserve("m-1", "iris"))
+    cache.remove("m-1")  # delivered and deleted already (a relist that missed it)
+    assert _names(cache.by_namespace(["team"])) == {"team": []}
+    # The answer to a create that comes after the watch delivered the object and its deletion
+    cache.put(_mlserve("m-2", "wine"))
+    cache.remove("m-2")
+    cache.expect(_mlserve("m-2", "wine"))
+    assert _names(cache.by_namespace(["team"])) == {"team": []}, "a deleted MLServe expected again"
+    # A watch that never brings it: the expectation ends (the next create answers 409).
+    cache.expect(_mlserve("m-3", "lost"))
+    clock.now += 59
+    assert _names(cache.by_namespace(["team"])) == {"team": ["lost"]}
+    clock.now += 2
+    assert _names(cache.by_namespace(["team"])) == {"team": []}
+
+
+def test_an_mlserve_the_sync_changed_is_read_as_it_left_it() -> None:
+    """remember() also updates an MLServe that is only expected yet (created, then set to a
+    newer deployment, before the watch delivered either)."""
+    cache = MLServeCache(Enqueued())
+    cache.expect(_mlserve("m-1", "iris"))
+    patched = _mlserve("m-1", "iris", generation=2)
+    patched["metadata"]["resourceVersion"] = "2"
+    cache.remember("m-1", "1", patched)
+    assert cache.by_namespace(["team"])["team"][0]["metadata"]["generation"] == 2
+
+
+def test_a_changed_request_is_urgent_and_a_rival_only_looks_again() -> None:
+    looks, urgent = Enqueued(), Enqueued()
+    cache = MLServeCache(looks, urgent=urgent)
+    cache.put(_mlserve("m-1", "iris", "2026-01-01T00:00:00Z"))
+    cache.put(_mlserve("m-2", "iris-copy", "2026-01-02T00:00:00Z"))
+    cache.put(_mlserve("m-1", "iris", "2026-01-01T00:00:00Z", generation=2))
+    assert urgent == ["m-1", "m-2", "m-1"] and looks == []
+    cache.remove("m-1")
+    assert looks == ["m-2"], "the rival of a holder that goes looks again"
+
+
+def test_the_sync_reads_a_small_view_with_everything_it_decides_on() -> None:
+    body = _mlserve(
+        "m-1",
+        labels={api.LABEL_SERVE: "iris", api.LABEL_ENVIRONMENT: "dev"},
+        annotations={api.ANNOTATION_DEPLOYMENT_ID: "7", "team": "a"},
+        finalizers=[api.FINALIZER],
+        managedFields=[{"manager": "x"}],
+    )
+    body["spec"].update(replicas=3, env={"A": "1"})
+    resolved = {"type": "ArtifactResolved", "status": "False", "reason": "ArtifactBuilding"}
+    body["status"] = {"phase": "Building", "conditions": [{"type": "Ready", "status": "False"}, resolved]}
+    cache = MLServeCache(Enqueued())
+    cache.put(body)
+    view = cache.by_namespace(["team"])["team"][0]
+    assert view["spec"] == {"serve": "iris", "environment": "dev", "type": "api", "artifactVersion": "v1"}
+    assert view["status"] == {"conditions": [resolved]}
+    meta = view["metadata"]
+    assert meta["annotations"] == body["metadata"]["annotations"], "the version patch adds to the annotations"
+    assert (meta["labels"], meta["generation"], meta["resourceVersion"], meta["uid"]) == (
+        body["metadata"]["labels"],
+        1,
+        "1",
+        "m-1",
+    )
+    assert "managedFields" not in meta

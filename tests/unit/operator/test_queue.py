@@ -59,6 +59,33 @@ def test_a_key_added_while_processed_runs_once_more_after_and_never_twice_at_onc
     assert _drain(queue) == []
 
 
+def test_an_urgent_key_is_taken_before_the_keys_that_only_look_again() -> None:
+    """A deploy's reconcile never waits behind a thousand status updates."""
+    queue = _queue(Clock())
+    for key in ("status-1", "status-2", "status-3"):
+        queue.add(key)
+    queue.add("deploy-1", urgent=True)
+    queue.add("status-2", urgent=True)  # waiting already: moves ahead, still once
+    queue.add("deploy-2", urgent=True)
+    queue.add("deploy-1")  # a plain add of an urgent key keeps it urgent
+    assert len(queue) == 5
+    assert _drain(queue) == ["deploy-1", "status-2", "deploy-2", "status-1", "status-3"]
+
+
+def test_an_urgent_add_while_processed_stays_urgent() -> None:
+    queue = _queue(Clock())
+    queue.add("a")
+    assert queue.poll() == ("a", None)
+    queue.add("a", urgent=True)
+    queue.add("a")
+    queue.add("b")
+    queue.done("a")
+    assert _drain(queue) == ["a", "b"]
+    queue.add("c", urgent=True)
+    queue.remove("c")
+    assert len(queue) == 0 and _drain(queue) == []
+
+
 def test_delayed_adds_come_due_on_the_clock_and_the_earliest_wins() -> None:
     clock = Clock()
     queue = _queue(clock)
@@ -180,3 +207,16 @@ async def test_get_waits_for_an_add_and_workers_share_the_keys() -> None:
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+
+
+def test_while_held_only_urgent_keys_are_taken() -> None:
+    """A database sync pass holds the queue: a deploy's reconcile may start, a look-again
+    waits until the pass has decided."""
+    queue = _queue(Clock())
+    queue.add("status")
+    with queue.hold():
+        queue.add("deploy", urgent=True)
+        assert queue.poll()[0] == "deploy"
+        queue.done("deploy")
+        assert queue.poll() == (None, None)
+    assert _drain(queue) == ["status"]
