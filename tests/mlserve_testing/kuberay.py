@@ -81,11 +81,6 @@ class KubeRayController:
     namespace: str
     log: Path | None
 
-    def log_tail(self, lines: int = 40) -> str:
-        if self.log is None:
-            return "(KubeRay's controller runs in the cluster: see its pod's log)"
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
 
 @pytest.fixture(scope="session")
 def kuberay_installed(local_cluster: LocalCluster | None, kube_client: Client, mlserve_crd: None) -> Path | None:
