@@ -22,10 +22,18 @@ class Component:
     module: str  # upstream module that holds the programs
     programs: dict[str, str]  # binary name -> package path
     default: bool = True  # built when no component is named
+    #: build tags (``go build -tags``)
+    tags: tuple[str, ...] = ()
+    #: key of the version in versions.json, when not the component's name
+    version_key: str = ""
 
     @property
     def folder(self) -> Path:
         return HERE / self.name
+
+    @property
+    def version_name(self) -> str:
+        return self.version_key or self.name
 
     @property
     def local_module(self) -> str:
@@ -62,6 +70,43 @@ COMPONENTS: dict[str, Component] = {
         ),
         # needed by the chart's tests only, so built when asked for
         Component("helm", "helm.sh/helm/v3", {"helm": "helm.sh/helm/v3/cmd/helm"}, default=False),
+        # --- the kind cluster of the end-to-end suite (operator/dev/kind), built when asked for
+        Component(
+            "kind",
+            "sigs.k8s.io/kind",
+            {
+                "kind": "sigs.k8s.io/kind",
+                # ours: the pod sandbox's pause process (no registry to pull registry.k8s.io/pause from)
+                "pause": f"{LOCAL_MODULE_PREFIX}/kind/pause",
+            },
+            default=False,
+        ),
+        # the node's programs, from the same release as the control plane (a module of its
+        # own so that the control plane's go.mod, and so its build stamp, stay as they are)
+        Component(
+            "kubernetes-node",
+            "k8s.io/kubernetes",
+            {
+                "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+                "kubeadm": "k8s.io/kubernetes/cmd/kubeadm",
+                "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
+            },
+            default=False,
+            version_key="kubernetes",
+        ),
+        Component(
+            "containerd",
+            "github.com/containerd/containerd/v2",
+            {
+                "containerd": "github.com/containerd/containerd/v2/cmd/containerd",
+                "ctr": "github.com/containerd/containerd/v2/cmd/ctr",
+                "containerd-shim-runc-v2": "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
+            },
+            default=False,
+            tags=("no_btrfs", "no_devmapper", "no_zfs", "no_aufs"),
+        ),
+        Component("cri-tools", "sigs.k8s.io/cri-tools", {"crictl": "sigs.k8s.io/cri-tools/cmd/crictl"}, default=False),
+        Component("coredns", "github.com/coredns/coredns", {"coredns": "github.com/coredns/coredns"}, default=False),
     )
 }
 
@@ -76,7 +121,7 @@ KUBERAY = "kuberay"
 def load_versions() -> dict[str, str]:
     """Version of each component, from versions.json."""
     versions: dict[str, str] = json.loads(VERSIONS_FILE.read_text())
-    missing = {*COMPONENTS, KUBERAY} - set(versions)
+    missing = {*(c.version_name for c in COMPONENTS.values()), KUBERAY} - set(versions)
     if missing:
         raise SystemExit(f"{VERSIONS_FILE.name}: no version for {', '.join(sorted(missing))}")
     return versions

@@ -98,7 +98,7 @@ def replacements_from(gomod: str, version: str) -> list[str]:
 
 
 def render_gomod(component: Component, version: str) -> str:
-    replacements = kubernetes_replacements(version) if component.name == "kubernetes" else []
+    replacements = kubernetes_replacements(version) if component.module == "k8s.io/kubernetes" else []
     parts = [
         HEADER,
         f"module {component.local_module}\n\n",
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown component(s): {', '.join(sorted(unknown))}")
     versions = load_versions()
     for name in args.components or list(COMPONENTS):
-        generate(COMPONENTS[name], versions[name])
+        generate(COMPONENTS[name], versions[COMPONENTS[name].version_name])
     return 0
 
 
