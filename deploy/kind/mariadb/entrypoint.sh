@@ -1,0 +1,19 @@
+#!/bin/sh
+# First start: an empty data folder gets the system tables, then the database and user.
+set -eu
+DATADIR=/var/lib/mysql
+if [ ! -d "$DATADIR/mysql" ]; then
+    mariadb-install-db --user=mysql --datadir="$DATADIR" --skip-test-db --auth-root-authentication-method=socket >/dev/null
+    init=/tmp/init.sql
+    {
+        if [ -n "${MARIADB_DATABASE:-}" ]; then
+            echo "CREATE DATABASE IF NOT EXISTS \`$MARIADB_DATABASE\`;"
+        fi
+        if [ -n "${MARIADB_USER:-}" ]; then
+            echo "CREATE USER '$MARIADB_USER'@'%' IDENTIFIED BY '${MARIADB_PASSWORD:-}';"
+            echo "GRANT ALL PRIVILEGES ON \`${MARIADB_DATABASE:-*}\`.* TO '$MARIADB_USER'@'%';"
+        fi
+    } > "$init"
+    set -- --init-file="$init" "$@"
+fi
+exec mariadbd --datadir="$DATADIR" --bind-address=0.0.0.0 --port=3306 --skip-name-resolve "$@"
