@@ -1,10 +1,14 @@
 #!/bin/sh
-# First start: an empty data folder gets the system tables, then the database and user.
+# First start (an empty data folder): the system tables, then the database and user named by
+# MARIADB_DATABASE / MARIADB_USER / MARIADB_PASSWORD, then every /etc/mariadb-init/*.sql
+# (e.g. a mounted Secret with users and grants). Then the server, on port 3306.
 set -eu
 DATADIR=/var/lib/mysql
 if [ ! -d "$DATADIR/mysql" ]; then
-    mariadb-install-db --user=mysql --datadir="$DATADIR" --skip-test-db --auth-root-authentication-method=socket >/dev/null
-    init=/tmp/init.sql
+    mariadb-install-db --user=mysql --datadir="$DATADIR" --skip-test-db \
+        --auth-root-authentication-method=socket >/dev/null
+    init=/tmp/mariadb-init.sql
+    umask 077
     {
         if [ -n "${MARIADB_DATABASE:-}" ]; then
             echo "CREATE DATABASE IF NOT EXISTS \`$MARIADB_DATABASE\`;"
@@ -13,6 +17,9 @@ if [ ! -d "$DATADIR/mysql" ]; then
             echo "CREATE USER '$MARIADB_USER'@'%' IDENTIFIED BY '${MARIADB_PASSWORD:-}';"
             echo "GRANT ALL PRIVILEGES ON \`${MARIADB_DATABASE:-*}\`.* TO '$MARIADB_USER'@'%';"
         fi
+        for file in /etc/mariadb-init/*.sql; do
+            if [ -f "$file" ]; then cat "$file"; fi
+        done
     } > "$init"
     set -- --init-file="$init" "$@"
 fi

@@ -227,6 +227,17 @@ def _recorded_pid(folder: Path) -> int | None:
         return None
 
 
+def find_daemon(folder: Path) -> Docker | None:
+    """The Docker daemon that answers (the user's, or one started earlier in ``folder``), or None."""
+    env = dict(os.environ)
+    user = Docker(env)
+    if shutil.which("docker") is not None and user.answers():
+        return user
+    dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
+    own = Docker({**env, "DOCKER_HOST": f"unix://{folder / 'docker.sock'}"}, _client_beside(dockerd))
+    return own if own.answers() else None
+
+
 def ensure_daemon(folder: Path, facts: HostFacts, *, log: bool = True) -> Docker:
     """A Docker daemon that answers: the user's, the one started earlier in ``folder``, or a new one."""
     env = dict(os.environ)

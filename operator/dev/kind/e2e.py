@@ -27,9 +27,9 @@ from mlserve.operator.dev.cluster.errors import DevClusterError
 
 from . import names
 from .cluster import KindCluster, kind_config
-from .docker import Docker, ensure_daemon, stop_daemon
+from .docker import Docker, ensure_daemon, find_daemon, stop_daemon
 from .host import HostFacts
-from .images import Images, Step
+from .images import Images, Step, kind_default_node_image, kind_module_dir
 from .install import Installer
 
 T = TypeVar("T")
@@ -134,10 +134,11 @@ def up(state_dir: Path, *, offline: bool | None = None) -> Environment:
         _log(f"this machine: {note}")
     versions = json.loads((ROOT / "deploy" / "local-cluster" / "versions.json").read_text())
     docker = run.step("docker daemon", lambda: ensure_daemon(docker_dir(), facts))
-    official = names.OFFICIAL_NODE_IMAGE.format(kubernetes=versions["kubernetes"])
+    binaries = run.step("binaries", lambda: ensure_components(COMPONENTS))
+    official = kind_default_node_image(kind_module_dir(versions["kind"]))
     is_offline = decide_offline(docker, offline, official)
-    components = COMPONENTS + (OFFLINE_COMPONENTS if is_offline else [])
-    binaries = run.step("binaries", lambda: ensure_components(components))
+    if is_offline:
+        binaries = run.step("binaries of the node", lambda: ensure_components(OFFLINE_COMPONENTS))
     bins = binaries.folder
     images = Images(docker, state_dir, is_offline, bins, versions)
     kind = bins / "kind"
@@ -173,12 +174,10 @@ def up(state_dir: Path, *, offline: bool | None = None) -> Environment:
 def down(state_dir: Path, *, stop_docker: bool = True) -> list[str]:
     """Delete the cluster; stop the Docker daemon if one was started here. Says what it did."""
     done: list[str] = []
-    bins = binary_dir()
-    kind = bins / "kind"
-    facts = HostFacts.detect()
+    kind = binary_dir() / "kind"
     folder = docker_dir()
-    docker = ensure_daemon(folder, facts, log=False) if kind.is_file() else None
-    if docker is not None and docker.answers():
+    docker = find_daemon(folder)
+    if docker is not None and kind.is_file():
         cluster = KindCluster(kind, docker)
         if cluster.exists():
             cluster.delete()

@@ -250,7 +250,7 @@ class Images:
 
     def node_image(self, kind: Path) -> str:
         if not self.offline:
-            return names.OFFICIAL_NODE_IMAGE.format(kubernetes=self.versions["kubernetes"])
+            return kind_default_node_image(kind_module_dir(self.versions["kind"]))
         base = self.kind_base()
         debian = self.debian()
         required = self.kubeadm_images()
@@ -360,9 +360,8 @@ def run(argv: list[str], what: str, env: dict[str, str] | None = None) -> str:
     return result.stdout
 
 
-def host_apt_sources(suite: str) -> str:
+def host_apt_sources(suite: str, apt: Path = Path("/etc/apt")) -> str:
     """The host's apt sources that name ``suite`` (deb822 or one-line), '' when none do."""
-    apt = Path("/etc/apt")
     files = [
         apt / "sources.list",
         *sorted((apt / "sources.list.d").glob("*.list")),
@@ -410,6 +409,15 @@ def kind_module_dir(version: str) -> Path:
     if out.returncode != 0 or "Dir" not in info:
         raise DevClusterError(f"cannot find sigs.k8s.io/kind@{version} in Go's module cache: {out.stderr.strip()}")
     return Path(info["Dir"])
+
+
+def kind_default_node_image(module: Path) -> str:
+    """The node image this release of kind uses by default (pinned by digest)."""
+    text = (module / "pkg" / "apis" / "config" / "defaults" / "image.go").read_text()
+    for line in text.splitlines():
+        if line.strip().startswith("const Image = "):
+            return line.split('"')[1]
+    raise DevClusterError(f"no default node image in {module}/pkg/apis/config/defaults/image.go")
 
 
 def kind_default_images(module: Path) -> list[str]:

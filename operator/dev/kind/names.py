@@ -11,9 +11,6 @@ ENV_DOCKER_DIR = "MLSERVE_KIND_DOCKER_DIR"
 
 # --- names -----------------------------------------------------------------------------
 CLUSTER_NAME = "mlserve-e2e"
-#: the official node image of kind v0.33.0 for the Kubernetes release of versions.json
-#: (kind's release notes list one per minor version; the patch is the one of versions.json)
-OFFICIAL_NODE_IMAGE = "kindest/node:{kubernetes}"
 
 #: images built here (all tagged with a digest of their inputs, so an unchanged one is reused)
 IMAGE_PREFIX = "mlserve.local"
