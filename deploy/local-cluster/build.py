@@ -341,7 +341,14 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("go is not on PATH: install Go 1.26 to build the local control plane")
         chosen = args.components or DEFAULTS
         for i, name in enumerate(chosen):
-            build(COMPONENTS[name], versions[COMPONENTS[name].version_name], out, args.force, versions["kubernetes"], tuple(chosen[i + 1 :]))
+            build(
+                COMPONENTS[name],
+                versions[COMPONENTS[name].version_name],
+                out,
+                args.force,
+                versions["kubernetes"],
+                tuple(chosen[i + 1 :]),
+            )
     print(out)
     return 0
 

@@ -90,7 +90,6 @@ class Docker:
         check: bool = True,
         capture: bool = True,
         timeout: float | None = None,
-        input_bytes: bytes | None = None,
         extra_env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         env = {**self.env, **(extra_env or {})}
@@ -99,19 +98,18 @@ class Docker:
                 self.command(*args),
                 env=env,
                 capture_output=capture,
-                text=input_bytes is None,
-                input=input_bytes,
+                text=True,
                 timeout=timeout,
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
             raise DevClusterError(f"docker {' '.join(args[:3])} took longer than {timeout:g} s") from exc
         if check and result.returncode != 0:
-            err = result.stderr if isinstance(result.stderr, str) else (result.stderr or b"").decode(errors="replace")
+            err = result.stderr or ""
             raise DevClusterError(
                 f"docker {' '.join(args[:4])} failed (exit {result.returncode}): {err.strip()[-2000:]}"
             )
-        return result  # type: ignore[return-value]
+        return result
 
     def answers(self) -> bool:
         try:

@@ -300,16 +300,17 @@ class Images:
         for program in ("kubeadm", "kubelet", "kubectl"):
             shutil.copy2(self._binary(program), server_bin / program)
         registry = "registry.k8s.io"
+        # program -> (base image, Debian packages): kube-proxy calls the packet-filter tools
         control_plane = {
-            "kube-apiserver": {},
-            "kube-controller-manager": {},
-            "kube-scheduler": {},
-            "kube-proxy": {"base": debian, "packages": "iptables nftables conntrack ipset"},
+            "kube-apiserver": ("scratch", ""),
+            "kube-controller-manager": ("scratch", ""),
+            "kube-scheduler": ("scratch", ""),
+            "kube-proxy": (debian, "iptables nftables conntrack ipset"),
         }
         extras: list[str] = []
-        for program, how in control_plane.items():
+        for program, (image_base, packages) in control_plane.items():
             ref = f"{registry}/{program}:{version}"
-            self._program_image(ref, {program: program}, **how)
+            self._program_image(ref, {program: program}, base=image_base, packages=packages)
         for image in required:
             repo = image.rsplit(":", 1)[0]
             if repo.endswith("/etcd"):
@@ -346,9 +347,7 @@ class Images:
         )
         # no default storage manifest: kind then installs its fallback, a StorageClass with no
         # provisioner pod (whose image can't be had here)
-        dockerfile = tmp / "Dockerfile.node"
-        dockerfile.write_text(f"FROM {built}\nRUN rm -f /kind/manifests/default-storage.yaml\n")
-        self.docker.build(tmp / "kubernetes", tag, dockerfile=dockerfile)
+        self.docker.build_from_text(f"FROM {built}\nRUN rm -f /kind/manifests/default-storage.yaml\n", tag, tmp / "node")
         self.docker.run("rmi", built, check=False)
 
 
