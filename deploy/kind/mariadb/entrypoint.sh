@@ -5,7 +5,7 @@
 set -eu
 DATADIR=/var/lib/mysql
 if [ ! -d "$DATADIR/mysql" ]; then
-    mariadb-install-db --user=mysql --datadir="$DATADIR" --skip-test-db \
+    mariadb-install-db --datadir="$DATADIR" --skip-test-db \
         --auth-root-authentication-method=socket >/dev/null
     init=/tmp/mariadb-init.sql
     umask 077
