@@ -152,7 +152,7 @@ async def test_helm_uninstall_keeps_the_crd_and_the_running_serves_and_a_reinsta
         answer = http_from_pod(
             kube_client,
             namespace,
-            kind_images["model_server"],
+            kind_images["model_v1"],
             f"http://{names.child_name(serve, env)}.{namespace}.svc.cluster.local/predict",
             {"features": [1]},
         )

@@ -32,7 +32,7 @@ async def test_a_database_deploy_becomes_pods_that_answer_through_the_service(
     wait_condition(kube_client, names.mlserve_name(serve, env), namespace, "Ready", timeout=ROLL_TIMEOUT)
     wait_for(lambda: deployment_ready(kube_client, name, namespace, ":v1"), timeout=ROLL_TIMEOUT, what="v1 pods ready")
 
-    client_image = kind_images["model_server"]
+    client_image = kind_images["model_v1"]
     health = http_from_pod(kube_client, namespace, client_image, _url(serve, env, namespace, "/healthcheck"))
     assert health == {"status": "ok"}
     answer = http_from_pod(
@@ -51,7 +51,7 @@ async def test_an_upgrade_and_a_rollback_never_leave_the_service_without_a_ready
     name, mls = names.child_name(serve, env), names.mlserve_name(serve, env)
     wait_condition(kube_client, mls, namespace, "Ready", timeout=ROLL_TIMEOUT)
     wait_for(lambda: deployment_ready(kube_client, name, namespace, ":v1"), timeout=ROLL_TIMEOUT, what="v1 pods ready")
-    client_image = kind_images["model_server"]
+    client_image = kind_images["model_v1"]
 
     # Upgrade: Darwin's deploy of v2 (rows only); the operator rolls the Deployment.
     with ReadyWatch(kube_client, name, namespace) as upgrade:

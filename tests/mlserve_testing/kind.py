@@ -25,6 +25,8 @@ from mlserve_testing.wait import wait_for
 #: one node beside the control plane, MariaDB and the operator
 FAST_API_CONFIG = {"min_replicas": 1, "max_replicas": 1, "cores": 0.1, "memory": 1, "node_capacity_type": "spot"}
 POD_READY_TIMEOUT = 180.0
+#: reasons a container waits for ever: fail at once, with the kubelet's message
+STUCK_REASONS = frozenset({"ErrImageNeverPull", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError", "InvalidImageName"})
 
 
 async def seed_model_serve(
@@ -148,7 +150,12 @@ def http_from_pod(
     client.create(pod)
 
     def finished() -> str | None:
-        phase = client.get(Pod, name, namespace=namespace).status.phase
+        status = client.get(Pod, name, namespace=namespace).status
+        for container in (status.containerStatuses if status else None) or []:
+            waiting = container.state.waiting if container.state else None
+            if waiting is not None and waiting.reason in STUCK_REASONS:
+                raise AssertionError(f"client pod {name} can't start: {waiting.reason}: {waiting.message}")
+        phase = status.phase if status else None
         return phase if phase in ("Succeeded", "Failed") else None
 
     try:
