@@ -26,7 +26,9 @@ from mlserve_testing.wait import wait_for
 FAST_API_CONFIG = {"min_replicas": 1, "max_replicas": 1, "cores": 0.1, "memory": 1, "node_capacity_type": "spot"}
 POD_READY_TIMEOUT = 180.0
 #: reasons a container waits for ever: fail at once, with the kubelet's message
-STUCK_REASONS = frozenset({"ErrImageNeverPull", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError", "InvalidImageName"})
+STUCK_REASONS = frozenset(
+    {"ErrImageNeverPull", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError", "InvalidImageName"}
+)
 
 
 async def seed_model_serve(

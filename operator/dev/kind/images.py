@@ -347,7 +347,9 @@ class Images:
         )
         # no default storage manifest: kind then installs its fallback, a StorageClass with no
         # provisioner pod (whose image can't be had here)
-        self.docker.build_from_text(f"FROM {built}\nRUN rm -f /kind/manifests/default-storage.yaml\n", tag, tmp / "node")
+        self.docker.build_from_text(
+            f"FROM {built}\nRUN rm -f /kind/manifests/default-storage.yaml\n", tag, tmp / "node"
+        )
         self.docker.run("rmi", built, check=False)
 
 
