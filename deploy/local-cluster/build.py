@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, name in enumerate(chosen):
             build(
                 COMPONENTS[name],
-                versions[COMPONENTS[name].version_name],
+                versions[COMPONENTS[name].versions_key],
                 out,
                 args.force,
                 versions["kubernetes"],

@@ -22,18 +22,17 @@ class Component:
     module: str  # upstream module that holds the programs
     programs: dict[str, str]  # binary name -> package path
     default: bool = True  # built when no component is named
-    #: build tags (``go build -tags``)
-    tags: tuple[str, ...] = ()
-    #: key of the version in versions.json, when not the component's name
-    version_key: str = ""
+    version_key: str | None = None  # its key in versions.json, when not its name
+    tags: tuple[str, ...] = ()  # build tags (``go build -tags``)
+
+    @property
+    def versions_key(self) -> str:
+        """The key of its version in versions.json."""
+        return self.version_key or self.name
 
     @property
     def folder(self) -> Path:
         return HERE / self.name
-
-    @property
-    def version_name(self) -> str:
-        return self.version_key or self.name
 
     @property
     def local_module(self) -> str:
@@ -121,7 +120,7 @@ KUBERAY = "kuberay"
 def load_versions() -> dict[str, str]:
     """Version of each component, from versions.json."""
     versions: dict[str, str] = json.loads(VERSIONS_FILE.read_text())
-    missing = {*(c.version_name for c in COMPONENTS.values()), KUBERAY} - set(versions)
+    missing = {*(c.versions_key for c in COMPONENTS.values()), KUBERAY} - set(versions)
     if missing:
         raise SystemExit(f"{VERSIONS_FILE.name}: no version for {', '.join(sorted(missing))}")
     return versions

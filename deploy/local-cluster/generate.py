@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown component(s): {', '.join(sorted(unknown))}")
     versions = load_versions()
     for name in args.components or list(COMPONENTS):
-        generate(COMPONENTS[name], versions[COMPONENTS[name].version_name])
+        generate(COMPONENTS[name], versions[COMPONENTS[name].versions_key])
     return 0
 
 
