@@ -142,13 +142,15 @@ def up(state_dir: Path, *, offline: bool | None = None) -> Environment:
     bins = binaries.folder
     images = Images(docker, state_dir, is_offline, bins, versions)
     kind = bins / "kind"
-    node = run.step("node image", lambda: images.node_image(kind))
-    operator = run.step("operator image", images.operator)
-    model = run.step("model server image", images.model_server)
-    mariadb = run.step("mariadb image", images.mariadb)
+    # each image is a step of its own (built or reused), recorded by Images
+    node = images.node_image(kind)
+    operator = images.operator()
+    model = images.model_server()
+    mariadb = images.mariadb()
     models = {version: f"{names.MODEL_SERVER_IMAGE}:{version}" for version in MODEL_VERSIONS}
     for version, ref in models.items():
         docker.build_from_text(f"FROM {model}\nENV MODEL_VERSION={version}\n", ref, state_dir)
+    run.steps.extend(images.steps)
     cluster = KindCluster(kind, docker)
     config = kind_config(node, facts, local_node_image=is_offline)
     run.step("kind create", lambda: cluster.create(config, state_dir / KUBECONFIG_FILE, state_dir))
@@ -166,7 +168,7 @@ def up(state_dir: Path, *, offline: bool | None = None) -> Environment:
         **{f"model_{v}": r for v, r in models.items()},
     }
     (state_dir / IMAGES_FILE).write_text(json.dumps(refs, indent=2) + "\n")
-    steps = [*images.steps, *run.steps]
+    steps = run.steps
     (state_dir / TIMINGS_FILE).write_text(json.dumps([s.__dict__ for s in steps], indent=2) + "\n")
     return Environment(state_dir, is_offline, refs, steps)
 
