@@ -179,12 +179,18 @@ def kind_up(state_dir: Path, offline: bool | None) -> None:
 @kind_group.command("down")
 @_kind_state_option
 @click.option("--keep-docker", is_flag=True, help="Leave a Docker daemon started by `up` running.")
-def kind_down(state_dir: Path, keep_docker: bool) -> None:
+@click.option(
+    "--export-logs",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="First save kind's logs of the node (kubelet, containerd, every pod's) in this folder.",
+)
+def kind_down(state_dir: Path, keep_docker: bool, export_logs: Path | None) -> None:
     """Delete the cluster, and stop the Docker daemon `up` started (if it did)."""
     from mlserve.operator.dev.kind import e2e
 
     try:
-        done = e2e.down(state_dir, stop_docker=not keep_docker)
+        done = e2e.down(state_dir, stop_docker=not keep_docker, export_logs=export_logs)
     except DevClusterError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo("; ".join(done) or "nothing to do", err=True)

@@ -173,7 +173,7 @@ def up(state_dir: Path, *, offline: bool | None = None) -> Environment:
     return Environment(state_dir, is_offline, refs, steps)
 
 
-def down(state_dir: Path, *, stop_docker: bool = True) -> list[str]:
+def down(state_dir: Path, *, stop_docker: bool = True, export_logs: Path | None = None) -> list[str]:
     """Delete the cluster; stop the Docker daemon if one was started here. Says what it did."""
     done: list[str] = []
     kind = binary_dir() / "kind"
@@ -182,6 +182,9 @@ def down(state_dir: Path, *, stop_docker: bool = True) -> list[str]:
     if docker is not None and kind.is_file():
         cluster = KindCluster(kind, docker)
         if cluster.exists():
+            if export_logs is not None:
+                cluster.node_logs(export_logs)
+                done.append(f"kind's logs in {export_logs}")
             cluster.delete()
             done.append(f"deleted kind cluster {cluster.name}")
     if stop_docker and stop_daemon(folder):
