@@ -25,6 +25,8 @@ from mlserve_testing.wait import wait_for
 #: one node beside the control plane, MariaDB and the operator
 FAST_API_CONFIG = {"min_replicas": 1, "max_replicas": 1, "cores": 0.1, "memory": 1, "node_capacity_type": "spot"}
 POD_READY_TIMEOUT = 180.0
+#: how long a client pod retries a call that fails to connect
+CALL_RETRY_SECONDS = 60
 #: reasons a container waits for ever: fail at once, with the kubelet's message
 STUCK_REASONS = frozenset(
     {"ErrImageNeverPull", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError", "InvalidImageName"}
@@ -129,10 +131,21 @@ def http_from_pod(
     return the JSON answer: the request goes through the cluster's DNS and the Service."""
     name = f"client-{uuid.uuid4().hex[:6]}"
     data = "None" if body is None else repr(json.dumps(body).encode())
+    # retried for a while: right after a roll kube-proxy may still send a connection to a pod
+    # that has gone (it follows the EndpointSlices a moment later, longer on a busy node)
     script = (
-        "import json, urllib.request\n"
+        "import json, sys, time, urllib.request\n"
         f"req = urllib.request.Request({url!r}, data={data}, headers={{'Content-Type': 'application/json'}})\n"
-        "print(urllib.request.urlopen(req, timeout=10).read().decode())\n"
+        f"deadline = time.monotonic() + {CALL_RETRY_SECONDS}\n"
+        "while True:\n"
+        "    try:\n"
+        "        print(urllib.request.urlopen(req, timeout=5).read().decode())\n"
+        "        break\n"
+        "    except OSError as exc:\n"
+        "        if time.monotonic() > deadline:\n"
+        "            raise\n"
+        "        print(f'retrying: {exc}', file=sys.stderr, flush=True)\n"
+        "        time.sleep(1)\n"
     )
     pod = Pod(
         metadata=ObjectMeta(name=name, namespace=namespace),
