@@ -113,6 +113,11 @@ async def test_helm_upgrade_rolls_the_operator_and_leaves_the_serves_running(
     assert (config.data or {}).get("MLSERVE_LOG_LEVEL") == "DEBUG"
     pods = wait_for(lambda: _ready_operator(kube_client), timeout=TIMEOUT, what="the upgraded operator pod ready")
     assert not before & {str(p.metadata.uid) for p in pods}, "the operator's pod was not replaced"
+    # in-cluster, as the chart's ServiceAccount, from the image built here
+    (pod,) = pods
+    assert pod.spec is not None
+    assert pod.spec.serviceAccountName == install.RELEASE
+    assert pod.spec.containers[0].image == kind_images["operator"]
     # The serve was not touched: same pods, still Ready, still the ACTIVE deployment.
     assert _serve_pod_uids(kube_client, namespace) == serve_pods
     wait_condition(kube_client, names.mlserve_name(serve, env), namespace, "Ready", timeout=60)
