@@ -122,6 +122,11 @@ class Installer:
     kubeconfig: Path
     work: Path
 
+    def _env(self) -> dict[str, str]:
+        """kubectl's and helm's environment: the cluster's kubeconfig, and the state folder as
+        HOME (their caches go there, not into the user's home or the current folder)."""
+        return {"KUBECONFIG": str(self.kubeconfig), "PATH": "/usr/bin:/bin", "HOME": str(self.work)}
+
     def _run(self, argv: list[str], what: str, input_text: str | None = None, timeout: float = 600) -> str:
         try:
             result = subprocess.run(
@@ -131,7 +136,7 @@ class Installer:
                 text=True,
                 timeout=timeout,
                 check=False,
-                env={"KUBECONFIG": str(self.kubeconfig), "PATH": "/usr/bin:/bin", "HOME": str(self.work)},
+                env=self._env(),
             )
         except subprocess.TimeoutExpired as exc:
             raise DevClusterError(f"{what} took longer than {timeout:g} s") from exc
@@ -156,7 +161,7 @@ class Installer:
         while True:
             probe = subprocess.run(
                 [str(self.kubectl), "get", "serviceaccount", "default", "-n", "default"],
-                env={"KUBECONFIG": str(self.kubeconfig)},
+                env=self._env(),
                 capture_output=True,
                 text=True,
                 check=False,
