@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The operator's image: `mlserve run` as a non-root user, installed from the project's wheel.
 #
 #   docker build -t mlserve-operator:0.1.0 .
@@ -6,6 +5,11 @@
 # The first stage builds the wheels (the project's and every dependency's) with whatever
 # compilers they need; the final stage installs them from that folder, offline, and gets
 # no compiler, no build cache and no source tree.
+#
+# No `# syntax=` line: the Dockerfile frontend built into Docker (20.10 and later, with
+# BuildKit) has everything used here, and a syntax line would make every build pull the
+# frontend's image (impossible offline). PYTHON_IMAGE may name any image with Python 3.11
+# and pip first on PATH (offline, `scripts/e2e-kind` builds one from Debian).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

@@ -56,3 +56,22 @@ ensure_kuberay_crds() {
     MLSERVE_KUBERAY_CRDS="$("$VENV/bin/mlserve" dev kuberay-crds)"
     export MLSERVE_KUBERAY_CRDS
 }
+
+# Docker (Debian's docker.io: dockerd, runc, the client) and mmdebstrap, for the suite on kind.
+# Installed with apt-get when missing and running as root; otherwise a message says what to install.
+ensure_kind_prerequisites() {
+    local missing=()
+    if ! command -v dockerd >/dev/null 2>&1 && ! [ -x /usr/sbin/dockerd ] && ! docker version >/dev/null 2>&1; then
+        missing+=(docker.io)
+    fi
+    if ! command -v mmdebstrap >/dev/null 2>&1; then missing+=(mmdebstrap); fi
+    if [ "${#missing[@]}" -eq 0 ]; then return 0; fi
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: the suite on kind needs ${missing[*]}; install with" >&2
+        echo "       sudo apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "==> installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}

@@ -97,7 +97,7 @@ def ldflags(component: Component, version: str, kubernetes: str) -> list[str]:
     """Link flags of ``component`` at ``version``; ``kubernetes`` is the control plane's
     version (versions.json), which helm assumes when it renders without a cluster."""
     flags = ["-s", "-w"]
-    if component.name == "kubernetes":
+    if component.module == "k8s.io/kubernetes":
         major, minor = _major_minor(version)
         built = release_time(component, version)
         for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
@@ -118,7 +118,14 @@ def ldflags(component: Component, version: str, kubernetes: str) -> list[str]:
         major, minor = _major_minor(kubernetes)
         for package in ("helm.sh/helm/v3/pkg/chartutil", "helm.sh/helm/v3/pkg/lint/rules"):
             flags += [f"-X {package}.k8sVersionMajor={major}", f"-X {package}.k8sVersionMinor={minor}"]
+    elif component.name == "containerd":
+        # what `containerd --version` and `ctr version` report (and kind's node image build reads)
+        flags += [f"-X {component.module}/version.Version={version}"]
     return flags
+
+
+def tag_flags(component: Component) -> list[str]:
+    return ["-tags", ",".join(component.tags)] if component.tags else []
 
 
 def stamp_for(component: Component, version: str, flags: list[str]) -> dict[str, object]:
@@ -126,7 +133,7 @@ def stamp_for(component: Component, version: str, flags: list[str]) -> dict[str,
     return {
         "component": component.name,
         "version": version,
-        "flags": BUILD_FLAGS,
+        "flags": [*BUILD_FLAGS, *tag_flags(component)],
         "ldflags": flags,
         # go.mod, go.sum and our own Go sources, if any
         "sources": _digest(sorted([folder / "go.mod", folder / "go.sum", *folder.rglob("*.go")])),
@@ -166,7 +173,7 @@ def count_packages(component: Component) -> int | None:
     """How many packages the component's programs import, the standard library's included:
     what a build from an empty Go cache compiles (None when go cannot tell)."""
     out = subprocess.run(
-        ["go", "list", "-mod=readonly", "-deps", *component.programs.values()],
+        ["go", "list", "-mod=readonly", *tag_flags(component), "-deps", *component.programs.values()],
         cwd=component.folder,
         env=go_env(),
         capture_output=True,
@@ -253,6 +260,7 @@ def build(
             "go",
             "build",
             *BUILD_FLAGS,
+            *tag_flags(component),
             "-v",
             "-ldflags",
             " ".join(flags),

@@ -30,6 +30,7 @@ class Component:
     programs: dict[str, str]  # binary name -> package path
     default: bool = True  # built when no component is named
     version_key: str | None = None  # its key in versions.json, when not its name
+    tags: tuple[str, ...] = ()  # build tags (``go build -tags``)
 
     @property
     def versions_key(self) -> str:
@@ -84,6 +85,43 @@ COMPONENTS: dict[str, Component] = {
             default=False,
             version_key=KUBERAY,
         ),
+        # --- the kind cluster of the end-to-end suite (operator/dev/kind), built when asked for
+        Component(
+            "kind",
+            "sigs.k8s.io/kind",
+            {
+                "kind": "sigs.k8s.io/kind",
+                # ours: the pod sandbox's pause process (no registry to pull registry.k8s.io/pause from)
+                "pause": f"{LOCAL_MODULE_PREFIX}/kind/pause",
+            },
+            default=False,
+        ),
+        # the node's programs, from the same release as the control plane (a module of its
+        # own so that the control plane's go.mod, and so its build stamp, stay as they are)
+        Component(
+            "kubernetes-node",
+            "k8s.io/kubernetes",
+            {
+                "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+                "kubeadm": "k8s.io/kubernetes/cmd/kubeadm",
+                "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
+            },
+            default=False,
+            version_key="kubernetes",
+        ),
+        Component(
+            "containerd",
+            "github.com/containerd/containerd/v2",
+            {
+                "containerd": "github.com/containerd/containerd/v2/cmd/containerd",
+                "ctr": "github.com/containerd/containerd/v2/cmd/ctr",
+                "containerd-shim-runc-v2": "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
+            },
+            default=False,
+            tags=("no_btrfs", "no_devmapper", "no_zfs", "no_aufs"),
+        ),
+        Component("cri-tools", "sigs.k8s.io/cri-tools", {"crictl": "sigs.k8s.io/cri-tools/cmd/crictl"}, default=False),
+        Component("coredns", "github.com/coredns/coredns", {"coredns": "github.com/coredns/coredns"}, default=False),
     )
 }
 

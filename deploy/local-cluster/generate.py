@@ -98,7 +98,7 @@ def replacements_from(gomod: str, version: str) -> list[str]:
 
 
 def render_gomod(component: Component, version: str) -> str:
-    replacements = kubernetes_replacements(version) if component.name == "kubernetes" else []
+    replacements = kubernetes_replacements(version) if component.module == "k8s.io/kubernetes" else []
     parts = [
         HEADER,
         f"module {component.local_module}\n\n",

@@ -8,6 +8,8 @@
     mlserve dev cluster up --foreground       ... or stay until Ctrl-C, then stop it
     mlserve dev cluster kubeconfig            print the kubeconfig path
     mlserve dev cluster down                  stop it
+    mlserve dev kind up [--offline/--online]  a kind cluster with MariaDB and the operator (Helm)
+    mlserve dev kind down                     delete it
 
 The cluster's state (certificates, etcd data, logs in ``logs/``, kubeconfig) lives in
 ``--state-dir``, by default ``$MLSERVE_DEV_STATE_DIR`` or ``.mlserve/dev-cluster`` under
@@ -153,3 +155,62 @@ def kubeconfig(state_dir: Path) -> None:
 
 def _state_dir_suffix(state_dir: Path) -> str:
     return "" if state_dir == _default_state_dir() else f" --state-dir {state_dir}"
+
+
+@dev.group("kind")
+def kind_group() -> None:
+    """A kind cluster with MariaDB and the operator installed by its Helm chart (the end-to-end suite's)."""
+
+
+_kind_state_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=lambda: Path(os.environ.get("MLSERVE_KIND_STATE_DIR") or ".mlserve/kind"),
+    show_default="$MLSERVE_KIND_STATE_DIR or .mlserve/kind",
+    help="Folder of the cluster's kubeconfig, database passwords, build contexts and timings.",
+)
+
+
+@kind_group.command("up")
+@_kind_state_option
+@click.option(
+    "--offline/--online",
+    default=None,
+    help="Build the node image here (offline) or use kind's (online). Default: $MLSERVE_KIND_OFFLINE, "
+    "else online when kind's node image can be pulled.",
+)
+def kind_up(state_dir: Path, offline: bool | None) -> None:
+    """Build (or reuse) the images, create the cluster, install MariaDB and the operator.
+
+    Prints the environment the suite under tests/kind needs, as `export` lines."""
+    from mlserve.operator.dev.kind import e2e
+    from mlserve.operator.dev.kind import names as kind_names
+
+    try:
+        choice = offline if offline is not None else e2e.offline_choice(os.environ.get(kind_names.ENV_OFFLINE))
+        env = e2e.up(state_dir, offline=choice)
+    except DevClusterError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(e2e.summary(env.steps), err=True)
+    for key, value in env.test_env().items():
+        click.echo(f"export {key}={value}")
+
+
+@kind_group.command("down")
+@_kind_state_option
+@click.option("--keep-docker", is_flag=True, help="Leave a Docker daemon started by `up` running.")
+@click.option(
+    "--export-logs",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="First save kind's logs of the node (kubelet, containerd, every pod's) in this folder.",
+)
+def kind_down(state_dir: Path, keep_docker: bool, export_logs: Path | None) -> None:
+    """Delete the cluster, and stop the Docker daemon `up` started (if it did)."""
+    from mlserve.operator.dev.kind import e2e
+
+    try:
+        done = e2e.down(state_dir, stop_docker=not keep_docker, export_logs=export_logs)
+    except DevClusterError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo("; ".join(done) or "nothing to do", err=True)

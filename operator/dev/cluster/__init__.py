@@ -13,7 +13,7 @@ the nodes.
 
 from __future__ import annotations
 
-from .build import Binaries, binary_dir, ensure_binaries, kuberay_crd_dir, local_cluster_dir
+from .build import Binaries, binary_dir, ensure_binaries, ensure_components, kuberay_crd_dir, local_cluster_dir
 from .cluster import ClusterHandle, LocalCluster, running_pids, stop_recorded
 from .errors import DevClusterError
 
@@ -24,6 +24,7 @@ __all__ = [
     "LocalCluster",
     "binary_dir",
     "ensure_binaries",
+    "ensure_components",
     "kuberay_crd_dir",
     "local_cluster_dir",
     "running_pids",

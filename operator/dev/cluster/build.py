@@ -114,6 +114,13 @@ def ensure_binaries(*, with_helm: bool = False, with_kuberay: bool = False, forc
     return binaries
 
 
+def ensure_components(components: Iterable[str], *, force: bool = False) -> Binaries:
+    """Build (or reuse) the named components of ``deploy/local-cluster/`` (e.g. kind's)."""
+    if shutil.which("go") is None:
+        raise DevClusterError("go is not on PATH: install Go 1.26 to build " + ", ".join(components))
+    return Binaries(_run_build_script([*components, *(["--force"] if force else [])], quiet=False))
+
+
 def kuberay_crd_dir() -> Path:
     """The folder of KubeRay's CRD files: ``$MLSERVE_KUBERAY_CRDS``, else KubeRay's operator
     module at the version of ``versions.json``, downloaded into Go's module cache on first use
