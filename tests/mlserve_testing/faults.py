@@ -41,7 +41,7 @@ from mlserve.operator.spec.api import LABEL_ENVIRONMENT, LABEL_SERVE
 from mlserve_testing import darwin
 from mlserve_testing.faultproxy import FaultProxy
 from mlserve_testing.history import Violation, pair_violations
-from mlserve_testing.mlserves import MLServe
+from mlserve_testing.mlserves import MLServe, get, unique
 from mlserve_testing.operator import OperatorProcess, _free_port, operator_env
 from mlserve_testing.wait import async_wait_for
 
@@ -382,12 +382,39 @@ def proxied_operator(
         proxy.stop()
 
 
-def fresh_namespace(client: Client, stem: str) -> str:
-    import uuid
-
-    name = f"op-{stem}-{uuid.uuid4().hex[:6]}"
+def module_namespace(client: Client, stem: str) -> Iterator[str]:
+    """A namespace ``op-<stem>-<random>`` for a test module's fixture: yielded, then deleted."""
+    name = f"op-{stem}-{unique('')}"
     client.create(Namespace(metadata=ObjectMeta(name=name)))
-    return name
+    yield name
+    client.delete(Namespace, name)
+
+
+def _status(client: Client, name: str, namespace: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    try:
+        body = get(client, name, namespace)
+    except ApiError:
+        return None
+    return body, body.get("status") or {}
+
+
+def ready_at_version(client: Client, name: str, namespace: str, version: str) -> bool:
+    """The MLServe asks for ``version`` and is Ready, its status that of its current generation."""
+    found = _status(client, name, namespace)
+    if found is None:
+        return False
+    body, status = found
+    return bool(
+        body["spec"].get("artifactVersion") == version
+        and status.get("phase") == "Ready"
+        and status.get("observedGeneration") == body["metadata"].get("generation")
+    )
+
+
+def ready_with_deployment(client: Client, name: str, namespace: str, deployment: int) -> bool:
+    """The MLServe is Ready with the database's deployment ``deployment``."""
+    found = _status(client, name, namespace)
+    return found is not None and found[1].get("deploymentId") == deployment and found[1].get("phase") == "Ready"
 
 
 def direct_operator(

@@ -20,13 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from lightkube import ApiError, Client
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Namespace
+from lightkube import Client
 from mlserve_testing import darwin
 from mlserve_testing.faultproxy import Rule
-from mlserve_testing.faults import Ledger, ProxiedOperator, proxied_operator, record
-from mlserve_testing.mlserves import apply, get, mlserve, unique
+from mlserve_testing.faults import Ledger, ProxiedOperator, module_namespace, proxied_operator, ready_at_version, record
+from mlserve_testing.mlserves import apply, mlserve, unique
 from mlserve_testing.operator import StoppableMariaDB
 from mlserve_testing.wait import wait_for
 
@@ -73,10 +71,7 @@ SCENARIOS = [
 
 @pytest.fixture(scope="module")
 def fault_namespace(kube_client: Client, mlserve_crd: None) -> Iterator[str]:
-    name = f"op-api-faults-{unique('')}"
-    kube_client.create(Namespace(metadata=ObjectMeta(name=name)))
-    yield name
-    kube_client.delete(Namespace, name)
+    yield from module_namespace(kube_client, "api-faults")
 
 
 @pytest.fixture(scope="module")
@@ -101,19 +96,6 @@ async def running(proxied: ProxiedOperator, darwin_rows: StoppableMariaDB) -> As
         proxied.operator.start()
     yield proxied
     proxied.proxy.clear()
-
-
-def _ready_at(client: Client, name: str, namespace: str, version: str) -> bool:
-    try:
-        body = get(client, name, namespace)
-    except ApiError:
-        return False
-    status = body.get("status") or {}
-    return bool(
-        body["spec"].get("artifactVersion") == version
-        and status.get("phase") == "Ready"
-        and status.get("deploymentId") is not None
-    )
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
@@ -152,7 +134,7 @@ async def test_the_operator_retries_through_api_errors(
     proxy.remove(rule)
     injected = rule.hits
     took = await pair.converge(
-        kube_client, CONVERGE_WITHIN, extra=lambda: _ready_at(kube_client, name, namespace, "v1")
+        kube_client, CONVERGE_WITHIN, extra=lambda: ready_at_version(kube_client, name, namespace, "v1")
     )
     converged = time.monotonic() - began
     lost, duplicates, notes = await pair.lost_and_duplicated(kube_client)

@@ -17,10 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lightkube import ApiError, Client
+from lightkube import Client
 from mlserve_testing import darwin
-from mlserve_testing.faults import Ledger, direct_operator, record, warnings_in
-from mlserve_testing.mlserves import MLServe, apply, get, mlserve, unique
+from mlserve_testing.faults import (
+    Ledger,
+    direct_operator,
+    ready_at_version,
+    ready_with_deployment,
+    record,
+    warnings_in,
+)
+from mlserve_testing.mlserves import MLServe, apply, mlserve, unique
 from mlserve_testing.operator import OperatorProcess, StoppableMariaDB
 from mlserve_testing.wait import wait_for
 
@@ -102,7 +109,7 @@ async def test_the_operator_survives_api_server_and_etcd_restarts(
         pytest.skip("the cluster of $KUBECONFIG is not this session's to stop and start")
     name = names.mlserve_name(pair.serve, pair.environment)
     first = await pair.darwin_deploy("v1")
-    await pair.converge(kube_client, 90, extra=lambda: _reflects(kube_client, name, namespace, first))
+    await pair.converge(kube_client, 90, extra=lambda: ready_with_deployment(kube_client, name, namespace, first))
     version = 1
     for outage, programs in OUTAGES.items():
         await pair.snapshot()
@@ -111,7 +118,7 @@ async def test_the_operator_survives_api_server_and_etcd_restarts(
         new = await pair.darwin_deploy(f"v{version}")
         restarted = _restart(local_cluster, kube_client, programs, operator, namespace)
         await pair.converge(
-            kube_client, CONVERGE_WITHIN, extra=lambda new=new: _reflects(kube_client, name, namespace, new)
+            kube_client, CONVERGE_WITHIN, extra=lambda new=new: ready_with_deployment(kube_client, name, namespace, new)
         )
         converged = time.monotonic() - restarted
         # A user's apply after the restart reaches the operator only through a resumed watch.
@@ -120,7 +127,9 @@ async def test_the_operator_survives_api_server_and_etcd_restarts(
         pair.expected_new = [asked]
         began = time.monotonic()
         apply(kube_client, mlserve(name, namespace, pair.environment, asked, serve=pair.serve))
-        await pair.converge(kube_client, CONVERGE_WITHIN, extra=lambda a=asked: _asks(kube_client, name, namespace, a))
+        await pair.converge(
+            kube_client, CONVERGE_WITHIN, extra=lambda a=asked: ready_at_version(kube_client, name, namespace, a)
+        )
         recorded = time.monotonic() - began
         lost, duplicates, notes = await pair.lost_and_duplicated(kube_client)
         record(
@@ -135,25 +144,3 @@ async def test_the_operator_survives_api_server_and_etcd_restarts(
         assert (lost, duplicates) == (0, 0), notes
         assert operator.running
         assert operator.starts == 1, "the operator was restarted"
-
-
-def _reflects(client: Client, name: str, namespace: str, deployment: int) -> bool:
-    try:
-        body = get(client, name, namespace)
-    except ApiError:
-        return False
-    status = body.get("status") or {}
-    return bool(status.get("deploymentId") == deployment and status.get("phase") == "Ready")
-
-
-def _asks(client: Client, name: str, namespace: str, version: str) -> bool:
-    try:
-        body = get(client, name, namespace)
-    except ApiError:
-        return False
-    status = body.get("status") or {}
-    return bool(
-        body["spec"].get("artifactVersion") == version
-        and status.get("phase") == "Ready"
-        and status.get("observedGeneration") == body["metadata"].get("generation")
-    )

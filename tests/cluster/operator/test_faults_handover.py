@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lightkube import ApiError, Client
+from lightkube import Client
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 from mlserve_testing import darwin
 from mlserve_testing.faultproxy import FaultProxy
-from mlserve_testing.faults import Ledger, ProxiedOperator, proxied_operator, record
-from mlserve_testing.mlserves import get, unique
+from mlserve_testing.faults import Ledger, ProxiedOperator, proxied_operator, ready_with_deployment, record
+from mlserve_testing.mlserves import unique
 from mlserve_testing.operator import ROOT, StoppableMariaDB, _install_crd
 from mlserve_testing.wait import wait_for
 
@@ -112,14 +112,6 @@ def _writes(proxy: FaultProxy, since: float = 0.0) -> list[tuple[float, str, str
     ]
 
 
-def _ready_at(client: Client, name: str, namespace: str, deployment: int) -> bool:
-    try:
-        status = get(client, name, namespace).get("status") or {}
-    except ApiError:
-        return False
-    return bool(status.get("deploymentId") == deployment and status.get("phase") == "Ready")
-
-
 @pytest.fixture
 async def rows(darwin_rows: StoppableMariaDB) -> AsyncIterator[None]:
     yield
@@ -136,7 +128,7 @@ async def _converge_all(client: Client, pairs: list[Ledger], deployed: dict[str,
         await p.converge(
             client,
             CONVERGE_WITHIN,
-            extra=lambda n=name, d=deployed[p.serve], ns=p.namespace: _ready_at(client, n, ns, d),
+            extra=lambda n=name, d=deployed[p.serve], ns=p.namespace: ready_with_deployment(client, n, ns, d),
         )
     return time.monotonic() - began
 

@@ -37,13 +37,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from lightkube import ApiError, Client
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Namespace
+from lightkube import Client
 from mlserve_testing import darwin
 from mlserve_testing.faultproxy import Rule
-from mlserve_testing.faults import Ledger, ProxiedOperator, proxied_operator, record
-from mlserve_testing.mlserves import MLServe, apply, get, gone, mlserve, unique
+from mlserve_testing.faults import Ledger, ProxiedOperator, module_namespace, proxied_operator, ready_at_version, record
+from mlserve_testing.mlserves import MLServe, apply, gone, mlserve, unique
 from mlserve_testing.operator import StoppableMariaDB
 from mlserve_testing.wait import wait_for
 
@@ -103,10 +101,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="module")
 def matrix_namespace(kube_client: Client, mlserve_crd: None) -> Iterator[str]:
-    name = f"op-kill-matrix-{unique('')}"
-    kube_client.create(Namespace(metadata=ObjectMeta(name=name)))
-    yield name
-    kube_client.delete(Namespace, name)
+    yield from module_namespace(kube_client, "kill-matrix")
 
 
 @pytest.fixture(scope="module")
@@ -132,19 +127,6 @@ async def running(proxied: ProxiedOperator, darwin_rows: StoppableMariaDB) -> As
     proxied.operator.ensure_running()
 
 
-def _ready_at(client: Client, name: str, namespace: str, version: str) -> bool:
-    try:
-        body = get(client, name, namespace)
-    except ApiError:
-        return False
-    status = body.get("status") or {}
-    return bool(
-        body["spec"].get("artifactVersion") == version
-        and status.get("phase") == "Ready"
-        and status.get("observedGeneration") == body["metadata"].get("generation")
-    )
-
-
 async def _prepare(point: Point, client: Client, namespace: str) -> tuple[Ledger, str]:
     """A pair in the state the flow starts from; returns it and its MLServe's name."""
     serve, env = unique("k"), unique("prod")
@@ -156,12 +138,12 @@ async def _prepare(point: Point, client: Client, namespace: str) -> tuple[Ledger
     if point.flow in ("apply-upgrade", "delete"):
         pair.expected_new = ["v1"]
         apply(client, mlserve(serve, namespace, env, "v1"))
-        await pair.converge(client, 90, extra=lambda: _ready_at(client, serve, namespace, "v1"))
+        await pair.converge(client, 90, extra=lambda: ready_at_version(client, serve, namespace, "v1"))
         return pair, serve
     name = names.mlserve_name(serve, env)
     if point.flow in ("darwin-upgrade", "darwin-undeploy"):
         await pair.darwin_deploy("v1")
-        await pair.converge(client, 90, extra=lambda: _ready_at(client, name, namespace, "v1"))
+        await pair.converge(client, 90, extra=lambda: ready_at_version(client, name, namespace, "v1"))
     return pair, name
 
 
@@ -190,7 +172,7 @@ def _converged(point: Point, client: Client, name: str, namespace: str) -> Any:
     if point.flow in ("delete", "darwin-undeploy"):
         return lambda: gone(client, MLServe, name, namespace)
     version = "v2" if point.flow in ("apply-upgrade", "darwin-upgrade") else "v1"
-    return lambda: _ready_at(client, name, namespace, version)
+    return lambda: ready_at_version(client, name, namespace, version)
 
 
 async def test_the_operator_killed_at_a_named_point_converges(
