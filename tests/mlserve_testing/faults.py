@@ -52,6 +52,13 @@ ADMIN_ACCOUNT = ("mlserve-fault-tests", "default")
 # --- figures -----------------------------------------------------------------------------------
 
 
+API_SERVER_STARTS: list[float] = []
+"""When this session's fault tests started the API server again (seconds since the epoch). A
+starting API server refuses every request until its authorizer's RBAC caches are filled: the
+RBAC audit leaves out a ServiceAccount's refusals from such a start until its first request
+allowed after it."""
+
+
 @dataclass
 class Figure:
     fault: str

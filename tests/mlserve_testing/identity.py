@@ -29,7 +29,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, ServiceAccountToken
 
 from mlserve.operator.dev.cluster import names
-from mlserve.operator.dev.cluster.audit import read_events
+from mlserve.operator.dev.cluster.audit import read_events, when
 from mlserve.operator.dev.cluster.kubeconfig import write_token_kubeconfig
 from mlserve_testing.chart import CHART, VALUES_DIR, Helm, project_helm
 
@@ -203,6 +203,8 @@ class AuditedRequest:
     code: int | None
     message: str
     uri: str
+    at: float
+    """When the API server finished it, in seconds since the epoch."""
 
 
 def audit_log_of(cluster: Any) -> Path:
@@ -245,6 +247,7 @@ def audited_requests(log: Path, username: str) -> list[AuditedRequest]:
                     code=code,
                     message=message,
                     uri=event.get("requestURI", ""),
+                    at=when(event),
                 )
             )
     return out

@@ -20,6 +20,7 @@ import pytest
 from lightkube import Client
 from mlserve_testing import darwin
 from mlserve_testing.faults import (
+    API_SERVER_STARTS,
     Ledger,
     direct_operator,
     ready_at_version,
@@ -81,6 +82,7 @@ def _restart(
     wait_for(lambda: warnings_in(operator) > noticed, timeout=60, what="the operator to notice the outage")
     assert operator.running, "an outage of the control plane is no reason for the operator to exit"
     restarted = time.monotonic()
+    API_SERVER_STARTS.append(time.time())
     for name in sorted(programs, key=lambda n: n != cluster_names.ETCD):
         local.processes[name].start()
     # The client's pooled connections died with the server: new ones once it answers.
