@@ -26,14 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lightkube import ApiError, AsyncClient, Client, codecs
-from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+from lightkube import AsyncClient, Client
 from lightkube.resources.apps_v1 import Deployment as K8sDeployment
 from mlserve_testing import darwin
 from mlserve_testing.bad_rows import BAD_ROWS, OPERATOR_NAMESPACE, TEXT_ROWS, BadPair, BadRow
 from mlserve_testing.invalid_mlserves import INVALID, REFUSED, Refused
-from mlserve_testing.kuberay import kuberay_crd_dir
-from mlserve_testing.wait import wait_for
 from prometheus_client import REGISTRY
 
 from mlserve.models.db import close_db, init_db
@@ -42,45 +39,18 @@ from mlserve.operator.dev.cluster import ClusterHandle
 from mlserve.operator.reconcile import sync
 from mlserve.operator.reconcile.events import RecordingEvents
 from mlserve.operator.reconcile.identity import claim_of
-from mlserve.operator.reconcile.kube import MLServe, RayCronJob, RayJob
+from mlserve.operator.reconcile.kube import MLServe
 from mlserve.operator.reconcile.mlserve import Runtime, reconcile
 from mlserve.operator.reconcile.sync import SyncState
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.settings import OperatorSettings
 from mlserve.operator.spec.namespaces import NamespacePolicy
 
-REPO = Path(__file__).resolve().parents[2]
 TABLES = ("deployments", "active_deployments", "app_layer_deployments", "scheduled_workflow_deployments")
 
 
-def _established(crd: CustomResourceDefinition) -> bool:
-    conditions = (crd.status.conditions if crd.status else None) or []
-    return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-
-@pytest.fixture(scope="module")
-def crds(kube_client: Client) -> None:
-    """The MLServe CRD and KubeRay's RayJob and RayCronJob CRDs, established and servable."""
-    files = [REPO / "crds" / "mlserve.darwin.io_mlserves.yaml"]
-    files += [kuberay_crd_dir() / name for name in ("ray.io_rayjobs.yaml", "ray.io_raycronjobs.yaml")]
-    names = []
-    for file in files:
-        for crd in codecs.load_all_yaml(file.read_text()):
-            kube_client.apply(crd, field_manager="mlserve-tests", force=True)
-            names.append(crd.metadata.name)
-    for name in names:
-        wait_for(lambda name=name: _established(kube_client.get(CustomResourceDefinition, name)), 60, f"CRD {name}")
-    for kind in (MLServe, RayJob, RayCronJob):
-        wait_for(
-            lambda kind=kind: list(kube_client.list(kind, namespace="default")) is not None,
-            60,
-            f"{kind.__name__} to be listable",
-            ignore=(ApiError,),
-        )
-
-
 @pytest.fixture
-async def kube(cluster: ClusterHandle, crds: None) -> AsyncIterator[AsyncClient]:
+async def kube(cluster: ClusterHandle, mlserve_crd: None) -> AsyncIterator[AsyncClient]:
     client = cluster.async_client(field_manager="mlserve-operator")
     try:
         yield client

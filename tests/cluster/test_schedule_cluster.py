@@ -15,12 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lightkube import ApiError, AsyncClient, Client, codecs
+from lightkube import AsyncClient, Client
 from lightkube.generic_resource import create_namespaced_resource
-from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from mlserve_testing import darwin
-from mlserve_testing.kuberay import KubeRayController, kuberay_crd_dir, wait_until_kuberay_ends_run
-from mlserve_testing.wait import wait_for
+from mlserve_testing.kuberay import KubeRayController, wait_until_kuberay_ends_run
 
 from mlserve.models import EnvConfig, ServeType
 from mlserve.models.configs import WorkerNodeConfig
@@ -31,7 +29,7 @@ from mlserve.operator.reconcile import schedule
 from mlserve.operator.reconcile.apply import Owner
 from mlserve.operator.reconcile.errors import TemporaryFailure
 from mlserve.operator.reconcile.events import RecordingEvents
-from mlserve.operator.reconcile.kube import MLServe, RayCronJob, RayJob
+from mlserve.operator.reconcile.kube import MLServe, RayJob
 from mlserve.operator.reconcile.mlserve import Runtime, reconcile
 from mlserve.operator.reconcile.schedule import ScheduleRequest, reconcile_schedule
 from mlserve.operator.render import names, render_children
@@ -43,41 +41,11 @@ from mlserve.operator.spec.api import API_VERSION as MLSERVE_API_VERSION
 from mlserve.operator.spec.api import KIND as MLSERVE_KIND
 from mlserve.operator.spec.schedule import PlanReason, ScheduleSettings
 
-REPO = Path(__file__).resolve().parents[2]
 MANAGER = "mlserve-operator"
 
 
-def _established(crd: CustomResourceDefinition) -> bool:
-    conditions = (crd.status.conditions if crd.status else None) or []
-    return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-
-@pytest.fixture(scope="module")
-def schedule_crds(kube_client: Client) -> None:
-    kuberay = kuberay_crd_dir()
-    files = [
-        REPO / "crds" / "mlserve.darwin.io_mlserves.yaml",
-        kuberay / "ray.io_rayjobs.yaml",
-        kuberay / "ray.io_raycronjobs.yaml",
-    ]
-    for file in files:
-        if not file.is_file():
-            pytest.fail(f"{file} is missing: set MLSERVE_KUBERAY_CRDS to KubeRay's CRD folder")
-        for crd in codecs.load_all_yaml(file.read_text()):
-            kube_client.apply(crd, field_manager="mlserve-tests", force=True)
-            wait_for(lambda n=crd.metadata.name: _established(kube_client.get(CustomResourceDefinition, n)), 60, "CRD")
-    # Established is not yet servable: the new storage answers 429 for a moment after it
-    for kind in (MLServe, RayJob, RayCronJob):
-        wait_for(
-            lambda kind=kind: list(kube_client.list(kind, namespace="default")) is not None,
-            60,
-            f"{kind.__name__} to be listable",
-            ignore=(ApiError,),
-        )
-
-
 @pytest.fixture
-async def aclient(cluster: ClusterHandle, schedule_crds: None) -> AsyncIterator[AsyncClient]:
+async def aclient(cluster: ClusterHandle, mlserve_crd: None) -> AsyncIterator[AsyncClient]:
     client = cluster.async_client(field_manager=MANAGER)
     try:
         yield client

@@ -18,14 +18,11 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from lightkube import ApiError, AsyncClient, Client, codecs
+from lightkube import ApiError, AsyncClient, Client
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.apps_v1 import Deployment as K8sDeployment
 from lightkube.resources.core_v1 import Namespace, Service
 from lightkube.types import PatchType
-from mlserve_testing.kuberay import kuberay_crd_dir
-from mlserve_testing.wait import wait_for
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 
@@ -38,7 +35,7 @@ from mlserve.operator.reconcile.controller import CachedMLServes
 from mlserve.operator.reconcile.events import RecordingEvents
 from mlserve.operator.reconcile.finalize import finalize
 from mlserve.operator.reconcile.identity import claim_of, pair_of
-from mlserve.operator.reconcile.kube import MLServe, RayCronJob, RayJob, RequestCounter
+from mlserve.operator.reconcile.kube import MLServe, RequestCounter
 from mlserve.operator.reconcile.mlserve import Runtime, reconcile
 from mlserve.operator.reconcile.pending import PendingEnd, PendingUndeploys
 from mlserve.operator.reconcile.rows import RowCache
@@ -482,45 +479,11 @@ def test_a_new_mlserve_is_named_by_the_rule_and_carries_the_marker() -> None:
 # The sync runs in-process (sync_once), the MLServe's reconcile too (mlserve.reconcile), so each
 # step is observed between ticks; the operator as a process is exercised by the demo's test.
 
-REPO = Path(__file__).resolve().parents[2]
 SYNC_MANAGER = "mlserve-operator-sync"
 
 
-def _established(crd: CustomResourceDefinition) -> bool:
-    conditions = (crd.status.conditions if crd.status else None) or []
-    return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-
-@pytest.fixture(scope="session")
-def crds(kube_client: Client) -> list[str]:
-    """The MLServe CRD and KubeRay's RayJob and RayCronJob CRDs, established."""
-    files = [REPO / "crds" / "mlserve.darwin.io_mlserves.yaml"]
-    kuberay = kuberay_crd_dir()
-    for name in ("ray.io_rayjobs.yaml", "ray.io_raycronjobs.yaml"):
-        if not (kuberay / name).is_file():
-            pytest.fail(f"KubeRay CRD {name} missing from {kuberay}: set MLSERVE_KUBERAY_CRDS")
-        files.append(kuberay / name)
-    installed: list[str] = []
-    for file in files:
-        for crd in codecs.load_all_yaml(file.read_text()):
-            assert isinstance(crd, CustomResourceDefinition)
-            kube_client.apply(crd, field_manager="mlserve-tests", force=True)
-            installed.append(crd.metadata.name)
-    for name in installed:
-        wait_for(lambda name=name: _established(kube_client.get(CustomResourceDefinition, name)), 60, f"CRD {name}")
-    # Established is not yet servable: the new storage answers 429 for a moment after it
-    for kind in (MLServe, RayJob, RayCronJob):
-        wait_for(
-            lambda kind=kind: list(kube_client.list(kind, namespace="default")) is not None,
-            60,
-            f"{kind.__name__} to be listable",
-            ignore=(ApiError,),
-        )
-    return installed
-
-
 @pytest.fixture
-async def kube(cluster: ClusterHandle, crds: list[str]) -> AsyncIterator[tuple[AsyncClient, RequestCounter]]:
+async def kube(cluster: ClusterHandle, mlserve_crd: None) -> AsyncIterator[tuple[AsyncClient, RequestCounter]]:
     counter = RequestCounter()
     client = cluster.async_client(field_manager="mlserve-operator")
     client._client._client.event_hooks["request"].append(counter)

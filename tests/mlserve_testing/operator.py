@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 from lightkube import ApiError, Client, codecs
-from lightkube.generic_resource import create_namespaced_resource
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Namespace, Node
@@ -74,6 +74,7 @@ async def darwin_db(darwin_db_settings: Any) -> AsyncIterator[None]:
 
 
 def _install_crd(client: Client, path: Path) -> None:
+    """Apply the CRDs of ``path`` and wait until each is established and servable."""
     for obj in codecs.load_all_yaml(path.read_text()):
         client.apply(obj, field_manager="mlserve-tests", force=True)
         name = obj.metadata.name
@@ -83,6 +84,21 @@ def _install_crd(client: Client, path: Path) -> None:
             return any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or []))
 
         wait_for(established, timeout=30, what=f"CRD {name} established")
+        # Established is not yet servable: the new storage answers 429 for a moment after it.
+        spec = obj.spec
+        version = next(v.name for v in spec.versions if v.served)
+        if spec.scope == "Namespaced":
+            kind: Any = create_namespaced_resource(spec.group, version, spec.names.kind, spec.names.plural)
+            listed = {"namespace": "default"}
+        else:
+            kind = create_global_resource(spec.group, version, spec.names.kind, spec.names.plural)
+            listed = {}
+        wait_for(
+            lambda kind=kind, listed=listed: list(client.list(kind, **listed)) is not None,
+            timeout=60,
+            what=f"{spec.names.kind} to be listable",
+            ignore=(ApiError,),
+        )
 
 
 def _label_nodes(client: Client) -> None:
@@ -97,6 +113,8 @@ def _label_nodes(client: Client) -> None:
 
 @pytest.fixture(scope="session")
 def mlserve_crd(kube_client: Client) -> None:
+    """The MLServe CRD and KubeRay's RayJob and RayCronJob CRDs, established and servable; the
+    fake nodes labelled with a capacity type."""
     _label_nodes(kube_client)
     _install_crd(kube_client, CRD_FILE)
     kuberay = kuberay_crd_dir()
