@@ -7,17 +7,14 @@ Darwin's poller records them. The whole operator with the builder on is in
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from lightkube import ApiError, AsyncClient, Client
-from lightkube.models.meta_v1 import ObjectMeta
+from lightkube import AsyncClient, Client
 from lightkube.resources.batch_v1 import Job
-from lightkube.resources.core_v1 import Namespace
 from mlserve_testing import darwin
 from mlserve_testing.cluster import ClusterHandle
 from mlserve_testing.wait import async_wait_for
@@ -38,15 +35,6 @@ async def client(cluster: ClusterHandle) -> AsyncIterator[AsyncClient]:
         yield client
     finally:
         await client.close()
-
-
-@pytest.fixture
-def second_builder_namespace(kube_client: Client, namespace: str) -> Iterator[str]:
-    name = f"{namespace[:50]}-b"
-    kube_client.create(Namespace(metadata=ObjectMeta(name=name)))
-    yield name
-    with contextlib.suppress(ApiError):
-        kube_client.delete(Namespace, name)
 
 
 def settings(namespace: str, **changes: Any) -> BuilderSettings:
@@ -139,7 +127,7 @@ async def test_a_build_that_runs_past_its_timeout_is_recorded_failed(
 
 
 async def test_two_builders_started_at_once_build_a_job_once(
-    darwin_db: None, client: AsyncClient, kube_client: Client, namespace: str, second_builder_namespace: str
+    darwin_db: None, client: AsyncClient, kube_client: Client, namespace: str, second_namespace: str
 ) -> None:
     """Each builder runs its Jobs in a namespace of its own, so a job built twice would show
     as two Kubernetes Jobs."""
@@ -147,7 +135,7 @@ async def test_two_builders_started_at_once_build_a_job_once(
     jobs = [await darwin.build_job(seed, version) for version in ("v2", "v3", "v4")]
     await lapse_leases()  # Darwin writes a job with last_picked_at = now: due once that lapsed
     first = Builder(settings(namespace, concurrency=3), client)
-    second = Builder(settings(second_builder_namespace, concurrency=3), client)
+    second = Builder(settings(second_namespace, concurrency=3), client)
 
     for _ in range(3):
         await asyncio.gather(first.tick(), second.tick())
@@ -162,7 +150,7 @@ async def test_two_builders_started_at_once_build_a_job_once(
     await async_wait_for(all_done, timeout=90, what="the three builds", interval=0.5)
     built = [
         int(j.metadata.labels[LABEL_BUILD_JOB])
-        for ns in (namespace, second_builder_namespace)
+        for ns in (namespace, second_namespace)
         for j in kube_client.list(Job, namespace=ns)
     ]
     assert sorted(built) == sorted(jobs)

@@ -11,17 +11,16 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import pytest
-from lightkube import ApiError, AsyncClient, Client
-from lightkube.models.meta_v1 import ObjectMeta
+from lightkube import ApiError, AsyncClient
 from lightkube.resources.apps_v1 import Deployment as K8sDeployment
-from lightkube.resources.core_v1 import Namespace, Service
+from lightkube.resources.core_v1 import Service
 from lightkube.types import PatchType
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -491,15 +490,6 @@ async def kube(cluster: ClusterHandle, mlserve_crd: None) -> AsyncIterator[tuple
         yield client, counter
     finally:
         await client.close()
-
-
-@pytest.fixture
-def second_namespace(kube_client: Client, namespace: str) -> Iterator[str]:
-    name = f"{namespace[:50]}-b"
-    kube_client.create(Namespace(metadata=ObjectMeta(name=name)))
-    yield name
-    with contextlib.suppress(ApiError):
-        kube_client.delete(Namespace, name)
 
 
 async def _mlserves(client: AsyncClient, namespace: str) -> dict[str, dict[str, Any]]:

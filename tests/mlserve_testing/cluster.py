@@ -12,6 +12,7 @@ Fixtures:
     cluster      session  ClusterHandle (kubeconfig path, server URL, .client())
     kube_client  session  a lightkube Client with admin rights
     namespace    function a fresh namespace, deleted afterwards
+    second_namespace function another one beside it
 
 Tests that use them are marked ``cluster`` (added here when missing), so
 ``-m "not cluster"`` leaves them out.
@@ -19,6 +20,7 @@ Tests that use them are marked ``cluster`` (added here when missing), so
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -143,3 +145,13 @@ def namespace(kube_client: Client, request: pytest.FixtureRequest) -> Iterator[s
     except ApiError as exc:
         if exc.status.code != 404:
             raise
+
+
+@pytest.fixture
+def second_namespace(kube_client: Client, namespace: str) -> Iterator[str]:
+    """Another fresh namespace beside ``namespace``, for a test that needs two; deleted afterwards."""
+    name = f"{namespace[:50]}-b"
+    kube_client.create(Namespace(metadata=ObjectMeta(name=name)))
+    yield name
+    with contextlib.suppress(ApiError):
+        kube_client.delete(Namespace, name)

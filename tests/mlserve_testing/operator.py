@@ -111,6 +111,21 @@ def _label_nodes(client: Client) -> None:
             client.patch(Node, node.metadata.name, {"metadata": {"labels": {CAPACITY_LABEL: value}}})
 
 
+PEERING_CRDS = ROOT / "deploy" / "helm" / "mlserve-operator" / "crds" / "kopf.dev_peerings.yaml"
+KopfPeering = create_namespaced_resource("kopf.dev", "v1", "KopfPeering", "kopfpeerings")
+
+
+def namespace_with_peering(client: Client, prefix: str) -> Iterator[str]:
+    """A fresh namespace ``<prefix>-<random>`` holding kopf's KopfPeering ``mlserve`` (its CRDs
+    installed first), for a fixture to yield from; deleted afterwards."""
+    _install_crd(client, PEERING_CRDS)
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    client.create(Namespace(metadata=ObjectMeta(name=name)))
+    client.create(KopfPeering(metadata=ObjectMeta(name="mlserve", namespace=name)))
+    yield name
+    client.delete(Namespace, name)
+
+
 @pytest.fixture(scope="session")
 def mlserve_crd(kube_client: Client) -> None:
     """The MLServe CRD and KubeRay's RayJob and RayCronJob CRDs, established and servable; the

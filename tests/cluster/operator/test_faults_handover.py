@@ -16,29 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from lightkube import Client
-from lightkube.generic_resource import create_namespaced_resource
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Namespace
 from mlserve_testing import darwin
 from mlserve_testing.faultproxy import FaultProxy
 from mlserve_testing.faults import Ledger, ProxiedOperator, proxied_operator, ready_with_deployment, record
 from mlserve_testing.mlserves import unique
-from mlserve_testing.operator import ROOT, StoppableMariaDB, _install_crd
+from mlserve_testing.operator import StoppableMariaDB, namespace_with_peering
 from mlserve_testing.wait import wait_for
 
 from mlserve.operator.render import names
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mariadb]
 
-PEERING_CRDS = ROOT / "deploy" / "helm" / "mlserve-operator" / "crds" / "kopf.dev_peerings.yaml"
-KopfPeering = create_namespaced_resource("kopf.dev", "v1", "KopfPeering", "kopfpeerings")
 PAIRS = 3
 CONVERGE_WITHIN = 90.0
 VERSIONS = ("v1", "v2", "v3", "v4")
@@ -52,12 +46,7 @@ WRITES = frozenset({"create", "patch", "update", "delete"})
 
 @pytest.fixture
 def peered(kube_client: Client, mlserve_crd: None) -> Iterator[str]:
-    _install_crd(kube_client, PEERING_CRDS)
-    name = f"op-handover-{uuid.uuid4().hex[:6]}"
-    kube_client.create(Namespace(metadata=ObjectMeta(name=name)))
-    kube_client.create(KopfPeering(metadata=ObjectMeta(name="mlserve", namespace=name)))
-    yield name
-    kube_client.delete(Namespace, name)
+    yield from namespace_with_peering(kube_client, "op-handover")
 
 
 def _replica(

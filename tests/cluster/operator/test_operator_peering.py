@@ -3,37 +3,32 @@
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from lightkube import ApiError, Client
-from lightkube.generic_resource import create_namespaced_resource
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Namespace
 from mlserve_testing import darwin
 from mlserve_testing.mlserves import get, ready_at_v1, unique
-from mlserve_testing.operator import ROOT, OperatorProcess, StoppableMariaDB, _free_port, _install_crd, operator_env
+from mlserve_testing.operator import (
+    KopfPeering,
+    OperatorProcess,
+    StoppableMariaDB,
+    _free_port,
+    namespace_with_peering,
+    operator_env,
+)
 from mlserve_testing.wait import wait_for
 
 from mlserve.operator.render import names
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mariadb]
 
-PEERING_CRDS = ROOT / "deploy" / "helm" / "mlserve-operator" / "crds" / "kopf.dev_peerings.yaml"
-KopfPeering = create_namespaced_resource("kopf.dev", "v1", "KopfPeering", "kopfpeerings")
-
 
 @pytest.fixture
 def peered_namespace(kube_client: Client, mlserve_crd: None) -> Iterator[str]:
     """A namespace outside the session operator's watch, with a KopfPeering object in it."""
-    _install_crd(kube_client, PEERING_CRDS)
-    name = f"ha-{uuid.uuid4().hex[:8]}"
-    kube_client.create(Namespace(metadata=ObjectMeta(name=name)))
-    kube_client.create(KopfPeering(metadata=ObjectMeta(name="mlserve", namespace=name)))
-    yield name
-    kube_client.delete(Namespace, name)
+    yield from namespace_with_peering(kube_client, "ha")
 
 
 @pytest.fixture
