@@ -56,7 +56,7 @@ from mlserve.operator.spec import api
 from mlserve.operator.spec.namespaces import Scope, scope_of, watches_namespace
 
 from .identity import Claim, Pair, claim_of
-from .kube import api_version_kind, as_dict, kind_not_served
+from .kube import api_version_kind, as_dict, kind_not_served, kind_served
 
 __all__ = [
     "STATUS_READ",
@@ -530,6 +530,19 @@ class Informer:
                 self._remove(*key, uid)
         return listing.resourceVersion
 
+    async def _until_served(self) -> None:
+        """Wait until the API server serves the kind, asking discovery every ``max_delay``
+        seconds: a GET of the group version, where another LIST would count as one for
+        every idle cluster without KubeRay. A failed discovery is asked again."""
+        while True:
+            await asyncio.sleep(self._max_delay)
+            try:
+                if await kind_served(self.client, self.api_version, self.kind):
+                    log.info("%s: the kind is served now; listing", self.what)
+                    return
+            except (httpx2.HTTPError, OSError) as exc:
+                log.debug("%s: discovery failed (%s); asked again in %gs", self.what, exc, self._max_delay)
+
     async def run(self) -> None:
         """List and watch until cancelled; failures are logged and retried with backoff."""
         delay = self._retry_delay
@@ -567,7 +580,7 @@ class Informer:
                         self._remove(*key, uid)
                     self._known.clear()
                     self.synced.set()
-                    await asyncio.sleep(self._max_delay)
+                    await self._until_served()
                     continue
                 if isinstance(exc, ApiError) and exc.status.code == 410:
                     log.debug("%s: the watch expired; listing again", self.what)

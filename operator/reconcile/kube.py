@@ -48,6 +48,7 @@ __all__ = [
     "get_object",
     "install_hint",
     "kind_not_served",
+    "kind_served",
     "make_client",
     "resource_class",
     "resource_for",
@@ -165,6 +166,19 @@ def kind_not_served(exc: Exception) -> bool:
     (an object or a namespace not found) is a JSON ``Status`` and an :class:`ApiError`.
     """
     return isinstance(exc, httpx2.HTTPStatusError) and not isinstance(exc, ApiError) and exc.response.status_code == 404
+
+
+async def kind_served(client: AsyncClient, api_version: str, kind: str) -> bool:
+    """Whether the API server serves ``kind`` of ``api_version``, from discovery: one GET of
+    the group version's resource list (every authenticated user may read it), not a LIST."""
+    prefix = "/api" if "/" not in api_version else "/apis"
+    http: httpx2.AsyncClient = client._client._client  # lightkube has no call for discovery
+    response = await http.get(f"{prefix}/{api_version}")
+    if response.status_code == 404:
+        return False
+    response.raise_for_status()
+    resources = response.json().get("resources") or []
+    return any(r.get("kind") == kind and "/" not in str(r.get("name")) for r in resources)
 
 
 def install_hint(api_version: str, kind: str) -> str:

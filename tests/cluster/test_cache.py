@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import pytest
 from lightkube import ApiError, AsyncClient, Client
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.core_v1 import Service
 from lightkube.types import PatchType
-from mlserve_testing.wait import wait_for
+from mlserve_testing.operator import install_crds
+from mlserve_testing.wait import async_wait_for, wait_for
 
 from mlserve.operator.dev.cluster import ClusterHandle
 from mlserve.operator.reconcile.apply import Owner, apply_children
@@ -230,3 +235,73 @@ async def test_only_changes_the_reconcile_reads_enqueue_the_owner(
     )
     await label_qa("2")
     assert owner.uid not in notified.uids, notified.uids
+
+
+async def test_a_kind_not_served_is_looked_for_by_discovery_and_listed_once_installed(
+    kube_client: Client, watch_client: AsyncClient, namespace: str
+) -> None:
+    """A cluster without a child kind's CRD (KubeRay's, say) is asked again with discovery
+    GETs, never with a LIST per look: an idle operator lists nothing. Once the CRD is
+    installed, the informer lists and watches the kind."""
+    group = f"t{uuid.uuid4().hex[:10]}.mlserve.test"
+    resource = create_namespaced_resource(group, "v1", "Probe", "probes")
+    requests = RequestCounter(keep_log=True)
+    watch_client._client._client.event_hooks["request"].append(requests)
+    seen: list[str] = []
+    informer = Informer(
+        watch_client,
+        resource,
+        namespace,
+        put=lambda obj: seen.append(obj["metadata"]["name"]),
+        remove=lambda *_: None,
+        retry_delay=0.1,
+        max_delay=0.2,
+    )
+    task = asyncio.create_task(informer.run())
+    crd = CustomResourceDefinition.from_dict(
+        {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"probes.{group}"},
+            "spec": {
+                "group": group,
+                "scope": "Namespaced",
+                "names": {"kind": "Probe", "plural": "probes", "singular": "probe", "listKind": "ProbeList"},
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                    }
+                ],
+            },
+        }
+    )
+    listing = f"/apis/{group}/v1/namespaces/{namespace}/probes"
+    try:
+        async with asyncio.timeout(30):
+            await informer.synced.wait()
+        assert not informer.served
+        discovery = ("GET", f"/apis/{group}/v1")
+
+        async def looked_three_times() -> bool:
+            return requests.log.count(discovery) >= 3
+
+        await async_wait_for(looked_three_times, 30, "three discovery looks")
+        assert [r for r in requests.log if r[1] == listing] == [("GET", listing)], requests.log
+
+        await asyncio.to_thread(install_crds, kube_client, [crd])
+        probe = resource.from_dict({"apiVersion": f"{group}/v1", "kind": "Probe", "metadata": {"name": "p1"}})
+        await watch_client.create(probe, namespace=namespace)
+
+        async def probe_seen() -> bool:
+            return "p1" in seen
+
+        await async_wait_for(probe_seen, 30, "the probe listed or watched once the CRD is served")
+        assert informer.served
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        with contextlib.suppress(ApiError):
+            kube_client.delete(CustomResourceDefinition, crd.metadata.name)

@@ -24,7 +24,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,7 +75,12 @@ async def darwin_db(darwin_db_settings: Any) -> AsyncIterator[None]:
 
 def _install_crd(client: Client, path: Path) -> None:
     """Apply the CRDs of ``path`` and wait until each is established and servable."""
-    for obj in codecs.load_all_yaml(path.read_text()):
+    install_crds(client, codecs.load_all_yaml(path.read_text()))
+
+
+def install_crds(client: Client, crds: Iterable[Any]) -> None:
+    """Apply these CRDs and wait until each is established and servable."""
+    for obj in crds:
         client.apply(obj, field_manager="mlserve-tests", force=True)
         name = obj.metadata.name
 
