@@ -62,6 +62,7 @@ __all__ = [
     "STATUS_READ",
     "ChildCache",
     "Informer",
+    "IngressHosts",
     "MLServeCache",
     "pack",
     "sync_view",
@@ -283,6 +284,47 @@ class _Serve:
     pair: Pair | None
     view: bytes
     """:func:`sync_view`, as JSON: what a database sync pass reads."""
+
+
+class IngressHosts:
+    """The hosts each Ingress of the watched namespaces claims, the operator's and everyone
+    else's (fed by an informer of every Ingress, no label selector): which other Ingress holds
+    a host is then a look-up, not a LIST of the namespace's Ingresses per new MLServe."""
+
+    def __init__(self) -> None:
+        self._hosts: dict[str, dict[str, frozenset[str]]] = {}
+        """namespace -> name -> the hosts of its rules (Ingresses without any are left out)."""
+
+    def __len__(self) -> int:
+        return sum(len(names) for names in self._hosts.values())
+
+    def put(self, obj: Mapping[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        rules = (obj.get("spec") or {}).get("rules") or []
+        hosts = frozenset(str(rule["host"]) for rule in rules if isinstance(rule, Mapping) and rule.get("host"))
+        if hosts:
+            self._hosts.setdefault(namespace, {})[name] = hosts
+        else:
+            self.remove(namespace, name, "")
+
+    def remove(self, namespace: str, name: str, _uid: str) -> None:
+        names = self._hosts.get(namespace)
+        if names is not None:
+            names.pop(name, None)
+            if not names:
+                del self._hosts[namespace]
+
+    def claims(self, namespace: str, hosts: Collection[str], excluding: Collection[str]) -> dict[str, list[str]]:
+        """The Ingresses of ``namespace`` (but those named in ``excluding``) claiming any of
+        ``hosts``: name -> the hosts it claims, sorted."""
+        wanted = set(hosts)
+        found = {
+            name: sorted(claimed & wanted)
+            for name, claimed in self._hosts.get(namespace, {}).items()
+            if name not in excluding and claimed & wanted
+        }
+        return dict(sorted(found.items()))
 
 
 class MLServeCache:

@@ -24,6 +24,7 @@ from mlserve.operator.spec.schedule import cron_job_status
 
 from . import schedule
 from .apply import ApplyResult, Owner, apply_children, live_children
+from .cache import IngressHosts
 from .errors import InvalidInput
 from .kube import API_KINDS, RayCronJob, RayJob, as_dict
 from .observe import Observation, Workload, image_pull_failure, not_ready_since, workload_of
@@ -195,9 +196,10 @@ async def _unless_host_claimed(
     """The manifests, without the Ingress while another Ingress of the namespace claims one of
     its hosts (``obs.ingress_held`` says which), so two Ingresses never claim one host: e.g.
     the Ingress of Darwin's Helm release until ``mlserve takeover`` removes it. Checked only
-    while the MLServe's own Ingress does not exist yet (one LIST of the namespace's Ingresses
-    then; none once it exists, from the cache); an Ingress appearing later for a host the
-    MLServe already has is the newcomer's problem, not a reason to drop the MLServe's."""
+    while the MLServe's own Ingress does not exist yet, against the hosts the watch of every
+    Ingress holds (``rt.ingress_hosts``; without it, one LIST of the namespace's Ingresses);
+    an Ingress appearing later for a host the MLServe already has is the newcomer's problem,
+    not a reason to drop the MLServe's."""
     ingresses = [m for m in rendered.manifests if m.get("kind") == api.INGRESS.kind]
     hosts = set(obs.hosts or ())
     if not ingresses or not hosts:
@@ -207,13 +209,15 @@ async def _unless_host_claimed(
     if any(kind == api.INGRESS.kind for kind, _ in live):
         return rendered.manifests
     ours = {str(m["metadata"]["name"]) for m in ingresses}
-    claims: list[str] = []
-    async for other in rt.client.list(Ingress, namespace=namespace):
-        if other.metadata is None or other.metadata.name in ours or other.spec is None:
-            continue
-        taken = sorted(hosts & {rule.host for rule in other.spec.rules or [] if rule.host})
-        if taken:
-            claims.append(f"Ingress {namespace}/{other.metadata.name} claims {', '.join(taken)}")
+    index = rt.ingress_hosts
+    if index is None:
+        index = IngressHosts()
+        async for other in rt.client.list(Ingress, namespace=namespace):
+            index.put(as_dict(other, api.INGRESS.kind))
+    claims = [
+        f"Ingress {namespace}/{name} claims {', '.join(taken)}"
+        for name, taken in index.claims(namespace, hosts, ours).items()
+    ]
     if not claims:
         return rendered.manifests
     obs.ingress_held = (

@@ -44,7 +44,7 @@ from mlserve.operator import metrics
 from mlserve.operator.spec import api
 
 from . import kube
-from .cache import ChildCache, Informer, MLServeCache, watched_namespaces
+from .cache import ChildCache, Informer, IngressHosts, MLServeCache, watched_namespaces
 from .finalize import finalize
 from .identity import Pair
 from .mlserve import reconcile
@@ -91,6 +91,8 @@ class Controller:
         self.mlserves = MLServeCache(self._enqueue, urgent=self._enqueue_urgent)
         self.children = ChildCache(self._enqueue)
         runtime.children = self.children
+        self.ingress_hosts = IngressHosts()
+        runtime.ingress_hosts = self.ingress_hosts
         self.informers: list[Informer] = []
         for namespace in watched_namespaces(settings.namespaces):
             # One client per namespace: its watches (one per kind) hold connections for good,
@@ -104,6 +106,18 @@ class Controller:
                     namespace,
                     put=self.mlserves.put,
                     remove=self._mlserve_gone,
+                    served_namespaces=settings.namespaces,
+                    retry_delay=settings.retry_delay,
+                    max_delay=settings.retry_max_delay,
+                )
+            )
+            self.informers.append(
+                Informer(
+                    client,
+                    kube.resource_class(api.INGRESS),
+                    namespace,
+                    put=self.ingress_hosts.put,
+                    remove=self.ingress_hosts.remove,
                     served_namespaces=settings.namespaces,
                     retry_delay=settings.retry_delay,
                     max_delay=settings.retry_max_delay,

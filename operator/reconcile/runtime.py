@@ -11,7 +11,7 @@ from lightkube import AsyncClient
 
 from mlserve.operator.settings import OperatorSettings
 
-from .cache import ChildCache
+from .cache import ChildCache, IngressHosts
 from .errors import ReconcileError
 from .events import EventSink
 from .kube import RequestCounter
@@ -36,6 +36,9 @@ class Runtime:
     reconcile reads the database."""
     children: ChildCache | None = None
     """The children as the watches hold them (the operator); None: listed on every reconcile."""
+    ingress_hosts: IngressHosts | None = None
+    """The hosts every Ingress claims, as a watch holds them (the operator); None: the
+    namespace's Ingresses are listed when a new Ingress is checked for a taken host."""
 
 
 @dataclass

@@ -7,7 +7,7 @@ import copy
 from collections.abc import Iterable
 from typing import Any
 
-from mlserve.operator.reconcile.cache import ChildCache, MLServeCache, pack, project_child, unpack
+from mlserve.operator.reconcile.cache import ChildCache, IngressHosts, MLServeCache, pack, project_child, unpack
 from mlserve.operator.reconcile.identity import Claim
 from mlserve.operator.render import names
 from mlserve.operator.spec import api
@@ -322,3 +322,33 @@ def test_the_sync_reads_a_small_view_with_everything_it_decides_on() -> None:
         "m-1",
     )
     assert "managedFields" not in meta
+
+
+def _ingress(namespace: str, name: str, *hosts: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"rules": [{"host": host} for host in hosts] + [{"http": {"paths": []}}]},
+    }
+
+
+def test_the_ingress_hosts_index_names_who_claims_a_host_in_the_namespace() -> None:
+    hosts = IngressHosts()
+    hosts.put(_ingress("team", "release-iris", "iris.example.com", "www.example.com"))
+    hosts.put(_ingress("team", "iris-prod", "iris.example.com"))
+    hosts.put(_ingress("other", "elsewhere", "iris.example.com"))
+    hosts.put(_ingress("team", "no-host"))
+
+    assert hosts.claims("team", {"iris.example.com", "api.example.com"}, excluding={"iris-prod"}) == {
+        "release-iris": ["iris.example.com"]
+    }
+    assert hosts.claims("team", {"api.example.com"}, excluding=()) == {}
+    assert len(hosts) == 3  # an Ingress without a host is not held
+
+    hosts.put(_ingress("team", "release-iris", "www.example.com"))  # edited: the host freed
+    assert hosts.claims("team", {"iris.example.com"}, excluding={"iris-prod"}) == {}
+    hosts.remove("team", "iris-prod", "uid")
+    hosts.remove("team", "release-iris", "uid")
+    assert hosts.claims("team", {"www.example.com", "iris.example.com"}, excluding=()) == {}
+    assert len(hosts) == 1
