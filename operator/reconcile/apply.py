@@ -50,7 +50,7 @@ from lightkube.core.resource import NamespacedResource
 from mlserve.operator.spec import api
 from mlserve.operator.spec.api import Reason
 
-from .cache import ChildCache
+from .cache import UNKNOWN, ChildCache
 from .diff import manifest_hash, matches, mismatches
 from .errors import TemporaryFailure
 from .kube import (
@@ -254,6 +254,24 @@ def _resource_of(manifest: Mapping[str, Any], kinds: Sequence[type[NamespacedRes
     return next((r for r in kinds if api_version_kind(r) == key), None) or resource_for(manifest)
 
 
+async def _by_name(
+    client: AsyncClient,
+    cache: ChildCache | None,
+    namespace: str,
+    keys: Sequence[tuple[str, str]],
+    resources: Mapping[tuple[str, str], type[NamespacedResource]],
+) -> list[dict[str, Any] | None]:
+    """The objects holding these (kind, name)s (None: free): from the cache where its watches
+    can tell (a new serve's children, whose names nobody holds, cost no request), else read."""
+    known = [cache.by_name(namespace, *key) if cache is not None else UNKNOWN for key in keys]
+    unknown = [key for key, obj in zip(keys, known, strict=True) if obj is UNKNOWN]
+    read = await asyncio.gather(
+        *(get_object(client, resources[key], key[1], namespace=namespace, what=_label(*key)) for key in unknown)
+    )
+    answers = dict(zip(unknown, read, strict=True))
+    return [answers[key] if obj is UNKNOWN else obj for key, obj in zip(keys, known, strict=True)]
+
+
 async def apply_children(
     client: AsyncClient,
     manifests: Sequence[Mapping[str, Any]],
@@ -280,12 +298,7 @@ async def apply_children(
         # Read, check and write under the names' locks, so that of two MLServes of this
         # process rendering the same new names, the first to take the locks holds them all.
         async with _names_locked(owner.namespace, list(resources)):
-            found = await asyncio.gather(
-                *(
-                    get_object(client, resources[key], key[1], namespace=owner.namespace, what=_label(*key))
-                    for key in unlisted
-                )
-            )
+            found = await _by_name(client, cache, owner.namespace, unlisted, resources)
             _check_names(owner, resources, live, found)
             # Found by name and ours to write (a child the cache has not seen yet): compared
             # like a listed one, so it is not written again when it matches.

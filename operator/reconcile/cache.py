@@ -39,6 +39,7 @@ next create answers 409 and the pair is retried, never duplicated: the name is t
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
 import time
@@ -50,7 +51,9 @@ from typing import Any
 import httpx2
 from lightkube import ALL_NS, AsyncClient
 from lightkube.core.exceptions import ApiError
+from lightkube.core.generic_client import BasicRequest, transform_exception
 from lightkube.core.resource import NamespacedResource
+from lightkube.core.selector import build_selector
 
 from mlserve.operator.spec import api
 from mlserve.operator.spec.namespaces import Scope, scope_of, watches_namespace
@@ -60,6 +63,7 @@ from .kube import api_version_kind, as_dict, kind_not_served, kind_served
 
 __all__ = [
     "STATUS_READ",
+    "UNKNOWN",
     "ChildCache",
     "Informer",
     "IngressHosts",
@@ -156,6 +160,14 @@ class _Child:
     owners: tuple[str, ...]
 
 
+class Unknown(enum.Enum):
+    UNKNOWN = "unknown"
+
+
+UNKNOWN = Unknown.UNKNOWN
+"""What :meth:`ChildCache.by_name` answers for a name the watches can't tell about."""
+
+
 class ChildCache:
     """The children of every kind (see the module's docstring)."""
 
@@ -165,9 +177,55 @@ class ChildCache:
         """(namespace, kind, name) -> the child."""
         self._by_selector: dict[tuple[str, ...], set[tuple[str, str]]] = {}
         """(namespace, *selector label values) -> {(kind, name)}."""
+        self._others: dict[tuple[str, str], set[str]] = {}
+        """(namespace, kind) -> the names of the objects of that kind not labelled as ours."""
+        self._others_watched: set[str] = set()
+        """The kinds whose other objects a watch reports (:meth:`watch_others`)."""
 
     def __len__(self) -> int:
         return len(self._objects)
+
+    # --- every other object's name: which names a new child may take without a read ----------
+    def watch_others(self, kind: str) -> None:
+        """A watch of ``kind``'s objects not labelled as ours reports to :meth:`other_seen`
+        and :meth:`other_gone` (their metadata only): a name held by none of them, nor by a
+        child of the cache, is free, and the reconcile reads nothing to know it."""
+        self._others_watched.add(kind)
+
+    def other_seen(self, kind: str) -> Callable[[Mapping[str, Any]], None]:
+        """The informer's ``put`` for the other objects of ``kind`` (their metadata only)."""
+
+        def seen(obj: Mapping[str, Any]) -> None:
+            meta = obj.get("metadata") or {}
+            self._others.setdefault((str(meta.get("namespace")), kind), set()).add(str(meta.get("name")))
+
+        return seen
+
+    def other_gone(self, kind: str) -> Callable[[str, str, str], None]:
+        """The informer's ``remove`` for the other objects of ``kind``."""
+
+        def gone(namespace: str, name: str, _uid: str) -> None:
+            names = self._others.get((namespace, kind))
+            if names is not None:
+                names.discard(name)
+                if not names:
+                    del self._others[(namespace, kind)]
+
+        return gone
+
+    def by_name(self, namespace: str, kind: str, name: str) -> dict[str, Any] | Unknown | None:
+        """The object holding this name, as far as the watches know: a child of the cache
+        (whichever MLServe's), None when no object of the kind has it, or :data:`UNKNOWN`
+        when it must be read (held by an object not labelled as ours, whose metadata alone
+        is watched, or a kind whose other objects are not watched)."""
+        child = self._objects.get((namespace, kind, name))
+        if child is not None:
+            obj = unpack(child.blob)
+            obj["metadata"]["resourceVersion"] = child.version
+            return obj
+        if kind not in self._others_watched or name in self._others.get((namespace, kind), ()):
+            return UNKNOWN
+        return None
 
     def _child(self, obj: Mapping[str, Any]) -> tuple[tuple[str, str, str], _Child]:
         meta = obj.get("metadata") or {}
@@ -492,9 +550,14 @@ def watched_namespaces(namespaces: tuple[str, ...]) -> list[str]:
     return [ALL_NS]
 
 
+_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+_METADATA_WATCH = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+
+
 class Informer:
     """List then watch one kind in one namespace (or all), feeding ``put`` (the object) and
-    ``remove`` (namespace, name and uid of an object gone)."""
+    ``remove`` (namespace, name and uid of an object gone). ``metadata_only``: the API server
+    sends each object's metadata alone (``PartialObjectMetadata``), for a cache of names."""
 
     def __init__(
         self,
@@ -509,12 +572,14 @@ class Informer:
         retry_delay: float = 1.0,
         max_delay: float = 60.0,
         server_timeout: int = 300,
+        metadata_only: bool = False,
     ) -> None:
         self.client = client
         self.resource = resource
         self.api_version, self.kind = api_version_kind(resource)
         self.namespace = namespace
         self.labels: dict[str, Any] = dict(labels or {})
+        self._metadata_only = metadata_only
         self._put = put
         self._remove = remove
         self._served_namespaces = served_namespaces
@@ -561,16 +626,52 @@ class Informer:
         self._known.pop(key, None)
         self._remove(*key, str(obj["metadata"].get("uid")))
 
+    def _request(self, accept: str, watch: bool, **params: Any) -> BasicRequest:
+        """lightkube's list or watch request, asking for the objects' metadata alone when the
+        informer is ``metadata_only`` (the API server's ``PartialObjectMetadata``)."""
+        return self.client._client.prepare_request(
+            "list",
+            res=self.resource,
+            namespace=self.namespace,
+            watch=watch,
+            params={"labelSelector": build_selector(self.labels) if self.labels else None, **params},
+            headers={"Accept": accept} if self._metadata_only else None,
+        )
+
     async def _list(self) -> str:
-        listing = self.client.list(self.resource, namespace=self.namespace, labels=self.labels or None, chunk_size=500)
         before = self._known
         self._known = {}
-        async for item in listing:
-            self._seen(item)
+        version = await (self._list_metadata() if self._metadata_only else self._list_objects())
         for key, uid in before.items():
             if key not in self._known:
                 self._remove(*key, uid)
+        return version
+
+    async def _list_objects(self) -> str:
+        listing = self.client._client.list(self._request(_METADATA_LIST, watch=False, limit=500))
+        async for item in listing:
+            self._seen(item)
         return listing.resourceVersion
+
+    async def _list_metadata(self) -> str:
+        """The pages of a metadata list, read as JSON: lightkube's typed lists refuse the
+        ``"items": null`` the API server sends for an empty ``PartialObjectMetadataList``."""
+        generic = self.client._client
+        http: httpx2.AsyncClient = generic._client
+        pages: dict[str, Any] = {"limit": 500}
+        while True:
+            response = await http.send(generic.build_adapter_request(self._request(_METADATA_LIST, False, **pages)))
+            try:
+                response.raise_for_status()
+            except httpx2.HTTPStatusError as exc:
+                raise transform_exception(exc) from exc  # a Status answer as lightkube's ApiError
+            page = response.json()
+            for item in page.get("items") or ():
+                self._seen(item)
+            meta = page.get("metadata") or {}
+            if not meta.get("continue"):
+                return str(meta.get("resourceVersion") or "")
+            pages["continue"] = meta["continue"]
 
     async def _until_served(self) -> None:
         """Wait until the API server serves the kind, asking discovery every ``max_delay``
@@ -594,12 +695,10 @@ class Informer:
                 self.served = True
                 self.synced.set()
                 delay = self._retry_delay
-                watch = self.client.watch(
-                    self.resource,
-                    namespace=self.namespace,
-                    labels=self.labels or None,
-                    resource_version=version,
-                    server_timeout=self._server_timeout,
+                watch = self.client._client.watch(
+                    self._request(
+                        _METADATA_WATCH, watch=True, timeoutSeconds=self._server_timeout, resourceVersion=version
+                    )
                 )
                 async for type_, item in watch:
                     if type_ == "DELETED":
@@ -630,5 +729,7 @@ class Informer:
                 log.warning("%s: list or watch failed (%s); retried in %gs", self.what, exc, delay)
             except (httpx2.HTTPError, OSError) as exc:
                 log.warning("%s: list or watch failed (%s); retried in %gs", self.what, exc, delay)
+            except Exception:  # an answer that could not be read: the cache must not stop with it
+                log.exception("%s: list or watch failed; retried in %gs", self.what, delay)
             await asyncio.sleep(delay)
             delay = min(self._max_delay, delay * 2)

@@ -38,6 +38,8 @@ from typing import Any
 
 from lightkube import ALL_NS, AsyncClient
 from lightkube.core.exceptions import ApiError
+from lightkube.core.resource import NamespacedResource
+from lightkube.operators import not_equal
 from lightkube.types import PatchType
 
 from mlserve.operator import metrics
@@ -56,6 +58,8 @@ __all__ = ["CachedMLServes", "Controller"]
 log = logging.getLogger(__name__)
 
 CHILD_SELECTOR = {api.LABEL_MANAGED_BY: api.MANAGED_BY}
+OTHERS_SELECTOR = {api.LABEL_MANAGED_BY: not_equal(api.MANAGED_BY)}
+"""Every object :data:`CHILD_SELECTOR` leaves out (without the label, or another value)."""
 PEERING_POLL = 0.2
 """Seconds between two looks at kopf's peering (whether this replica acts); a worker also looks
 before it starts a reconcile, so none starts once another replica acts (one already running
@@ -99,42 +103,46 @@ class Controller:
             # and a client's connection pool is bounded.
             client = watch_client()
             self._watch_clients.append(client)
-            self.informers.append(
-                Informer(
+
+            def informer(
+                resource: type[NamespacedResource],
+                put: Callable[[dict[str, Any]], None],
+                remove: Callable[[str, str, str], None],
+                client: AsyncClient = client,
+                namespace: str = namespace,
+                **how: Any,
+            ) -> Informer:
+                return Informer(
                     client,
-                    kube.MLServe,
+                    resource,
                     namespace,
-                    put=self.mlserves.put,
-                    remove=self._mlserve_gone,
+                    put=put,
+                    remove=remove,
                     served_namespaces=settings.namespaces,
                     retry_delay=settings.retry_delay,
                     max_delay=settings.retry_max_delay,
+                    **how,
                 )
-            )
+
+            self.informers.append(informer(kube.MLServe, self.mlserves.put, self._mlserve_gone))
+            # Every Ingress's hosts, whoever made it: no two Ingresses claim one host.
             self.informers.append(
-                Informer(
-                    client,
-                    kube.resource_class(api.INGRESS),
-                    namespace,
-                    put=self.ingress_hosts.put,
-                    remove=self.ingress_hosts.remove,
-                    served_namespaces=settings.namespaces,
-                    retry_delay=settings.retry_delay,
-                    max_delay=settings.retry_max_delay,
-                )
+                informer(kube.resource_class(api.INGRESS), self.ingress_hosts.put, self.ingress_hosts.remove)
             )
             for child in api.CHILD_KINDS:
+                resource = kube.resource_class(child)
                 self.informers.append(
-                    Informer(
-                        client,
-                        kube.resource_class(child),
-                        namespace,
-                        put=self.children.put,
-                        remove=self._child_gone(child.kind),
-                        labels=CHILD_SELECTOR,
-                        served_namespaces=settings.namespaces,
-                        retry_delay=settings.retry_delay,
-                        max_delay=settings.retry_max_delay,
+                    informer(resource, self.children.put, self._child_gone(child.kind), labels=CHILD_SELECTOR)
+                )
+                # The names of the kind's other objects: a new child's name is checked without a read.
+                self.children.watch_others(child.kind)
+                self.informers.append(
+                    informer(
+                        resource,
+                        self.children.other_seen(child.kind),
+                        self.children.other_gone(child.kind),
+                        labels=OTHERS_SELECTOR,
+                        metadata_only=True,
                     )
                 )
         self._acting = asyncio.Event()

@@ -22,9 +22,9 @@ from mlserve_testing.operator import install_crds
 from mlserve_testing.wait import async_wait_for, wait_for
 
 from mlserve.operator.dev.cluster import ClusterHandle
-from mlserve.operator.reconcile.apply import Owner, apply_children
-from mlserve.operator.reconcile.cache import ChildCache, Informer
-from mlserve.operator.reconcile.controller import CHILD_SELECTOR
+from mlserve.operator.reconcile.apply import NameTaken, Owner, apply_children
+from mlserve.operator.reconcile.cache import UNKNOWN, ChildCache, Informer
+from mlserve.operator.reconcile.controller import CHILD_SELECTOR, OTHERS_SELECTOR
 from mlserve.operator.reconcile.kube import MLServe, RequestCounter
 from mlserve.operator.render import names
 from mlserve.operator.spec.api import API_VERSION, KIND
@@ -124,15 +124,28 @@ async def informers(watch_client: AsyncClient, namespace: str) -> AsyncIterator[
     cache = ChildCache(notified)
     running = []
     for resource, kind in ((Service, "Service"), (HorizontalPodAutoscaler, "HorizontalPodAutoscaler")):
-        informer = Informer(
-            watch_client,
-            resource,
-            namespace,
-            put=cache.put,
-            remove=lambda ns, name, _uid, kind=kind: cache.remove(ns, kind, name),
-            labels=CHILD_SELECTOR,
-        )
-        running.append((informer, asyncio.create_task(informer.run())))
+        # As the controller runs them: the children, and the metadata of the kind's other objects.
+        cache.watch_others(kind)
+        for informer in (
+            Informer(
+                watch_client,
+                resource,
+                namespace,
+                put=cache.put,
+                remove=lambda ns, name, _uid, kind=kind: cache.remove(ns, kind, name),
+                labels=CHILD_SELECTOR,
+            ),
+            Informer(
+                watch_client,
+                resource,
+                namespace,
+                put=cache.other_seen(kind),
+                remove=cache.other_gone(kind),
+                labels=OTHERS_SELECTOR,
+                metadata_only=True,
+            ),
+        ):
+            running.append((informer, asyncio.create_task(informer.run())))
     try:
         async with asyncio.timeout(30):
             for informer, _ in running:
@@ -192,6 +205,53 @@ async def test_a_converged_apply_from_the_cache_sends_no_request(
     await notified.wait_for(owner.uid)
     fourth, counter = await _apply(client, cache, owner, manifests)
     assert fourth.applied == ["HorizontalPodAutoscaler/iris-dev"]
+
+
+async def test_new_children_are_written_without_a_read_unless_another_object_holds_the_name(
+    client: AsyncClient, namespace: str, informers: tuple[ChildCache, Notified]
+) -> None:
+    """The watches of every other object's metadata say which names are free: a new serve's
+    children cost their writes only. A name held by an object made by hand is read, and the
+    apply refuses it (NameTaken) without writing anything."""
+    cache, _ = informers
+    owner = await _owner(client, namespace, "dev")
+    created, counter = await _apply(client, cache, owner, [_service("dev"), _hpa("dev")])
+    assert sorted(created.applied) == ["HorizontalPodAutoscaler/iris-dev", "Service/iris-dev"]
+    assert counter.by_method == {"PATCH": 2}, counter.log
+
+    hand_made = _service("qa")
+    hand_made["metadata"]["labels"] = {"team": "web"}
+    await client.create(Service.from_dict(hand_made), namespace=namespace)
+
+    async def name_held() -> bool:
+        return cache.by_name(namespace, "Service", "iris-qa") is UNKNOWN
+
+    await async_wait_for(name_held, 20, "the hand-made Service's name in the cache")
+    other = await _owner(client, namespace, "qa")
+    COUNTER.reset()
+    with pytest.raises(NameTaken) as raised:
+        await apply_children(
+            client,
+            [_service("qa"), _hpa("qa")],
+            other,
+            {**names.selector("iris", "qa"), "app.kubernetes.io/managed-by": "mlserve-operator"},
+            (Service, HorizontalPodAutoscaler),
+            MANAGER,
+            cache=cache,
+        )
+    assert "Service/iris-qa" in str(raised.value)
+    # One read, of the held name; the free HPA name is not read, and nothing is written.
+    assert COUNTER.log == [("GET", f"/api/v1/namespaces/{namespace}/services/iris-qa")], COUNTER.log
+
+    # Deleted: the name is free again, and the serve's children are written without a read.
+    await client.delete(Service, "iris-qa", namespace=namespace)
+
+    async def name_free() -> bool:
+        return cache.by_name(namespace, "Service", "iris-qa") is None
+
+    await async_wait_for(name_free, 20, "the hand-made Service's name gone from the cache")
+    created, counter = await _apply(client, cache, other, [_service("qa"), _hpa("qa")])
+    assert counter.by_method == {"PATCH": 2}, counter.log
 
 
 async def test_only_changes_the_reconcile_reads_enqueue_the_owner(

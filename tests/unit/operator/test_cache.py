@@ -7,7 +7,15 @@ import copy
 from collections.abc import Iterable
 from typing import Any
 
-from mlserve.operator.reconcile.cache import ChildCache, IngressHosts, MLServeCache, pack, project_child, unpack
+from mlserve.operator.reconcile.cache import (
+    UNKNOWN,
+    ChildCache,
+    IngressHosts,
+    MLServeCache,
+    pack,
+    project_child,
+    unpack,
+)
 from mlserve.operator.reconcile.identity import Claim
 from mlserve.operator.render import names
 from mlserve.operator.spec import api
@@ -352,3 +360,22 @@ def test_the_ingress_hosts_index_names_who_claims_a_host_in_the_namespace() -> N
     hosts.remove("team", "release-iris", "uid")
     assert hosts.claims("team", {"www.example.com", "iris.example.com"}, excluding=()) == {}
     assert len(hosts) == 1
+
+
+def test_a_name_is_free_only_when_no_child_and_no_other_watched_object_holds_it() -> None:
+    cache = ChildCache(Enqueued())
+    cache.put(_deployment())
+    # Before the kind's other objects are watched, a name the cache lacks must be read.
+    assert cache.by_name("team", "Deployment", "iris-qa") is UNKNOWN
+    cache.watch_others("Deployment")
+    assert cache.by_name("team", "Deployment", "iris-qa") is None
+    held = cache.by_name("team", "Deployment", "iris-dev")
+    assert isinstance(held, dict) and held["metadata"]["resourceVersion"] == "10"
+
+    seen, gone = cache.other_seen("Deployment"), cache.other_gone("Deployment")
+    seen({"kind": "PartialObjectMetadata", "metadata": {"name": "iris-qa", "namespace": "team"}})
+    assert cache.by_name("team", "Deployment", "iris-qa") is UNKNOWN  # made by someone else: read it
+    assert cache.by_name("other", "Deployment", "iris-qa") is None
+    assert cache.by_name("team", "Service", "iris-qa") is UNKNOWN  # Services' others are not watched
+    gone("team", "iris-qa", "uid")
+    assert cache.by_name("team", "Deployment", "iris-qa") is None
