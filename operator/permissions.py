@@ -83,13 +83,13 @@ def child_resources() -> list[tuple[str, str]]:
 _CHILD_VERBS = ("create", "delete", "get", "list", "patch", "watch")
 _CHILD_WHY = (
     "reconcile.cache.Informer lists and watches each kind (by the managed-by label) into "
-    "the cache the reconcile reads; reconcile.apply.apply_children: without a cache one "
-    "list per kind by the MLServe's labels, a get by name of each rendered child the cache "
-    "did not find (is the name taken?), server-side apply (a PATCH; when the child does "
-    "not exist yet the API server also checks create), delete of children no longer "
-    "rendered; reconcile.schedule: server-side apply and delete of scheduled RayJobs; "
-    "reconcile.children: one list of the namespace's Ingresses while an MLServe's own "
-    "Ingress does not exist yet (is another Ingress claiming its host?)"
+    "the cache the reconcile reads, the metadata of the kind's other objects (which names "
+    "are taken) and every Ingress's hosts (is another Ingress claiming an MLServe's host?); "
+    "reconcile.apply.apply_children: without a cache one list per kind by the MLServe's "
+    "labels, a get by name of each rendered child whose name another object holds (or, "
+    "without a cache, that the list did not find), server-side apply (a PATCH; when the "
+    "child does not exist yet the API server also checks create), delete of children no "
+    "longer rendered; reconcile.schedule: server-side apply and delete of scheduled RayJobs"
 )
 
 RULES: tuple[Rule, ...] = (
