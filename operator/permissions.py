@@ -87,7 +87,9 @@ _CHILD_WHY = (
     "list per kind by the MLServe's labels, a get by name of each rendered child the cache "
     "did not find (is the name taken?), server-side apply (a PATCH; when the child does "
     "not exist yet the API server also checks create), delete of children no longer "
-    "rendered; reconcile.schedule: server-side apply and delete of scheduled RayJobs; "
+    "rendered; reconcile.schedule: server-side apply and delete of scheduled RayJobs, and "
+    "a list (by KubeRay's ray.io/cronjob-name label) and delete of a second RayJob KubeRay's "
+    "RayCronJob made for one cron time; "
     "reconcile.children: one list of the namespace's Ingresses while an MLServe's own "
     "Ingress does not exist yet (is another Ingress claiming its host?)"
 )
