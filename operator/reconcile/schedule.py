@@ -14,6 +14,7 @@ second RayJob KubeRay 1.6 may make for one cron time (docs/kuberay.md).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -52,6 +53,8 @@ __all__ = [
     "reconcile_schedule",
     "remove_duplicate_cron_runs",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -267,7 +270,17 @@ async def remove_duplicate_cron_runs(
             namespace=namespace,
             what=f"RayJob {duplicate.name}, a second run of {duplicate.scheduled_time}",
         )
-        if deleted and events is not None:
+        if not deleted:
+            continue
+        log.info(
+            "RayCronJob %s/%s made two RayJobs for %s: deleted %s, kept %s",
+            namespace,
+            name,
+            duplicate.scheduled_time,
+            duplicate.name,
+            duplicate.kept,
+        )
+        if events is not None:
             events.post(
                 body,
                 "Warning",
