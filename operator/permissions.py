@@ -89,7 +89,9 @@ _CHILD_WHY = (
     "labels, a get by name of each rendered child whose name another object holds (or, "
     "without a cache, that the list did not find), server-side apply (a PATCH; when the "
     "child does not exist yet the API server also checks create), delete of children no "
-    "longer rendered; reconcile.schedule: server-side apply and delete of scheduled RayJobs"
+    "longer rendered; reconcile.schedule: server-side apply and delete of scheduled RayJobs, "
+    "and a list (by KubeRay's ray.io/cronjob-name label) and delete of a second RayJob "
+    "KubeRay's RayCronJob made for one cron time"
 )
 
 RULES: tuple[Rule, ...] = (

@@ -116,12 +116,17 @@ async def apply_step(
     obs.workload = workload_of(spec, result.live)
     await _image_pulls(rt, body, rendered, obs)
     if obs.workload is not None and obs.workload.kind == api.RAYCRONJOB.kind:
+        cron_job = result.live.get((api.RAYCRONJOB.kind, obs.workload.name))
         obs.schedule_status = cron_job_status(
             str(spec.schedule or rendered.context.schedule),
-            result.live.get((api.RAYCRONJOB.kind, obs.workload.name)),
+            cron_job,
             rt.clock(),
             rt.settings.render.schedule_time_zone,
         )
+        if not spec.paused:
+            obs.cron_recheck_after = await schedule.remove_duplicate_cron_runs(
+                rt.client, body, cron_job, rt.clock(), rt.events
+            )
     return result
 
 

@@ -161,6 +161,8 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime, claims: Sequence[Clai
                 report.requeue_after = HOST_RECHECK_SECONDS  # create the Ingress once the host is free
             elif obs.pods_recheck:
                 report.requeue_after = POD_CHECK_AFTER_SECONDS  # can the rollout's pods pull their image?
+            elif obs.cron_recheck_after is not None:
+                report.requeue_after = obs.cron_recheck_after  # a second RayJob of the cron time KubeRay just ran?
             if rendered.scheduled_per_run and not db.spec.paused:
                 report.requeue_after = await schedule_step(rt, body, rendered, obs)
     except ApiError as exc:

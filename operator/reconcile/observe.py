@@ -74,6 +74,8 @@ class Observation:
     """The children were applied (or already matched) in this reconcile."""
     pods_recheck: bool = False
     """A rollout that is neither Ready nor Failed: look at its pods again soon."""
+    cron_recheck_after: float | None = None
+    """Seconds until a RayCronJob's RayJobs are looked at again for a duplicate of its last time."""
     ingress_held: str | None = None
     """Why the MLServe's Ingress was not created: another Ingress claims one of its hosts."""
     workload: Workload | None = None

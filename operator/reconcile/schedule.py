@@ -7,13 +7,17 @@ name so a retry is harmless), deletes RayJobs past the history limit
 (:func:`.kube.delete_object`) and returns the status fields to record
 (``lastScheduledTime``, ``nextScheduledTime``, ``activeRayJob``, ...). A cluster that does
 not serve RayJobs gets the ``KindNotInstalled`` reason, as every other child does.
+
+A schedule run by a KubeRay RayCronJob instead: :func:`remove_duplicate_cron_runs` deletes the
+second RayJob KubeRay 1.6 may make for one cron time (docs/kuberay.md).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from lightkube import AsyncClient
@@ -27,6 +31,7 @@ from mlserve.operator.spec.schedule import (
     PlanReason,
     Schedule,
     ScheduleSettings,
+    duplicate_cron_runs,
     job_view,
     parse_schedule,
     plan,
@@ -40,7 +45,16 @@ from .errors import InvalidInput
 from .events import EventSink
 from .kube import RayJob
 
-__all__ = ["ScheduleOutcome", "ScheduleRequest", "reconcile_schedule"]
+__all__ = [
+    "DUPLICATE_CHECK_AFTER",
+    "DUPLICATE_CHECK_WINDOW",
+    "ScheduleOutcome",
+    "ScheduleRequest",
+    "reconcile_schedule",
+    "remove_duplicate_cron_runs",
+]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -209,3 +223,73 @@ def _status(
 
 def _time(moment: datetime | None) -> str | None:
     return None if moment is None else format_rfc3339(moment)
+
+
+DUPLICATE_CHECK_AFTER = timedelta(seconds=5)
+"""How long after a RayCronJob's ``lastScheduleTime`` the reconcile looks for a second RayJob of
+that time: KubeRay makes it within a second of the first (its next reconcile, triggered by the
+first RayJob's creation, before its cache holds the new ``lastScheduleTime``)."""
+DUPLICATE_CHECK_WINDOW = timedelta(minutes=5)
+"""Reconciles up to this long after ``lastScheduleTime`` look (one LIST each); later ones do not,
+so a converged MLServe of a rare schedule lists nothing."""
+
+
+async def remove_duplicate_cron_runs(
+    client: AsyncClient,
+    body: Mapping[str, Any],
+    cron_job: Mapping[str, Any] | None,
+    now: datetime,
+    events: EventSink | None = None,
+) -> float | None:
+    """Delete the RayJobs that repeat a cron time of the MLServe's RayCronJob ``cron_job`` (see
+    :func:`~mlserve.operator.spec.schedule.duplicate_cron_runs`), each with a Warning Event;
+    returns the seconds until the reconcile should look again (None: no need).
+
+    Looks only within :data:`DUPLICATE_CHECK_WINDOW` of the RayCronJob's ``lastScheduleTime``,
+    and asks to come back :data:`DUPLICATE_CHECK_AFTER` after it: the reconcile that KubeRay's
+    status write triggers may run before the duplicate exists. The RayJobs are listed by
+    KubeRay's ``ray.io/cronjob-name`` label (they carry none of ours, so the children's cache
+    does not hold them). Deleting one lets KubeRay's finalizer stop its Ray job and its
+    RayCluster go with it; a failed delete is a :class:`~.errors.TemporaryFailure`
+    (``PruneFailed``)."""
+    if cron_job is None:
+        return None
+    meta = cron_job.get("metadata") or {}
+    last = parse_rfc3339((cron_job.get("status") or {}).get("lastScheduleTime"))
+    now = as_utc(now)
+    if last is None or not meta.get("uid") or now - last > DUPLICATE_CHECK_WINDOW:
+        return None
+    name, namespace = str(meta.get("name")), str(meta.get("namespace"))
+    labels: dict[str, Any] = {api.KUBERAY_CRONJOB_NAME_LABEL: name}
+    jobs = [kube.as_dict(job, api.RAYJOB.kind) async for job in client.list(RayJob, namespace=namespace, labels=labels)]
+    for duplicate in duplicate_cron_runs(jobs, str(meta["uid"])):
+        deleted = await kube.delete_object(
+            client,
+            RayJob,
+            duplicate.name,
+            namespace=namespace,
+            what=f"RayJob {duplicate.name}, a second run of {duplicate.scheduled_time}",
+        )
+        if not deleted:
+            continue
+        log.info(
+            "RayCronJob %s/%s made two RayJobs for %s: deleted %s, kept %s",
+            namespace,
+            name,
+            duplicate.scheduled_time,
+            duplicate.name,
+            duplicate.kept,
+        )
+        if events is not None:
+            events.post(
+                body,
+                "Warning",
+                Reason.DUPLICATE_RUN_DELETED,
+                f"KubeRay's RayCronJob {name} made two RayJobs for the cron time {duplicate.scheduled_time}: "
+                f"deleted {duplicate.name}, kept {duplicate.kept} (a known race of KubeRay 1.6's RayCronJob "
+                "controller; MLSERVE_RAY_CRON_JOB=false has the operator create the runs instead)",
+            )
+    due = last + DUPLICATE_CHECK_AFTER
+    if now >= due:
+        return None
+    return max(1.0, min(DUPLICATE_CHECK_AFTER, due - now).total_seconds())

@@ -35,6 +35,8 @@ __all__ = [
     "INGRESS",
     "KIND",
     "KOPF_ANNOTATION_PREFIX",
+    "KUBERAY_CRONJOB_NAME_LABEL",
+    "KUBERAY_CRONJOB_TIME_ANNOTATION",
     "LABEL_DEPLOYMENT_ID",
     "LABEL_ENVIRONMENT",
     "LABEL_MANAGED_BY",
@@ -91,6 +93,12 @@ ANNOTATION_ROLLBACK = f"{GROUP}/rollback"
 """On an MLServe: any new token asks for a rollback to the previous deployment."""
 ANNOTATION_ROLLBACK_HANDLED = f"{GROUP}/rollback-handled"
 """On an MLServe: the last rollback token the operator answered."""
+
+# --- what KubeRay's RayCronJob controller writes on each RayJob it creates ----------------------
+KUBERAY_CRONJOB_NAME_LABEL = "ray.io/cronjob-name"
+"""The label naming the RayCronJob a RayJob was made by (``utils.RayCronJobNameLabelKey``)."""
+KUBERAY_CRONJOB_TIME_ANNOTATION = "ray.io/cronjob-scheduled-timestamp"
+"""The cron time a RayJob was made for, RFC 3339 in UTC (``utils.RayCronJobTimestampAnnotationKey``)."""
 
 # --- field managers ---------------------------------------------------------------------------
 FIELD_MANAGER = "mlserve-operator"
@@ -207,6 +215,8 @@ class Reason(StrEnum):
     DRIFT_REPAIRED = "DriftRepaired"
     SCHEDULED_RUN = "ScheduledRun"
     MISSED_SCHEDULE = "MissedSchedule"
+    DUPLICATE_RUN_DELETED = "DuplicateRunDeleted"
+    """KubeRay's RayCronJob controller made a second RayJob for one cron time: deleted (docs/kuberay.md)."""
 
 
 class Phase(StrEnum):

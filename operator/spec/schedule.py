@@ -40,11 +40,12 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from .api import ANNOTATION_SCHEDULED_TIME
+from .api import ANNOTATION_SCHEDULED_TIME, KUBERAY_CRONJOB_TIME_ANNOTATION, RAYCRONJOB
 from .times import as_utc, format_rfc3339, parse_rfc3339
 
 __all__ = [
     "MISSED_COUNT_CAP",
+    "DuplicateRun",
     "InvalidSchedule",
     "JobView",
     "Plan",
@@ -52,6 +53,7 @@ __all__ = [
     "Schedule",
     "ScheduleSettings",
     "cron_job_status",
+    "duplicate_cron_runs",
     "job_view",
     "next_time",
     "parse_schedule",
@@ -348,3 +350,48 @@ def job_view(obj: Mapping[str, Any]) -> JobView | None:
         or str(status.get("jobStatus") or "").upper() in _FINISHED_JOB_STATUSES
     )
     return JobView(str(metadata.get("name")), scheduled, finished)
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateRun:
+    """A RayJob a RayCronJob made for a cron time it had already made one for."""
+
+    name: str
+    kept: str
+    """The first RayJob of that time, which stays."""
+    scheduled_time: str
+    """The time, as KubeRay wrote it (``ray.io/cronjob-scheduled-timestamp``)."""
+
+
+def duplicate_cron_runs(jobs: Sequence[Mapping[str, Any]], cron_job_uid: str) -> tuple[DuplicateRun, ...]:
+    """The RayJobs of the RayCronJob ``cron_job_uid`` that repeat a cron time: all but the first
+    made (oldest ``creationTimestamp``, then name) of each time.
+
+    KubeRay 1.6's RayCronJob controller names each RayJob ``<cronjob>-<5 random chars>`` and may
+    reconcile one cron time twice before its cache holds the ``lastScheduleTime`` it wrote, so
+    one time can get two RayJobs (docs/kuberay.md). Only RayJobs the RayCronJob controls and
+    that carry KubeRay's time annotation count; one already being deleted is going anyway."""
+    by_time: dict[datetime, list[tuple[str, str, str]]] = {}
+    for job in jobs:
+        meta = job.get("metadata") or {}
+        if meta.get("deletionTimestamp") or not _controlled_by(meta, cron_job_uid):
+            continue
+        stamp = str((meta.get("annotations") or {}).get(KUBERAY_CRONJOB_TIME_ANNOTATION) or "")
+        moment = parse_rfc3339(stamp) if stamp else None
+        if moment is None:
+            continue
+        created = parse_rfc3339(meta.get("creationTimestamp"))
+        order = format_rfc3339(created) if created is not None else ""
+        by_time.setdefault(moment, []).append((order, str(meta.get("name")), stamp))
+    found: list[DuplicateRun] = []
+    for moment in sorted(by_time):
+        first, *others = sorted(by_time[moment])
+        found.extend(DuplicateRun(name, first[1], stamp) for _, name, stamp in others)
+    return tuple(found)
+
+
+def _controlled_by(meta: Mapping[str, Any], uid: str) -> bool:
+    return any(
+        ref.get("kind") == RAYCRONJOB.kind and ref.get("uid") == uid and ref.get("controller")
+        for ref in meta.get("ownerReferences") or []
+    )

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from lightkube import AsyncClient, Client
+from lightkube import AsyncClient, Client, codecs
 from lightkube.generic_resource import create_namespaced_resource
 from mlserve_testing import darwin
 from mlserve_testing.kuberay import KubeRayController, wait_until_kuberay_ends_run
@@ -36,12 +36,20 @@ from mlserve.operator.render import names, render_children
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.settings import OperatorSettings
 from mlserve.operator.spec import EnvironmentContext, MLServeSpec, ServeContext
-from mlserve.operator.spec.api import ANNOTATION_SCHEDULED_TIME, LABEL_MANAGED_BY, MANAGED_BY
+from mlserve.operator.spec.api import (
+    ANNOTATION_SCHEDULED_TIME,
+    KUBERAY_CRONJOB_NAME_LABEL,
+    KUBERAY_CRONJOB_TIME_ANNOTATION,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+)
 from mlserve.operator.spec.api import API_VERSION as MLSERVE_API_VERSION
 from mlserve.operator.spec.api import KIND as MLSERVE_KIND
 from mlserve.operator.spec.schedule import PlanReason, ScheduleSettings
 
 MANAGER = "mlserve-operator"
+#: a RayCronJob as KubeRay 1.6.1's CRD takes it (it has no spec.timeZone)
+CRON_SETTINGS = RenderSettings(ray_cron_job=True, schedule_time_zone=None)
 
 
 @pytest.fixture
@@ -276,3 +284,81 @@ async def test_the_reconcile_reports_kind_not_installed_for_a_scheduled_workflow
     synced = next(c for c in status["conditions"] if c["type"] == "Synced")
     assert (synced["status"], synced["reason"]) == ("False", "KindNotInstalled")
     assert "install KubeRay's CRDs" in synced["message"]
+
+
+# --- a RayCronJob's second RayJob of one cron time (KubeRay 1.6.1; docs/kuberay.md) -----------
+
+
+def _kuberay_run(cron_job: dict[str, Any], name: str, stamp: str) -> dict[str, Any]:
+    """A RayJob as KubeRay's RayCronJob controller makes one (``constructRayJob``)."""
+    meta = cron_job["metadata"]
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": {KUBERAY_CRONJOB_NAME_LABEL: meta["name"]},
+            "annotations": {KUBERAY_CRONJOB_TIME_ANNOTATION: stamp},
+            "ownerReferences": [
+                {
+                    "apiVersion": "ray.io/v1",
+                    "kind": "RayCronJob",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": cron_job["spec"]["jobTemplate"],
+    }
+
+
+async def test_a_second_rayjob_of_one_cron_time_is_deleted_soon_after_the_time(
+    aclient: AsyncClient, kube_client: Client, namespace: str, kuberay_installed: Path | None
+) -> None:
+    """The I/O half of the protection against KubeRay 1.6.1's duplicate RayJobs, on KubeRay's
+    CRDs without its controller (so the RayJobs have no finalizer and go at once): which are
+    deleted, when the reconcile looks, and when it asks to look again."""
+    (cron_manifest,) = render_children(
+        _context(namespace), MLServeSpec.from_resource(await _mlserve(aclient, namespace)), CRON_SETTINGS
+    )
+    cron_job = (await aclient.create(codecs.from_dict(cron_manifest))).to_dict()
+    last = datetime(2026, 1, 1, 10, 5, tzinfo=UTC)
+    cron_job["status"] = {"lastScheduleTime": "2026-01-01T10:05:00Z"}
+    stamp, earlier = "2026-01-01T10:05:00Z", "2026-01-01T10:00:00Z"
+    runs = [
+        _kuberay_run(cron_job, "etl-dev-bbbbb", stamp),
+        _kuberay_run(cron_job, "etl-dev-zzzzz", stamp),  # made second (the same second: the name decides)
+        _kuberay_run(cron_job, "etl-dev-ccccc", earlier),
+    ]
+    for run in runs:
+        await aclient.create(codecs.from_dict(run))
+    body = {"metadata": {"name": "etl-dev", "namespace": namespace}}
+    events = RecordingEvents()
+
+    async def live() -> list[str]:
+        return sorted([j.metadata.name async for j in aclient.list(RayJob, namespace=namespace)])
+
+    # a reconcile a second after the time: the second run goes, the next look is 4 s later
+    again = await schedule.remove_duplicate_cron_runs(aclient, body, cron_job, last + timedelta(seconds=1), events)
+    assert again == 4.0
+    assert await live() == ["etl-dev-bbbbb", "etl-dev-ccccc"]
+    (event,) = events.events
+    assert (event.type, event.reason) == ("Warning", "DuplicateRunDeleted")
+    assert "deleted etl-dev-zzzzz, kept etl-dev-bbbbb" in event.message and stamp in event.message
+
+    # that later look finds nothing more and asks for none
+    assert (
+        await schedule.remove_duplicate_cron_runs(aclient, body, cron_job, last + timedelta(seconds=6), events) is None
+    )
+    assert len(events.events) == 1
+
+    # long after the time nothing is listed, so nothing is deleted
+    await aclient.create(codecs.from_dict(_kuberay_run(cron_job, "etl-dev-fffff", stamp)))
+    late = last + schedule.DUPLICATE_CHECK_WINDOW + timedelta(seconds=1)
+    assert await schedule.remove_duplicate_cron_runs(aclient, body, cron_job, late, events) is None
+    assert "etl-dev-fffff" in await live()
+
+    # and a RayCronJob that never ran has nothing to look at
+    assert await schedule.remove_duplicate_cron_runs(aclient, body, {**cron_job, "status": {}}, last, events) is None

@@ -59,8 +59,9 @@ NOT_REACHED_END_TO_END: dict[tuple[str, str, str], str] = {
         for group, plural in permissions.child_resources()
     },
     ("ray.io", "rayjobs", "delete"): "as any child's prune, and reconcile.schedule trims a scheduled "
-    "workflow's finished RayJobs beyond its history limit: its cluster tests run that code in "
-    "the test process, not through the operator",
+    "workflow's finished RayJobs beyond its history limit and deletes a second RayJob KubeRay's "
+    "RayCronJob made for one cron time: its cluster tests run that code in the test process, "
+    "not through the operator",
     ("ray.io", "raycronjobs", "create"): "RayCronJobs are rendered only with MLSERVE_RAY_CRON_JOB=true, "
     "which the end-to-end operator does not set",
     ("ray.io", "raycronjobs", "patch"): "as create",

@@ -18,6 +18,7 @@ from mlserve.operator.spec.schedule import (
     PlanReason,
     Schedule,
     ScheduleSettings,
+    duplicate_cron_runs,
     job_view,
     next_time,
     parse_schedule,
@@ -454,3 +455,86 @@ def test_a_rayjob_being_deleted_counts_as_finished() -> None:
 
 def test_a_rayjob_without_a_scheduled_time_is_not_a_scheduled_run() -> None:
     assert job_view({"metadata": {"name": "etl-dev-d7", "annotations": {}}}) is None
+
+
+# --- RayJobs KubeRay's RayCronJob controller made twice for one cron time ---------------------
+
+CRON_UID = "0b1c-cron"
+
+
+def _kuberay_run(
+    name: str,
+    stamp: str,
+    created: str = "2026-01-01T10:00:00Z",
+    owner: str = CRON_UID,
+    controller: bool = True,
+    **meta: object,
+) -> dict[str, object]:
+    """A RayJob as KubeRay 1.6's RayCronJob controller creates it (``constructRayJob``)."""
+    return {
+        "metadata": {
+            "name": name,
+            "creationTimestamp": created,
+            "labels": {"ray.io/cronjob-name": "etl-dev"},
+            "annotations": {"ray.io/cronjob-scheduled-timestamp": stamp},
+            "ownerReferences": [{"kind": "RayCronJob", "name": "etl-dev", "uid": owner, "controller": controller}],
+            **meta,
+        }
+    }
+
+
+def test_one_run_per_cron_time_is_no_duplicate() -> None:
+    jobs = [
+        _kuberay_run("etl-dev-abcde", "2026-01-01T10:00:00Z"),
+        _kuberay_run("etl-dev-fghjk", "2026-01-01T10:01:00Z"),
+    ]
+    assert duplicate_cron_runs(jobs, CRON_UID) == ()
+
+
+def test_a_second_run_of_one_cron_time_is_a_duplicate_of_the_first_made() -> None:
+    jobs = [
+        _kuberay_run("etl-dev-bqjcn", "2026-01-01T10:00:00Z", created="2026-01-01T10:00:01Z"),
+        _kuberay_run("etl-dev-sjh7s", "2026-01-01T10:00:00Z", created="2026-01-01T10:00:00Z"),
+        _kuberay_run("etl-dev-xxxxx", "2026-01-01T10:01:00Z"),
+    ]
+    (duplicate,) = duplicate_cron_runs(jobs, CRON_UID)
+    assert (duplicate.name, duplicate.kept, duplicate.scheduled_time) == (
+        "etl-dev-bqjcn",
+        "etl-dev-sjh7s",
+        "2026-01-01T10:00:00Z",
+    )
+
+
+def test_runs_made_in_the_same_second_keep_the_first_name() -> None:
+    jobs = [_kuberay_run(name, "2026-01-01T10:00:00Z") for name in ("etl-dev-zzzzz", "etl-dev-bbbbb", "etl-dev-mmmmm")]
+    found = duplicate_cron_runs(jobs, CRON_UID)
+    assert [(d.name, d.kept) for d in found] == [("etl-dev-mmmmm", "etl-dev-bbbbb"), ("etl-dev-zzzzz", "etl-dev-bbbbb")]
+    assert duplicate_cron_runs(list(reversed(jobs)), CRON_UID) == found
+
+
+def test_the_same_instant_written_two_ways_is_one_cron_time() -> None:
+    jobs = [
+        _kuberay_run("etl-dev-aaaaa", "2026-01-01T10:00:00Z"),
+        _kuberay_run("etl-dev-bbbbb", "2026-01-01T11:00:00+01:00"),
+    ]
+    assert [d.name for d in duplicate_cron_runs(jobs, CRON_UID)] == ["etl-dev-bbbbb"]
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        _kuberay_run("etl-dev-other", "2026-01-01T10:00:00Z", owner="another-cron"),
+        _kuberay_run("etl-dev-going", "2026-01-01T10:00:00Z", deletionTimestamp="2026-01-01T10:00:02Z"),
+        {"metadata": {**_kuberay_run("etl-dev-nostamp", "")["metadata"], "annotations": {}}},
+        _kuberay_run("etl-dev-badstamp", "not a time"),
+    ],
+    ids=["another-raycronjob", "being-deleted", "no-time", "unreadable-time"],
+)
+def test_only_live_runs_of_this_raycronjob_with_a_time_count(other: dict[str, object]) -> None:
+    jobs = [_kuberay_run("etl-dev-aaaaa", "2026-01-01T10:00:00Z"), other]
+    assert duplicate_cron_runs(jobs, CRON_UID) == ()
+
+
+def test_an_owner_reference_that_is_not_the_controller_does_not_count() -> None:
+    job = _kuberay_run("etl-dev-bbbbb", "2026-01-01T10:00:00Z", controller=False)
+    assert duplicate_cron_runs([_kuberay_run("etl-dev-aaaaa", "2026-01-01T10:00:00Z"), job], CRON_UID) == ()
