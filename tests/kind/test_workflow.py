@@ -69,12 +69,17 @@ async def test_a_workflow_deploy_runs_its_rayjob_through_kuberay_to_succeeded(
     mls, job = names.mlserve_name(serve, env), names.rayjob_name(serve, env, deployment)
 
     # The operator's RayJob, and the RayCluster KubeRay makes of it: our groups, our image.
-    def cluster_name() -> str | None:
-        return _status(kube_client, RayJob, job, namespace).get("rayClusterName") or None
+    # (KubeRay names the cluster in the RayJob's status a moment before it creates it.)
+    def raycluster_of_job() -> Any:
+        name = _status(kube_client, RayJob, job, namespace).get("rayClusterName")
+        return kube_client.get(RayCluster, name, namespace=namespace) if name else None
 
-    cluster = wait_for(cluster_name, timeout=CLUSTER_TIMEOUT, what=f"KubeRay's RayCluster for RayJob {job}")
-    raycluster = kube_client.get(RayCluster, cluster, namespace=namespace).to_dict()
-    assert _owned_by(kube_client.get(RayCluster, cluster, namespace=namespace), "RayJob", job)
+    found = wait_for(
+        raycluster_of_job, timeout=CLUSTER_TIMEOUT, what=f"KubeRay's RayCluster for RayJob {job}", ignore=(ApiError,)
+    )
+    cluster = str(found.metadata.name)
+    assert _owned_by(found, "RayJob", job)
+    raycluster = found.to_dict()
     spec = raycluster["spec"]
     head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert (head["name"], head["image"]) == (names.RAY_HEAD_CONTAINER, kind_images["ray"])
@@ -87,9 +92,11 @@ async def test_a_workflow_deploy_runs_its_rayjob_through_kuberay_to_succeeded(
     seen: dict[str, Any] = {}
 
     def ended() -> dict[str, Any] | None:
+        if "cluster" not in seen:  # the RayCluster's status once it is up, sampled during the run
+            cluster_status = _status(kube_client, RayCluster, cluster, namespace)
+            if cluster_status.get("state") == "ready":
+                seen["cluster"] = cluster_status
         status = _status(kube_client, RayJob, job, namespace)
-        if status.get("jobDeploymentStatus") == "Running" and "cluster" not in seen:
-            seen["cluster"] = _status(kube_client, RayCluster, cluster, namespace)
         return status if status.get("jobDeploymentStatus") in ("Complete", "Failed") else None
 
     try:
@@ -100,7 +107,7 @@ async def test_a_workflow_deploy_runs_its_rayjob_through_kuberay_to_succeeded(
         kube_client, namespace, job, cluster
     )
     assert status.get("succeeded") == 1 and status["jobId"], status
-    # the cluster was up for the run: its head and worker ready
+    # the cluster was up for the run: its head and its worker ready
     assert seen.get("cluster", {}).get("state") == "ready", seen
     assert seen["cluster"].get("readyWorkerReplicas") == 1, seen
 
