@@ -14,7 +14,9 @@ on this machine:
   that nothing is pulled.
 
 Then, either way: the operator's image from the repository's Dockerfile (its base a build
-argument), a tiny model server for the tests and MariaDB (Debian's mariadb-server).
+argument), a tiny model server for the tests, MariaDB (Debian's mariadb-server), KubeRay's
+controller (the binary built for the local control plane, static, ``FROM scratch``) and Ray
+(PyPI's ``ray[default]`` wheel on the Python base, with the workflow the suite runs).
 
 Every image built here is tagged with a digest of its inputs: an image whose tag exists is
 reused, so a second run builds nothing.
