@@ -47,8 +47,6 @@ OPERATOR_USER = "mlserve_operator"
 MIGRATE_SECRET = "mlserve-migrate"
 OPERATOR_SECRET = "mlserve-database"
 CREDENTIALS_FILE = "database.json"
-#: who applies what ``mlserve dev kind up`` installs with lightkube (KubeRay's CRDs)
-FIELD_MANAGER = "mlserve-dev"
 KUBERAY_NAMESPACE = "kuberay-system"
 KUBERAY_NAME = "kuberay-operator"
 #: the controller's /readyz and /healthz in its pod
@@ -335,10 +333,10 @@ class Installer:
     def install_kuberay(self, image: str, crd_dir: Path, timeout: float = 300) -> None:
         """KubeRay's CRDs and ClusterRole (from its module, ``crd_dir``) bound to our
         ServiceAccount, then its controller's Deployment; waits until it is ready."""
-        client = Client(config=KubeConfig.from_file(self.kubeconfig), field_manager=FIELD_MANAGER)
+        client = Client(config=KubeConfig.from_file(self.kubeconfig), field_manager=kuberay.FIELD_MANAGER)
         try:
             subject = Subject(kind="ServiceAccount", name=KUBERAY_NAME, namespace=KUBERAY_NAMESPACE)
-            kuberay.install_kuberay(client, crd_dir, timeout, field_manager=FIELD_MANAGER, subject=subject)
+            kuberay.install_kuberay(client, crd_dir, timeout, subject=subject)
         finally:
             client.close()
         self.apply(kuberay_manifests(image))
