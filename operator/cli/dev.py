@@ -8,7 +8,7 @@
     mlserve dev cluster up --foreground       ... or stay until Ctrl-C, then stop it
     mlserve dev cluster kubeconfig            print the kubeconfig path
     mlserve dev cluster down                  stop it
-    mlserve dev kind up [--offline/--online]  a kind cluster with MariaDB and the operator (Helm)
+    mlserve dev kind up [--offline/--online]  a kind cluster with MariaDB, KubeRay and the operator (Helm)
     mlserve dev kind down                     delete it
 
 The cluster's state (certificates, etcd data, logs in ``logs/``, kubeconfig) lives in
@@ -159,7 +159,8 @@ def _state_dir_suffix(state_dir: Path) -> str:
 
 @dev.group("kind")
 def kind_group() -> None:
-    """A kind cluster with MariaDB and the operator installed by its Helm chart (the end-to-end suite's)."""
+    """A kind cluster with MariaDB, KubeRay's controller and the operator installed by its Helm chart
+    (the end-to-end suite's)."""
 
 
 _kind_state_option = click.option(
@@ -180,7 +181,7 @@ _kind_state_option = click.option(
     "else online when kind's node image can be pulled.",
 )
 def kind_up(state_dir: Path, offline: bool | None) -> None:
-    """Build (or reuse) the images, create the cluster, install MariaDB and the operator.
+    """Build (or reuse) the images, create the cluster, install MariaDB, KubeRay and the operator.
 
     Prints the environment the suite under tests/kind needs, as `export` lines."""
     from mlserve.operator.dev.kind import e2e

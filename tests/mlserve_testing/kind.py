@@ -56,6 +56,64 @@ async def seed_model_serve(
     return seed
 
 
+#: the Ray pods of the workflow test: with KubeRay's submitter (half a core requested, set by
+#: KubeRay) they fit the one core the one node has left beside the control plane, CoreDNS,
+#: MariaDB, the operator and KubeRay's controller. Ray's requests are its limits (Guaranteed
+#: QoS, as Darwin renders them): a worker held to a tenth of a core can't start its raylet
+#: within Ray's start-up timeout, a fifth of a core can
+RAY_HEAD_CONFIG = {"cores": 0.25, "memory": 2, "node_capacity_type": "spot"}
+RAY_WORKER_CONFIG = {
+    "cores_per_pods": 0.2,
+    "memory_per_pods": 1,
+    "min_pods": 1,
+    "max_pods": 1,
+    "node_capacity_type": "spot",
+}
+
+
+async def seed_ray_workflow(serve: str, environment: str, namespace: str, images: dict[str, str]) -> darwin.Seed:
+    """A workflow serve as Darwin writes it (no schedule: one run per deployment) whose artifact
+    v1 is the suite's Ray image (its main.py is what the default entrypoint runs), bound to the
+    kind release's cluster name: a small head and one worker group of one small pod."""
+    seed = await darwin.seed_api_serve(
+        serve,
+        environment,
+        namespace,
+        versions=("v1",),
+        serve_type="workflow",
+        env_config=darwin.env_configs(namespace, cluster=install.CLUSTER_NAME),
+    )
+    now = darwin._now()
+    await darwin.insert(
+        "workflow_serve_configs",
+        serve_id=seed.serve,
+        environment_id=seed.environment,
+        schedule="",
+        worker_node_config=[RAY_WORKER_CONFIG],
+        head_node_config=RAY_HEAD_CONFIG,
+        created_by_id=seed.user,
+        updated_by_id=seed.user,
+        created_at=now,
+        updated_at=now,
+    )
+    await darwin.query("UPDATE artifacts SET image_url = ? WHERE id = ?", images["ray"], seed.artifacts["v1"])
+    return seed
+
+
+def pod_logs(client: Client, namespace: str, labels: dict[str, str], tail: int = 60) -> str:
+    """The last lines of the logs of the pods with ``labels`` (for a failure's message)."""
+    parts = []
+    for pod in client.list(Pod, namespace=namespace, labels=labels):
+        name = pod.metadata.name
+        try:
+            text = "".join(client.log(name, namespace=namespace, tail_lines=tail))
+        except ApiError as exc:
+            text = f"(no logs: {exc.status.message})"
+        phase = pod.status.phase if pod.status else None
+        parts.append(f"--- pod {name} ({phase}):\n{text}")
+    return "\n".join(parts) or f"(no pods with {labels})"
+
+
 def deployment_ready(client: Client, name: str, namespace: str, image_suffix: str) -> Deployment | None:
     """The Deployment once it runs ``image_suffix`` on all its pods, all ready."""
     try:

@@ -314,7 +314,7 @@ class LocalCluster:
             name,
             [
                 str(self.binaries.path(names.KUBERAY_OPERATOR)),
-                *kuberay_controller.operator_args(kubeconfig, port, watch_namespaces),
+                *kuberay_controller.operator_args(f"{names.HOST}:{port}", watch_namespaces, kubeconfig),
             ],
             self.state_dir / "logs" / f"{name}.log",
             detach=self.detach,

@@ -11,7 +11,11 @@ same module), so it has exactly the rights it has in a real cluster. It is start
 * ``--watch-namespace=a,b``: when given, it acts only there (a test's own namespace);
 * ``--feature-gates=RayCronJob=true``: the RayCronJob controller is alpha and off in 1.6.
 
-Its pods run on kwok's fake nodes: kwok marks them Running and Ready, so RayClusters become
+``mlserve dev kind up`` runs the same controller as a pod of the kind cluster (operator/dev/kind/
+install.py), with the same CRDs, ClusterRole and command line (its probes on the pod's port,
+its ServiceAccount instead of a kubeconfig).
+
+Here its pods run on kwok's fake nodes: kwok marks them Running and Ready, so RayClusters become
 ``ready`` and RayJobs get their submitter Job; nothing listens in them, so the RayJob
 controller's calls to the Ray dashboard fail (docs/kuberay.md says what status it reaches).
 """
@@ -71,10 +75,15 @@ def _established(client: Client, name: str) -> bool:
 
 
 def install_kuberay(
-    client: Client, crd_dir: Path, timeout: float = START_TIMEOUT, field_manager: str = FIELD_MANAGER
+    client: Client,
+    crd_dir: Path,
+    timeout: float = START_TIMEOUT,
+    field_manager: str = FIELD_MANAGER,
+    subject: Subject | None = None,
 ) -> list[str]:
-    """Apply KubeRay's four CRDs and its controller's ClusterRole, bound to ``kuberay-operator``;
-    wait until the CRDs are served. Returns the CRDs' names.
+    """Apply KubeRay's four CRDs and its controller's ClusterRole, bound to ``subject`` (by
+    default the user ``kuberay-operator`` of the local control plane; in a real cluster the
+    controller's ServiceAccount); wait until the CRDs are served. Returns the CRDs' names.
 
     ``field_manager``: the same as whoever else applies these CRDs to the cluster, so that the
     applies of the same files are no-ops (taking a 1.4 MB CRD's fields over from another
@@ -106,7 +115,9 @@ def install_kuberay(
             roleRef=RoleRef(
                 apiGroup="rbac.authorization.k8s.io", kind="ClusterRole", name=roles[0]["metadata"]["name"]
             ),
-            subjects=[Subject(kind="User", name=names.KUBERAY_USER[0], apiGroup="rbac.authorization.k8s.io")],
+            subjects=[
+                subject or Subject(kind="User", name=names.KUBERAY_USER[0], apiGroup="rbac.authorization.k8s.io")
+            ],
         ),
         field_manager=field_manager,
         force=True,
@@ -133,13 +144,17 @@ def install_kuberay(
     return crds
 
 
-def operator_args(kubeconfig: Path, probe_port: int, watch_namespaces: Sequence[str]) -> list[str]:
-    """The command line of KubeRay's controller (see the module's docstring)."""
-    args = [
-        f"--kubeconfig={kubeconfig}",
+def operator_args(
+    probe_address: str, watch_namespaces: Sequence[str] = (), kubeconfig: Path | None = None
+) -> list[str]:
+    """The command line of KubeRay's controller (see the module's docstring): its probes on
+    ``probe_address`` (``host:port``, or ``:port`` in a pod); ``kubeconfig`` None: in a pod,
+    with its ServiceAccount."""
+    args = [f"--kubeconfig={kubeconfig}"] if kubeconfig is not None else []
+    args += [
         "--enable-leader-election=false",
         "--metrics-addr=0",
-        f"--health-probe-bind-address={names.HOST}:{probe_port}",
+        f"--health-probe-bind-address={probe_address}",
         f"--feature-gates={names.KUBERAY_FEATURE_GATES}",
         "--log-stdout-encoder=console",
     ]

@@ -1,11 +1,13 @@
 """The end-to-end environment on kind, step by step, each step timed.
 
-    binaries  kind, kubectl and helm (and, offline, the node's programs) from Go modules
+    binaries  kind, kubectl, helm and KubeRay's controller (and, offline, the node's programs)
+              from Go modules
     docker    a Docker daemon (the user's, or one started here)
-    images    the node image (offline), the operator's, the model server's, MariaDB's
+    images    the node image (offline), the operator's, the model server's, MariaDB's,
+              KubeRay's controller's and Ray's
     cluster   kind create, the default ServiceAccount, CoreDNS
-    load      kind load docker-image
-    install   MariaDB, then the operator with the Helm chart
+    load      kind load docker-image (ours, then KubeRay's and Ray's)
+    install   MariaDB, KubeRay's controller, then the operator with the Helm chart
 
 ``up()`` returns an ``Environment`` whose ``test_env()`` is what the suite under tests/kind
 needs (KUBECONFIG, the state folder); ``scripts/e2e-kind`` runs it all.
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from mlserve.operator.dev.cluster.build import binary_dir, ensure_components
+from mlserve.operator.dev.cluster.build import binary_dir, ensure_components, kuberay_crd_dir
 from mlserve.operator.dev.cluster.errors import DevClusterError
 
 from . import names
@@ -39,7 +41,7 @@ KUBECONFIG_FILE = "kubeconfig"
 TIMINGS_FILE = "timings.json"
 IMAGES_FILE = "images.json"
 #: the components every run needs, and those of a locally built node image
-COMPONENTS = ["kubernetes", "helm", "kind"]
+COMPONENTS = ["kubernetes", "helm", "kind", "kuberay-operator"]
 OFFLINE_COMPONENTS = ["etcd", "kubernetes-node", "containerd", "cri-tools", "coredns"]
 #: how long pulling the official node image may take before the machine counts as offline
 PULL_PROBE_SECONDS = 600.0
@@ -147,6 +149,9 @@ def up(state_dir: Path, *, offline: bool | None = None) -> Environment:
     operator = images.operator()
     model = images.model_server()
     mariadb = images.mariadb()
+    kuberay = images.kuberay()
+    ray = images.ray()
+    crds = kuberay_crd_dir()  # KubeRay's module, of the controller's version
     models = {version: f"{names.MODEL_SERVER_IMAGE}:{version}" for version in MODEL_VERSIONS}
     for version, ref in models.items():
         docker.build_from_text(f"FROM {model}\nENV MODEL_VERSION={version}\n", ref, state_dir)
@@ -158,13 +163,17 @@ def up(state_dir: Path, *, offline: bool | None = None) -> Environment:
     run.step("default ServiceAccount", installer.wait_default_service_account)
     run.step("CoreDNS ready", installer.wait_coredns)
     run.step("kind load", lambda: cluster.load(operator, mariadb, *models.values()))
+    run.step("kind load (KubeRay, Ray)", lambda: cluster.load(kuberay, ray))
     run.step("install MariaDB", lambda: installer.install_mariadb(mariadb))
+    run.step("install KubeRay (ready)", lambda: installer.install_kuberay(kuberay, crds))
     run.step("install the operator (helm)", lambda: installer.install_operator(operator))
     refs = {
         "node": node,
         "operator": operator,
         "model_server": model,
         "mariadb": mariadb,
+        "kuberay": kuberay,
+        "ray": ray,
         **{f"model_{v}": r for v, r in models.items()},
     }
     (state_dir / IMAGES_FILE).write_text(json.dumps(refs, indent=2) + "\n")

@@ -14,7 +14,9 @@ on this machine:
   that nothing is pulled.
 
 Then, either way: the operator's image from the repository's Dockerfile (its base a build
-argument), a tiny model server for the tests and MariaDB (Debian's mariadb-server).
+argument), a tiny model server for the tests, MariaDB (Debian's mariadb-server), KubeRay's
+controller (the binary built for the local control plane, static, ``FROM scratch``) and Ray
+(PyPI's ``ray[default]`` wheel on the Python base, with the workflow the suite runs).
 
 Every image built here is tagged with a digest of its inputs: an image whose tag exists is
 reused, so a second run builds nothing.
@@ -207,6 +209,28 @@ class Images:
         tag = f"{names.MARIADB_IMAGE}:{digest(base, context)}"
         return self._ensure(
             "mariadb image", tag, lambda: self.docker.build(context, tag, build_args={"BASE_IMAGE": base})
+        )
+
+    def kuberay(self) -> str:
+        """KubeRay's controller: the static binary the local control plane runs, alone in an
+        image (``FROM scratch``; built with ``CGO_ENABLED=0``)."""
+        program = "kuberay-operator"
+        tag = f"{names.KUBERAY_IMAGE}:{self.versions['kuberay']}-{digest(self._binary(program))}"
+        return self._ensure(
+            "KubeRay image",
+            tag,
+            lambda: self._program_image(tag, {program: program}, entrypoint=[f"/usr/local/bin/{program}"]),
+        )
+
+    def ray(self) -> str:
+        """Ray from PyPI's wheel on the Python base, with the suite's workflow."""
+        base = self.python()
+        context = KIND_IMAGES_DIR / "ray"
+        tag = f"{names.RAY_IMAGE}:{names.RAY_VERSION}-{digest(base, context)}"
+        return self._ensure(
+            "Ray image",
+            tag,
+            lambda: self.docker.build(context, tag, build_args={"BASE_IMAGE": base, "RAY_VERSION": names.RAY_VERSION}),
         )
 
     # --- the node image (offline) --------------------------------------------------------------

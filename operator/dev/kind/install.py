@@ -8,6 +8,11 @@ work folder (for the tests, which write rows as Darwin does), never printed.
 
 The operator is installed with ``deploy/helm/mlserve-operator``, from its image loaded into
 the node (``pullPolicy: Never``), and runs in-cluster as the chart's ServiceAccount.
+
+KubeRay's controller runs in ``kuberay-system`` from the image of the binary the local control
+plane runs: KubeRay's CRDs and ClusterRole are read from KubeRay's module (as for the local
+control plane, ``operator/dev/cluster/kuberay.py``), bound to a ServiceAccount of ours, and a
+Deployment of ours runs it with the same command line, waited for until its ``/readyz`` answers.
 """
 
 from __future__ import annotations
@@ -20,8 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from lightkube import Client, KubeConfig
+from lightkube.models.rbac_v1 import Subject
 
+from mlserve.operator.dev.cluster import kuberay
 from mlserve.operator.dev.cluster.errors import DevClusterError
+
+from . import names
 
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "deploy" / "helm" / "mlserve-operator"
@@ -37,6 +47,10 @@ OPERATOR_USER = "mlserve_operator"
 MIGRATE_SECRET = "mlserve-migrate"
 OPERATOR_SECRET = "mlserve-database"
 CREDENTIALS_FILE = "database.json"
+KUBERAY_NAMESPACE = "kuberay-system"
+KUBERAY_NAME = "kuberay-operator"
+#: the controller's /readyz and /healthz in its pod
+KUBERAY_PROBE_PORT = 8082
 
 
 def mariadb_manifests(image: str, migrate_password: str, operator_password: str) -> list[dict[str, object]]:
@@ -100,12 +114,78 @@ def mariadb_manifests(image: str, migrate_password: str, operator_password: str)
     ]
 
 
+def kuberay_manifests(image: str) -> list[dict[str, object]]:
+    """Namespace, ServiceAccount and Deployment of KubeRay's controller (its ClusterRole and
+    the binding to this ServiceAccount come with its CRDs: ``kuberay.install_kuberay``)."""
+    labels = {"app.kubernetes.io/name": KUBERAY_NAME}
+    probe = {"port": KUBERAY_PROBE_PORT}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": KUBERAY_NAMESPACE}},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": KUBERAY_NAME, "namespace": KUBERAY_NAMESPACE, "labels": labels},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": KUBERAY_NAME, "namespace": KUBERAY_NAMESPACE, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                # one at a time: leader election is off (as beside the local control plane)
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "serviceAccountName": KUBERAY_NAME,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": 65532,
+                            "runAsGroup": 65532,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "containers": [
+                            {
+                                "name": KUBERAY_NAME,
+                                "image": image,
+                                "imagePullPolicy": "Never",
+                                "args": kuberay.operator_args(f":{KUBERAY_PROBE_PORT}"),
+                                "ports": [{"containerPort": KUBERAY_PROBE_PORT, "name": "probes"}],
+                                "readinessProbe": {
+                                    "httpGet": {"path": "/readyz", **probe},
+                                    "periodSeconds": 2,
+                                },
+                                "livenessProbe": {
+                                    "httpGet": {"path": "/healthz", **probe},
+                                    "initialDelaySeconds": 10,
+                                    "periodSeconds": 10,
+                                },
+                                "resources": {
+                                    "requests": {"cpu": "50m", "memory": "64Mi"},
+                                    "limits": {"memory": "512Mi"},
+                                },
+                                "securityContext": {
+                                    "allowPrivilegeEscalation": False,
+                                    "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]},
+                                },
+                            }
+                        ],
+                    },
+                },
+            },
+        },
+    ]
+
+
 def chart_values(image: str) -> dict[str, object]:
     repository, tag = image.rsplit(":", 1)
     return {
         "clusterName": CLUSTER_NAME,
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
-        "operator": {"logFormat": "plain", "logLevel": "INFO"},
+        # the Ray release of the Ray image, told to KubeRay (its probes depend on it)
+        "operator": {"logFormat": "plain", "logLevel": "INFO", "config": {"MLSERVE_RAY_VERSION": names.RAY_VERSION}},
         "database": {
             "existingSecret": OPERATOR_SECRET,
             "host": f"{DB_SERVICE}.{DB_NAMESPACE}.svc.cluster.local",
@@ -173,6 +253,9 @@ class Installer:
             time.sleep(1)
 
     def wait_coredns(self, timeout: float = 240) -> None:
+        """CoreDNS ready, one replica: kubeadm's second one adds nothing on one node and holds
+        a tenth of its CPU requests, which the Ray pods of the workflow test need."""
+        self.kubectl_run("scale", "deployment/coredns", "-n", "kube-system", "--replicas=1")
         self.kubectl_run(
             "rollout",
             "status",
@@ -245,4 +328,24 @@ class Installer:
             "--timeout",
             f"{int(timeout)}s",
             timeout=timeout + 60,
+        )
+
+    def install_kuberay(self, image: str, crd_dir: Path, timeout: float = 300) -> None:
+        """KubeRay's CRDs and ClusterRole (from its module, ``crd_dir``) bound to our
+        ServiceAccount, then its controller's Deployment; waits until it is ready."""
+        client = Client(config=KubeConfig.from_file(self.kubeconfig), field_manager=kuberay.FIELD_MANAGER)
+        try:
+            subject = Subject(kind="ServiceAccount", name=KUBERAY_NAME, namespace=KUBERAY_NAMESPACE)
+            kuberay.install_kuberay(client, crd_dir, timeout, subject=subject)
+        finally:
+            client.close()
+        self.apply(kuberay_manifests(image))
+        self.kubectl_run(
+            "rollout",
+            "status",
+            f"deployment/{KUBERAY_NAME}",
+            "-n",
+            KUBERAY_NAMESPACE,
+            f"--timeout={int(timeout)}s",
+            timeout=timeout + 30,
         )

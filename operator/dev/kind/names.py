@@ -21,6 +21,12 @@ NODE_IMAGE = f"{IMAGE_PREFIX}/kind-node"
 OPERATOR_IMAGE = f"{IMAGE_PREFIX}/mlserve-operator"
 MODEL_SERVER_IMAGE = f"{IMAGE_PREFIX}/model-server"
 MARIADB_IMAGE = f"{IMAGE_PREFIX}/mariadb"
+KUBERAY_IMAGE = f"{IMAGE_PREFIX}/kuberay-operator"
+RAY_IMAGE = f"{IMAGE_PREFIX}/ray"
+
+#: Ray, from PyPI's wheel (``ray[default]``), in the Ray image; also the ``rayVersion`` the
+#: operator tells KubeRay (MLSERVE_RAY_VERSION), so that KubeRay's probes fit this release
+RAY_VERSION = "2.60.0"
 
 DEBIAN_SUITE = "bookworm"
 #: the images kubeadm asks for that kind's node image build does not carry itself

@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from mlserve.operator.dev.cluster import DevClusterError
+from mlserve.operator.dev.cluster.kuberay import operator_args
 from mlserve.operator.dev.kind import docker as kind_docker
+from mlserve.operator.dev.kind import install
+from mlserve.operator.dev.kind import names as kind_names
 from mlserve.operator.dev.kind.cluster import kind_config
 from mlserve.operator.dev.kind.e2e import offline_choice
 from mlserve.operator.dev.kind.host import HostFacts, bounding_set
@@ -150,3 +153,24 @@ def test_the_runtime_wrapper_drops_only_that_capability(tmp_path: Path) -> None:
     process.write_text(json.dumps({"capabilities": {"bounding": list(caps)}}))
     subprocess.run([str(wrapper), "exec", "--process", str(process), "ctr-id"], capture_output=True, check=True)
     assert json.loads(process.read_text())["capabilities"]["bounding"] == ["CAP_CHOWN", "CAP_SYS_ADMIN"]
+
+
+def test_kuberays_controller_runs_in_its_pod_as_beside_the_local_control_plane() -> None:
+    namespace, account, deployment = install.kuberay_manifests("mlserve.local/kuberay-operator:v1.6.1-x")
+    assert (namespace["kind"], namespace["metadata"]) == ("Namespace", {"name": install.KUBERAY_NAMESPACE})
+    assert (account["kind"], account["metadata"]) == (
+        "ServiceAccount",
+        {"name": install.KUBERAY_NAME, "namespace": install.KUBERAY_NAMESPACE, "labels": account["metadata"]["labels"]},
+    )
+    pod = deployment["spec"]["template"]["spec"]  # type: ignore[index]
+    assert pod["serviceAccountName"] == install.KUBERAY_NAME
+    (container,) = pod["containers"]
+    assert container["imagePullPolicy"] == "Never"  # loaded into the node, never pulled
+    assert container["args"] == operator_args(f":{install.KUBERAY_PROBE_PORT}")
+    assert "--feature-gates=RayCronJob=true" in container["args"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": install.KUBERAY_PROBE_PORT}
+
+
+def test_the_release_tells_kuberay_the_ray_images_version() -> None:
+    values = install.chart_values("mlserve.local/mlserve-operator:abc")
+    assert values["operator"]["config"] == {"MLSERVE_RAY_VERSION": kind_names.RAY_VERSION}  # type: ignore[index]

@@ -11,7 +11,7 @@ from mlserve.operator.dev.cluster.kuberay import kuberay_rbac_dir, log_name, ope
 
 
 def test_the_controller_runs_alone_without_metrics_and_with_the_raycronjob_gate() -> None:
-    args = operator_args(Path("/state/kuberay.kubeconfig"), 40123, ["ns-a", "ns-b"])
+    args = operator_args("127.0.0.1:40123", ["ns-a", "ns-b"], Path("/state/kuberay.kubeconfig"))
     assert "--kubeconfig=/state/kuberay.kubeconfig" in args
     assert "--enable-leader-election=false" in args
     assert "--metrics-addr=0" in args  # two clusters side by side would clash on :8080
@@ -21,9 +21,17 @@ def test_the_controller_runs_alone_without_metrics_and_with_the_raycronjob_gate(
 
 
 def test_every_namespace_is_watched_when_none_is_named() -> None:
-    assert not [a for a in operator_args(Path("k"), 1, []) if a.startswith("--watch-namespace")]
+    assert not [a for a in operator_args("127.0.0.1:1", [], Path("k")) if a.startswith("--watch-namespace")]
     assert log_name([]) == "kuberay-operator"
     assert log_name(["ns-a"]) == "kuberay-operator-ns-a"
+
+
+def test_in_a_pod_the_controller_uses_its_service_account_and_probes_on_the_pods_port() -> None:
+    args = operator_args(":8082")
+    assert not [a for a in args if a.startswith("--kubeconfig")]
+    assert "--health-probe-bind-address=:8082" in args
+    assert "--enable-leader-election=false" in args
+    assert "--feature-gates=RayCronJob=true" in args
 
 
 def test_the_clusterrole_comes_from_the_module_of_the_crds(tmp_path: Path) -> None:
