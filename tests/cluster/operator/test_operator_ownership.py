@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 from lightkube import Client
-from lightkube.models.core_v1 import ServicePort, ServiceSpec
-from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.models.apps_v1 import DeploymentSpec
+from lightkube.models.core_v1 import Container, PodSpec, PodTemplateSpec, ServicePort, ServiceSpec
+from lightkube.models.meta_v1 import LabelSelector, ObjectMeta
+from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Service
 from mlserve_testing import darwin
 from mlserve_testing.mlserves import apply, children, condition, events, get, mlserve, unique, wait_condition
@@ -33,19 +35,41 @@ def _written(obj: Any) -> tuple[Any, list[str]]:
     return obj.metadata.generation, ours
 
 
-async def test_a_hand_made_service_is_left_alone_until_it_is_deleted(
+async def test_hand_made_objects_are_left_alone_until_they_are_deleted(
     operator_db: OperatorProcess, kube_client: Client, namespace: str
 ) -> None:
+    """A Service and a Deployment made by hand with the names of the serve's children: the
+    operator knows the names are taken from its watch of other objects' metadata, reads
+    them, and writes nothing until they are gone."""
     serve, env = unique("checkout"), unique("prod")
     name = f"{serve}-{env}"
     await darwin.seed_api_serve(serve, env, namespace, min_replicas=1, max_replicas=1)
     hand_made = kube_client.create(
         Service(metadata=ObjectMeta(name=name), spec=ServiceSpec(ports=[ServicePort(port=8000)])), namespace=namespace
     )
+    labels = {"app": "by-hand"}
+    hand_made_deployment = kube_client.create(
+        Deployment(
+            metadata=ObjectMeta(name=name),
+            spec=DeploymentSpec(
+                replicas=0,
+                selector=LabelSelector(matchLabels=labels),
+                template=PodTemplateSpec(
+                    metadata=ObjectMeta(labels=labels),
+                    spec=PodSpec(containers=[Container(name="app", image="example.com/by-hand:1")]),
+                ),
+            ),
+        ),
+        namespace=namespace,
+    )
     apply(kube_client, mlserve(serve, namespace, env, "v1"))
 
     body = wait_condition(kube_client, serve, namespace, "Synced", status="False", reason="NameTaken", timeout=60)
     assert f"Service/{name}" in body["status"]["message"]
+    assert f"Deployment/{name}" in body["status"]["message"]
+    deployment = kube_client.get(Deployment, name, namespace=namespace)
+    assert _written(deployment) == _written(hand_made_deployment)
+    kube_client.delete(Deployment, name, namespace=namespace)
     wait_for(
         lambda: any(e.reason == "NameTaken" and e.type == "Warning" for e in events(kube_client, namespace, serve)),
         timeout=30,
