@@ -40,6 +40,7 @@ from mlserve_testing.kuberay import (
     SUBMITTER_FINISHED_TIMEOUT,
     KubeRayController,
     RayCluster,
+    cron_run,
     wait_until_kuberay_ends_run,
 )
 from mlserve_testing.wait import wait_for
@@ -350,7 +351,10 @@ async def test_kuberay_runs_our_raycronjob_on_its_schedule(
     # wrote; docs/kuberay.md). It does so by chance, so the test makes one as KubeRay's
     # constructRayJob does: the operator's next reconcile deletes it and keeps the first.
     stamp = job["metadata"]["annotations"]["ray.io/cronjob-scheduled-timestamp"]
-    duplicate = _kuberay_duplicate(kube_client.get(RayCronJob, cron_name, namespace=namespace).to_dict(), stamp)
+    # ``zzzzz`` sorts after any name KubeRay picks: the one to go even when both share a second.
+    duplicate = cron_run(
+        kube_client.get(RayCronJob, cron_name, namespace=namespace).to_dict(), f"{cron_name}-zzzzz", stamp
+    )
     kube_client.create(codecs.from_dict(duplicate))
     report = await _reconcile(aclient, namespace, name, runtime)
     assert report.error is None, report.error
@@ -368,35 +372,6 @@ async def test_kuberay_runs_our_raycronjob_on_its_schedule(
     assert kept.metadata.deletionTimestamp is None
     live = [j for j in kuberay_jobs() if not j["metadata"].get("deletionTimestamp")]
     assert [j["metadata"]["annotations"]["ray.io/cronjob-scheduled-timestamp"] for j in live].count(stamp) == 1
-
-
-def _kuberay_duplicate(cron_job: dict[str, Any], stamp: str) -> dict[str, Any]:
-    """A second RayJob of the cron time ``stamp``, as KubeRay 1.6.1's RayCronJob controller makes
-    one (``constructRayJob``: ``<cronjob>-<5 random chars>``, its label and time annotation, the
-    RayCronJob as controller, the ``jobTemplate`` as spec). ``zzzzz`` sorts after any name KubeRay
-    picks, so it is the one to go even when both were made in the same second."""
-    meta = cron_job["metadata"]
-    return {
-        "apiVersion": "ray.io/v1",
-        "kind": "RayJob",
-        "metadata": {
-            "name": f"{meta['name']}-zzzzz",
-            "namespace": meta["namespace"],
-            "labels": {"ray.io/cronjob-name": meta["name"]},
-            "annotations": {"ray.io/cronjob-scheduled-timestamp": stamp},
-            "ownerReferences": [
-                {
-                    "apiVersion": "ray.io/v1",
-                    "kind": "RayCronJob",
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "spec": copy.deepcopy(cron_job["spec"]["jobTemplate"]),
-    }
 
 
 def _gone_or_deleting(client: Client, name: str, namespace: str) -> bool:

@@ -18,7 +18,7 @@ import pytest
 from lightkube import AsyncClient, Client, codecs
 from lightkube.generic_resource import create_namespaced_resource
 from mlserve_testing import darwin
-from mlserve_testing.kuberay import KubeRayController, wait_until_kuberay_ends_run
+from mlserve_testing.kuberay import KubeRayController, cron_run, wait_until_kuberay_ends_run
 
 from mlserve.models import EnvConfig, ServeType
 from mlserve.models.configs import WorkerNodeConfig
@@ -38,8 +38,6 @@ from mlserve.operator.settings import OperatorSettings
 from mlserve.operator.spec import EnvironmentContext, MLServeSpec, ServeContext
 from mlserve.operator.spec.api import (
     ANNOTATION_SCHEDULED_TIME,
-    KUBERAY_CRONJOB_NAME_LABEL,
-    KUBERAY_CRONJOB_TIME_ANNOTATION,
     LABEL_MANAGED_BY,
     MANAGED_BY,
 )
@@ -289,31 +287,6 @@ async def test_the_reconcile_reports_kind_not_installed_for_a_scheduled_workflow
 # --- a RayCronJob's second RayJob of one cron time (KubeRay 1.6.1; docs/kuberay.md) -----------
 
 
-def _kuberay_run(cron_job: dict[str, Any], name: str, stamp: str) -> dict[str, Any]:
-    """A RayJob as KubeRay's RayCronJob controller makes one (``constructRayJob``)."""
-    meta = cron_job["metadata"]
-    return {
-        "apiVersion": "ray.io/v1",
-        "kind": "RayJob",
-        "metadata": {
-            "name": name,
-            "namespace": meta["namespace"],
-            "labels": {KUBERAY_CRONJOB_NAME_LABEL: meta["name"]},
-            "annotations": {KUBERAY_CRONJOB_TIME_ANNOTATION: stamp},
-            "ownerReferences": [
-                {
-                    "apiVersion": "ray.io/v1",
-                    "kind": "RayCronJob",
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                }
-            ],
-        },
-        "spec": cron_job["spec"]["jobTemplate"],
-    }
-
-
 async def test_a_second_rayjob_of_one_cron_time_is_deleted_soon_after_the_time(
     aclient: AsyncClient, kube_client: Client, namespace: str, kuberay_installed: Path | None
 ) -> None:
@@ -328,9 +301,9 @@ async def test_a_second_rayjob_of_one_cron_time_is_deleted_soon_after_the_time(
     cron_job["status"] = {"lastScheduleTime": "2026-01-01T10:05:00Z"}
     stamp, earlier = "2026-01-01T10:05:00Z", "2026-01-01T10:00:00Z"
     runs = [
-        _kuberay_run(cron_job, "etl-dev-bbbbb", stamp),
-        _kuberay_run(cron_job, "etl-dev-zzzzz", stamp),  # made second (the same second: the name decides)
-        _kuberay_run(cron_job, "etl-dev-ccccc", earlier),
+        cron_run(cron_job, "etl-dev-bbbbb", stamp),
+        cron_run(cron_job, "etl-dev-zzzzz", stamp),  # made second (the same second: the name decides)
+        cron_run(cron_job, "etl-dev-ccccc", earlier),
     ]
     for run in runs:
         await aclient.create(codecs.from_dict(run))
@@ -355,7 +328,7 @@ async def test_a_second_rayjob_of_one_cron_time_is_deleted_soon_after_the_time(
     assert len(events.events) == 1
 
     # long after the time nothing is listed, so nothing is deleted
-    await aclient.create(codecs.from_dict(_kuberay_run(cron_job, "etl-dev-fffff", stamp)))
+    await aclient.create(codecs.from_dict(cron_run(cron_job, "etl-dev-fffff", stamp)))
     late = last + schedule.DUPLICATE_CHECK_WINDOW + timedelta(seconds=1)
     assert await schedule.remove_duplicate_cron_runs(aclient, body, cron_job, late, events) is None
     assert "etl-dev-fffff" in await live()

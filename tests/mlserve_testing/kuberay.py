@@ -11,6 +11,7 @@ the same module, ``mlserve dev build --with-kuberay``) acting on the test's name
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import json
 import os
@@ -27,6 +28,7 @@ from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from mlserve.operator.dev.cluster import LocalCluster, ensure_binaries, names
 from mlserve.operator.dev.cluster.kuberay import install_kuberay
 from mlserve.operator.reconcile.kube import RayCronJob, RayJob
+from mlserve.operator.spec.api import KUBERAY_CRONJOB_NAME_LABEL, KUBERAY_CRONJOB_TIME_ANNOTATION
 from mlserve_testing.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,3 +162,31 @@ def wait_until_kuberay_ends_run(client: Client, name: str, namespace: str) -> di
         return status if status.get("jobDeploymentStatus") in ("Complete", "Failed") else None
 
     return wait_for(ended, RUN_ENDS_WITHIN, f"KubeRay's controller to end RayJob {name}")
+
+
+def cron_run(cron_job: dict[str, Any], name: str, stamp: str) -> dict[str, Any]:
+    """A RayJob of the cron time ``stamp`` as KubeRay 1.6.1's RayCronJob controller makes one
+    (``constructRayJob``: ``<cronjob>-<5 random chars>``, its label and time annotation, the
+    RayCronJob as controller, the ``jobTemplate`` as spec)."""
+    meta = cron_job["metadata"]
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": {KUBERAY_CRONJOB_NAME_LABEL: meta["name"]},
+            "annotations": {KUBERAY_CRONJOB_TIME_ANNOTATION: stamp},
+            "ownerReferences": [
+                {
+                    "apiVersion": "ray.io/v1",
+                    "kind": "RayCronJob",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": copy.deepcopy(cron_job["spec"]["jobTemplate"]),
+    }
