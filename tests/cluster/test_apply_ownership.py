@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,8 +19,6 @@ from lightkube.resources.core_v1 import ConfigMap, Service
 from mlserve_testing import darwin
 from mlserve_testing.wait import wait_for
 
-from mlserve.models.db import close_db, init_db
-from mlserve.models.settings import DatabaseSettings
 from mlserve.operator.dev.cluster import ClusterHandle
 from mlserve.operator.reconcile.apply import NameTaken, Owner, apply_children
 from mlserve.operator.reconcile.events import RecordingEvents
@@ -173,15 +170,6 @@ async def test_a_labelled_child_of_another_owner_is_not_overwritten(
 # --- through the MLServe's reconcile -------------------------------------------------------------
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[None]:
-    await init_db(DatabaseSettings.sqlite(tmp_path / "darwin.sqlite3"))
-    try:
-        yield
-    finally:
-        await close_db()
-
-
 async def _create(client: AsyncClient, namespace: str, name: str, serve: str, environment: str) -> None:
     body = {
         "apiVersion": API_VERSION,
@@ -207,7 +195,7 @@ async def _condition(client: AsyncClient, namespace: str, name: str, type_: str)
 
 
 async def test_the_mlserve_reports_name_taken_and_converges_once_the_name_is_free(
-    counted: tuple[AsyncClient, RequestCounter], namespace: str, db: None
+    counted: tuple[AsyncClient, RequestCounter], namespace: str, sqlite_darwin_db: None
 ) -> None:
     client, _ = counted
     await darwin.seed_api_serve("checkout", "prod", namespace, min_replicas=1, max_replicas=1)
@@ -247,7 +235,7 @@ async def test_the_mlserve_reports_name_taken_and_converges_once_the_name_is_fre
 
 
 async def test_two_mlserves_rendering_the_same_names_do_not_fight(
-    counted: tuple[AsyncClient, RequestCounter], namespace: str, db: None
+    counted: tuple[AsyncClient, RequestCounter], namespace: str, sqlite_darwin_db: None
 ) -> None:
     client, counter = counted
     # fraud-model/prod and fraud/model-prod: both render fraud-model-prod

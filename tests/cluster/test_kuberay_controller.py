@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,8 +44,6 @@ from mlserve_testing.kuberay import (
 )
 from mlserve_testing.wait import wait_for
 
-from mlserve.models.db import close_db, init_db
-from mlserve.models.settings import DatabaseSettings
 from mlserve.operator.dev.cluster import ClusterHandle
 from mlserve.operator.reconcile import sync
 from mlserve.operator.reconcile.events import RecordingEvents
@@ -56,15 +53,6 @@ from mlserve.operator.reconcile.sync import SyncState
 from mlserve.operator.render import names
 from mlserve.operator.render.settings import RenderSettings
 from mlserve.operator.settings import OperatorSettings
-
-
-@pytest.fixture
-async def workflow_db(tmp_path: Path) -> AsyncIterator[None]:
-    await init_db(DatabaseSettings.sqlite(tmp_path / "darwin.sqlite3"))
-    try:
-        yield
-    finally:
-        await close_db()
 
 
 @pytest.fixture
@@ -142,7 +130,7 @@ def _pods(client: Client, namespace: str, cluster: str, node_type: str) -> list[
 
 
 async def test_kuberay_runs_our_rayjob_until_ray_itself_must_answer(
-    workflow_db: None,
+    sqlite_darwin_db: None,
     aclient: AsyncClient,
     kube_client: Client,
     namespace: str,
@@ -268,7 +256,7 @@ async def test_kuberay_runs_our_rayjob_until_ray_itself_must_answer(
 
 
 async def test_kuberay_runs_our_raycronjob_on_its_schedule(
-    workflow_db: None,
+    sqlite_darwin_db: None,
     aclient: AsyncClient,
     kube_client: Client,
     namespace: str,

@@ -6,15 +6,12 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 from lightkube import Client
 from mlserve_testing.mlserves import MLServe, apply, mlserve
 
-from mlserve.models.db import close_db, init_db
-from mlserve.models.settings import DatabaseSettings
 from mlserve.operator.cli.run import configure_logging
 from mlserve.operator.dev.cluster import ClusterHandle
 from mlserve.operator.reconcile.events import RecordingEvents
@@ -37,19 +34,12 @@ def json_log() -> Iterator[io.StringIO]:
     root.setLevel(level)
 
 
-@pytest.fixture
-async def empty_database(tmp_path: Path) -> AsyncIterator[None]:
-    await init_db(DatabaseSettings.sqlite(tmp_path / "mlserve.sqlite3"))
-    yield
-    await close_db()
-
-
 async def test_a_reconciles_log_lines_carry_the_mlserve_and_the_reason(
     cluster: ClusterHandle,
     kube_client: Client,
     mlserve_crd: None,
     namespace: str,
-    empty_database: None,
+    sqlite_darwin_db: None,
     json_log: io.StringIO,
 ) -> None:
     apply(kube_client, mlserve("ghost", namespace, "prod", "v1"))

@@ -22,8 +22,6 @@ from mlserve_testing.kuberay import KubeRayController, cron_run, wait_until_kube
 
 from mlserve.models import EnvConfig, ServeType
 from mlserve.models.configs import WorkerNodeConfig
-from mlserve.models.db import close_db, init_db
-from mlserve.models.settings import DatabaseSettings
 from mlserve.operator.dev.cluster import ClusterHandle
 from mlserve.operator.reconcile import schedule
 from mlserve.operator.reconcile.apply import Owner
@@ -167,15 +165,6 @@ async def test_runs_are_created_owned_one_at_a_time_and_trimmed(
 # --- through the MLServe's reconcile (the operator's code path), with an injected clock ----------
 
 
-@pytest.fixture
-async def workflow_db(tmp_path: Path) -> AsyncIterator[None]:
-    await init_db(DatabaseSettings.sqlite(tmp_path / "darwin.sqlite3"))
-    try:
-        yield
-    finally:
-        await close_db()
-
-
 async def _seed_workflow(namespace: str, expression: str) -> None:
     """The workflow serve etl in environment dev, scheduled by ``expression`` in the database."""
     seeded = await darwin.seed_api_serve("etl", "dev", namespace, versions=("v1",), serve_type="workflow")
@@ -193,7 +182,7 @@ async def _seed_workflow(namespace: str, expression: str) -> None:
 
 
 async def test_the_reconcile_starts_a_scheduled_workflows_run_when_it_is_due(
-    aclient: AsyncClient, namespace: str, workflow_db: None
+    aclient: AsyncClient, namespace: str, sqlite_darwin_db: None
 ) -> None:
     await _seed_workflow(namespace, "*/5 * * * *")
     body = await _mlserve(aclient, namespace)
@@ -267,7 +256,7 @@ async def test_a_due_run_without_the_rayjob_crd_says_kind_not_installed(
 
 
 async def test_the_reconcile_reports_kind_not_installed_for_a_scheduled_workflow(
-    aclient: AsyncClient, namespace: str, workflow_db: None, no_rayjob_crd: None
+    aclient: AsyncClient, namespace: str, sqlite_darwin_db: None, no_rayjob_crd: None
 ) -> None:
     await _seed_workflow(namespace, "* * * * *")
     body = await _mlserve(aclient, namespace)

@@ -73,6 +73,20 @@ async def darwin_db(darwin_db_settings: Any) -> AsyncIterator[None]:
         await close_db()
 
 
+@pytest.fixture
+async def sqlite_darwin_db(tmp_path: Path) -> AsyncIterator[None]:
+    """A fresh Darwin schema in a SQLite file of the test's own, connected as Tortoise's
+    default connection (for tests that run the reconcile in the test process)."""
+    from mlserve.models.db import close_db, init_db
+    from mlserve.models.settings import DatabaseSettings
+
+    await init_db(DatabaseSettings.sqlite(tmp_path / "darwin.sqlite3"))
+    try:
+        yield
+    finally:
+        await close_db()
+
+
 def _install_crd(client: Client, path: Path) -> None:
     """Apply the CRDs of ``path`` and wait until each is established and servable."""
     install_crds(client, codecs.load_all_yaml(path.read_text()))
