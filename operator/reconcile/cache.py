@@ -626,9 +626,10 @@ class Informer:
         self._known.pop(key, None)
         self._remove(*key, str(obj["metadata"].get("uid")))
 
-    def _request(self, accept: str, watch: bool, **params: Any) -> BasicRequest:
+    def _request(self, *, watch: bool, **params: Any) -> BasicRequest:
         """lightkube's list or watch request, asking for the objects' metadata alone when the
         informer is ``metadata_only`` (the API server's ``PartialObjectMetadata``)."""
+        accept = _METADATA_WATCH if watch else _METADATA_LIST
         return self.client._client.prepare_request(
             "list",
             res=self.resource,
@@ -648,7 +649,7 @@ class Informer:
         return version
 
     async def _list_objects(self) -> str:
-        listing = self.client._client.list(self._request(_METADATA_LIST, watch=False, limit=500))
+        listing = self.client._client.list(self._request(watch=False, limit=500))
         async for item in listing:
             self._seen(item)
         return listing.resourceVersion
@@ -660,7 +661,7 @@ class Informer:
         http: httpx2.AsyncClient = generic._client
         pages: dict[str, Any] = {"limit": 500}
         while True:
-            response = await http.send(generic.build_adapter_request(self._request(_METADATA_LIST, False, **pages)))
+            response = await http.send(generic.build_adapter_request(self._request(watch=False, **pages)))
             try:
                 response.raise_for_status()
             except httpx2.HTTPStatusError as exc:
@@ -696,9 +697,7 @@ class Informer:
                 self.synced.set()
                 delay = self._retry_delay
                 watch = self.client._client.watch(
-                    self._request(
-                        _METADATA_WATCH, watch=True, timeoutSeconds=self._server_timeout, resourceVersion=version
-                    )
+                    self._request(watch=True, timeoutSeconds=self._server_timeout, resourceVersion=version)
                 )
                 async for type_, item in watch:
                     if type_ == "DELETED":
