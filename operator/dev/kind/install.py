@@ -53,6 +53,23 @@ KUBERAY_NAME = "kuberay-operator"
 KUBERAY_PROBE_PORT = 8082
 
 
+def _one_pod_deployment(
+    name: str, namespace: str, labels: dict[str, str], pod_spec: dict[str, object]
+) -> dict[str, object]:
+    """A Deployment of one pod, replaced rather than rolled (never two at once)."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
 def mariadb_manifests(image: str, migrate_password: str, operator_password: str) -> list[dict[str, object]]:
     """Namespace, Secret (the init SQL), Deployment and Service of the cluster's MariaDB."""
     init_sql = (
@@ -72,39 +89,31 @@ def mariadb_manifests(image: str, migrate_password: str, operator_password: str)
             "metadata": {"name": "mariadb-init", "namespace": DB_NAMESPACE},
             "stringData": {"init.sql": init_sql},
         },
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": DB_SERVICE, "namespace": DB_NAMESPACE, "labels": labels},
-            "spec": {
-                "replicas": 1,
-                "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "mariadb",
-                                "image": image,
-                                "imagePullPolicy": "Never",
-                                "ports": [{"containerPort": 3306, "name": "mysql"}],
-                                "volumeMounts": [
-                                    {"name": "data", "mountPath": "/var/lib/mysql"},
-                                    {"name": "init", "mountPath": "/etc/mariadb-init", "readOnly": True},
-                                ],
-                                "readinessProbe": {"tcpSocket": {"port": 3306}, "periodSeconds": 2},
-                                "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
-                            }
+        _one_pod_deployment(
+            DB_SERVICE,
+            DB_NAMESPACE,
+            labels,
+            {
+                "containers": [
+                    {
+                        "name": "mariadb",
+                        "image": image,
+                        "imagePullPolicy": "Never",
+                        "ports": [{"containerPort": 3306, "name": "mysql"}],
+                        "volumeMounts": [
+                            {"name": "data", "mountPath": "/var/lib/mysql"},
+                            {"name": "init", "mountPath": "/etc/mariadb-init", "readOnly": True},
                         ],
-                        "volumes": [
-                            {"name": "data", "emptyDir": {}},
-                            {"name": "init", "secret": {"secretName": "mariadb-init"}},
-                        ],
-                    },
-                },
+                        "readinessProbe": {"tcpSocket": {"port": 3306}, "periodSeconds": 2},
+                        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+                    }
+                ],
+                "volumes": [
+                    {"name": "data", "emptyDir": {}},
+                    {"name": "init", "secret": {"secretName": "mariadb-init"}},
+                ],
             },
-        },
+        ),
         {
             "apiVersion": "v1",
             "kind": "Service",
@@ -126,56 +135,48 @@ def kuberay_manifests(image: str) -> list[dict[str, object]]:
             "kind": "ServiceAccount",
             "metadata": {"name": KUBERAY_NAME, "namespace": KUBERAY_NAMESPACE, "labels": labels},
         },
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": KUBERAY_NAME, "namespace": KUBERAY_NAMESPACE, "labels": labels},
-            "spec": {
-                "replicas": 1,
-                # one at a time: leader election is off (as beside the local control plane)
-                "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "serviceAccountName": KUBERAY_NAME,
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": 65532,
-                            "runAsGroup": 65532,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
-                        "containers": [
-                            {
-                                "name": KUBERAY_NAME,
-                                "image": image,
-                                "imagePullPolicy": "Never",
-                                "args": kuberay.operator_args(f":{KUBERAY_PROBE_PORT}"),
-                                "ports": [{"containerPort": KUBERAY_PROBE_PORT, "name": "probes"}],
-                                "readinessProbe": {
-                                    "httpGet": {"path": "/readyz", **probe},
-                                    "periodSeconds": 2,
-                                },
-                                "livenessProbe": {
-                                    "httpGet": {"path": "/healthz", **probe},
-                                    "initialDelaySeconds": 10,
-                                    "periodSeconds": 10,
-                                },
-                                "resources": {
-                                    "requests": {"cpu": "50m", "memory": "64Mi"},
-                                    "limits": {"memory": "512Mi"},
-                                },
-                                "securityContext": {
-                                    "allowPrivilegeEscalation": False,
-                                    "readOnlyRootFilesystem": True,
-                                    "capabilities": {"drop": ["ALL"]},
-                                },
-                            }
-                        ],
-                    },
+        # one at a time: leader election is off (as beside the local control plane)
+        _one_pod_deployment(
+            KUBERAY_NAME,
+            KUBERAY_NAMESPACE,
+            labels,
+            {
+                "serviceAccountName": KUBERAY_NAME,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": 65532,
+                    "runAsGroup": 65532,
+                    "seccompProfile": {"type": "RuntimeDefault"},
                 },
+                "containers": [
+                    {
+                        "name": KUBERAY_NAME,
+                        "image": image,
+                        "imagePullPolicy": "Never",
+                        "args": kuberay.operator_args(f":{KUBERAY_PROBE_PORT}"),
+                        "ports": [{"containerPort": KUBERAY_PROBE_PORT, "name": "probes"}],
+                        "readinessProbe": {
+                            "httpGet": {"path": "/readyz", **probe},
+                            "periodSeconds": 2,
+                        },
+                        "livenessProbe": {
+                            "httpGet": {"path": "/healthz", **probe},
+                            "initialDelaySeconds": 10,
+                            "periodSeconds": 10,
+                        },
+                        "resources": {
+                            "requests": {"cpu": "50m", "memory": "64Mi"},
+                            "limits": {"memory": "512Mi"},
+                        },
+                        "securityContext": {
+                            "allowPrivilegeEscalation": False,
+                            "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                    }
+                ],
             },
-        },
+        ),
     ]
 
 
