@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +47,8 @@ NAMESPACE_LABEL = "mlserve.darwin.io/test-namespace"
 
 _started_in: list[float] = []
 """The session's local control plane, once started (the fault suite stops and starts its programs)."""
+_kept_logs: list[Path] = []
+"""Where the control plane's logs were kept, when a test of the session failed."""
 _binaries_key = pytest.StashKey["Binaries | DevClusterError"]()
 
 
@@ -93,11 +96,26 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _started_in:
         terminalreporter.write_line(f"local control plane: all ready in {_started_in[0]:.1f} s")
+    for kept in _kept_logs:
+        terminalreporter.write_line(f"local control plane: a test failed; its programs' logs are kept in {kept}")
+
+
+def _keep_logs(local: LocalCluster, session: pytest.Session, factory: pytest.TempPathFactory) -> None:
+    """Copy the programs' logs out of the temporary state folder when a test failed, so a
+    failure of the control plane's own (a controller that never catches up) can be read."""
+    if not session.testsfailed or local.state_dir is None or not (local.state_dir / "logs").is_dir():
+        return
+    kept = factory.getbasetemp() / "cluster-logs"
+    shutil.copytree(local.state_dir / "logs", kept, dirs_exist_ok=True)
+    _kept_logs.append(kept)
 
 
 @pytest.fixture(scope="session")
-def local_cluster(pytestconfig: pytest.Config) -> Iterator[LocalCluster | None]:
-    """The session's local control plane, started here; None with $KUBECONFIG's cluster."""
+def local_cluster(
+    pytestconfig: pytest.Config, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCluster | None]:
+    """The session's local control plane, started here; None with $KUBECONFIG's cluster. When
+    a test failed, its programs' logs are kept under pytest's base temporary folder."""
     if use_external_cluster():
         yield None
         return
@@ -114,6 +132,8 @@ def local_cluster(pytestconfig: pytest.Config) -> Iterator[LocalCluster | None]:
             _started_in.append(local.started_in)
         yield local
     finally:
+        with contextlib.suppress(OSError):
+            _keep_logs(local, request.session, tmp_path_factory)
         local.stop()
 
 
