@@ -32,8 +32,8 @@ from lightkube import ApiError, Client
 from lightkube.models.authentication_v1 import TokenRequestSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.models.rbac_v1 import RoleRef, Subject
-from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import Namespace, ServiceAccount, ServiceAccountToken
+from lightkube.resources.apps_v1 import Deployment, ReplicaSet
+from lightkube.resources.core_v1 import Namespace, Pod, ServiceAccount, ServiceAccountToken
 from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
 
 from mlserve.operator.render import names
@@ -43,7 +43,7 @@ from mlserve_testing.faultproxy import FaultProxy
 from mlserve_testing.history import Violation, pair_violations
 from mlserve_testing.mlserves import MLServe, get, unique
 from mlserve_testing.operator import OperatorProcess, _free_port, operator_env
-from mlserve_testing.wait import async_wait_for
+from mlserve_testing.wait import WaitTimeout, async_wait_for
 
 ENV_KILL_MATRIX = "MLSERVE_TEST_KILL_MATRIX"
 ADMIN_ACCOUNT = ("mlserve-fault-tests", "default")
@@ -221,13 +221,53 @@ class Ledger:
                 return False
             return bool(extra is None or extra())
 
-        await async_wait_for(
-            holds,
-            timeout=timeout,
-            what=f"the invariants of {self.serve}/{self.environment}",
-            ignore=(ApiError, httpx2.HTTPError),
-        )
+        try:
+            await async_wait_for(
+                holds,
+                timeout=timeout,
+                what=f"the invariants of {self.serve}/{self.environment}",
+                ignore=(ApiError, httpx2.HTTPError),
+            )
+        except WaitTimeout as exc:
+            raise WaitTimeout(f"{exc}\n{await self.describe(client)}") from None
         return time.monotonic() - began
+
+    async def describe(self, client: Client) -> str:
+        """What a failed convergence left: the violations, the MLServe's status and its
+        Deployment's, so a failure says whether the operator or the cluster is behind."""
+        lines = [f"violations: {await self.violations(client)}"]
+        for body in _mlserves(client, self.namespace):
+            status = body.get("status") or {}
+            lines.append(
+                f"MLServe {body['metadata']['name']}: generation {body['metadata'].get('generation')}, "
+                f"spec {body.get('spec', {}).get('artifactVersion')}, status "
+                + str({k: status.get(k) for k in ("phase", "observedGeneration", "deploymentId", "message")})
+            )
+        for deployment in client.list(Deployment, namespace=self.namespace):
+            status = deployment.status
+            conditions = [(c.type, c.status, c.reason) for c in (status.conditions or [])] if status else []
+            lines.append(
+                f"Deployment {deployment.metadata.name}: generation {deployment.metadata.generation}, "
+                f"observed {status and status.observedGeneration}, replicas {status and status.replicas}, "
+                f"updated {status and status.updatedReplicas}, ready {status and status.readyReplicas}, "
+                f"conditions {conditions}"
+            )
+        for replicaset in client.list(ReplicaSet, namespace=self.namespace):
+            status = replicaset.status
+            lines.append(
+                f"ReplicaSet {replicaset.metadata.name} (resourceVersion {replicaset.metadata.resourceVersion}): "
+                f"spec {replicaset.spec.replicas if replicaset.spec else None}, replicas {status and status.replicas}, "
+                f"ready {status and status.readyReplicas}, observed {status and status.observedGeneration}"
+            )
+        for pod in client.list(Pod, namespace=self.namespace):
+            status = pod.status
+            ready = [c.status for c in (status.conditions or []) if c.type == "Ready"] if status else []
+            lines.append(
+                f"Pod {pod.metadata.name} (resourceVersion {pod.metadata.resourceVersion}): "
+                f"phase {status and status.phase}, Ready {ready}, node {pod.spec.nodeName if pod.spec else None}, "
+                f"deleting {pod.metadata.deletionTimestamp is not None}"
+            )
+        return "\n".join(lines)
 
     async def lost_and_duplicated(self, client: Client) -> tuple[int, int, list[str]]:
         """(rows lost, duplicates, what) now, against :attr:`seen` and :attr:`expected_new`."""
