@@ -1,6 +1,7 @@
 """The controllers, the scheduler and the nodes really run: a Deployment becomes a
 ReplicaSet and Pods that are scheduled and become Ready, and deleting it
-garbage-collects what it owned."""
+garbage-collects what it owned; a pod marked not Ready while its node was away is Ready
+again."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from lightkube.models.core_v1 import Container, PodSpec, PodTemplateSpec
 from lightkube.models.meta_v1 import LabelSelector, ObjectMeta
 from lightkube.resources.apps_v1 import Deployment, ReplicaSet
 from lightkube.resources.core_v1 import Node, Pod
-from lightkube.types import CascadeType
+from lightkube.types import CascadeType, PatchType
 from mlserve_testing.wait import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -103,4 +104,30 @@ def test_deleting_a_deployment_garbage_collects_replicaset_and_pods(kube_client:
         lambda: not list(kube_client.list(Pod, namespace=namespace, labels={"app": "doomed"})),
         TIMEOUT,
         "the pods of Deployment doomed to be deleted",
+    )
+
+
+def test_a_pod_marked_not_ready_while_its_node_was_away_is_ready_again(kube_client: Client, namespace: str) -> None:
+    """The node lifecycle controller marks a node's pods not Ready when its heartbeats lapse
+    (an etcd or API server outage); the node's kubelet, once back, reports them Ready again.
+    Without that, a rollout under way during an outage of the control plane never ends."""
+    kube_client.create(_deployment("back"), namespace=namespace)
+
+    def ready_pods() -> list[Pod]:
+        pods = list(kube_client.list(Pod, namespace=namespace, labels={"app": "back"}))
+        return pods if len(pods) == REPLICAS and all(_pod_ready(p) for p in pods) else []
+
+    pod = wait_for(ready_pods, TIMEOUT, f"{REPLICAS} ready pods of Deployment back")[0]
+    # What the node lifecycle controller writes to each pod of a node it finds not ready.
+    kube_client.patch(
+        Pod.Status,
+        pod.metadata.name,
+        {"status": {"conditions": [{"type": "Ready", "status": "False"}]}},
+        namespace=namespace,
+        patch_type=PatchType.STRATEGIC,
+    )
+    wait_for(
+        lambda: _pod_ready(kube_client.get(Pod, pod.metadata.name, namespace=namespace)),
+        TIMEOUT,
+        f"pod {pod.metadata.name} to be Ready again",
     )

@@ -14,6 +14,12 @@ that needs a pod to go wrong labels it (through the template of whatever creates
 kwok picks among matching Stages at random by weight; so that a labelled pod follows only
 these, :func:`with_outcomes` adds "the label does not exist" to every default pod Stage but
 the deletion one (a labelled pod is still deleted as any other).
+
+One more Stage plays a kubelet that comes back: a pod that is Running but not Ready (the
+node lifecycle controller marks every pod of a node not Ready once the node's heartbeats
+lapse, as they do while etcd or the API server is down) is made Ready again. kwok's own
+Stages make a pod Ready only while it is Pending, so without it such a pod would never be
+Ready again.
 """
 
 from __future__ import annotations
@@ -132,6 +138,37 @@ phase: Running
 startTime: {{ $now | Quote }}
 """
 
+_READY_AGAIN = """{{ $now := Now }}
+conditions:
+- lastTransitionTime: {{ $now | Quote }}
+  status: "True"
+  type: Ready
+- lastTransitionTime: {{ $now | Quote }}
+  status: "True"
+  type: ContainersReady
+"""
+
+_READY_AGAIN_STAGE = {
+    "apiVersion": "kwok.x-k8s.io/v1alpha1",
+    "kind": "Stage",
+    "metadata": {"name": "mlserve-pod-ready-again"},
+    "spec": {
+        "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+        "selector": {
+            "matchExpressions": [
+                {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
+                {"key": ".status.phase", "operator": "In", "values": ["Running"]},
+                {
+                    "key": '.status.conditions.[] | select( .type == "Ready" ) | .status',
+                    "operator": "NotIn",
+                    "values": ["True"],
+                },
+            ]
+        },
+        "next": {"statusTemplate": _READY_AGAIN},
+    },
+}
+
 _STAGES = (
     _pod_stage("mlserve-pod-fail", "fail", _PENDING, _FAIL),
     _pod_stage(
@@ -141,12 +178,13 @@ _STAGES = (
         _IMAGE_PULL_ERROR,
     ),
     _pod_stage("mlserve-pod-hang", "hang", _PENDING, _HANG),
+    _READY_AGAIN_STAGE,
 )
 
 
 def with_outcomes(default_stages: str) -> str:
-    """kwok's default Stages (multi-document YAML) with the outcome Stages added, and every
-    default pod Stage but the deletion one made to skip labelled pods."""
+    """kwok's default Stages (multi-document YAML) with ours added (the outcomes, and Ready
+    again), and every default pod Stage but the deletion one made to skip labelled pods."""
     documents = [doc for doc in yaml.safe_load_all(default_stages) if doc]
     for stage in documents:
         spec = stage.get("spec") or {}
