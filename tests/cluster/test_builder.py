@@ -19,7 +19,7 @@ from mlserve_testing import darwin
 from mlserve_testing.cluster import ClusterHandle
 from mlserve_testing.wait import async_wait_for
 
-from mlserve.operator.dev.cluster.kwok_outcomes import OUTCOME_LABEL
+from mlserve.operator.dev.cluster.kwok_stages import OUTCOME_LABEL
 from mlserve.operator.reconcile.builder import LABEL_BUILD_JOB, Builder, job_name
 from mlserve.operator.settings import BuilderSettings
 

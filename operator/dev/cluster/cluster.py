@@ -45,7 +45,7 @@ from . import names
 from .build import Binaries
 from .errors import DevClusterError
 from .kubeconfig import write_kubeconfig
-from .kwok_outcomes import with_outcomes
+from .kwok_stages import with_our_stages
 from .pki import CertificateAuthority, CertPair, ServiceAccountKeys
 from .ports import free_ports
 from .process import ManagedProcess, group_alive, stop_group
@@ -401,8 +401,8 @@ class LocalCluster:
         )
         if result.returncode != 0 or not result.stdout.strip():
             raise DevClusterError(f"{names.KWOK_STAGES} failed (exit {result.returncode}): {result.stderr.strip()}")
-        # kwok's defaults, and the Stages that make a labelled pod fail on demand.
-        path.write_text(with_outcomes(result.stdout))
+        # kwok's defaults, and ours: a labelled pod fails on demand, a pod is Ready again.
+        path.write_text(with_our_stages(result.stdout))
         return path
 
     # --- command lines -------------------------------------------------------------------

@@ -19,7 +19,7 @@ from mlserve_testing.mlserves import apply, events, mlserve, ready_at_v1, unique
 from mlserve_testing.operator import OperatorProcess
 from mlserve_testing.wait import wait_for
 
-from mlserve.operator.dev.cluster.kwok_outcomes import OUTCOME_LABEL, REASON_ANNOTATION
+from mlserve.operator.dev.cluster.kwok_stages import OUTCOME_LABEL, REASON_ANNOTATION
 from mlserve.operator.render import names
 
 pytestmark = [pytest.mark.cluster]
@@ -59,7 +59,7 @@ async def test_a_rollout_whose_pods_cannot_pull_their_image_is_failed_with_the_k
     operator_db: OperatorProcess, kube_client: Client, namespace: str
 ) -> None:
     """kwok reports the serve's pods as a kubelet does for an image it cannot pull (the pod label
-    of ``kwok_outcomes``, given through ``env_configs.pod_labels``); the Deployment controller
+    of ``kwok_stages``, given through ``env_configs.pod_labels``); the Deployment controller
     would only give up at its progress deadline (600 s)."""
     serve, env = unique("pull"), unique("prod")
     config: dict[str, Any] = {

@@ -1,4 +1,5 @@
-"""Pods that fail on demand: kwok Stages keyed on one pod label, beside kwok's defaults.
+"""Our kwok Stages beside kwok's defaults: pods that fail on demand, keyed on one pod label,
+and pods Ready again once their node is back.
 
 kwok's default pod Stages make every pod Running and Ready, and a Job's pod Succeeded. A test
 that needs a pod to go wrong labels it (through the template of whatever creates it)
@@ -12,7 +13,7 @@ that needs a pod to go wrong labels it (through the template of whatever creates
 - ``hang``: Running and Ready, and never completes (a Job's pod runs until its deadline).
 
 kwok picks among matching Stages at random by weight; so that a labelled pod follows only
-these, :func:`with_outcomes` adds "the label does not exist" to every default pod Stage but
+these, :func:`with_our_stages` adds "the label does not exist" to every default pod Stage but
 the deletion one (a labelled pod is still deleted as any other).
 
 One more Stage plays a kubelet that comes back: a pod that is Running but not Ready (the
@@ -28,7 +29,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["OUTCOMES", "OUTCOME_LABEL", "REASON_ANNOTATION", "with_outcomes"]
+__all__ = ["OUTCOMES", "OUTCOME_LABEL", "REASON_ANNOTATION", "with_our_stages"]
 
 OUTCOME_LABEL = "kwok.mlserve.dev/outcome"
 REASON_ANNOTATION = "kwok.mlserve.dev/reason"
@@ -182,7 +183,7 @@ _STAGES = (
 )
 
 
-def with_outcomes(default_stages: str) -> str:
+def with_our_stages(default_stages: str) -> str:
     """kwok's default Stages (multi-document YAML) with ours added (the outcomes, and Ready
     again), and every default pod Stage but the deletion one made to skip labelled pods."""
     documents = [doc for doc in yaml.safe_load_all(default_stages) if doc]
