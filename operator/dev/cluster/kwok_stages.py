@@ -38,7 +38,9 @@ OUTCOMES = ("fail", "image-pull-error", "hang")
 _KEY = f'.metadata.labels["{OUTCOME_LABEL}"]'
 
 
-def _pod_stage(name: str, outcome: str, extra: list[dict[str, Any]], template: str) -> dict[str, Any]:
+def _pod_stage(name: str, expressions: list[dict[str, Any]], template: str) -> dict[str, Any]:
+    """A Stage of pods not being deleted that match ``expressions``: their status becomes
+    ``template``."""
     return {
         "apiVersion": "kwok.x-k8s.io/v1alpha1",
         "kind": "Stage",
@@ -47,15 +49,20 @@ def _pod_stage(name: str, outcome: str, extra: list[dict[str, Any]], template: s
             "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
             "selector": {
                 "matchExpressions": [
-                    {"key": _KEY, "operator": "In", "values": [outcome]},
                     {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
-                    *extra,
+                    *expressions,
                 ]
             },
             "weight": 1,
             "next": {"statusTemplate": template},
         },
     }
+
+
+def _outcome_stage(outcome: str, extra: list[dict[str, Any]], template: str) -> dict[str, Any]:
+    return _pod_stage(
+        f"mlserve-pod-{outcome}", [{"key": _KEY, "operator": "In", "values": [outcome]}, *extra], template
+    )
 
 
 _PENDING = [{"key": ".status.phase", "operator": "In", "values": ["Pending"]}]
@@ -116,7 +123,7 @@ phase: Pending
 startTime: {{ $now | Quote }}
 """
 
-_HANG = """{{ $now := Now }}
+_READY = """{{ $now := Now }}
 conditions:
 - lastTransitionTime: {{ $now | Quote }}
   status: "True"
@@ -124,7 +131,11 @@ conditions:
 - lastTransitionTime: {{ $now | Quote }}
   status: "True"
   type: ContainersReady
-containerStatuses:
+"""
+
+_HANG = (
+    _READY
+    + """containerStatuses:
 {{ range .spec.containers }}
 - image: {{ .image | Quote }}
   name: {{ .name | Quote }}
@@ -138,48 +149,22 @@ containerStatuses:
 phase: Running
 startTime: {{ $now | Quote }}
 """
+)
 
-_READY_AGAIN = """{{ $now := Now }}
-conditions:
-- lastTransitionTime: {{ $now | Quote }}
-  status: "True"
-  type: Ready
-- lastTransitionTime: {{ $now | Quote }}
-  status: "True"
-  type: ContainersReady
-"""
-
-_READY_AGAIN_STAGE = {
-    "apiVersion": "kwok.x-k8s.io/v1alpha1",
-    "kind": "Stage",
-    "metadata": {"name": "mlserve-pod-ready-again"},
-    "spec": {
-        "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
-        "selector": {
-            "matchExpressions": [
-                {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
-                {"key": ".status.phase", "operator": "In", "values": ["Running"]},
-                {
-                    "key": '.status.conditions.[] | select( .type == "Ready" ) | .status',
-                    "operator": "NotIn",
-                    "values": ["True"],
-                },
-            ]
-        },
-        "next": {"statusTemplate": _READY_AGAIN},
-    },
-}
+_RUNNING_NOT_READY = [
+    {"key": ".status.phase", "operator": "In", "values": ["Running"]},
+    {"key": '.status.conditions.[] | select( .type == "Ready" ) | .status', "operator": "NotIn", "values": ["True"]},
+]
 
 _STAGES = (
-    _pod_stage("mlserve-pod-fail", "fail", _PENDING, _FAIL),
-    _pod_stage(
-        "mlserve-pod-image-pull-error",
+    _outcome_stage("fail", _PENDING, _FAIL),
+    _outcome_stage(
         "image-pull-error",
         [*_PENDING, {"key": ".status.containerStatuses", "operator": "DoesNotExist"}],
         _IMAGE_PULL_ERROR,
     ),
-    _pod_stage("mlserve-pod-hang", "hang", _PENDING, _HANG),
-    _READY_AGAIN_STAGE,
+    _outcome_stage("hang", _PENDING, _HANG),
+    _pod_stage("mlserve-pod-ready-again", _RUNNING_NOT_READY, _READY),
 )
 
 
