@@ -151,6 +151,9 @@ class ReadyPods:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        # The thread's last sample may be older than what the test waited for (it samples
+        # every 0.1 s): the last one is taken now, after.
+        self.samples.append(self.count())
 
 
 class IngressClaims:
