@@ -67,30 +67,44 @@ def _outcome_stage(outcome: str, extra: list[dict[str, Any]], template: str) -> 
 
 _PENDING = [{"key": ".status.phase", "operator": "In", "values": ["Pending"]}]
 
+
+def _containers_and_phase(*, ready: bool, state: str, phase: str) -> str:
+    """The end of a pod status template: every container of the pod's spec in ``state`` (the
+    YAML under ``state:``, indented six spaces), then the pod's phase and start time."""
+    flag = "true" if ready else "false"
+    return (
+        "containerStatuses:\n"
+        "{{ range .spec.containers }}\n"
+        "- image: {{ .image | Quote }}\n"
+        "  name: {{ .name | Quote }}\n"
+        f"  ready: {flag}\n"
+        "  restartCount: 0\n"
+        f"  started: {flag}\n"
+        "  state:\n"
+        f"{state}"
+        "{{ end }}\n"
+        f"phase: {phase}\n"
+        "startTime: {{ $now | Quote }}\n"
+    )
+
+
 _FAIL = """{{ $now := Now }}
 conditions:
 - lastTransitionTime: {{ $now | Quote }}
   status: "False"
   reason: PodFailed
   type: Ready
-containerStatuses:
-{{ range .spec.containers }}
-- image: {{ .image | Quote }}
-  name: {{ .name | Quote }}
-  ready: false
-  restartCount: 0
-  started: false
-  state:
-    terminated:
+""" + _containers_and_phase(
+    ready=False,
+    state="""    terminated:
       exitCode: 1
       finishedAt: {{ $now | Quote }}
       reason: Error
       message: "the container exited 1"
       startedAt: {{ $now | Quote }}
-{{ end }}
-phase: Failed
-startTime: {{ $now | Quote }}
-"""
+""",
+    phase="Failed",
+)
 
 _IMAGE_PULL_ERROR = """{{ $now := Now }}
 {{ $annotations := or .metadata.annotations dict }}
@@ -107,21 +121,14 @@ conditions:
   status: "False"
   reason: ContainersNotReady
   type: ContainersReady
-containerStatuses:
-{{ range .spec.containers }}
-- image: {{ .image | Quote }}
-  name: {{ .name | Quote }}
-  ready: false
-  restartCount: 0
-  started: false
-  state:
-    waiting:
+""" + _containers_and_phase(
+    ready=False,
+    state="""    waiting:
       reason: {{ $reason | Quote }}
       message: {{ printf "failed to pull image %q: not found" .image | Quote }}
-{{ end }}
-phase: Pending
-startTime: {{ $now | Quote }}
-"""
+""",
+    phase="Pending",
+)
 
 _READY = """{{ $now := Now }}
 conditions:
@@ -133,22 +140,12 @@ conditions:
   type: ContainersReady
 """
 
-_HANG = (
-    _READY
-    + """containerStatuses:
-{{ range .spec.containers }}
-- image: {{ .image | Quote }}
-  name: {{ .name | Quote }}
-  ready: true
-  restartCount: 0
-  started: true
-  state:
-    running:
+_HANG = _READY + _containers_and_phase(
+    ready=True,
+    state="""    running:
       startedAt: {{ $now | Quote }}
-{{ end }}
-phase: Running
-startTime: {{ $now | Quote }}
-"""
+""",
+    phase="Running",
 )
 
 _RUNNING_NOT_READY = [
