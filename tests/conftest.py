@@ -7,9 +7,9 @@ pytest_plugins: list[str] = [
     "mlserve_testing.secrets",  # first: the others import it
     "mlserve_testing.cluster",
     "mlserve_testing.mariadb",
+    "mlserve_testing.kuberay",  # before the operator's, which imports it
     "mlserve_testing.operator",
     "mlserve_testing.chart",
     "mlserve_testing.identity",
-    "mlserve_testing.kuberay",
     "mlserve_testing.faults",
 ]
