@@ -233,8 +233,9 @@ class Ledger:
         return time.monotonic() - began
 
     async def describe(self, client: Client) -> str:
-        """What a failed convergence left: the violations, the MLServe's status and its
-        Deployment's, so a failure says whether the operator or the cluster is behind."""
+        """What a failed convergence left: the violations, and the statuses of the namespace's
+        MLServes, Deployments, ReplicaSets and Pods, so a failure says whether the operator or
+        the cluster is behind."""
         lines = [f"violations: {await self.violations(client)}"]
         for body in _mlserves(client, self.namespace):
             status = body.get("status") or {}
